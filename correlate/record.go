@@ -1,0 +1,139 @@
+package correlate
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Kind is what an oslo.messaging (or generic AMQP) publish was.
+type Kind string
+
+// The record kinds. See design.md section 6.
+const (
+	KindCall         Kind = "call"
+	KindCast         Kind = "cast"
+	KindFanout       Kind = "fanout"
+	KindNotification Kind = "notification"
+)
+
+// Status is the outcome of an RPC as the caller saw it.
+type Status string
+
+// The record statuses. A final reply that arrives after the caller's deadline leaves the status StatusTimeout
+// (the caller's view decides) and sets Record.LateReply.
+const (
+	StatusOK         Status = "ok"
+	StatusError      Status = "error"
+	StatusTimeout    Status = "timeout"
+	StatusUnroutable Status = "unroutable"
+)
+
+// Endpoint names one side of an RPC: the process behind an AMQP connection.
+// Service and PID come from the connection_name client property ("<program>:<pid>:<uuid>"); a connection without one
+// falls back to the client product and peer address. Host is the TCP peer's address (no port).
+type Endpoint struct {
+	Service    string `json:"service"`
+	PID        int    `json:"pid,omitempty"`
+	Host       string `json:"host,omitempty"`
+	Connection string `json:"connection,omitempty"` // connection_name, or "<peer ip:port>" without one
+	User       string `json:"user,omitempty"`       // AMQP login user; never the password
+	Vhost      string `json:"vhost,omitempty"`
+}
+
+// RemoteError is the remote exception carried by an oslo.messaging reply's failure field.
+type RemoteError struct {
+	Class   string `json:"class"`
+	Module  string `json:"module,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Record is one finished RPC, cast, fanout or notification: the unit every sink receives.
+//
+// Field names are part of the public interface (JSON Lines file, HTTP API, websocket, span attributes): add fields,
+// never rename them. Timestamps are wire times seen by the proxy; a nil timestamp was not observed (partial
+// visibility is normal: a caller behind the proxy talking to a server that is not still yields a record).
+type Record struct {
+	// ID is unique per record within one proxy process (monotonic); the UI and API use it as a key.
+	ID     uint64 `json:"id"`
+	Kind   Kind   `json:"kind"`
+	Status Status `json:"status"`
+
+	Method     string  `json:"method,omitempty"`
+	Topic      string  `json:"topic,omitempty"`
+	Server     *string `json:"server"`
+	Exchange   string  `json:"exchange"`
+	RoutingKey string  `json:"routing_key"`
+	Namespace  *string `json:"namespace"`
+	Version    *string `json:"version"`
+
+	MsgID           string `json:"msg_id,omitempty"`    // oslo _msg_id, or AMQP correlation_id for generic RPC
+	UniqueID        string `json:"unique_id,omitempty"` // oslo _unique_id of the request
+	MessageID       string `json:"message_id,omitempty"`
+	RequestID       string `json:"request_id,omitempty"`
+	GlobalRequestID string `json:"global_request_id,omitempty"`
+	// Parent is the record (by MsgID, else UniqueID) of the RPC whose handling made this one: the same request id,
+	// published by the process that was then serving that RPC. Empty when not known.
+	ParentID string `json:"parent_id,omitempty"`
+	// Protocol is "oslo" for oslo.messaging envelopes, "amqp" for generic reply_to/correlation_id RPC.
+	Protocol string `json:"protocol"`
+
+	Caller *Endpoint `json:"caller"`
+	// Callee is the server that consumed the request (the first delivery for a fanout); Callees lists every
+	// delivery's consumer for fanouts and for round-robin topic queues.
+	Callee  *Endpoint  `json:"callee"`
+	Callees []Endpoint `json:"callees,omitempty"`
+	Queue   string     `json:"queue,omitempty"` // queue the request was delivered from
+
+	Published      *time.Time `json:"published"`
+	Confirmed      *time.Time `json:"confirmed,omitempty"` // publisher confirm (Basic.Ack from the broker)
+	Delivered      *time.Time `json:"delivered"`
+	Replied        *time.Time `json:"replied"`
+	ReplyDelivered *time.Time `json:"reply_delivered"`
+	Deadline       *time.Time `json:"deadline,omitempty"` // published + expiration (the caller's timeout)
+	TimeoutMS      int64      `json:"timeout_ms,omitempty"`
+
+	DurationUS int64 `json:"duration_us"` // published → reply delivered (or the best span observed)
+	QueueUS    int64 `json:"queue_us"`    // published → delivered
+	ServerUS   int64 `json:"server_us"`   // delivered → replied
+	Heartbeats int   `json:"heartbeats"`
+	// HeartbeatTimes are the call-monitor heartbeat replies (ending=false) as published by the server.
+	HeartbeatTimes []time.Time `json:"heartbeat_times,omitempty"`
+
+	Error *RemoteError `json:"error"`
+	// LateReply is true when the final reply arrived after the caller's deadline; Replied/ReplyDelivered then
+	// hold the late reply's times while Status stays timeout.
+	LateReply bool `json:"late_reply,omitempty"`
+	// EverDelivered tells, for a timeout, whether the request reached any consumer.
+	EverDelivered *bool `json:"ever_delivered,omitempty"`
+	// ReturnCode and ReturnText come from Basic.Return for unroutable publishes (e.g. 312 NO_ROUTE).
+	ReturnCode int    `json:"return_code,omitempty"`
+	ReturnText string `json:"return_text,omitempty"`
+
+	RequestBytes int  `json:"request_bytes"`
+	ReplyBytes   int  `json:"reply_bytes"`
+	Deliveries   int  `json:"deliveries"`
+	Truncated    bool `json:"truncated,omitempty"` // a body was over the capture cap
+
+	// Notifications.
+	EventType   string `json:"event_type,omitempty"`
+	PublisherID string `json:"publisher_id,omitempty"`
+	Priority    string `json:"priority,omitempty"`
+
+	// Args and Result are present only when the payload policy keeps them, and then only after redaction.
+	Args   json.RawMessage `json:"args,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// Sink receives finished records. Record must not block and must not keep r (or anything it points to) after it
+// returns unless it copies it: the correlator may reuse nothing, but sinks are called in line with correlation and
+// a blocking sink would stall every connection. Fan-out to slow consumers goes through bounded queues that drop
+// and count (see Fanout).
+type Sink interface {
+	Record(r *Record)
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(*Record)
+
+// Record calls f(r).
+func (f SinkFunc) Record(r *Record) { f(r) }
