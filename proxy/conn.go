@@ -1,0 +1,554 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pump buffers. An idle AMQP connection spends its life blocked in Read, so what a pump holds while blocked is
+// what an idle connection costs. Each direction owns a small buffer for the first read after a quiet spell
+// (heartbeats, acks and most oslo.messaging requests fit in it) and borrows a 32 KiB array from bigBufPool only
+// while a read fills the small one (a burst: more is probably queued in the socket). The array goes back as soon
+// as a read comes back short, which means the socket was drained and the next Read will likely block.
+const (
+	smallBufSize = 1 << 10
+	bigBufSize   = 32 << 10
+)
+
+// bigBufPool holds *[bigBufSize]byte: a pointer to an array, so Put does not allocate a slice header.
+var bigBufPool = sync.Pool{New: func() any { return new([bigBufSize]byte) }}
+
+type direction int
+
+const (
+	clientToServer direction = iota
+	serverToClient
+)
+
+// conn is one proxied connection. The goroutine running handleConn owns it; the two pumps share it.
+//
+// Fields under mu: reason, err, finished, closing, up (while dialling), halfTimer, idleTimer. Lock order: server.mu
+// and conn.mu are never held together (drain collects the connections under server.mu, releases it, and only then
+// calls forceClose).
+type conn struct {
+	s      *server
+	p      *Proxy
+	info   ConnInfo
+	raw    net.Conn // the accepted socket: closing it unblocks everything on the client side, TLS or not
+	client net.Conn // raw, or the *tls.Conn over it; set before the pumps start
+	up     net.Conn // nil until dialled; under mu until the pumps start
+
+	tap    Tap
+	tapOff atomic.Bool
+
+	// lastActive is the monotonic time of the last byte moved, as a duration since info.Start, so the idle check
+	// needs no lock and no timer reset per read.
+	lastActive atomic.Int64
+	ended      atomic.Int32 // directions that returned
+
+	mu        sync.Mutex
+	reason    CloseReason
+	err       error
+	finished  bool // handleConn collected both pumps; timers and forceClose do nothing any more
+	closing   bool // closeBoth ran; a socket dialled after this is closed at once
+	idleTimer *time.Timer
+	halfTimer *time.Timer
+
+	// Written by one pump each and read by handleConn after both returned (the errc receive orders it).
+	bytes [2]int64
+	small [2][smallBufSize]byte
+}
+
+func newConn(s *server, c net.Conn) *conn {
+	return &conn{
+		s:      s,
+		p:      s.p,
+		raw:    c,
+		client: c,
+		info: ConnInfo{
+			ID:     s.p.nextID.Add(1),
+			Client: c.RemoteAddr(),
+			Start:  time.Now(),
+		},
+	}
+}
+
+// handleConn serves one client from accept to close and returns what Done must be told, if anything. It runs
+// one pump itself and the other in a goroutine, so an established connection costs two goroutines, both named
+// after their direction in stack dumps.
+func handleConn(c *conn) (end ConnEnd, tapped bool) {
+	p := c.p
+	setKeepAlive(c.raw, p.cfg.keepAlive())
+
+	if err := c.handshakeClient(); err != nil {
+		p.handshakeFails.Add(1)
+		_ = c.raw.Close()
+		c.logEnd(ReasonHandshakeFailed, err, false)
+		return ConnEnd{}, false
+	}
+	if err := c.dialUpstream(); err != nil {
+		p.connsDialFailed.Add(1)
+		_ = c.raw.Close()
+		c.logEnd(ReasonDialFailed, err, false)
+		return ConnEnd{}, false
+	}
+	p.log.Debug("connection open", "conn", c.info.ID, "client", addrString(c.info.Client),
+		"upstream", c.info.Upstream, "client_tls", c.info.ClientTLS, "upstream_tls", c.info.UpstreamTLS)
+	c.tap = c.callTapFunc()
+
+	c.touch()
+	if idle := p.cfg.IdleTimeout; idle > 0 {
+		c.mu.Lock()
+		c.idleTimer = time.AfterFunc(idle, c.checkIdle)
+		c.mu.Unlock()
+	}
+
+	errc := make(chan error, 2)
+	go pumpServerToClient(c, errc)
+	pumpClientToServer(c, errc)
+	<-errc
+	<-errc
+
+	c.mu.Lock()
+	c.finished = true
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	if c.halfTimer != nil {
+		c.halfTimer.Stop()
+	}
+	reason, err := c.reason, c.err
+	c.mu.Unlock()
+	// Both directions are done (or were cut): close both sockets for good. closeRaw skips TLS close_notify,
+	// which a clean end already sent through CloseWrite and an error end has no use for.
+	closeRaw(c.client)
+	closeRaw(c.up)
+
+	c.logEnd(reason, err, true)
+	return ConnEnd{
+		Info:                c.info,
+		End:                 time.Now(),
+		Reason:              reason,
+		Err:                 err,
+		ClientToServerBytes: c.bytes[clientToServer],
+		ServerToClientBytes: c.bytes[serverToClient],
+		TapDisabled:         c.tapOff.Load(),
+	}, c.tap.Done != nil
+}
+
+// pumpClientToServer forwards client→broker bytes. It is a named function so goroutine dumps say which
+// direction is stuck.
+func pumpClientToServer(c *conn, errc chan<- error) { errc <- c.pump(clientToServer) }
+
+// pumpServerToClient forwards broker→client bytes.
+func pumpServerToClient(c *conn, errc chan<- error) { errc <- c.pump(serverToClient) }
+
+// pump copies src to dst until EOF or an error: read, write all of it, and only then hand the same bytes to the
+// tap. One read is in flight at a time and the next read waits for the write, so a slow destination slows the
+// source through TCP flow control instead of piling up in memory. No bufio: a frame is written the moment it is
+// read (Go leaves TCP_NODELAY on), so heartbeats and acks are not held back.
+func (c *conn) pump(d direction) error {
+	defer c.ended.Add(1)
+	src, dst := c.client, c.up
+	w := c.tap.ClientToServer
+	total := &c.p.bytesC2S
+	if d == serverToClient {
+		src, dst = c.up, c.client
+		w = c.tap.ServerToClient
+		total = &c.p.bytesS2C
+	}
+	sw, stamped := w.(StampedWriter)
+	small := c.small[d][:]
+	var big *[bigBufSize]byte
+	defer func() {
+		if big != nil {
+			bigBufPool.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = big[:]
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			readAt := time.Now()
+			c.touchAt(readAt)
+			wn, werr := dst.Write(buf[:n])
+			if wn > 0 {
+				c.touch()
+				c.bytes[d] += int64(wn)
+				total.Add(int64(wn))
+				if w != nil && !c.tapOff.Load() {
+					c.tapWrite(w, sw, stamped, buf[:wn], readAt)
+				}
+			}
+			if werr == nil && wn < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				c.fail(d.writeReason(), fmt.Errorf("write to %s: %w", d.dstName(), werr))
+				return werr
+			}
+			switch {
+			case big == nil && n == len(small):
+				big = bigBufPool.Get().(*[bigBufSize]byte)
+			case big != nil && n < len(big):
+				bigBufPool.Put(big)
+				big = nil
+			}
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				c.halfClose(d)
+				return nil
+			}
+			c.fail(d.readReason(), fmt.Errorf("read from %s: %w", d.srcName(), rerr))
+			return rerr
+		}
+	}
+}
+
+func (d direction) srcName() string {
+	if d == clientToServer {
+		return "client"
+	}
+	return "upstream"
+}
+
+func (d direction) dstName() string {
+	if d == clientToServer {
+		return "upstream"
+	}
+	return "client"
+}
+
+func (d direction) readReason() CloseReason {
+	if d == clientToServer {
+		return ReasonClientError
+	}
+	return ReasonUpstreamError
+}
+
+func (d direction) writeReason() CloseReason {
+	if d == clientToServer {
+		return ReasonUpstreamError
+	}
+	return ReasonClientError
+}
+
+func (d direction) eofReason() CloseReason {
+	if d == clientToServer {
+		return ReasonClientClosed
+	}
+	return ReasonUpstreamClosed
+}
+
+func (c *conn) touch() {
+	c.touchAt(time.Now())
+}
+
+// touchAt records activity at t (the pump passes the read time it already took).
+func (c *conn) touchAt(t time.Time) {
+	c.lastActive.Store(int64(t.Sub(c.info.Start)))
+}
+
+// halfClose passes a clean EOF on: the destination gets a FIN (and, over TLS, close_notify first) while the other
+// direction keeps running, because AMQP peers still exchange close-ok after one side stops sending. If the
+// destination cannot half-close, the connection ends now rather than leaving a direction that can never finish.
+func (c *conn) halfClose(d direction) {
+	dst := c.up
+	if d == serverToClient {
+		dst = c.client
+	}
+	c.mu.Lock()
+	if c.reason == "" {
+		c.reason = d.eofReason()
+	}
+	c.mu.Unlock()
+	if err := closeWrite(dst); err != nil {
+		c.closeBoth()
+		return
+	}
+	if c.ended.Load() > 0 {
+		return // the other direction is already done: handleConn closes both now
+	}
+	if hc := c.p.cfg.halfCloseTimeout(); hc > 0 {
+		c.mu.Lock()
+		if !c.finished && c.halfTimer == nil {
+			c.halfTimer = time.AfterFunc(hc, func() { c.forceClose(ReasonHalfCloseTimeout, ErrHalfCloseTimeout) })
+		}
+		c.mu.Unlock()
+	}
+}
+
+// fail records an I/O error (unless a cause is already known) and closes both sockets, which unblocks the other
+// pump: with one side broken nothing more can be forwarded, and a pump parked in Read would otherwise wait for a
+// peer that may never speak again.
+func (c *conn) fail(r CloseReason, err error) {
+	c.mu.Lock()
+	if c.reason == "" {
+		c.reason, c.err = r, err
+	}
+	c.mu.Unlock()
+	c.closeBoth()
+}
+
+// forceClose ends the connection for a cause the proxy imposes (idle, half-close timeout, shutdown). Such a cause
+// replaces a clean EOF recorded earlier, but not an error.
+func (c *conn) forceClose(r CloseReason, err error) {
+	c.mu.Lock()
+	if c.finished {
+		c.mu.Unlock()
+		return
+	}
+	if c.reason == "" || c.reason == ReasonClientClosed || c.reason == ReasonUpstreamClosed {
+		c.reason, c.err = r, err
+	}
+	c.mu.Unlock()
+	c.closeBoth()
+}
+
+// checkIdle runs when the idle timer fires. Activity only stores a timestamp, so the timer is re-armed here for
+// the remaining time instead of being reset on every read.
+func (c *conn) checkIdle() {
+	idle := c.p.cfg.IdleTimeout
+	c.mu.Lock()
+	if c.finished {
+		c.mu.Unlock()
+		return
+	}
+	quiet := time.Since(c.info.Start) - time.Duration(c.lastActive.Load())
+	if quiet < idle {
+		c.idleTimer.Reset(idle - quiet)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.forceClose(ReasonIdleTimeout, ErrIdleTimeout)
+}
+
+// closeBoth closes both sockets without TLS close_notify: it is the forced path, and close_notify could block on
+// a peer that stopped reading (tls.Conn.Close writes it under a 5s deadline).
+func (c *conn) closeBoth() {
+	_ = c.raw.Close()
+	c.mu.Lock()
+	c.closing = true
+	up := c.up
+	c.mu.Unlock()
+	if up != nil {
+		closeRaw(up)
+	}
+}
+
+// tapWrite hands written bytes to the tap. A panic or an error turns the tap off for the whole connection: the
+// decoder behind it has lost sync and would only produce garbage, while forwarding is unaffected.
+func (c *conn) tapWrite(w io.Writer, sw StampedWriter, stamped bool, b []byte, readAt time.Time) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.disableTap(panicError(r))
+		}
+	}()
+	var n int
+	var err error
+	if stamped {
+		n, err = sw.WriteStamped(b, readAt)
+	} else {
+		n, err = w.Write(b)
+	}
+	if err == nil && n != len(b) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		c.disableTap(err)
+	}
+}
+
+func (c *conn) disableTap(err error) {
+	if c.tapOff.CompareAndSwap(false, true) {
+		c.p.tapFailures.Add(1)
+		c.p.log.Warn("tap disabled; forwarding continues", "conn", c.info.ID, "err", err)
+	}
+}
+
+// panicError describes a recovered panic without its value, unless it is a runtime error: a tap panics while
+// holding message bytes, and a panic(string) could quote a password or an auth token into the log.
+func panicError(r any) error {
+	if re, ok := r.(runtime.Error); ok {
+		return fmt.Errorf("tap panicked: %w", re)
+	}
+	return fmt.Errorf("tap panicked with a %T", r)
+}
+
+func (c *conn) callTapFunc() (t Tap) {
+	if c.p.cfg.Tap == nil {
+		return Tap{}
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			c.disableTap(panicError(r))
+			t = Tap{}
+		}
+	}()
+	return c.p.cfg.Tap(c.info)
+}
+
+func (c *conn) callDone(end ConnEnd) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.p.log.Warn("tap Done panicked", "conn", c.info.ID, "err", panicError(r))
+		}
+	}()
+	c.tap.Done(end)
+}
+
+// handshakeClient terminates client TLS under a deadline, so a client that connects and never speaks costs at
+// most HandshakeTimeout.
+func (c *conn) handshakeClient() error {
+	cfg := c.p.cfg.ClientTLS
+	if cfg == nil {
+		return nil
+	}
+	tc := tls.Server(c.raw, cfg)
+	c.client = tc
+	c.info.ClientTLS = true
+	// The deadline bounds a silent client; the hard context (cancelled when the shutdown grace ends) aborts a
+	// handshake in progress. The socket is closed by handleConn, after the failure is counted.
+	_ = c.raw.SetDeadline(time.Now().Add(c.p.cfg.handshakeTimeout()))
+	if err := tc.HandshakeContext(c.s.hard); err != nil {
+		return fmt.Errorf("client TLS handshake: %w", err)
+	}
+	return tc.NetConn().SetDeadline(time.Time{})
+}
+
+// dialUpstream tries the upstreams in order and keeps the first that answers. Every failure is counted against
+// its upstream; the last error is returned when none answers.
+func (c *conn) dialUpstream() error {
+	p := c.p
+	var lastErr error
+	for _, addr := range p.cfg.Upstreams {
+		up, err := p.dial(c.s.hard, addr)
+		if err != nil {
+			lastErr = err
+			if c.s.hard.Err() != nil {
+				break // cut off by shutdown, not the upstream's fault: not counted
+			}
+			p.dialFailures.Add(1)
+			p.dialFailuresBy[addr].Add(1)
+			continue
+		}
+		c.mu.Lock()
+		c.up = up
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			// closeBoth ran while we dialled (shutdown): the pumps will fail at once and report its reason.
+			closeRaw(up)
+		}
+		c.info.Upstream = addr
+		c.info.UpstreamTLS = p.cfg.UpstreamTLS != nil
+		return nil
+	}
+	if lastErr == nil {
+		return ErrNoUpstream
+	}
+	return fmt.Errorf("%w: %w", ErrNoUpstream, lastErr)
+}
+
+func (p *Proxy) dial(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.dialTimeout())
+	defer cancel()
+	if p.dialHook != nil {
+		return p.dialHook(ctx, addr)
+	}
+	nd := &net.Dialer{KeepAliveConfig: keepAliveConfig(p.cfg.keepAlive())}
+	if ka := p.cfg.keepAlive(); ka < 0 {
+		nd.KeepAlive = -1
+	}
+	if p.cfg.UpstreamTLS == nil {
+		return nd.DialContext(ctx, "tcp", addr)
+	}
+	td := &tls.Dialer{NetDialer: nd, Config: p.cfg.UpstreamTLS}
+	return td.DialContext(ctx, "tcp", addr)
+}
+
+func keepAliveConfig(period time.Duration) net.KeepAliveConfig {
+	if period < 0 {
+		return net.KeepAliveConfig{Enable: false}
+	}
+	return net.KeepAliveConfig{Enable: true, Idle: period, Interval: period}
+}
+
+func setKeepAlive(c net.Conn, period time.Duration) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if period < 0 {
+		_ = tc.SetKeepAlive(false)
+		return
+	}
+	_ = tc.SetKeepAliveConfig(keepAliveConfig(period))
+}
+
+// closeWrite half-closes c. For TLS it sends close_notify and then a FIN on the socket below, because a peer
+// that ignores close_notify still understands a FIN.
+func closeWrite(c net.Conn) error {
+	if tc, ok := c.(*tls.Conn); ok {
+		if err := tc.CloseWrite(); err != nil {
+			return err
+		}
+		c = tc.NetConn()
+	}
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		return errors.New("proxy: connection cannot half-close")
+	}
+	return cw.CloseWrite()
+}
+
+func closeRaw(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	_ = c.Close()
+}
+
+func (c *conn) logEnd(reason CloseReason, err error, established bool) {
+	lvl := slog.LevelInfo
+	if reason == ReasonClientClosed || reason == ReasonUpstreamClosed {
+		lvl = slog.LevelDebug
+	}
+	attrs := []slog.Attr{
+		slog.Uint64("conn", c.info.ID),
+		slog.String("client", addrString(c.info.Client)),
+		slog.String("reason", string(reason)),
+		slog.Duration("duration", time.Since(c.info.Start)),
+	}
+	if established {
+		attrs = append(attrs,
+			slog.String("upstream", c.info.Upstream),
+			slog.Int64("bytes_c2s", c.bytes[clientToServer]),
+			slog.Int64("bytes_s2c", c.bytes[serverToClient]))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	c.p.log.LogAttrs(context.Background(), lvl, "connection closed", attrs...)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

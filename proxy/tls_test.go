@@ -1,0 +1,130 @@
+package proxy_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/amqptrace/amqptrace/proxy"
+)
+
+// testPKI is a throwaway CA and a leaf for localhost / 127.0.0.1, generated per test.
+type testPKI struct {
+	pool *x509.CertPool
+	leaf tls.Certificate
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "amqptrace test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &testPKI{pool: pool, leaf: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}
+}
+
+func (k *testPKI) serverConfig() *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{k.leaf}, MinVersion: tls.VersionTLS12}
+}
+
+func (k *testPKI) clientConfig() *tls.Config {
+	return &tls.Config{RootCAs: k.pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+}
+
+// TestTLSBothSides: a TLS client talks to the proxy, which talks TLS to a TLS upstream. Bytes are exact both ways
+// and half-close travels as close_notify + FIN through both TLS legs.
+func TestTLSBothSides(t *testing.T) {
+	pki := newTestPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", pki.serverConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	upConns := make(chan net.Conn, 1)
+	up := serveUpstream(t, ln, func(c net.Conn) { upConns <- c })
+	rec := newRecorder()
+	_, addr, _ := runProxy(t, proxy.Config{
+		Upstreams:   []string{up.addr()},
+		ClientTLS:   pki.serverConfig(),
+		UpstreamTLS: pki.clientConfig(),
+		Tap:         rec.tap,
+	})
+	client, err := tls.Dial("tcp", addr, pki.clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	toUp, toClient := payload(4, 1<<20), payload(5, 1<<20+77)
+	gotUp, gotClient := exchange(t, client, upConns, toUp, toClient)
+	requireEqual(t, "upstream received", gotUp, toUp)
+	requireEqual(t, "client received", gotClient, toClient)
+	end := rec.waitEnd(t)
+	if !end.Info.ClientTLS || !end.Info.UpstreamTLS || end.Err != nil {
+		t.Errorf("ConnEnd = %+v, want both sides TLS and a clean close", end)
+	}
+	c2s, s2c := rec.bytes()
+	requireEqual(t, "tap client→server", c2s, toUp)
+	requireEqual(t, "tap server→client", s2c, toClient)
+}
+
+// TestClientNeverHandshakes: a client that connects to the TLS port and never speaks is dropped after
+// HandshakeTimeout, without dialling the broker.
+func TestClientNeverHandshakes(t *testing.T) {
+	pki := newTestPKI(t)
+	up := startUpstream(t, echo)
+	p, addr, _ := runProxy(t, proxy.Config{
+		Upstreams:        []string{up.addr()},
+		ClientTLS:        pki.serverConfig(),
+		HandshakeTimeout: 50 * time.Millisecond,
+	})
+	c := dial(t, addr)
+	expectClosed(t, c)
+	st := p.Stats()
+	if st.HandshakeFailures != 1 || st.BytesClientToServer != 0 {
+		t.Fatalf("Stats = %+v", st)
+	}
+}
