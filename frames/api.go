@@ -37,6 +37,11 @@ type Frame struct {
 	MethodID uint16
 	// Offset is the stream offset (in bytes, from the first byte seen in this direction) of the frame's first octet.
 	Offset int64
+	// Time is when the bytes that completed this frame were read from the socket, as stamped by the proxy before
+	// it forwarded them (Decoder.WriteStamped); time.Now() at decode time for plain Write. Stamping at read time
+	// keeps causally related frames on different connections in causal order: a broker delivery is read after
+	// the publish it carries was read, and a reply is read after the delivery it answers.
+	Time time.Time
 }
 
 // Handler receives decoded frames. It is called synchronously from Decoder.Write, so it must not block; it must not
@@ -52,9 +57,9 @@ type HandlerFunc func(f *Frame)
 // HandleFrame calls h(f).
 func (h HandlerFunc) HandleFrame(f *Frame) { h(f) }
 
-// Table is an AMQP field table. Values are: bool, int8, uint8, int16, uint16, int32, uint32, int64, uint64 (only
-// from RabbitMQ's 'l'... see tables.go), float32, float64, Decimal, string, []byte (byte array 'x'), []any (array
-// 'A'), time.Time (timestamp 'T'), Table (nested 'F'), nil (void 'V').
+// Table is an AMQP field table. Values are: bool, int8, uint8, int16, uint16, int32, uint32, int64, float32, float64,
+// Decimal, string, []byte (byte array 'x'), []any (array 'A'), time.Time (timestamp 'T', UTC), Table (nested 'F'),
+// nil (void 'V'). The type letters follow RabbitMQ's 0-9-1 errata, see tables.go.
 type Table map[string]any
 
 // Decimal is the AMQP decimal-value field: Value / 10^Scale.
@@ -165,10 +170,13 @@ type ConnectionOpen struct{ VirtualHost string }
 type ConnectionOpenOK struct{}
 
 // ConnectionClose (10,50).
+//
+// The failing method's ids are FailingClassID/FailingMethodID: a struct cannot have a field and a method (Method's
+// ClassID/MethodID) with the same name.
 type ConnectionClose struct {
-	ReplyCode         uint16
-	ReplyText         string
-	ClassID, MethodID uint16 // the failing method, if any
+	ReplyCode                       uint16
+	ReplyText                       string
+	FailingClassID, FailingMethodID uint16 // the failing method, if any
 }
 
 // ConnectionCloseOK (10,51).
@@ -194,9 +202,9 @@ type ChannelFlowOK struct{ Active bool }
 
 // ChannelClose (20,40).
 type ChannelClose struct {
-	ReplyCode         uint16
-	ReplyText         string
-	ClassID, MethodID uint16
+	ReplyCode                       uint16
+	ReplyText                       string
+	FailingClassID, FailingMethodID uint16 // the failing method, if any
 }
 
 // ChannelCloseOK (20,41).

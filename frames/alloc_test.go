@@ -1,0 +1,9 @@
+package frames
+
+import "runtime"
+
+func heapAlloc() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.TotalAlloc
+}

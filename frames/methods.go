@@ -1,0 +1,244 @@
+package frames
+
+import "bytes"
+
+// DecodeMethod decodes a method frame's payload (class id, method id, arguments) into the concrete method type,
+// e.g. *BasicPublish, or *UnknownMethod for any (class, method) pair this package does not decode. The result owns
+// its memory: no field aliases payload. Bytes after the last argument are ignored, as RabbitMQ's own codec does.
+//
+// Connection.Start-Ok's SASL response is read only to extract the user name; the password is neither returned nor
+// mentioned in an error.
+func DecodeMethod(payload []byte) (Method, error) {
+	c := cursor{b: payload}
+	class, method := c.u16(), c.u16()
+	if c.err != nil {
+		return nil, c.err
+	}
+	var m Method
+	switch uint32(class)<<16 | uint32(method) {
+	case 10<<16 | 10:
+		m = &ConnectionStart{VersionMajor: c.u8(), VersionMinor: c.u8(), ServerProperties: c.table(0),
+			Mechanisms: c.longstr(), Locales: c.longstr()}
+	case 10<<16 | 11:
+		v := &ConnectionStartOK{ClientProperties: c.table(0), Mechanism: c.shortstr()}
+		resp := c.longBytes()
+		v.Locale = c.shortstr()
+		if c.err == nil {
+			v.User = saslUser(v.Mechanism, resp)
+		}
+		m = v
+	case 10<<16 | 30:
+		m = &ConnectionTune{ChannelMax: c.u16(), FrameMax: c.u32(), Heartbeat: c.u16()}
+	case 10<<16 | 31:
+		m = &ConnectionTuneOK{ChannelMax: c.u16(), FrameMax: c.u32(), Heartbeat: c.u16()}
+	case 10<<16 | 40:
+		// reserved-1 (capabilities) and reserved-2 (insist) follow; nobody needs them.
+		m = &ConnectionOpen{VirtualHost: c.shortstr()}
+	case 10<<16 | 41:
+		m = &ConnectionOpenOK{}
+	case 10<<16 | 50:
+		m = &ConnectionClose{ReplyCode: c.u16(), ReplyText: c.shortstr(), FailingClassID: c.u16(), FailingMethodID: c.u16()}
+	case 10<<16 | 51:
+		m = &ConnectionCloseOK{}
+	case 10<<16 | 60:
+		m = &ConnectionBlocked{Reason: c.shortstr()}
+	case 10<<16 | 61:
+		m = &ConnectionUnblocked{}
+	case 20<<16 | 10:
+		m = &ChannelOpen{}
+	case 20<<16 | 11:
+		m = &ChannelOpenOK{}
+	case 20<<16 | 20:
+		m = &ChannelFlow{Active: c.bit()}
+	case 20<<16 | 21:
+		m = &ChannelFlowOK{Active: c.bit()}
+	case 20<<16 | 40:
+		m = &ChannelClose{ReplyCode: c.u16(), ReplyText: c.shortstr(), FailingClassID: c.u16(), FailingMethodID: c.u16()}
+	case 20<<16 | 41:
+		m = &ChannelCloseOK{}
+	case 40<<16 | 10:
+		c.u16() // reserved-1 (ticket)
+		m = &ExchangeDeclare{Exchange: c.shortstr(), Type: c.shortstr(), Passive: c.bit(), Durable: c.bit(),
+			AutoDelete: c.bit(), Internal: c.bit(), NoWait: c.bit(), Arguments: c.table(0)}
+	case 40<<16 | 11:
+		m = &ExchangeDeclareOK{}
+	case 50<<16 | 10:
+		c.u16() // ticket
+		m = &QueueDeclare{Queue: c.shortstr(), Passive: c.bit(), Durable: c.bit(), Exclusive: c.bit(),
+			AutoDelete: c.bit(), NoWait: c.bit(), Arguments: c.table(0)}
+	case 50<<16 | 11:
+		m = &QueueDeclareOK{Queue: c.shortstr(), MessageCount: c.u32(), ConsumerCount: c.u32()}
+	case 50<<16 | 20:
+		c.u16() // ticket
+		m = &QueueBind{Queue: c.shortstr(), Exchange: c.shortstr(), RoutingKey: c.shortstr(), NoWait: c.bit(),
+			Arguments: c.table(0)}
+	case 50<<16 | 21:
+		m = &QueueBindOK{}
+	case 50<<16 | 40:
+		c.u16() // ticket
+		m = &QueueDelete{Queue: c.shortstr(), IfUnused: c.bit(), IfEmpty: c.bit(), NoWait: c.bit()}
+	case 50<<16 | 41:
+		m = &QueueDeleteOK{MessageCount: c.u32()}
+	case 60<<16 | 10:
+		m = &BasicQos{PrefetchSize: c.u32(), PrefetchCount: c.u16(), Global: c.bit()}
+	case 60<<16 | 11:
+		m = &BasicQosOK{}
+	case 60<<16 | 20:
+		c.u16() // ticket
+		m = &BasicConsume{Queue: c.shortstr(), ConsumerTag: c.shortstr(), NoLocal: c.bit(), NoAck: c.bit(),
+			Exclusive: c.bit(), NoWait: c.bit(), Arguments: c.table(0)}
+	case 60<<16 | 21:
+		m = &BasicConsumeOK{ConsumerTag: c.shortstr()}
+	case 60<<16 | 30:
+		m = &BasicCancel{ConsumerTag: c.shortstr(), NoWait: c.bit()}
+	case 60<<16 | 31:
+		m = &BasicCancelOK{ConsumerTag: c.shortstr()}
+	case 60<<16 | 40:
+		c.u16() // ticket
+		m = &BasicPublish{Exchange: c.shortstr(), RoutingKey: c.shortstr(), Mandatory: c.bit(), Immediate: c.bit()}
+	case 60<<16 | 50:
+		m = &BasicReturn{ReplyCode: c.u16(), ReplyText: c.shortstr(), Exchange: c.shortstr(), RoutingKey: c.shortstr()}
+	case 60<<16 | 60:
+		m = &BasicDeliver{ConsumerTag: c.shortstr(), DeliveryTag: c.u64(), Redelivered: c.bit(),
+			Exchange: c.shortstr(), RoutingKey: c.shortstr()}
+	case 60<<16 | 70:
+		c.u16() // ticket
+		m = &BasicGet{Queue: c.shortstr(), NoAck: c.bit()}
+	case 60<<16 | 71:
+		m = &BasicGetOK{DeliveryTag: c.u64(), Redelivered: c.bit(), Exchange: c.shortstr(),
+			RoutingKey: c.shortstr(), MessageCount: c.u32()}
+	case 60<<16 | 72:
+		m = &BasicGetEmpty{} // reserved-1 (cluster-id) is not kept
+	case 60<<16 | 80:
+		m = &BasicAck{DeliveryTag: c.u64(), Multiple: c.bit()}
+	case 60<<16 | 90:
+		m = &BasicReject{DeliveryTag: c.u64(), Requeue: c.bit()}
+	case 60<<16 | 120:
+		m = &BasicNack{DeliveryTag: c.u64(), Multiple: c.bit(), Requeue: c.bit()}
+	case 85<<16 | 10:
+		m = &ConfirmSelect{NoWait: c.bit()}
+	case 85<<16 | 11:
+		m = &ConfirmSelectOK{}
+	default:
+		return &UnknownMethod{Class: class, Method: method}, nil
+	}
+	if c.err != nil {
+		return nil, &methodError{class: class, method: method, err: c.err}
+	}
+	return m, nil
+}
+
+// methodError names the method whose arguments failed to decode. Its text is built from ids, offsets and
+// lengths only, never from argument bytes.
+type methodError struct {
+	class, method uint16
+	err           error
+}
+
+func (e *methodError) Error() string {
+	return "frames: method " + itoa(e.class) + "." + itoa(e.method) + ": " + e.err.Error()
+}
+
+func (e *methodError) Unwrap() error { return e.err }
+
+func itoa(v uint16) string {
+	var b [5]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+// saslUser extracts the login name from a Start-Ok response and nothing else.
+//
+// PLAIN (RFC 4616) is "authzid \x00 authcid \x00 passwd"; amqp091-go and py-amqp send an empty authzid.
+// AMQPLAIN is a field table holding LOGIN and PASSWORD, sent WITHOUT the table's 4-byte length (amqp091-go
+// auth.go strips it with [4:], py-amqp sasl.py with [4:]); a response that does carry the length is accepted too.
+// Other mechanisms (EXTERNAL: the user is the certificate subject) yield "".
+func saslUser(mechanism string, resp []byte) string {
+	switch mechanism {
+	case "PLAIN":
+		authzid, rest, ok := bytes.Cut(resp, []byte{0})
+		if !ok {
+			return ""
+		}
+		user, _, ok := bytes.Cut(rest, []byte{0})
+		if !ok {
+			return ""
+		}
+		if len(user) == 0 {
+			return string(authzid)
+		}
+		return string(user)
+	case "AMQPLAIN":
+		if u, ok := amqplainLogin(resp); ok {
+			return u
+		}
+		if len(resp) >= 4 {
+			c := cursor{b: resp}
+			if n := c.u32(); uint64(n) == uint64(len(resp)-4) {
+				u, _ := amqplainLogin(resp[4:])
+				return u
+			}
+		}
+	}
+	return ""
+}
+
+// amqplainLogin walks the fields of an AMQPLAIN table and returns the LOGIN value. Other values, PASSWORD
+// among them, are skipped without being converted to anything that outlives the call.
+func amqplainLogin(b []byte) (string, bool) {
+	c := cursor{b: b}
+	login, found := "", false
+	for c.err == nil && c.remaining() > 0 {
+		name := c.shortBytes()
+		typ := c.u8()
+		if c.err != nil {
+			break
+		}
+		if string(name) == "LOGIN" && typ == 'S' {
+			login, found = c.longstr(), true
+			continue
+		}
+		// Skip the value: put the type octet back and let skipValue walk it.
+		c.off--
+		c.skipValue(0)
+	}
+	return login, found && c.err == nil
+}
+
+// skipValue passes over one typed value without building it.
+func (c *cursor) skipValue(depth int) {
+	if depth >= maxTableDepth {
+		c.fail("nesting deeper than %d", maxTableDepth)
+		return
+	}
+	typ := c.u8()
+	var n int
+	switch typ {
+	case 't', 'b', 'B':
+		n = 1
+	case 's', 'U', 'u':
+		n = 2
+	case 'I', 'i', 'f':
+		n = 4
+	case 'l', 'L', 'd', 'T':
+		n = 8
+	case 'D':
+		n = 5
+	case 'S', 'x', 'A', 'F':
+		c.longBytes()
+		return
+	case 'V':
+		return
+	default:
+		c.fail("unknown field type 0x%02x at offset %d", typ, c.off-1)
+		return
+	}
+	c.take(n, "field value")
+}
