@@ -1,0 +1,317 @@
+package ui
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/amqptrace/amqptrace/correlate"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// newBrowser starts headless Chromium for one test. Without Chromium the test is skipped locally and fails in CI.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("chromium not found at %s: %v", chromiumPath, err)
+		}
+		t.Skipf("chromium not found at %s", chromiumPath)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1600, 1000),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	// Start the browser on the long-lived context (a timeout here would bound the browser's life, not a step).
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// step runs browser actions with a liveness bound.
+func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// waitJS waits until the expression is truthy in the page.
+func waitJS(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(20*time.Millisecond),
+		chromedp.WithPollingTimeout(45*time.Second))
+}
+
+// screenshot writes a PNG to $AMQPTRACE_ARTIFACTS (or the test's temp dir).
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("AMQPTRACE_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	p := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot %s (%d bytes)", p, len(png))
+}
+
+// liveUI is a Server plus an HTTP server on a fixed address that can be restarted.
+type liveUI struct {
+	t      *testing.T
+	addr   string
+	s      *Server
+	ts     *httptest.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startUI(t *testing.T, addr string) *liveUI {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	s := New(Config{UpdateEvery: 100 * time.Millisecond, JaegerURL: "http://jaeger.example:16686",
+		TraceID: func(r *correlate.Record) string { return fmt.Sprintf("%032x", r.ID) },
+		Counters: func() Counters {
+			return Counters{ConnectionsOpen: 42, RecordsDropped: 0, SpansDropped: 3}
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	u := &liveUI{t: t, addr: ln.Addr().String(), s: s, cancel: cancel, done: make(chan error, 1)}
+	go func() { u.done <- s.Run(ctx) }()
+	u.ts = httptest.NewUnstartedServer(s.Handler())
+	u.ts.Listener.Close()
+	u.ts.Listener = ln
+	u.ts.Start()
+	return u
+}
+
+// stop ends Run first (which closes the websockets: the HTTP server does not track hijacked connections), then
+// the HTTP server.
+func (u *liveUI) stop() {
+	u.cancel()
+	if err := <-u.done; err != nil {
+		u.t.Errorf("Run: %v", err)
+	}
+	u.ts.Close()
+}
+
+const xssMethod = `<img src=x onerror=window.__xss=1>`
+const xssArg = `<script>window.__xss=2</script>`
+
+func TestBrowserLiveUI(t *testing.T) {
+	ctx := newBrowser(t)
+	ui := startUI(t, "")
+	stopped := false
+	defer func() {
+		if !stopped {
+			ui.stop()
+		}
+	}()
+
+	step(t, ctx, "open page", chromedp.Navigate(ui.ts.URL+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#graph")),
+		waitJS(`document.getElementById("conn").dataset.state === "live"`))
+
+	// Feed a live stream: three boots, background neutron traffic, an error, a timeout.
+	g := newGen()
+	reqs := []string{"req-aaaaaaaa-1111-4111-8111-111111111111", "req-bbbbbbbb-2222-4222-8222-222222222222",
+		"req-cccccccc-3333-4333-8333-333333333333"}
+	total := 0
+	for _, req := range reqs {
+		for _, r := range g.scenario(req) {
+			ui.s.Record(r)
+			total++
+		}
+	}
+	ui.s.Record(g.rec(spec{kind: correlate.KindCall, status: correlate.StatusError, method: "select_destinations",
+		topic: "scheduler", caller: novaConductor, callee: novaScheduler, req: reqs[0], greq: reqs[0],
+		queue: 2 * time.Millisecond, srv: 40 * time.Millisecond, transit: time.Millisecond, errClass: "NoValidHost",
+		errMsg: "No valid host was found. There are not enough hosts available."}))
+	ui.s.Record(g.rec(spec{kind: correlate.KindCall, status: correlate.StatusTimeout, method: "prep_resize",
+		topic: "compute", server: "host2", caller: novaConductor, callee: novaCompute2, req: reqs[0], greq: reqs[0],
+		queue: time.Millisecond, timeout: 60 * time.Millisecond}))
+	total += 2
+
+	// The graph shows the services and edges, queried by data attributes.
+	for _, n := range []string{"nova-api", "nova-conductor", "nova-scheduler", "nova-compute", "neutron-server",
+		"neutron-openvswitch-agent", "topic:notifications"} {
+		step(t, ctx, "node "+n, chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#graph g[data-node=%q]`, n))))
+	}
+	for _, e := range []string{"nova-api>nova-conductor>rpc", "nova-conductor>nova-scheduler>rpc",
+		"nova-conductor>nova-compute>rpc", "neutron-server>neutron-openvswitch-agent>fanout",
+		"nova-compute>topic:notifications>notification", "neutron-openvswitch-agent>neutron-server>rpc"} {
+		step(t, ctx, "edge "+e, chromedp.WaitReady(chromedp.CSS(fmt.Sprintf(`#graph g[data-edge=%q] path.line[d]`, e))))
+	}
+	if dash := eval[string](t, ctx, `document.querySelector('#graph g[data-type="fanout"] path.line').getAttribute("stroke-dasharray")`); dash == "none" || dash == "" {
+		t.Errorf("fanout edge not dashed: %q", dash)
+	}
+	if red := eval[string](t, ctx, `document.querySelector('#graph g[data-edge="nova-conductor>nova-scheduler>rpc"] path.line').getAttribute("stroke")`); red != "#f85149" {
+		t.Errorf("edge with errors has colour %q, want red", red)
+	}
+
+	// The call table fills live.
+	step(t, ctx, "table fills", waitJS(fmt.Sprintf(`document.querySelectorAll("#calls tbody tr").length === %d`, total)))
+	if got := eval[string](t, ctx, `document.getElementById("c-conns").textContent`); got != "42" {
+		t.Errorf("connections counter %q, want 42", got)
+	}
+	screenshot(t, ctx, "ui-live")
+
+	// The filter narrows the table.
+	step(t, ctx, "filter", chromedp.SendKeys(chromedp.CSS("#filter"), "method:select_destinations"),
+		waitJS(`document.querySelectorAll("#calls tbody tr:not(.hidden)").length === 4`))
+	visible := eval[[]string](t, ctx, `[...document.querySelectorAll("#calls tbody tr:not(.hidden) td:nth-child(6)")].map(td => td.textContent)`)
+	for _, m := range visible {
+		if m != "select_destinations" {
+			t.Errorf("filtered row shows method %q", m)
+		}
+	}
+	step(t, ctx, "filter status", typeFilter("status:timeout"),
+		waitJS(`document.querySelectorAll("#calls tbody tr:not(.hidden)").length === 1`))
+	step(t, ctx, "clear filter", typeFilter(""),
+		waitJS(fmt.Sprintf(`document.querySelectorAll("#calls tbody tr:not(.hidden)").length === %d`, total)))
+
+	// Request view: paste a request id; the waterfall shows every RPC of it with shaded phases.
+	step(t, ctx, "request view", chromedp.SendKeys(chromedp.CSS("#reqinput"), reqs[0]),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("reqform").requestSubmit()`),
+		waitJS(`document.querySelectorAll("#panelbody .wf-row").length === 6`))
+	segs := eval[[]string](t, ctx, `[...new Set([...document.querySelectorAll("#panelbody .wf-seg")].map(s => s.dataset.seg))].sort()`)
+	if strings.Join(segs, ",") != "cast,queue,server,timeout,transit" {
+		t.Errorf("waterfall segment kinds %v, want cast, queue, server, timeout, transit", segs)
+	}
+	screenshot(t, ctx, "ui-request")
+
+	// Call detail from a row: timestamps, the remote exception, a Jaeger link.
+	errID := eval[int](t, ctx, `Number(document.querySelector('#calls tbody tr[data-status="error"]').dataset.id)`)
+	step(t, ctx, "call detail", chromedp.Click(chromedp.CSS("#panelclose")), chromedp.Click(chromedp.CSS(fmt.Sprintf(`#calls tbody tr[data-id="%d"] td:nth-child(6)`, errID))),
+		waitJS(fmt.Sprintf(`document.getElementById("panelbody").dataset.call === "%d"`, errID)))
+	detail := eval[string](t, ctx, `document.getElementById("panelbody").textContent`)
+	for _, want := range []string{"NoValidHost", "No valid host was found", "published", "reply delivered", "nova-scheduler"} {
+		if !strings.Contains(detail, want) {
+			t.Errorf("call detail lacks %q", want)
+		}
+	}
+	if href := eval[string](t, ctx, `document.getElementById("jaegerlink").getAttribute("href")`); href != fmt.Sprintf("http://jaeger.example:16686/trace/%032x", errID) {
+		t.Errorf("jaeger link %q", href)
+	}
+	screenshot(t, ctx, "ui-detail")
+
+	// Pause holds new rows back (the graph keeps moving); resume shows them.
+	step(t, ctx, "pause", chromedp.Click(chromedp.CSS("#panelclose")), chromedp.Click(chromedp.CSS("#pause")))
+	seq := eval[string](t, ctx, `document.body.dataset.seq`)
+	ui.s.Record(g.rec(spec{kind: correlate.KindCast, method: "while_paused", topic: "conductor", caller: novaAPI,
+		callee: novaConductor, queue: time.Millisecond}))
+	step(t, ctx, "paused row buffered", waitJS(`document.getElementById("pause").textContent === "Resume (1 new)"`))
+	if n := eval[int](t, ctx, `document.querySelectorAll("#calls tbody tr").length`); n != total {
+		t.Errorf("paused table has %d rows, want %d", n, total)
+	}
+	if now := eval[string](t, ctx, `document.body.dataset.seq`); now == seq {
+		t.Errorf("no update arrived while paused (seq %s)", now)
+	}
+	step(t, ctx, "resume", chromedp.Click(chromedp.CSS("#pause")),
+		waitJS(`[...document.querySelectorAll("#calls tbody tr td:nth-child(6)")].some(td => td.textContent === "while_paused")`))
+
+	// Server restart on the same address: the page reconnects by itself and resumes with new records.
+	addr := ui.addr
+	ui.stop()
+	stopped = true
+	step(t, ctx, "page notices the restart", waitJS(`document.getElementById("conn").dataset.state !== "live"`))
+	ui = startUI(t, addr)
+	stopped = false
+	// The new process numbers its records from 1 again: the page must not confuse them with the old ones.
+	ui.s.Record(newGen().rec(spec{kind: correlate.KindCall, method: "after_restart", topic: "conductor",
+		caller: novaCompute1, callee: novaConductor, queue: time.Millisecond, srv: time.Millisecond, transit: time.Millisecond}))
+	step(t, ctx, "resumed", waitJS(`document.getElementById("conn").dataset.state === "live"`),
+		waitJS(`[...document.querySelectorAll("#calls tbody tr td:nth-child(6)")].some(td => td.textContent === "after_restart")`),
+		waitJS(`document.querySelectorAll("#calls tbody tr").length === 1`),
+		chromedp.WaitReady(chromedp.CSS(`#graph g[data-edge="nova-compute>nova-conductor>rpc"]`)))
+	screenshot(t, ctx, "ui-after-restart")
+}
+
+// typeFilter replaces the filter box's text the way typing does (an input event).
+func typeFilter(text string) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(
+		`(() => { const f = document.getElementById("filter"); f.value = %q; f.dispatchEvent(new Event("input")); })()`, text))
+}
+
+func TestBrowserXSS(t *testing.T) {
+	ctx := newBrowser(t)
+	ui := startUI(t, "")
+	defer ui.stop()
+	step(t, ctx, "open page", chromedp.Navigate(ui.ts.URL+"/"),
+		waitJS(`document.getElementById("conn").dataset.state === "live"`))
+	evil := &correlate.Endpoint{Service: `<svg onload=window.__xss=4>`, PID: 1, Host: `<b>h</b>`}
+	g := newGen()
+	r := g.rec(spec{kind: correlate.KindCall, status: correlate.StatusError, method: xssMethod, topic: "conductor",
+		caller: evil, callee: novaConductor, req: `req-<i>x</i>`, queue: time.Millisecond, srv: time.Millisecond,
+		transit: time.Millisecond, errClass: `<img src=x onerror=window.__xss=5>`, errMsg: xssArg,
+		args: `{"note":"<script>window.__xss=2</script>","html":"<img src=x onerror=window.__xss=3>"}`})
+	ui.s.Record(r)
+	step(t, ctx, "row", waitJS(`document.querySelectorAll("#calls tbody tr").length === 1`),
+		chromedp.WaitReady(chromedp.CSS(`#graph g[data-node]`)))
+	if got := eval[string](t, ctx, `document.querySelector("#calls tbody tr td:nth-child(6)").textContent`); got != xssMethod {
+		t.Errorf("method cell text %q, want the literal %q", got, xssMethod)
+	}
+	step(t, ctx, "detail", chromedp.Click(chromedp.CSS(`#calls tbody tr td:nth-child(6)`)),
+		chromedp.WaitVisible(chromedp.CSS("#detail-args")))
+	args := eval[string](t, ctx, `document.getElementById("detail-args").textContent`)
+	if !strings.Contains(args, xssArg) || !strings.Contains(args, `<img src=x onerror=window.__xss=3>`) {
+		t.Errorf("args not shown as text: %q", args)
+	}
+	// The request id link in the detail (the row's own link is under the open panel).
+	step(t, ctx, "request view", chromedp.Click(chromedp.CSS(`#panelbody [data-req]`)),
+		waitJS(`document.querySelectorAll("#panelbody .wf-row").length === 1`))
+	screenshot(t, ctx, "ui-xss")
+	if got := eval[string](t, ctx, `typeof window.__xss`); got != "undefined" {
+		t.Fatalf("window.__xss is %s: markup from the wire was executed", got)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("img, script:not([src]), svg svg, b, i").length`); n != 0 {
+		t.Errorf("%d elements were created from wire strings", n)
+	}
+}

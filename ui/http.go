@@ -1,0 +1,207 @@
+package ui
+
+import (
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/amqptrace/amqptrace/correlate"
+)
+
+//go:embed web
+var webFS embed.FS
+
+// tokenCookie carries the token after a ?token= bootstrap, so the page's own requests (fetch, websocket) are
+// authenticated without the token ever being visible to its JavaScript (HttpOnly).
+const tokenCookie = "amqptrace_token"
+
+// csp forbids everything the page does not need: no inline script or style (all code is in app.js, all style in
+// style.css), no third-party origin, no framing. connect-src 'self' covers same-origin ws:// and wss://.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// Handler returns the UI's HTTP handler: "/", "/api/calls", "/api/calls/{id}", "/api/request/{id}",
+// "/api/graph", "/api/ws" and "/healthz".
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(webFS, "web")
+	files := http.FileServerFS(static)
+	mux.Handle("GET /{$}", s.auth(files, true))
+	mux.Handle("GET /app.js", s.auth(files, false))
+	mux.Handle("GET /style.css", s.auth(files, false))
+	mux.Handle("GET /favicon.svg", s.auth(files, false))
+	mux.Handle("GET /api/calls", s.auth(http.HandlerFunc(s.serveCalls), false))
+	mux.Handle("GET /api/calls/{id}", s.auth(http.HandlerFunc(s.serveCall), false))
+	mux.Handle("GET /api/request/{id}", s.auth(http.HandlerFunc(s.serveRequest), false))
+	mux.Handle("GET /api/graph", s.auth(http.HandlerFunc(s.serveGraph), false))
+	mux.Handle("GET /api/stats", s.auth(http.HandlerFunc(s.serveStats), false))
+	mux.Handle("GET /api/ws", s.auth(http.HandlerFunc(s.serveWS), true))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return securityHeaders(mux)
+}
+
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", csp)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// auth enforces Config.Token. bootstrap marks the endpoints a browser opens by URL (the page, the websocket): there
+// ?token= is accepted once and turned into an HttpOnly cookie. The page is then redirected to drop the token from
+// the address bar (and from history).
+func (s *Server) auth(next http.Handler, bootstrap bool) http.Handler {
+	if s.cfg.Token == "" {
+		return next
+	}
+	want := []byte(s.cfg.Token)
+	ok := func(got string) bool { return got != "" && subtle.ConstantTimeCompare([]byte(got), want) == 1 }
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") && ok(strings.TrimPrefix(h, "Bearer ")) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if c, err := r.Cookie(tokenCookie); err == nil && ok(c.Value) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if q := r.URL.Query().Get("token"); bootstrap && ok(q) {
+			http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: s.cfg.Token, Path: "/", HttpOnly: true,
+				Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+			if r.URL.Path == "/" {
+				clean := *r.URL
+				v := clean.Query()
+				v.Del("token")
+				clean.RawQuery = v.Encode()
+				http.Redirect(w, r, clean.RequestURI(), http.StatusSeeOther)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.authRejected.Add(1)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="amqptrace"`)
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	})
+}
+
+// checkOrigin accepts requests without Origin (non-browser clients), the request's own host, and AllowedOrigins.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, a := range s.cfg.AllowedOrigins {
+		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) jaegerEnabled() bool {
+	return s.cfg.TraceID != nil && s.traceBase() != ""
+}
+
+// traceBase returns JaegerURL without a trailing slash when it is an http(s) URL, else "".
+func (s *Server) traceBase() string {
+	u, err := url.Parse(s.cfg.JaegerURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return ""
+	}
+	return strings.TrimRight(s.cfg.JaegerURL, "/")
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+// callsResponse is the body of /api/calls and /api/request/{id}.
+type callsResponse struct {
+	Calls []*correlate.Record `json:"calls"`
+	Count int                 `json:"count"`
+}
+
+func (s *Server) serveCalls(w http.ResponseWriter, r *http.Request) {
+	f := parseFilter(r.URL.Query().Get, 100, s.cfg.recentSize())
+	recs := s.st.query(f)
+	writeJSON(w, callsResponse{Calls: recs, Count: len(recs)})
+}
+
+// detail is a record with its Jaeger link.
+type detail struct {
+	*correlate.Record
+	TraceURL string `json:"trace_url,omitempty"`
+}
+
+func (s *Server) serveCall(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		http.Error(w, "bad id", http.StatusBadRequest)
+		return
+	}
+	rec := s.st.get(id)
+	if rec == nil {
+		http.Error(w, "no such record (it may have left the ring)", http.StatusNotFound)
+		return
+	}
+	d := detail{Record: rec}
+	if s.jaegerEnabled() {
+		if tid := s.cfg.TraceID(rec); isHex(tid) {
+			d.TraceURL = s.traceBase() + "/trace/" + tid
+		}
+	}
+	writeJSON(w, d)
+}
+
+func isHex(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request) {
+	id := strings.TrimSpace(r.PathValue("id"))
+	if id == "" || len(id) > 256 {
+		http.Error(w, "bad request id", http.StatusBadRequest)
+		return
+	}
+	recs := s.st.request(id)
+	writeJSON(w, callsResponse{Calls: recs, Count: len(recs)})
+}
+
+func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, s.st.graph(r.URL.Query().Get("by") == "host", s.now()))
+}
+
+func (s *Server) serveStats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, s.Stats())
+}
