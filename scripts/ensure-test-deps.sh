@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# ensure-test-deps.sh: install what the test suite talks to, from Debian's packages, when it is missing:
+# RabbitMQ (scripts/ensure-rabbitmq.sh), the real oslo.messaging library (python3-oslo.messaging, run with
+# /usr/bin/python3), Debian's chromium for the UI tests, and systemd for `systemd-analyze verify` of the unit.
+# Jaeger is built separately by scripts/jaeger.sh (it is a Go module, not a Debian package).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+say() { printf 'ensure-test-deps: %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+
+missing=()
+/usr/bin/python3 -c 'import oslo_messaging' >/dev/null 2>&1 || missing+=(python3-oslo.messaging)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { as_root apt-get update -qq >/dev/null && as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+    say "could not install ${missing[*]}: install them by hand (apt-get install ${missing[*]})"
+    exit 1
+  fi
+fi
+"$here/ensure-rabbitmq.sh"
