@@ -109,6 +109,15 @@ type Record struct {
 	ReturnCode int    `json:"return_code,omitempty"`
 	ReturnText string `json:"return_text,omitempty"`
 
+	// Replies counts the final reply publishes seen for this call: more than one when a reply was returned by the
+	// broker (mandatory, no reply queue) and oslo published it again; ReplyReturns counts those returns.
+	Replies      int `json:"replies,omitempty"`
+	ReplyReturns int `json:"reply_returns,omitempty"`
+	// Nacked is set when the broker refused the publish (Basic.Nack).
+	Nacked bool `json:"nacked,omitempty"`
+	// Incomplete is set on a record emitted before it was final: at shutdown, or evicted from a full pending table.
+	Incomplete bool `json:"incomplete,omitempty"`
+
 	RequestBytes int  `json:"request_bytes"`
 	ReplyBytes   int  `json:"reply_bytes"`
 	Deliveries   int  `json:"deliveries"`

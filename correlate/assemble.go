@@ -1,0 +1,541 @@
+package correlate
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/amqptrace/amqptrace/frames"
+)
+
+// ConnInfo identifies one proxied TCP connection.
+type ConnInfo struct {
+	ID       uint64
+	Client   string // the client's ip:port
+	Upstream string // the broker's address
+	Start    time.Time
+}
+
+// ConnView is what the correlator knows of a live connection, for the UI and API.
+type ConnView struct {
+	ID       uint64    `json:"id"`
+	Client   string    `json:"client"`
+	Upstream string    `json:"upstream"`
+	Start    time.Time `json:"start"`
+	Endpoint Endpoint  `json:"endpoint"`
+	Product  string    `json:"product,omitempty"`
+	Version  string    `json:"version,omitempty"`
+}
+
+// identity is a connection's immutable identity snapshot; a new one replaces it when Start-Ok or Open is seen.
+type identity struct {
+	ep      Endpoint
+	product string
+	version string
+	proc    string // process key for parent links: service:pid@host, or conn:<id> without a pid
+}
+
+// closeInfo is a Connection.Close seen on the wire.
+type closeInfo struct {
+	code uint16
+	text string
+	dir  frames.Direction
+}
+
+// Conn is the correlator's view of one proxied connection: two assemblers (one per direction) and the identity.
+// HandleFrame is called from the connection's two pump goroutines at once; each touches only its own direction's
+// assembler, and the few values both sides read (identity, close info) are atomic pointers.
+type Conn struct {
+	c    *Correlator
+	info ConnInfo
+	asm  [2]assembler
+	id   atomic.Pointer[identity]
+
+	closeSeen atomic.Pointer[closeInfo]
+	closed    atomic.Bool
+
+	// st is the pairing state of this connection (consumers, confirm sequence numbers, declarations). Only the
+	// correlator goroutine touches it.
+	st connState
+}
+
+// event is one assembled message or topology method, handed from an assembler to the correlator goroutine. It owns
+// everything it holds.
+type event struct {
+	kind    evKind
+	conn    *Conn
+	ident   *identity // the connection's identity when the method was read
+	channel uint16
+	// at is when the method frame was read: the message's wire timestamp (published, delivered, ...). order is
+	// when the frame that completed the message was read (last body frame; header of an empty body; the method
+	// of a content-less method): the broker acts on a message only once it has all of it, so causality holds on
+	// order, and the correlator processes events by it (then by seq, their arrival order, which keeps each
+	// connection direction in wire order).
+	at, order time.Time
+	seq       uint64
+
+	exchange, routingKey string
+	queue, tag, exType   string
+	deliveryTag          uint64
+	multiple, mandatory  bool
+	noWait               bool
+	replyCode            uint16
+	replyText            string
+
+	// Content (publish, deliver, return).
+	correlationID, replyTo, expiration, messageID, amqpType string
+	bodySize                                                uint64
+	truncated                                               bool
+	body                                                    bodyInfo
+}
+
+type evKind uint8
+
+const (
+	evPublish evKind = iota + 1
+	evDeliver        // Basic.Deliver or Basic.Get-Ok
+	evReturn         // Basic.Return with the returned content
+	evConfirm        // Basic.Ack broker → client
+	evNack           // Basic.Nack broker → client
+	evConfirmSelect
+	evConsume
+	evConsumeOK
+	evCancel // broker's Basic.Cancel or Basic.Cancel-Ok
+	evQueueDeclare
+	evQueueBind
+	evExchangeDeclare
+	evChannelOpen
+	evGet
+	evClose // the proxied connection ended (Conn.Close): its consumers go away
+)
+
+// assembler turns one direction's frames into events: method → content header → body frames per channel.
+type assembler struct {
+	conn   *Conn
+	dir    frames.Direction
+	chans  map[uint16]*chanAsm
+	hdr    frames.ContentHeader
+	parser bodyParser
+}
+
+// chanAsm is the content state of one channel in one direction. ev != nil means a content method is waiting for
+// its header (size < 0) or body.
+type chanAsm struct {
+	ev         *event
+	haveHeader bool
+	comp       compression
+	size, got  uint64
+	buf        []byte // whole body (size <= BodyCap) when it spans frames
+	head, tail []byte // first and last BodyCap/2 bytes of a larger body
+}
+
+// NewConn registers a proxied connection; its HandleFrame is the frames.Handler for both directions.
+func (c *Correlator) NewConn(info ConnInfo) *Conn {
+	if info.Start.IsZero() {
+		info.Start = c.now()
+	}
+	cn := &Conn{c: c, info: info}
+	for d := range cn.asm {
+		cn.asm[d] = assembler{conn: cn, dir: frames.Direction(d),
+			parser: bodyParser{policy: c.cfg.Payload, maxPayload: c.cfg.maxPayloadBytes(), bodyCap: c.cfg.bodyCap()}}
+	}
+	host, _, err := net.SplitHostPort(info.Client)
+	if err != nil {
+		host = info.Client
+	}
+	cn.id.Store(&identity{
+		ep:   Endpoint{Service: "unknown", Host: host, Connection: info.Client},
+		proc: "conn:" + strconv.FormatUint(info.ID, 10),
+	})
+	c.mu.Lock()
+	c.conns[info.ID] = cn
+	c.mu.Unlock()
+	c.ctr.connections.Add(1)
+	return cn
+}
+
+// HandleFrame implements frames.Handler. It never blocks: a finished message goes to the correlator queue with a
+// non-blocking send, and a full queue drops it (counted).
+func (cn *Conn) HandleFrame(f *frames.Frame) {
+	if f == nil || f.Dir > frames.ServerToClient {
+		return
+	}
+	cn.asm[f.Dir].frame(f)
+}
+
+// Close ends the connection: it logs the connection's identity and close reason once and lets the correlator drop
+// the connection's consumers (in order with the connection's other events). Calls after the first do nothing.
+func (cn *Conn) Close(reason string, err error) {
+	if cn.closed.Swap(true) {
+		return
+	}
+	c := cn.c
+	// The close goes through the reorder window like every other event, so the connection's consumers are
+	// dropped after the deliveries read before the close, not before they are processed. It does not go through
+	// the bounded queue: a close is never dropped.
+	now := c.now()
+	c.mu.Lock()
+	delete(c.conns, cn.info.ID)
+	c.closedConns = append(c.closedConns, &event{kind: evClose, conn: cn, at: now, order: now})
+	c.mu.Unlock()
+	c.ctr.connections.Add(-1)
+	select {
+	case c.closedSignal <- struct{}{}:
+	default:
+	}
+	id := cn.id.Load()
+	attrs := []any{
+		slog.Uint64("conn", cn.info.ID), slog.String("client", cn.info.Client),
+		slog.String("service", id.ep.Service), slog.Int("pid", id.ep.PID),
+		slog.String("connection_name", id.ep.Connection), slog.String("user", id.ep.User),
+		slog.String("vhost", id.ep.Vhost), slog.String("product", id.product), slog.String("product_version", id.version),
+		slog.String("reason", reason), slog.Duration("age", c.now().Sub(cn.info.Start)),
+	}
+	if ci := cn.closeSeen.Load(); ci != nil {
+		by := "client"
+		if ci.dir == frames.ServerToClient {
+			by = "broker"
+		}
+		attrs = append(attrs, slog.String("closed_by", by), slog.Int("reply_code", int(ci.code)),
+			slog.String("reply_text", ci.text))
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	c.log.Info("amqp connection closed", attrs...)
+}
+
+// View returns the connection's current identity.
+func (cn *Conn) View() ConnView {
+	id := cn.id.Load()
+	return ConnView{ID: cn.info.ID, Client: cn.info.Client, Upstream: cn.info.Upstream, Start: cn.info.Start,
+		Endpoint: id.ep, Product: id.product, Version: id.version}
+}
+
+// Connections returns the live connections' identities.
+func (c *Correlator) Connections() []ConnView {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]ConnView, 0, len(c.conns))
+	for _, cn := range c.conns {
+		out = append(out, cn.View())
+	}
+	return out
+}
+
+// interesting says whether a method is needed at all, from its ids, before anything is decoded: consumer acks
+// (client → broker) come with every delivery and would otherwise cost an allocation each.
+func interesting(dir frames.Direction, class, method uint16) bool {
+	k := uint32(class)<<16 | uint32(method)
+	if dir == frames.ClientToServer {
+		switch k {
+		case 10<<16 | 11, 10<<16 | 40, 10<<16 | 50, 20<<16 | 10, 40<<16 | 10, 50<<16 | 10, 50<<16 | 20,
+			60<<16 | 20, 60<<16 | 40, 60<<16 | 70, 85<<16 | 10:
+			return true
+		}
+		return false
+	}
+	switch k {
+	case 10<<16 | 50, 60<<16 | 21, 60<<16 | 30, 60<<16 | 31, 60<<16 | 50, 60<<16 | 60, 60<<16 | 71, 60<<16 | 80,
+		60<<16 | 120:
+		return true
+	}
+	return false
+}
+
+func (a *assembler) channel(ch uint16) *chanAsm {
+	if a.chans == nil {
+		a.chans = make(map[uint16]*chanAsm, 1)
+	}
+	s := a.chans[ch]
+	if s == nil {
+		s = &chanAsm{}
+		a.chans[ch] = s
+	}
+	return s
+}
+
+func (a *assembler) frame(f *frames.Frame) {
+	switch f.Type {
+	case frames.TypeMethod:
+		a.method(f)
+	case frames.TypeHeader:
+		a.header(f)
+	case frames.TypeBody:
+		a.body(f)
+	}
+}
+
+// reset abandons a content in progress on a channel (counted).
+func (a *assembler) reset(s *chanAsm) {
+	a.conn.c.ctr.channelResets.Add(1)
+	*s = chanAsm{}
+}
+
+func (a *assembler) method(f *frames.Frame) {
+	if s := a.chans[f.Channel]; s != nil && s.ev != nil {
+		a.reset(s) // a method frame in the middle of a content: the content is lost
+	}
+	if !interesting(a.dir, f.ClassID, f.MethodID) {
+		return
+	}
+	c := a.conn.c
+	m, err := frames.DecodeMethod(f.Payload)
+	if err != nil {
+		c.ctr.decodeFailures.Add(1)
+		return
+	}
+	at := c.stamp(f)
+	ev := &event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at}
+	switch m := m.(type) {
+	case *frames.ConnectionStartOK:
+		a.conn.startOK(m)
+		return
+	case *frames.ConnectionOpen:
+		a.conn.open(m.VirtualHost)
+		return
+	case *frames.ConnectionClose:
+		a.conn.closeSeen.CompareAndSwap(nil, &closeInfo{code: m.ReplyCode, text: m.ReplyText, dir: a.dir})
+		return
+	case *frames.ChannelOpen:
+		ev.kind = evChannelOpen
+	case *frames.ExchangeDeclare:
+		ev.kind, ev.exchange, ev.exType = evExchangeDeclare, m.Exchange, m.Type
+	case *frames.QueueDeclare:
+		ev.kind, ev.queue = evQueueDeclare, m.Queue
+	case *frames.QueueBind:
+		ev.kind, ev.queue, ev.exchange, ev.routingKey = evQueueBind, m.Queue, m.Exchange, m.RoutingKey
+	case *frames.BasicConsume:
+		ev.kind, ev.queue, ev.tag, ev.noWait = evConsume, m.Queue, m.ConsumerTag, m.NoWait
+	case *frames.BasicConsumeOK:
+		ev.kind, ev.tag = evConsumeOK, m.ConsumerTag
+	case *frames.BasicCancel:
+		ev.kind, ev.tag = evCancel, m.ConsumerTag
+	case *frames.BasicCancelOK:
+		ev.kind, ev.tag = evCancel, m.ConsumerTag
+	case *frames.BasicGet:
+		ev.kind, ev.queue = evGet, m.Queue
+	case *frames.BasicAck:
+		ev.kind, ev.deliveryTag, ev.multiple = evConfirm, m.DeliveryTag, m.Multiple
+	case *frames.BasicNack:
+		ev.kind, ev.deliveryTag, ev.multiple = evNack, m.DeliveryTag, m.Multiple
+	case *frames.ConfirmSelect:
+		ev.kind = evConfirmSelect
+	case *frames.BasicPublish:
+		ev.kind, ev.exchange, ev.routingKey, ev.mandatory = evPublish, m.Exchange, m.RoutingKey, m.Mandatory
+		a.channel(f.Channel).ev = ev
+		return
+	case *frames.BasicDeliver:
+		ev.kind, ev.tag, ev.deliveryTag = evDeliver, m.ConsumerTag, m.DeliveryTag
+		ev.exchange, ev.routingKey = m.Exchange, m.RoutingKey
+		a.channel(f.Channel).ev = ev
+		return
+	case *frames.BasicGetOK:
+		ev.kind, ev.deliveryTag, ev.exchange, ev.routingKey = evDeliver, m.DeliveryTag, m.Exchange, m.RoutingKey
+		a.channel(f.Channel).ev = ev
+		return
+	case *frames.BasicReturn:
+		ev.kind, ev.replyCode, ev.replyText = evReturn, m.ReplyCode, m.ReplyText
+		ev.exchange, ev.routingKey = m.Exchange, m.RoutingKey
+		a.channel(f.Channel).ev = ev
+		return
+	default:
+		return
+	}
+	c.send(ev)
+}
+
+func (a *assembler) header(f *frames.Frame) {
+	s := a.chans[f.Channel]
+	if s == nil || s.ev == nil || s.haveHeader {
+		if s != nil {
+			a.reset(s)
+		} else {
+			a.conn.c.ctr.channelResets.Add(1)
+		}
+		return
+	}
+	if err := frames.DecodeContentHeader(f.Payload, &a.hdr); err != nil {
+		a.conn.c.ctr.decodeFailures.Add(1)
+		*s = chanAsm{}
+		return
+	}
+	p := &a.hdr.Properties
+	ev := s.ev
+	ev.correlationID = truncate(p.CorrelationID, maxIDLen)
+	ev.replyTo = truncate(p.ReplyTo, maxIDLen)
+	ev.expiration = truncate(p.Expiration, 32)
+	ev.messageID = truncate(p.MessageID, maxIDLen)
+	ev.amqpType = truncate(p.Type, maxIDLen)
+	ev.bodySize = a.hdr.BodySize
+	var hc string
+	if v, ok := p.Headers["compression"].(string); ok {
+		hc = v
+	}
+	s.comp = compressionOf(p.ContentEncoding, hc)
+	s.haveHeader, s.size, s.got = true, a.hdr.BodySize, 0
+	if s.size == 0 {
+		a.finish(s, nil, f)
+	}
+}
+
+func (a *assembler) body(f *frames.Frame) {
+	s := a.chans[f.Channel]
+	if s == nil || s.ev == nil || !s.haveHeader {
+		if s != nil {
+			a.reset(s)
+		} else {
+			a.conn.c.ctr.channelResets.Add(1)
+		}
+		return
+	}
+	p := f.Payload
+	off := s.got
+	s.got += uint64(len(p))
+	if s.got > s.size {
+		a.reset(s) // more body than the header announced
+		return
+	}
+	bodyCap := uint64(a.parser.bodyCap)
+	switch {
+	case s.size <= bodyCap && off == 0 && s.got == s.size:
+		// The whole body in one frame (the common case): parse it in place, copy nothing but what is kept.
+		a.finish(s, p, f)
+		return
+	case s.size <= bodyCap:
+		if s.buf == nil {
+			s.buf = make([]byte, 0, s.size)
+		}
+		s.buf = append(s.buf, p...)
+	default:
+		half := bodyCap / 2
+		tailStart := s.size - half
+		if off < half {
+			if s.head == nil {
+				s.head = make([]byte, 0, half)
+			}
+			n := min(uint64(len(p)), half-off)
+			s.head = append(s.head, p[:n]...)
+		}
+		if end := off + uint64(len(p)); end > tailStart {
+			if s.tail == nil {
+				s.tail = make([]byte, 0, half)
+			}
+			from := uint64(0)
+			if off < tailStart {
+				from = tailStart - off
+			}
+			s.tail = append(s.tail, p[from:]...)
+		}
+	}
+	if s.got == s.size {
+		a.finish(s, s.buf, f)
+	}
+}
+
+// finish parses the completed content and hands the event on. body is the whole body (nil when truncated or
+// empty); it may be borrowed from the frame. last is the frame that completed the content: its read time is the
+// event's order key.
+func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
+	ev := s.ev
+	c := a.conn.c
+	ev.order = c.stamp(last)
+	truncated := s.head != nil || s.tail != nil
+	head, tail := s.head, s.tail
+	if s.comp != compNone && len(body) > 0 {
+		h, t, tr, ok := a.parser.decompress(body)
+		if ok {
+			body, head, tail, truncated = h, h, t, tr
+			if tr {
+				body = nil
+			}
+		}
+	}
+	switch {
+	case truncated:
+		ev.truncated = true
+		c.ctr.truncated.Add(1)
+		a.parser.parseTruncated(head, tail, &ev.body)
+	case len(body) > 0:
+		a.parser.parse(body, &ev.body)
+	}
+	if len(body) > 0 && !ev.body.parsed && body[0] == '{' {
+		c.ctr.parseFailures.Add(1)
+	}
+	*s = chanAsm{}
+	c.send(ev)
+}
+
+// stamp is when a frame's bytes were read: the proxy's stamp, else (a decoder fed without one) now.
+func (c *Correlator) stamp(f *frames.Frame) time.Time {
+	if !f.Time.IsZero() {
+		return f.Time
+	}
+	return c.now()
+}
+
+// send hands an event to the correlator without blocking.
+func (c *Correlator) send(ev *event) {
+	select {
+	case c.q <- ev:
+		c.ctr.messagesIn.Add(1)
+	default:
+		c.ctr.queueDrops.Add(1)
+	}
+}
+
+// startOK takes the client's identity from Connection.Start-Ok (client → broker goroutine).
+func (cn *Conn) startOK(m *frames.ConnectionStartOK) {
+	old := cn.id.Load()
+	id := *old
+	str := func(k string) string {
+		switch v := m.ClientProperties[k].(type) {
+		case string:
+			return v
+		case []byte:
+			return string(v)
+		}
+		return ""
+	}
+	id.product, id.version = truncate(str("product"), maxIDLen), truncate(str("product_version"), maxIDLen)
+	id.ep.User = truncate(m.User, maxIDLen)
+	if name := truncate(str("connection_name"), maxIDLen); name != "" {
+		id.ep.Connection = name
+		id.ep.Service, id.ep.PID = splitConnectionName(name)
+	} else if id.product != "" {
+		id.ep.Service = id.product
+	}
+	if id.ep.PID > 0 {
+		id.proc = id.ep.Service + ":" + strconv.Itoa(id.ep.PID) + "@" + id.ep.Host
+	}
+	cn.id.Store(&id)
+}
+
+// open takes the vhost from Connection.Open.
+func (cn *Conn) open(vhost string) {
+	id := *cn.id.Load()
+	id.ep.Vhost = truncate(vhost, maxIDLen)
+	cn.id.Store(&id)
+}
+
+// splitConnectionName reads oslo's "<program>:<pid>:<uuid>". The program name may itself hold colons, so the pid
+// is the second field from the right. A name of another shape is the service name as it is.
+func splitConnectionName(name string) (string, int) {
+	last := strings.LastIndexByte(name, ':')
+	if last <= 0 {
+		return name, 0
+	}
+	prev := strings.LastIndexByte(name[:last], ':')
+	if prev <= 0 {
+		return name, 0
+	}
+	pid, err := strconv.Atoi(name[prev+1 : last])
+	if err != nil || pid <= 0 {
+		return name, 0
+	}
+	return name[:prev], pid
+}

@@ -1,0 +1,101 @@
+package correlate
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Defaults for the zero Config.
+const (
+	DefaultGrace           = 5 * time.Second
+	DefaultTimeout         = 60 * time.Second // oslo.messaging's rpc_response_timeout
+	DefaultSettle          = 2 * time.Second
+	DefaultMaxPending      = 100000
+	DefaultQueueSize       = 65536
+	DefaultBodyCap         = 1 << 20
+	DefaultMaxPayloadBytes = 4 << 10
+	DefaultReorder         = 500 * time.Millisecond
+	DefaultReorderCap      = 1 << 17
+)
+
+// Config configures a Correlator. The zero value works; zero fields take the defaults above.
+type Config struct {
+	// Grace is how long after a call's deadline a late reply still lands in the call's record (status stays
+	// timeout, LateReply is set). Later replies are counted as unmatched. Default 5s.
+	Grace time.Duration
+	// DefaultTimeout is the deadline of a call or generic RPC published without an expiration property.
+	// Default 60s, oslo.messaging's rpc_response_timeout.
+	DefaultTimeout time.Duration
+	// Settle is how long a cast, fanout or notification waits for deliveries before its record is emitted, unless
+	// every delivery expected from the known bindings and consumers is in earlier. Default 2s: deliveries follow a
+	// publish within milliseconds unless the consumer is backlogged, and a cast record should not linger.
+	Settle time.Duration
+	// MaxPending caps the pending table; past it the oldest pending RPC is emitted as it is (counted as evicted).
+	// Default 100000.
+	MaxPending int
+	// QueueSize bounds the queue from the per-connection assemblers to the correlator goroutine. A full queue drops
+	// the message (counted). Default 65536.
+	QueueSize int
+	// BodyCap is how many bytes of one body are kept for parsing. A larger body keeps its first and last
+	// BodyCap/2 bytes (oslo writes the ids after the arguments) and sets Record.Truncated. Default 1 MiB.
+	BodyCap int
+	// Payload decides whether Args and Result reach records. Default PayloadRedacted.
+	Payload PayloadPolicy
+	// MaxPayloadBytes bounds Args and Result after redaction. Default 4 KiB.
+	MaxPayloadBytes int
+	// Reorder is how long an event waits in the correlator before it is processed, so that events from different
+	// connections are processed in the order their bytes were read (frames.Frame.Time), not the order the pumps
+	// got round to tapping them. Each connection direction has its own pump goroutine, and a pump forwards a
+	// chunk before it decodes it, so a server's reply (read on its sending connection) can reach the correlator
+	// before the delivery it answers (read on its listening connection) was tapped. The window must exceed that
+	// lag between a read and its tap under load: scheduling on a busy 2-core machine and decoding a burst of large
+	// bodies take milliseconds to a few hundred; 500ms leaves room and delays records by no more than that.
+	// Events later than the window are still processed (counted in Stats.LateEvents), and replies or deliveries
+	// whose request is not known yet wait as orphans for another Reorder before they count as unmatched.
+	// Default 500ms.
+	Reorder time.Duration
+	// ReorderCap bounds the events waiting in the reorder window (Reorder's worth of traffic). When it is full the
+	// oldest waiting event is processed before its window ends (counted in Stats.ReorderOverflow): order degrades,
+	// nothing is lost. Default 131072 (a 500ms window at over 250,000 messages per second).
+	ReorderCap int
+	// Sink receives finished records from the correlator goroutine. It must not block: wrap slow sinks in a
+	// Fanout. Nil discards records.
+	Sink Sink
+	// Logger receives per-connection lines. Nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests may set it; under testing/synctest time.Now is already fake.
+	Now func() time.Time
+}
+
+func (c *Config) grace() time.Duration          { return orDefault(c.Grace, DefaultGrace) }
+func (c *Config) defaultTimeout() time.Duration { return orDefault(c.DefaultTimeout, DefaultTimeout) }
+func (c *Config) settle() time.Duration         { return orDefault(c.Settle, DefaultSettle) }
+func (c *Config) maxPending() int               { return orDefault(c.MaxPending, DefaultMaxPending) }
+func (c *Config) queueSize() int                { return orDefault(c.QueueSize, DefaultQueueSize) }
+func (c *Config) reorder() time.Duration        { return orDefault(c.Reorder, DefaultReorder) }
+func (c *Config) reorderCap() int               { return orDefault(c.ReorderCap, DefaultReorderCap) }
+func (c *Config) bodyCap() int                  { return max(orDefault(c.BodyCap, DefaultBodyCap), 64) }
+func (c *Config) maxPayloadBytes() int {
+	return max(orDefault(c.MaxPayloadBytes, DefaultMaxPayloadBytes), 64)
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.Default()
+	}
+	return c.Logger
+}
+
+func (c *Config) now() func() time.Time {
+	if c.Now == nil {
+		return time.Now
+	}
+	return c.Now
+}
+
+func orDefault[T time.Duration | int](v, d T) T {
+	if v <= 0 {
+		return d
+	}
+	return v
+}

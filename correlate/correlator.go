@@ -1,0 +1,1170 @@
+package correlate
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Bounds of the correlator's learned topology. They are generous for one cloud and stop a hostile client from
+// growing the tables without end; past them, learning stops (pairing still works, splits fall back to dots).
+const (
+	maxTopics         = 10000
+	maxExchanges      = 10000
+	maxDeclaredPerCon = 64
+	maxTracked        = 4096 // unconfirmed publishes kept per channel
+	maxTrackedNoConf  = 256  // mandatory publishes kept per channel without confirms (for Basic.Return)
+	maxCallees        = 64
+	maxHeartbeatTimes = 64
+	maxPendingConsume = 64
+	recentFinals      = 4096
+)
+
+// ErrRunning is returned by Run when the Correlator is already running.
+var ErrRunning = errors.New("correlate: Run called twice")
+
+// Correlator pairs messages from every connection into records. One goroutine (Run) owns all pairing state; the
+// assemblers reach it only through a bounded queue.
+type Correlator struct {
+	cfg  Config
+	now  func() time.Time
+	log  *slog.Logger
+	sink Sink
+	q    chan *event
+	ctr  counters
+
+	// mu guards conns and closedConns: touched at connection open and close, and by Connections.
+	mu           sync.Mutex
+	conns        map[uint64]*Conn
+	closedConns  []*event // evClose events, handed over losslessly (never through the bounded queue)
+	closedSignal chan struct{}
+	running      atomic.Bool
+
+	// Everything below belongs to the Run goroutine.
+	reorder        time.Duration
+	buf            eventHeap // the reorder window: events by read time
+	bufSeq         uint64
+	lastKey        time.Time // order key of the newest event processed from the window
+	orphans        map[string][]*orphan
+	orphanQ        []*orphan // by expiry
+	norphans       int
+	maybeReply     map[string]*pending // generic casts that may be replies of a call not seen yet, by genericKey
+	byUnique       map[string]*pending // requests by _unique_id (generic one-way: "mid\x00"+message_id)
+	byMsg          map[string]*pending // calls by _msg_id (generic RPC: genericKey)
+	oldest, newest *pending            // insertion order, for eviction at MaxPending
+	npending       int
+	seq            uint64
+	expiry         expiryHeap
+	nextID         uint64
+	topics         map[string]struct{}
+	exTypes        map[string]string
+	bindings       map[string]map[string][]string // exchange → binding key → queues
+	nbindings      int
+	queueConsumers map[string]int
+	handling       map[handKey]handEntry
+	recent         map[string]string // msg key → final reply's _unique_id, for stragglers of finished calls
+	recentRing     []string
+	recentPos      int
+}
+
+// New returns a Correlator; call Run to start pairing.
+func New(cfg Config) *Correlator {
+	c := &Correlator{
+		cfg:            cfg,
+		now:            cfg.now(),
+		log:            cfg.logger(),
+		sink:           cfg.Sink,
+		q:              make(chan *event, cfg.queueSize()),
+		conns:          make(map[uint64]*Conn),
+		closedSignal:   make(chan struct{}, 1),
+		byUnique:       make(map[string]*pending),
+		byMsg:          make(map[string]*pending),
+		topics:         make(map[string]struct{}),
+		exTypes:        make(map[string]string),
+		bindings:       make(map[string]map[string][]string),
+		queueConsumers: make(map[string]int),
+		handling:       make(map[handKey]handEntry),
+		recent:         make(map[string]string),
+		recentRing:     make([]string, recentFinals),
+		reorder:        cfg.reorder(),
+		orphans:        make(map[string][]*orphan),
+		maybeReply:     make(map[string]*pending),
+	}
+	if c.sink == nil {
+		c.sink = SinkFunc(func(*Record) {})
+	}
+	return c
+}
+
+// pending is one RPC that is not final yet. Its Record is filled in place and handed to the sink when final.
+type pending struct {
+	rec       Record
+	generic   bool
+	uniqueKey string // key in byUnique, "" if none
+	msgKey    string // key in byMsg, "" if none
+	replyQ    string // where the reply goes (oslo _reply_q, or AMQP reply_to)
+
+	prev, next *pending
+	heapIdx    int
+	seq        uint64 // insertion order: ties in the expiry heap go oldest first
+	expireAt   time.Time
+	deadline   time.Time
+	done       bool
+
+	published   bool
+	held        bool // final, but waiting a window for a piece this proxy should see (see hold)
+	finalSeen   bool // a final reply was published (or delivered) and not returned
+	waitConfirm bool // final reply published to a queue nobody here consumes: final at its confirm
+	replyUnique string
+	hb          []string // heartbeat _unique_ids seen
+	expected    int      // deliveries expected from known bindings and consumers
+	gen         *genericReply
+}
+
+type handKey struct{ proc, requestID string }
+
+// handEntry says a process is handling an RPC of a request: the RPC it publishes meanwhile are its children.
+type handEntry struct {
+	id    string
+	until time.Time
+}
+
+// connState is the correlator-side state of one connection. Only the Run goroutine touches it.
+type connState struct {
+	dead     bool
+	chans    map[uint16]*chanState
+	declared []string
+}
+
+type chanState struct {
+	confirm        bool
+	seq            uint64
+	tracked        []pubEntry // publishes awaiting their confirm (or Return), in publish order
+	pendingConsume []consumeReq
+	consumers      map[string]string // consumer tag → queue
+	getQueue       string
+}
+
+type consumeReq struct{ queue, tag string }
+
+type pubEntry struct {
+	seq       uint64
+	exchange  string
+	rk        string
+	mandatory bool
+	reply     bool
+	returned  bool
+	p         *pending
+	orphan    *orphan // a reply published before its call was known
+}
+
+func (st *connState) channel(ch uint16) *chanState {
+	if st.chans == nil {
+		st.chans = make(map[uint16]*chanState, 1)
+	}
+	s := st.chans[ch]
+	if s == nil {
+		s = &chanState{}
+		st.chans[ch] = s
+	}
+	return s
+}
+
+// Run pairs messages until ctx ends. Then it processes what is already queued and waiting, in order, emits every
+// pending record as final with what is known (Incomplete set), and returns nil.
+func (c *Correlator) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var armed time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			c.shutdown()
+			return nil
+		case ev := <-c.q:
+			c.admit(ev)
+			// Take a burst without going back through select: under load the queue is rarely empty.
+			for i := 0; i < 256; i++ {
+				select {
+				case ev = <-c.q:
+					c.admit(ev)
+					continue
+				default:
+				}
+				break
+			}
+		case <-c.closedSignal:
+			c.reapClosed()
+		case <-timer.C:
+			armed = time.Time{}
+		}
+		now := c.now()
+		c.release(now)
+		if next, ok := c.nextWake(); ok && (armed.IsZero() || next.Before(armed)) {
+			timer.Reset(max(next.Sub(now), 0))
+			armed = next
+		}
+	}
+}
+
+func (c *Correlator) shutdown() {
+	for n := len(c.q); n > 0; n-- {
+		select {
+		case ev := <-c.q:
+			c.admit(ev)
+		default:
+			n = 1
+		}
+	}
+	c.reapClosed()
+	c.drain()
+	c.expireOrphans(time.Time{}, true)
+	for c.oldest != nil {
+		if p := c.oldest; p.held {
+			c.endHeld(p) // final already: it only waited for stragglers
+		} else {
+			c.endEarly(p)
+		}
+	}
+}
+
+// process is the single entry point of pairing: every event goes through here, on the Run goroutine.
+func (c *Correlator) process(ev *event) {
+	st := &ev.conn.st
+	switch ev.kind {
+	case evPublish:
+		c.onPublish(ev)
+	case evDeliver:
+		c.onDeliver(ev)
+	case evReturn:
+		c.onReturn(ev)
+	case evConfirm, evNack:
+		c.onConfirm(ev)
+	case evConfirmSelect:
+		if ch := st.channel(ev.channel); !ch.confirm {
+			ch.confirm, ch.seq = true, 0
+		}
+	case evChannelOpen:
+		c.resetChannel(st, ev.channel)
+	case evClose:
+		c.closeConn(st)
+	case evConsume:
+		if st.dead {
+			return
+		}
+		ch := st.channel(ev.channel)
+		if ev.noWait && ev.tag != "" {
+			c.addConsumer(ch, ev.tag, ev.queue)
+		} else if len(ch.pendingConsume) < maxPendingConsume {
+			ch.pendingConsume = append(ch.pendingConsume, consumeReq{queue: ev.queue, tag: ev.tag})
+		}
+	case evConsumeOK:
+		ch := st.channel(ev.channel)
+		if st.dead || len(ch.pendingConsume) == 0 {
+			return
+		}
+		req := ch.pendingConsume[0]
+		ch.pendingConsume = ch.pendingConsume[1:]
+		c.addConsumer(ch, ev.tag, req.queue)
+	case evCancel:
+		if ch := st.chans[ev.channel]; ch != nil {
+			c.removeConsumer(ch, ev.tag)
+		}
+	case evGet:
+		st.channel(ev.channel).getQueue = ev.queue
+	case evQueueDeclare:
+		c.onQueueDeclare(st, ev.queue)
+	case evQueueBind:
+		c.onQueueBind(ev.queue, ev.exchange, ev.routingKey)
+	case evExchangeDeclare:
+		if _, ok := c.exTypes[ev.exchange]; ok || len(c.exTypes) < maxExchanges {
+			c.exTypes[ev.exchange] = ev.exType
+		}
+		if ev.exType == "fanout" && strings.HasSuffix(ev.exchange, "_fanout") {
+			c.learnTopic(strings.TrimSuffix(ev.exchange, "_fanout"))
+		}
+	}
+}
+
+// --- topology -------------------------------------------------------------------------------------------------
+
+func (c *Correlator) addConsumer(ch *chanState, tag, queue string) {
+	if ch.consumers == nil {
+		ch.consumers = make(map[string]string, 4)
+	}
+	if old, ok := ch.consumers[tag]; ok {
+		c.dropQueueConsumer(old)
+	}
+	ch.consumers[tag] = queue
+	c.queueConsumers[queue]++
+}
+
+func (c *Correlator) removeConsumer(ch *chanState, tag string) {
+	if q, ok := ch.consumers[tag]; ok {
+		delete(ch.consumers, tag)
+		c.dropQueueConsumer(q)
+	}
+}
+
+func (c *Correlator) dropQueueConsumer(q string) {
+	if n := c.queueConsumers[q] - 1; n > 0 {
+		c.queueConsumers[q] = n
+	} else {
+		delete(c.queueConsumers, q)
+	}
+}
+
+func (c *Correlator) resetChannel(st *connState, ch uint16) {
+	s := st.chans[ch]
+	if s == nil {
+		return
+	}
+	for tag := range s.consumers {
+		c.removeConsumer(s, tag)
+	}
+	delete(st.chans, ch)
+}
+
+// reapClosed takes the ended connections into the reorder window.
+func (c *Correlator) reapClosed() {
+	c.mu.Lock()
+	closed := c.closedConns
+	c.closedConns = nil
+	c.mu.Unlock()
+	for _, ev := range closed {
+		c.admit(ev)
+	}
+}
+
+// closeConn drops an ended connection's consumers, so expected-delivery counts stop counting them.
+func (c *Correlator) closeConn(st *connState) {
+	st.dead = true
+	for ch := range st.chans {
+		c.resetChannel(st, ch)
+	}
+	st.declared = nil
+}
+
+// onQueueDeclare learns RPC topics: an RPC server declares T and T.<server> on one connection, and its fanout
+// queue is T_fanout_<id>. Server names and topics may both hold dots, so only this tells where one ends.
+func (c *Correlator) onQueueDeclare(st *connState, q string) {
+	if q == "" {
+		return
+	}
+	if i := strings.Index(q, "_fanout_"); i > 0 {
+		c.learnTopic(q[:i])
+	}
+	for _, d := range st.declared {
+		switch {
+		case strings.HasPrefix(q, d) && len(q) > len(d) && q[len(d)] == '.':
+			c.learnTopic(d)
+		case strings.HasPrefix(d, q) && len(d) > len(q) && d[len(q)] == '.':
+			c.learnTopic(q)
+		}
+	}
+	if len(st.declared) < maxDeclaredPerCon {
+		st.declared = append(st.declared, q)
+	}
+}
+
+func (c *Correlator) onQueueBind(queue, exchange, key string) {
+	if strings.HasSuffix(exchange, "_fanout") && key != "" {
+		c.learnTopic(key)
+	}
+	keys := c.bindings[exchange]
+	if keys == nil {
+		if c.nbindings >= c.cfg.maxPending() {
+			return
+		}
+		keys = make(map[string][]string)
+		c.bindings[exchange] = keys
+	}
+	for _, q := range keys[key] {
+		if q == queue {
+			return
+		}
+	}
+	if c.nbindings >= c.cfg.maxPending() {
+		return
+	}
+	keys[key] = append(keys[key], queue)
+	c.nbindings++
+}
+
+func (c *Correlator) learnTopic(t string) {
+	if t == "" {
+		return
+	}
+	if _, ok := c.topics[t]; !ok && len(c.topics) < maxTopics {
+		c.topics[t] = struct{}{}
+	}
+}
+
+// splitRPC splits an RPC routing key into topic and server: the longest learned topic that is the key or a dotted
+// prefix of it wins; with none learned, the first dot (right for Nova, Neutron, Cinder; wrong for Ironic's dotted
+// topics, which the declarations teach us).
+func (c *Correlator) splitRPC(rk string) (topic, server string) {
+	if _, ok := c.topics[rk]; ok {
+		return rk, ""
+	}
+	for i := len(rk) - 1; i > 0; i-- {
+		if rk[i] == '.' {
+			if _, ok := c.topics[rk[:i]]; ok {
+				return rk[:i], rk[i+1:]
+			}
+		}
+	}
+	if i := strings.IndexByte(rk, '.'); i > 0 {
+		return rk[:i], rk[i+1:]
+	}
+	return rk, ""
+}
+
+// expectedDeliveries counts the queues a publish reaches that some connection through this proxy consumes.
+func (c *Correlator) expectedDeliveries(exchange, rk string) int {
+	if exchange == "" {
+		if c.queueConsumers[rk] > 0 {
+			return 1
+		}
+		return 0
+	}
+	keys := c.bindings[exchange]
+	n := 0
+	if c.exTypes[exchange] == "fanout" || strings.HasSuffix(exchange, "_fanout") {
+		for _, qs := range keys {
+			for _, q := range qs {
+				if c.queueConsumers[q] > 0 {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	for _, q := range keys[rk] {
+		if c.queueConsumers[q] > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// --- pending table ----------------------------------------------------------------------------------------------
+
+func (c *Correlator) insert(p *pending) {
+	if c.npending >= c.cfg.maxPending() && c.oldest != nil {
+		c.ctr.evicted.Add(1)
+		c.endEarly(c.oldest)
+	}
+	p.heapIdx = -1
+	c.seq++
+	p.seq = c.seq
+	p.prev = c.newest
+	if c.newest != nil {
+		c.newest.next = p
+	} else {
+		c.oldest = p
+	}
+	c.newest = p
+	c.npending++
+	c.ctr.pending.Store(int64(c.npending))
+}
+
+func (c *Correlator) unlink(p *pending) {
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else {
+		c.oldest = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	} else {
+		c.newest = p.prev
+	}
+	p.prev, p.next = nil, nil
+	c.npending--
+	c.ctr.pending.Store(int64(c.npending))
+	if p.uniqueKey != "" && c.byUnique[p.uniqueKey] == p {
+		delete(c.byUnique, p.uniqueKey)
+	}
+	if p.msgKey != "" && c.byMsg[p.msgKey] == p {
+		delete(c.byMsg, p.msgKey)
+	}
+	if p.heapIdx >= 0 {
+		heap.Remove(&c.expiry, p.heapIdx)
+	}
+	if p.gen != nil && c.maybeReply[p.gen.key] == p {
+		delete(c.maybeReply, p.gen.key)
+	}
+}
+
+func (c *Correlator) schedule(p *pending, at time.Time) {
+	p.expireAt = at
+	if p.heapIdx >= 0 {
+		heap.Fix(&c.expiry, p.heapIdx)
+	} else {
+		heap.Push(&c.expiry, p)
+	}
+}
+
+// expire ends every pending RPC, and drops every orphan, whose time has come.
+func (c *Correlator) expire(now time.Time) {
+	c.expireOrphans(now, false)
+	for len(c.expiry) > 0 && !c.expiry[0].expireAt.After(now) {
+		p := c.expiry[0]
+		switch {
+		case p.held:
+			c.endHeld(p)
+		case p.rec.Kind != KindCall:
+			c.finalize(p, okUnless(p))
+		case p.finalSeen:
+			c.finishCall(p) // the reply was published but its delivery never showed up
+		default:
+			c.ctr.expired.Add(1)
+			c.timeout(p)
+		}
+	}
+}
+
+func okUnless(p *pending) Status {
+	if p.rec.Status != "" {
+		return p.rec.Status
+	}
+	return StatusOK
+}
+
+func (c *Correlator) timeout(p *pending) {
+	ever := p.rec.Deliveries > 0
+	p.rec.EverDelivered = &ever
+	c.finalize(p, StatusTimeout)
+}
+
+// endEarly emits a pending RPC before it is final (shutdown, eviction).
+func (c *Correlator) endEarly(p *pending) {
+	p.rec.Incomplete = true
+	switch {
+	case p.rec.Kind != KindCall:
+		c.finalize(p, okUnless(p))
+	case p.finalSeen:
+		c.finishCall(p)
+	default:
+		c.timeout(p)
+	}
+}
+
+// finishCall ends a call at its final reply. The caller's view decides the status: a reply after the deadline
+// leaves the call timed out (LateReply set).
+func (c *Correlator) finishCall(p *pending) {
+	r := &p.rec
+	status := StatusOK
+	if r.Error != nil {
+		status = StatusError
+	}
+	at := r.ReplyDelivered
+	if at == nil {
+		at = r.Replied
+	}
+	if at != nil && !p.deadline.IsZero() && at.After(p.deadline) {
+		status = StatusTimeout
+		r.LateReply = true
+		ever := r.Deliveries > 0 || r.Replied != nil
+		r.EverDelivered = &ever
+		c.ctr.lateReplies.Add(1)
+	}
+	if p.msgKey != "" && p.replyUnique != "" {
+		c.remember(p.msgKey, p.replyUnique)
+	}
+	c.finalize(p, status)
+}
+
+// remember keeps the final reply of a finished call for a while, so the other half of that reply (its publish
+// seen after its delivery, or the reverse) is not counted as unmatched.
+func (c *Correlator) remember(msgKey, replyUnique string) {
+	if old := c.recentRing[c.recentPos]; old != "" {
+		delete(c.recent, old)
+	}
+	c.recentRing[c.recentPos] = msgKey
+	c.recentPos = (c.recentPos + 1) % len(c.recentRing)
+	c.recent[msgKey] = replyUnique
+}
+
+// straggler says whether a reply is the other half of the final reply of a call that already ended.
+func (c *Correlator) straggler(msgKey, replyUnique string) bool {
+	u, ok := c.recent[msgKey]
+	return ok && u != "" && u == replyUnique
+}
+
+func (c *Correlator) unmatchedReply(msgKey, replyUnique string) {
+	if !c.straggler(msgKey, replyUnique) {
+		c.ctr.unmatchedReplies.Add(1)
+	}
+}
+
+// finalize computes the spans, numbers the record and hands it to the sink. p is dropped afterwards: nothing
+// touches the record again, so sinks may keep the pointer (read-only).
+func (c *Correlator) finalize(p *pending, status Status) {
+	c.unlink(p)
+	p.done = true
+	r := &p.rec
+	r.Status = status
+	r.QueueUS = spanUS(r.Published, r.Delivered)
+	r.ServerUS = spanUS(r.Delivered, r.Replied)
+	switch {
+	case r.Published != nil && r.ReplyDelivered != nil:
+		r.DurationUS = spanUS(r.Published, r.ReplyDelivered)
+	case r.Published != nil && r.Replied != nil:
+		r.DurationUS = spanUS(r.Published, r.Replied)
+	case r.Delivered != nil && r.ReplyDelivered != nil:
+		r.DurationUS = spanUS(r.Delivered, r.ReplyDelivered)
+	case r.Replied != nil:
+		r.DurationUS = r.ServerUS
+	default:
+		r.DurationUS = r.QueueUS
+	}
+	c.nextID++
+	r.ID = c.nextID
+	c.ctr.records[kindIndex(r.Kind)][statusIndex(status)].Add(1)
+	c.ctr.recordsOut.Add(1)
+	c.emit(r)
+}
+
+func (c *Correlator) emit(r *Record) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.log.Error("correlate: sink panicked; record lost", slog.Any("panic", v), slog.Uint64("record", r.ID))
+		}
+	}()
+	c.sink.Record(r)
+}
+
+func spanUS(a, b *time.Time) int64 {
+	if a == nil || b == nil {
+		return 0
+	}
+	return max(b.Sub(*a).Microseconds(), 0)
+}
+
+// --- messages ---------------------------------------------------------------------------------------------------
+
+func (c *Correlator) track(ch *chanState, e pubEntry) {
+	limit := maxTrackedNoConf
+	if ch.confirm {
+		limit = maxTracked
+	}
+	if len(ch.tracked) >= limit {
+		ch.tracked = ch.tracked[1:]
+	}
+	ch.tracked = append(ch.tracked, e)
+}
+
+func (c *Correlator) onPublish(ev *event) {
+	ch := ev.conn.st.channel(ev.channel)
+	entry := pubEntry{exchange: ev.exchange, rk: ev.routingKey, mandatory: ev.mandatory}
+	if ch.confirm {
+		ch.seq++
+		entry.seq = ch.seq
+	}
+	b := &ev.body
+	switch {
+	case b.kind == mkRequest || b.kind == mkNotification:
+		p := c.request(ev, requestKind(ev))
+		c.published(p, ev)
+		entry.p = p
+		c.adopt(p)
+	case b.kind == mkReply:
+		if p := c.byMsg[b.msgID]; p != nil {
+			entry.p, entry.reply = p, true
+			c.onReply(p, ev, false, ch.confirm)
+		} else if !c.straggler(b.msgID, b.uniqueID) {
+			// Its call may still come (read earlier, tapped later than the window): wait as an orphan.
+			entry.orphan, entry.reply = c.addOrphan(b.msgID, ev, "", false, ch.confirm), true
+		}
+	default:
+		entry.p, entry.reply = c.genericPublish(ev, ch.confirm)
+	}
+	if ch.confirm || ev.mandatory {
+		c.track(ch, entry)
+	}
+}
+
+func requestKind(ev *event) Kind {
+	switch {
+	case ev.body.kind == mkNotification:
+		return KindNotification
+	case ev.body.msgID != "":
+		return KindCall
+	case strings.HasSuffix(ev.exchange, "_fanout"):
+		return KindFanout
+	}
+	return KindCast
+}
+
+// request finds or creates the pending record of an oslo request (by _unique_id): its publish and its deliveries
+// meet there in whatever order the queue brings them.
+func (c *Correlator) request(ev *event, kind Kind) *pending {
+	b := &ev.body
+	key := b.uniqueID
+	if p := c.byUnique[key]; key != "" && p != nil {
+		return p
+	}
+	p := &pending{}
+	c.insert(p)
+	if key != "" {
+		p.uniqueKey = key
+		c.byUnique[key] = p
+	}
+	r := &p.rec
+	r.Kind, r.Protocol = kind, "oslo"
+	r.Exchange, r.RoutingKey = ev.exchange, ev.routingKey
+	r.Method, r.MsgID, r.UniqueID = b.method, b.msgID, b.uniqueID
+	r.RequestID, r.GlobalRequestID, r.MessageID = b.requestID, b.globalRequestID, b.messageID
+	if b.hasNamespace {
+		ns := b.namespace
+		r.Namespace = &ns
+	}
+	if b.hasVersion {
+		v := b.version
+		r.Version = &v
+	}
+	r.Args = b.args
+	r.RequestBytes = int(min(ev.bodySize, 1<<40))
+	r.Truncated = ev.truncated
+	switch kind {
+	case KindFanout:
+		r.Topic = strings.TrimSuffix(ev.exchange, "_fanout")
+	case KindNotification:
+		r.EventType, r.PublisherID, r.Priority = b.eventType, b.publisherID, b.priority
+		if i := strings.LastIndexByte(ev.routingKey, '.'); i > 0 {
+			r.Topic = ev.routingKey[:i]
+			if r.Priority == "" {
+				r.Priority = strings.ToUpper(ev.routingKey[i+1:])
+			}
+		} else {
+			r.Topic = ev.routingKey
+		}
+	default:
+		topic, server := c.splitRPC(ev.routingKey)
+		r.Topic = topic
+		if server != "" {
+			r.Server = &server
+		}
+	}
+	p.expected = c.expectedDeliveries(ev.exchange, ev.routingKey)
+	if kind == KindCall {
+		p.replyQ = b.replyQ
+		if b.msgID != "" {
+			p.msgKey = b.msgID
+			c.byMsg[b.msgID] = p
+		}
+		c.setDeadline(p, ev.at, ev.expiration)
+	} else {
+		c.schedule(p, ev.at.Add(c.cfg.settle()))
+	}
+	return p
+}
+
+// setDeadline sets a call's deadline from the expiration property (the caller's timeout in ms) measured from t.
+func (c *Correlator) setDeadline(p *pending, t time.Time, expiration string) {
+	d := c.cfg.defaultTimeout()
+	if ms, err := strconv.ParseInt(expiration, 10, 64); err == nil && ms >= 0 && ms < int64(365*24*time.Hour/time.Millisecond) {
+		d = time.Duration(ms) * time.Millisecond
+		p.rec.TimeoutMS = ms
+	}
+	p.deadline = t.Add(d)
+	dl := p.deadline
+	p.rec.Deadline = &dl
+	if !p.held { // a held call ends at the end of its hold, whatever its deadline
+		c.schedule(p, dl.Add(c.cfg.grace()))
+	}
+}
+
+// published takes the caller's side of a request.
+func (c *Correlator) published(p *pending, ev *event) {
+	if p.published {
+		return
+	}
+	p.published = true
+	r := &p.rec
+	at := ev.at
+	r.Published = &at
+	id := ev.ident
+	ep := id.ep
+	r.Caller = &ep
+	if r.Kind == KindCall {
+		c.setDeadline(p, at, ev.expiration) // measured from the publish, not from an earlier-seen delivery
+	}
+	if r.RequestID != "" {
+		if h, ok := c.handling[handKey{id.proc, r.RequestID}]; ok && at.Before(h.until) && h.id != r.MsgID && h.id != r.UniqueID {
+			r.ParentID = h.id
+		}
+	}
+}
+
+func (c *Correlator) onDeliver(ev *event) {
+	ch := ev.conn.st.channel(ev.channel)
+	queue := ch.getQueue
+	if ev.tag != "" {
+		queue = ch.consumers[ev.tag]
+	}
+	b := &ev.body
+	switch {
+	case b.kind == mkRequest || b.kind == mkNotification:
+		p := c.request(ev, requestKind(ev))
+		c.delivered(p, ev, queue)
+		c.adopt(p)
+	case b.kind == mkReply:
+		if p := c.byMsg[b.msgID]; p != nil {
+			c.onReply(p, ev, true, false)
+		} else if !c.straggler(b.msgID, b.uniqueID) {
+			c.addOrphan(b.msgID, ev, queue, true, false)
+		}
+	default:
+		c.genericDeliver(ev, queue)
+	}
+}
+
+// delivered takes one delivery of a request: the delivering connection is the server that got it (round robin on
+// shared topic queues, one per server for fanouts).
+func (c *Correlator) delivered(p *pending, ev *event, queue string) {
+	r := &p.rec
+	r.Deliveries++
+	id := ev.ident
+	ep := id.ep
+	if r.Delivered == nil {
+		at := ev.at
+		r.Delivered = &at
+		r.Callee = &ep
+		r.Queue = queue
+	}
+	if len(r.Callees) < maxCallees {
+		r.Callees = append(r.Callees, ep)
+	}
+	if r.RequestID != "" {
+		c.setHandling(handKey{id.proc, r.RequestID}, p, ev.at)
+	}
+	// A generic message that may yet turn out to be a reply (gen) waits out its settle time in any case.
+	if r.Kind != KindCall && p.expected > 0 && r.Deliveries >= p.expected && p.gen == nil {
+		c.finishOneWay(p)
+	}
+}
+
+func (c *Correlator) setHandling(k handKey, p *pending, at time.Time) {
+	if len(c.handling) >= c.cfg.maxPending() {
+		for hk, h := range c.handling {
+			if !at.Before(h.until) {
+				delete(c.handling, hk)
+			}
+		}
+		if len(c.handling) >= c.cfg.maxPending() {
+			return
+		}
+	}
+	id, until := p.rec.UniqueID, at.Add(c.cfg.defaultTimeout())
+	if p.rec.Kind == KindCall {
+		id = p.rec.MsgID
+		if !p.deadline.IsZero() {
+			until = p.deadline.Add(c.cfg.grace())
+		}
+	}
+	c.handling[k] = handEntry{id: id, until: until}
+}
+
+// onReply takes a reply publish (delivery=false) or reply delivery of call p.
+func (c *Correlator) onReply(p *pending, ev *event, delivery, confirmChannel bool) {
+	r := &p.rec
+	b := &ev.body
+	at := ev.at
+	if !p.generic && b.hasEnding && !b.ending {
+		// A call-monitor heartbeat: count each one once (its publish and its delivery share a _unique_id).
+		for _, u := range p.hb {
+			if u == b.uniqueID {
+				return
+			}
+		}
+		if len(p.hb) < maxHeartbeatTimes {
+			p.hb = append(p.hb, b.uniqueID)
+			r.HeartbeatTimes = append(r.HeartbeatTimes, at)
+		}
+		r.Heartbeats++
+		c.ctr.heartbeats.Add(1)
+		return
+	}
+	if b.result != nil {
+		r.Result = b.result
+	}
+	if b.failure != nil {
+		r.Error = b.failure
+	}
+	if !p.generic && !b.hasEnding {
+		// The older two-message reply: {result, failure} then {ending: true}. Only the second one ends the call.
+		return
+	}
+	r.ReplyBytes = int(min(ev.bodySize, 1<<40))
+	p.replyUnique = b.uniqueID
+	if delivery {
+		if r.ReplyDelivered == nil {
+			t := at
+			r.ReplyDelivered = &t
+		}
+		c.finish(p)
+		return
+	}
+	t := at
+	r.Replied = &t
+	r.Replies++
+	p.finalSeen = true
+	id := ev.ident
+	if r.Callee == nil {
+		ep := id.ep
+		r.Callee = &ep
+	}
+	if k := (handKey{id.proc, r.RequestID}); r.RequestID != "" && c.handling[k].id == r.MsgID {
+		delete(c.handling, k)
+	}
+	switch {
+	case c.queueConsumers[replyQueue(ev.routingKey)] > 0:
+		// The caller's reply connection is behind this proxy: the call ends at the reply's delivery.
+	case confirmChannel:
+		p.waitConfirm = true // ends at the broker's confirm, unless the broker returns the reply first
+	default:
+		c.finish(p)
+	}
+}
+
+func (c *Correlator) onReturn(ev *event) {
+	c.ctr.unroutable.Add(1)
+	ch := ev.conn.st.channel(ev.channel)
+	var p *pending
+	reply := false
+	// Basic.Return comes before the confirm of the publish it returns, so the returned publish is the oldest
+	// unconfirmed one to the same exchange and routing key on this channel.
+	for i := range ch.tracked {
+		e := &ch.tracked[i]
+		if !e.returned && e.exchange == ev.exchange && e.rk == ev.routingKey {
+			e.returned = true
+			p, reply = c.entryTarget(e)
+			break
+		}
+	}
+	if p == nil {
+		switch b := &ev.body; b.kind {
+		case mkReply:
+			p, reply = c.byMsg[b.msgID], true
+		case mkRequest, mkNotification:
+			p = c.byUnique[b.uniqueID]
+		}
+	}
+	if p == nil || p.done {
+		return
+	}
+	if reply {
+		p.rec.ReplyReturns++
+		p.finalSeen, p.waitConfirm = false, false
+		return
+	}
+	p.rec.ReturnCode, p.rec.ReturnText = int(ev.replyCode), truncate(ev.replyText, maxMessageLen)
+	c.finalize(p, StatusUnroutable)
+}
+
+func (c *Correlator) onConfirm(ev *event) {
+	ch := ev.conn.st.chans[ev.channel]
+	if ch == nil || !ch.confirm {
+		return
+	}
+	nack := ev.kind == evNack
+	take := func(e *pubEntry) {
+		if nack {
+			c.ctr.nacks.Add(1)
+		} else {
+			c.ctr.confirms.Add(1)
+		}
+		if o := e.orphan; o != nil && o.into == nil {
+			o.acked = !nack && !e.returned // the reply's call is not known yet: it ends at its merge
+			return
+		}
+		p, reply := c.entryTarget(e)
+		if p == nil || p.done {
+			return
+		}
+		if reply {
+			if p.waitConfirm && !e.returned && !nack {
+				c.finish(p)
+			}
+			return
+		}
+		if p.rec.Confirmed == nil {
+			t := ev.at
+			p.rec.Confirmed = &t
+		}
+		if nack {
+			p.rec.Nacked = true
+		}
+	}
+	if ev.multiple {
+		n := 0
+		for n < len(ch.tracked) && ch.tracked[n].seq <= ev.deliveryTag {
+			take(&ch.tracked[n])
+			n++
+		}
+		ch.tracked = ch.tracked[n:]
+		return
+	}
+	for i := range ch.tracked {
+		if ch.tracked[i].seq == ev.deliveryTag {
+			take(&ch.tracked[i])
+			ch.tracked = append(ch.tracked[:i], ch.tracked[i+1:]...)
+			return
+		}
+	}
+}
+
+// --- generic AMQP RPC -------------------------------------------------------------------------------------------
+
+// directReplyTo is RabbitMQ's pseudo-queue: the caller consumes "amq.rabbitmq.reply-to" (no_ack), the server sees
+// reply_to "amq.rabbitmq.reply-to.<opaque>" and publishes the reply there.
+const directReplyTo = "amq.rabbitmq.reply-to"
+
+func genericKey(id, replyTo string) string {
+	return "amqp\x00" + id + "\x00" + replyQueue(replyTo)
+}
+
+func (c *Correlator) genericPublish(ev *event, confirmChannel bool) (*pending, bool) {
+	if ev.body.parsed && ev.body.kind == mkUnknown && ev.replyTo == "" && ev.correlationID == "" {
+		c.ctr.unknown.Add(1)
+	}
+	replyLike := ev.replyTo == "" && ev.correlationID != ""
+	var key string
+	if replyLike {
+		key = genericKey(ev.correlationID, ev.routingKey)
+		if p := c.byMsg[key]; p != nil && p.generic {
+			c.onReply(p, ev, false, confirmChannel)
+			return p, true
+		}
+	}
+	p := c.genericRequest(ev)
+	c.published(p, ev)
+	if replyLike {
+		// A cast by its looks, but its call may be read before it and tapped later than the window.
+		c.mayBeReply(p, key, ev, confirmChannel)
+	} else {
+		c.adopt(p)
+	}
+	return p, false
+}
+
+func (c *Correlator) genericDeliver(ev *event, queue string) {
+	if ev.replyTo == "" && ev.correlationID != "" {
+		key := genericKey(ev.correlationID, ev.routingKey)
+		if p := c.byMsg[key]; p != nil && p.generic {
+			c.onReply(p, ev, true, false)
+			return
+		}
+		if m := c.maybeReply[key]; m != nil {
+			c.delivered(m, ev, queue)
+			if m.gen.deliv == nil {
+				m.gen.deliv, m.gen.queue = ev, queue
+			}
+			return
+		}
+		// A reply whose call (or publish) is not known yet: wait as an orphan.
+		c.addOrphan(key, ev, queue, true, false)
+		return
+	}
+	if ev.replyTo == "" && ev.messageID == "" {
+		c.ctr.unmatchedDeliveries.Add(1)
+		return
+	}
+	p := c.genericRequest(ev)
+	c.delivered(p, ev, queue)
+	c.adopt(p)
+}
+
+// genericRequest finds or creates the record of a non-oslo publish: an RPC when it has reply_to (keyed by
+// correlation_id, else message_id, plus the reply destination), else a one-way message keyed by message_id.
+func (c *Correlator) genericRequest(ev *event) *pending {
+	id := ev.correlationID
+	if id == "" {
+		id = ev.messageID
+	}
+	call := ev.replyTo != "" && id != ""
+	var key string
+	switch {
+	case call:
+		key = genericKey(id, ev.replyTo)
+		if p := c.byMsg[key]; p != nil {
+			return p
+		}
+	case ev.messageID != "":
+		key = "mid\x00" + ev.messageID
+		if p := c.byUnique[key]; p != nil {
+			return p
+		}
+	}
+	p := &pending{generic: true}
+	c.insert(p)
+	r := &p.rec
+	r.Protocol = "amqp"
+	r.Exchange, r.RoutingKey, r.Topic = ev.exchange, ev.routingKey, ev.routingKey
+	r.Method = ev.amqpType
+	if r.Method == "" {
+		r.Method = ev.routingKey
+	}
+	r.MessageID = ev.messageID
+	r.RequestBytes = int(min(ev.bodySize, 1<<40))
+	r.Truncated = ev.truncated
+	p.expected = c.expectedDeliveries(ev.exchange, ev.routingKey)
+	if call {
+		r.Kind = KindCall
+		r.MsgID = id
+		p.msgKey, p.replyQ = key, ev.replyTo
+		c.byMsg[key] = p
+		c.setDeadline(p, ev.at, ev.expiration)
+	} else {
+		r.Kind = KindCast
+		if key != "" {
+			p.uniqueKey = key
+			c.byUnique[key] = p
+		}
+		c.schedule(p, ev.at.Add(c.cfg.settle()))
+	}
+	return p
+}
+
+// --- expiry heap ------------------------------------------------------------------------------------------------
+
+type expiryHeap []*pending
+
+func (h expiryHeap) Len() int { return len(h) }
+func (h expiryHeap) Less(i, j int) bool {
+	if h[i].expireAt.Equal(h[j].expireAt) {
+		return h[i].seq < h[j].seq
+	}
+	return h[i].expireAt.Before(h[j].expireAt)
+}
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx = i
+	h[j].heapIdx = j
+}
+func (h *expiryHeap) Push(x any) {
+	p := x.(*pending)
+	p.heapIdx = len(*h)
+	*h = append(*h, p)
+}
+func (h *expiryHeap) Pop() any {
+	old := *h
+	p := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	p.heapIdx = -1
+	return p
+}

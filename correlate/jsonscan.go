@@ -1,0 +1,322 @@
+package correlate
+
+import (
+	"bytes"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// A tiny JSON scanner for the few shapes oslo.messaging bodies have. It works on byte slices in place, never
+// recurses (nesting is skipped by counting), and reports failure instead of panicking on any input, so it can read
+// borrowed frame payloads, truncated heads and arbitrary fuzz input. It does not validate JSON beyond what it reads:
+// skipping a value only has to find where the value ends.
+
+func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && isWS(b[i]) {
+		i++
+	}
+	return i
+}
+
+// scanString reads the JSON string that starts at b[i] (which must be '"'). It returns the raw content between the
+// quotes, the index after the closing quote, whether the content holds escapes, and ok=false when the string is not
+// closed within b.
+func scanString(b []byte, i int) (raw []byte, end int, escaped, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, i, false, false
+	}
+	start := i + 1
+	// Jump from quote to quote (IndexByte is vectorised); a quote preceded by an odd run of backslashes is escaped.
+	for j := start; j < len(b); {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			break
+		}
+		q := j + k
+		bs := 0
+		for p := q - 1; p >= start && b[p] == '\\'; p-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			raw = b[start:q]
+			return raw, q + 1, bytes.IndexByte(raw, '\\') >= 0, true
+		}
+		j = q + 1
+	}
+	return nil, len(b), false, false
+}
+
+// skipValue returns the index just after the JSON value that starts at b[i] (after whitespace), or ok=false when
+// the value does not end within b.
+func skipValue(b []byte, i int) (end int, ok bool) {
+	i = skipWS(b, i)
+	if i >= len(b) {
+		return i, false
+	}
+	switch b[i] {
+	case '"':
+		_, end, _, ok = scanString(b, i)
+		return end, ok
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, true
+				}
+			case '"':
+				_, e, _, sok := scanString(b, j)
+				if !sok {
+					return len(b), false
+				}
+				j = e - 1
+			}
+		}
+		return len(b), false
+	default:
+		// number, true, false, null: up to the next delimiter.
+		j := i
+		for j < len(b) {
+			c := b[j]
+			if c == ',' || c == '}' || c == ']' || isWS(c) {
+				break
+			}
+			j++
+		}
+		// A literal that runs to the end of the input is accepted: a whole value ("7") ends there; in a cut-off
+		// object the member after it fails anyway.
+		return j, j > i
+	}
+}
+
+// unescapeString appends the decoded form of a JSON string's raw content to dst. When lenient is set, a cut-off
+// escape at the end is dropped (truncated input) instead of failing.
+func unescapeString(dst, raw []byte, lenient bool) ([]byte, bool) {
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		if c != '\\' {
+			// Copy the run up to the next escape at once.
+			j := i + 1
+			for j < len(raw) && raw[j] != '\\' {
+				j++
+			}
+			dst = append(dst, raw[i:j]...)
+			i = j
+			continue
+		}
+		if i+1 >= len(raw) {
+			return dst, lenient
+		}
+		switch raw[i+1] {
+		case '"', '\\', '/':
+			dst = append(dst, raw[i+1])
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, n, ok := readU(raw[i:])
+			if !ok {
+				if lenient && len(raw)-i < 12 {
+					return dst, true
+				}
+				return dst, false
+			}
+			dst = utf8.AppendRune(dst, r)
+			i += n
+			continue
+		default:
+			return dst, false
+		}
+		i += 2
+	}
+	return dst, true
+}
+
+// readU decodes "\uXXXX" (and a following low surrogate) at the start of b.
+func readU(b []byte) (rune, int, bool) {
+	r1, ok := hex4(b)
+	if !ok {
+		return 0, 0, false
+	}
+	if utf16.IsSurrogate(r1) {
+		if r2, ok := hex4(b[6:]); ok && len(b) >= 12 && b[6] == '\\' {
+			if r := utf16.DecodeRune(r1, r2); r != utf8.RuneError {
+				return r, 12, true
+			}
+		}
+		return utf8.RuneError, 6, true
+	}
+	return r1, 6, true
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[2:6] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+// decodeString decodes the JSON string starting at b[i] ('"') into dst in one pass, and returns the index after its
+// closing quote. It is scanString + unescapeString without walking the string twice, for oslo's big
+// "oslo.message" value, whose escaped quotes would stop a quote search hundreds of times.
+func decodeString(dst, b []byte, i int) ([]byte, int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return dst, i, false
+	}
+	j := i + 1
+	q := -1 // next quote at or after j, cached: it moves only when j passes it
+	for j < len(b) {
+		if q < j {
+			k := bytes.IndexByte(b[j:], '"')
+			if k < 0 {
+				return dst, len(b), false
+			}
+			q = j + k
+		}
+		k := bytes.IndexByte(b[j:q], '\\')
+		if k < 0 {
+			return append(dst, b[j:q]...), q + 1, true
+		}
+		dst = append(dst, b[j:j+k]...)
+		j += k
+		if j+1 >= len(b) {
+			return dst, len(b), false
+		}
+		switch c := b[j+1]; c {
+		case '"', '\\', '/':
+			dst = append(dst, c)
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, n, ok := readU(b[j:])
+			if !ok {
+				return dst, j, false
+			}
+			dst = utf8.AppendRune(dst, r)
+			j += n
+			continue
+		default:
+			return dst, j, false
+		}
+		j += 2
+	}
+	return dst, len(b), false
+}
+
+// member is one "key": value pair of an object, as spans of the scanned buffer.
+type member struct {
+	key        []byte // raw key content (escapes not decoded; oslo keys never have any)
+	start, end int    // the value's span
+}
+
+// objectScanner walks the members of a JSON object in place. next returns false at the closing brace (done=true)
+// or at the first malformed or truncated spot (done=false); the members read before that stay valid, which is what
+// reading the head of a truncated body needs.
+type objectScanner struct {
+	b    []byte
+	i    int
+	done bool // the closing brace was reached
+	n    int
+}
+
+// openObject positions a scanner after the '{' at (or after whitespace before) b[i].
+func openObject(b []byte, i int) (objectScanner, bool) {
+	i = skipWS(b, i)
+	if i >= len(b) || b[i] != '{' {
+		return objectScanner{}, false
+	}
+	return objectScanner{b: b, i: i + 1}, true
+}
+
+// membersFrom positions a scanner at b[i] as if a member list started there (used to resume inside an object, for
+// the tail of a truncated body).
+func membersFrom(b []byte, i int) objectScanner { return objectScanner{b: b, i: i} }
+
+func (s *objectScanner) next(m *member) bool {
+	b := s.b
+	i := skipWS(b, s.i)
+	if i >= len(b) {
+		return false
+	}
+	if b[i] == '}' {
+		s.i, s.done = i+1, true
+		return false
+	}
+	if s.n > 0 {
+		if b[i] != ',' {
+			return false
+		}
+		i = skipWS(b, i+1)
+	}
+	key, e, _, ok := scanString(b, i)
+	if !ok {
+		return false
+	}
+	i = skipWS(b, e)
+	if i >= len(b) || b[i] != ':' {
+		return false
+	}
+	i = skipWS(b, i+1)
+	end, ok := skipValue(b, i)
+	if !ok {
+		// The value is cut off: report the member with what is there so a caller reading a truncated head can
+		// still take a string prefix or nothing; it stops after this.
+		s.i = len(b)
+		return false
+	}
+	m.key, m.start, m.end = key, i, end
+	s.i = end
+	s.n++
+	return true
+}
+
+// stringValue returns the decoded string at b[start:end], or ok=false when the value is not a string.
+func stringValue(b []byte, start, end int) (string, bool) {
+	raw, _, esc, ok := scanString(b[:end], start)
+	if !ok {
+		return "", false
+	}
+	if !esc {
+		return string(raw), true
+	}
+	out, ok := unescapeString(make([]byte, 0, len(raw)), raw, false)
+	return string(out), ok
+}
+
+func isNull(b []byte, start, end int) bool {
+	return end-start == 4 && string(b[start:end]) == "null"
+}

@@ -1,0 +1,390 @@
+package correlate
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// Reordering.
+//
+// The pumps forward a chunk and only then tap it, each connection direction on its own goroutine, so events reach
+// the correlator in the order the taps ran, not the order the bytes were read: a server's reply publish can arrive
+// before the delivery it answers. Three layers put them back in causal order:
+//
+//  1. The reorder window (admit, release): every event waits in a min-heap by its order key (the read time of the
+//     frame that completed it) until the key is Config.Reorder old, and is processed then, oldest first. Expiry
+//     runs interleaved with the released events, and never past the oldest event still waiting, so a deadline is
+//     judged against every event read before it that has reached the correlator.
+//  2. Orphans (addOrphan, adopt): an event later than the window is processed at once (Stats.LateEvents). If it
+//     is a reply (or a generic reply delivery) whose call is not known yet, it waits, bounded, for another
+//     Reorder, and joins its call if the call shows up; only an orphan that expires counts as unmatched. A generic
+//     publish that looks like a one-way message but carries a correlation_id may be the reply of a call not seen
+//     yet: it is a cast that never ends before its settle time (mayBeReply) and turns into the reply if the call
+//     shows up (reclassify).
+//  3. Holds (hold): a record about to become final while a piece this proxy should see is missing (the caller's
+//     publish, the server's delivery or reply publish) waits another Reorder, pending, so a late piece still
+//     lands in it; it ends at the end of the hold with whatever came.
+
+// maxOrphans bounds the orphans and the possible replies (generic casts with a correlation_id) kept at once.
+// Past it a new orphan is counted unmatched at once.
+const maxOrphans = 4096
+
+// eventHeap is the reorder window: a binary min-heap by (order, seq). seq is the arrival order, so events read in
+// the same instant keep the order their pump handed them over in.
+type eventHeap []*event
+
+func (h eventHeap) less(i, j int) bool {
+	a, b := h[i], h[j]
+	if a.order.Equal(b.order) {
+		return a.seq < b.seq
+	}
+	return a.order.Before(b.order)
+}
+
+func (h *eventHeap) push(ev *event) {
+	*h = append(*h, ev)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !q.less(i, parent) {
+			break
+		}
+		q[i], q[parent] = q[parent], q[i]
+		i = parent
+	}
+}
+
+func (h *eventHeap) pop() *event {
+	q := *h
+	top := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q[n] = nil
+	q = q[:n]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && q.less(r, l) {
+			m = r
+		}
+		if !q.less(m, i) {
+			break
+		}
+		q[i], q[m] = q[m], q[i]
+		i = m
+	}
+	*h = q
+	return top
+}
+
+// admit takes an event into the reorder window. An event read before one already processed from the window is
+// late: processing it at once is the nearest we can still get to its place.
+func (c *Correlator) admit(ev *event) {
+	if ev.order.Before(c.lastKey) {
+		c.ctr.late.Add(1)
+		c.process(ev)
+		return
+	}
+	if len(c.buf) >= c.cfg.reorderCap() {
+		c.ctr.reorderOverflow.Add(1)
+		c.processNext()
+	}
+	c.bufSeq++
+	ev.seq = c.bufSeq
+	c.buf.push(ev)
+	c.ctr.buffered.Store(int64(len(c.buf)))
+}
+
+// processNext processes the oldest event in the window, after everything due before it was read.
+func (c *Correlator) processNext() {
+	ev := c.buf.pop()
+	c.ctr.buffered.Store(int64(len(c.buf)))
+	c.expire(ev.order)
+	if ev.order.After(c.lastKey) {
+		c.lastKey = ev.order
+	}
+	c.process(ev)
+}
+
+// release processes every event whose window has passed at now, then expires what is due, but not past the
+// oldest event still waiting: it may be the reply that saves a call from its deadline.
+func (c *Correlator) release(now time.Time) {
+	mark := now.Add(-c.reorder)
+	for len(c.buf) > 0 && !c.buf[0].order.After(mark) {
+		c.processNext()
+	}
+	limit := now
+	if len(c.buf) > 0 && !c.buf[0].order.After(limit) {
+		limit = c.buf[0].order.Add(-1)
+	}
+	c.expire(limit)
+}
+
+// drain processes every event in the window, in order (shutdown, and tests that play a zero-lag tap).
+func (c *Correlator) drain() {
+	for len(c.buf) > 0 {
+		c.processNext()
+	}
+}
+
+// nextWake is when Run must wake next: the oldest waiting event's window ends, or an expiry (pending RPC or
+// orphan) falls due that no waiting event holds back (those wake with the event).
+func (c *Correlator) nextWake() (time.Time, bool) {
+	var next time.Time
+	var hold time.Time // expiries at or after this wait for the oldest waiting event anyway
+	if len(c.buf) > 0 {
+		hold = c.buf[0].order
+		next = hold.Add(c.reorder)
+	}
+	consider := func(t time.Time) {
+		if len(c.buf) > 0 && !t.Before(hold) {
+			return
+		}
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	if len(c.expiry) > 0 {
+		consider(c.expiry[0].expireAt)
+	}
+	for len(c.orphanQ) > 0 && c.orphanQ[0].done {
+		c.popOrphan()
+	}
+	if len(c.orphanQ) > 0 {
+		consider(c.orphanQ[0].expireAt)
+	}
+	return next, !next.IsZero()
+}
+
+// --- orphans ----------------------------------------------------------------------------------------------------
+
+// orphan is a reply (oslo publish or delivery, generic delivery) whose call was not known when it was processed.
+type orphan struct {
+	ev       *event
+	key      string // _msg_id, or genericKey
+	queue    string // deliveries: the queue the consumer tag named
+	delivery bool
+	confirm  bool // published on a confirm channel
+	acked    bool // the broker confirmed it before its call was known
+	done     bool // merged, or expired
+	into     *pending
+	expireAt time.Time
+}
+
+// addOrphan keeps a reply until its call shows up or Reorder passes. It returns nil, counting the reply as
+// unmatched, when maxOrphans are already waiting.
+func (c *Correlator) addOrphan(key string, ev *event, queue string, delivery, confirm bool) *orphan {
+	if c.norphans >= maxOrphans {
+		c.countUnmatched(&orphan{ev: ev, key: key})
+		return nil
+	}
+	// An orphan is processed a window after it was read; its call, read earlier still, may be up to another
+	// window later than that.
+	o := &orphan{ev: ev, key: key, queue: queue, delivery: delivery, confirm: confirm,
+		expireAt: c.now().Add(c.reorder)}
+	c.orphans[key] = append(c.orphans[key], o)
+	c.orphanQ = append(c.orphanQ, o)
+	c.norphans++
+	c.ctr.orphans.Store(int64(c.norphans))
+	return o
+}
+
+func (c *Correlator) popOrphan() {
+	c.orphanQ[0] = nil
+	c.orphanQ = c.orphanQ[1:]
+}
+
+// expireOrphans drops the orphans whose time has come (all of them at shutdown), counting each as unmatched. An
+// orphan is processed a window after it was read, so expiry times come in order; a merged orphan is skipped.
+func (c *Correlator) expireOrphans(now time.Time, all bool) {
+	for len(c.orphanQ) > 0 && (all || !c.orphanQ[0].expireAt.After(now)) {
+		o := c.orphanQ[0]
+		c.popOrphan()
+		if o.done {
+			continue
+		}
+		o.done = true
+		c.norphans--
+		c.ctr.orphans.Store(int64(c.norphans))
+		if os := slices.DeleteFunc(c.orphans[o.key], func(x *orphan) bool { return x == o }); len(os) > 0 {
+			c.orphans[o.key] = os
+		} else {
+			delete(c.orphans, o.key)
+		}
+		c.countUnmatched(o)
+	}
+}
+
+// countUnmatched books an orphan that never found its call. A generic delivery with a message_id becomes the
+// one-way record it would have been without the window.
+func (c *Correlator) countUnmatched(o *orphan) {
+	ev := o.ev
+	switch {
+	case ev.body.kind == mkReply:
+		c.unmatchedReply(ev.body.msgID, ev.body.uniqueID)
+	case ev.messageID != "":
+		p := c.genericRequest(ev)
+		c.delivered(p, ev, o.queue)
+	default:
+		c.ctr.unmatchedDeliveries.Add(1)
+	}
+}
+
+// adopt joins to p what arrived before it: orphan replies of its _msg_id (or generic key) and a generic reply
+// first taken for a cast. It is called once a request's publish or delivery has been taken in.
+func (c *Correlator) adopt(p *pending) {
+	if p.done || p.msgKey == "" {
+		return
+	}
+	if m := c.maybeReply[p.msgKey]; m != nil && p.generic && p.rec.Kind == KindCall {
+		c.reclassify(m, p)
+	}
+	os := c.orphans[p.msgKey]
+	if len(os) == 0 {
+		return
+	}
+	delete(c.orphans, p.msgKey)
+	slices.SortStableFunc(os, func(a, b *orphan) int { return a.ev.order.Compare(b.ev.order) })
+	for _, o := range os {
+		o.done = true
+		c.norphans--
+		if p.done {
+			// The call ended on an earlier orphan (its final reply): the rest are its stragglers.
+			c.countUnmatched(o)
+			continue
+		}
+		o.into = p
+		c.ctr.orphansMerged.Add(1)
+		c.onReply(p, o.ev, o.delivery, o.confirm)
+		if o.acked && p.waitConfirm && !p.done {
+			c.finish(p)
+		}
+	}
+	c.ctr.orphans.Store(int64(c.norphans))
+}
+
+// genericReply is what a generic one-way record that may be a reply keeps to turn into one (reclassify).
+type genericReply struct {
+	key     string
+	pub     *event
+	confirm bool
+	deliv   *event // its first delivery
+	queue   string
+	into    *pending // the call it turned out to answer
+}
+
+// mayBeReply marks a generic one-way publish with a correlation_id as a possible reply: it does not end before
+// its settle time, and takes the deliveries that came before it.
+func (c *Correlator) mayBeReply(p *pending, key string, ev *event, confirm bool) {
+	if p.gen != nil || c.maybeReply[key] != nil || len(c.maybeReply) >= maxOrphans {
+		return
+	}
+	p.gen = &genericReply{key: key, pub: ev, confirm: confirm}
+	c.maybeReply[key] = p
+	os := c.orphans[key]
+	delete(c.orphans, key)
+	for _, o := range os {
+		o.done, o.into = true, p
+		c.norphans--
+		c.delivered(p, o.ev, o.queue)
+		if p.gen.deliv == nil {
+			p.gen.deliv, p.gen.queue = o.ev, o.queue
+		}
+	}
+	c.ctr.orphans.Store(int64(c.norphans))
+}
+
+// reclassify turns the possible reply m into the reply of the generic call p: m's record is dropped unseen, and
+// its publish, confirm and first delivery are taken again as p's reply.
+func (c *Correlator) reclassify(m, p *pending) {
+	g := m.gen
+	c.unlink(m)
+	m.done, g.into = true, p
+	c.ctr.orphansMerged.Add(1)
+	c.onReply(p, g.pub, false, g.confirm)
+	if !p.done && p.waitConfirm && m.rec.Confirmed != nil && !m.rec.Nacked {
+		c.finish(p)
+	}
+	if !p.done && g.deliv != nil {
+		c.onReply(p, g.deliv, true, false)
+	}
+}
+
+// entryTarget resolves a tracked publish to the record its confirm or return belongs to, following orphans and
+// possible replies to the call they joined.
+func (c *Correlator) entryTarget(e *pubEntry) (*pending, bool) {
+	p, reply := e.p, e.reply
+	if p == nil && e.orphan != nil {
+		p = e.orphan.into
+	}
+	if p != nil && p.gen != nil && p.gen.into != nil {
+		p, reply = p.gen.into, true
+	}
+	return p, reply
+}
+
+// --- holds ------------------------------------------------------------------------------------------------------
+
+// hold says whether a record that is final now should wait a window first, and starts the wait. It waits when a
+// piece this proxy should see is missing, because that piece may be later than the window:
+//   - the caller's publish, when the record began at a delivery and the caller is behind this proxy (its reply
+//     queue is consumed here; a one-way message always waits, we cannot tell);
+//   - the server's delivery, when a consumer behind this proxy should have got it;
+//   - the server's reply publish, when the server's delivery was seen.
+//
+// A held record ends when the hold ends (endHeld), not earlier: a late publisher confirm still lands too.
+func (c *Correlator) hold(p *pending) bool {
+	if p.held {
+		return true
+	}
+	r := &p.rec
+	switch {
+	case !p.published:
+		if r.Kind == KindCall && c.queueConsumers[replyQueue(p.replyQ)] == 0 {
+			return false
+		}
+	case p.expected > 0 && r.Deliveries == 0:
+	case r.Kind == KindCall && r.Deliveries > 0 && r.Replied == nil:
+	default:
+		return false
+	}
+	p.held = true
+	c.schedule(p, c.now().Add(c.reorder))
+	return true
+}
+
+// finish ends a call at its final reply, unless it must be held.
+func (c *Correlator) finish(p *pending) {
+	if !c.hold(p) {
+		c.finishCall(p)
+	}
+}
+
+// finishOneWay ends a cast, fanout or notification once its expected deliveries are in, unless it must be held.
+func (c *Correlator) finishOneWay(p *pending) {
+	if !c.hold(p) {
+		c.finalize(p, okUnless(p))
+	}
+}
+
+// endHeld ends a held record with what came during the hold.
+func (c *Correlator) endHeld(p *pending) {
+	if p.rec.Kind == KindCall {
+		c.finishCall(p)
+		return
+	}
+	c.finalize(p, okUnless(p))
+}
+
+// replyQueue names the queue a reply destination is consumed as: direct reply-to destinations all belong to the
+// pseudo-queue the caller consumes.
+func replyQueue(q string) string {
+	if strings.HasPrefix(q, directReplyTo) {
+		return directReplyTo
+	}
+	return q
+}

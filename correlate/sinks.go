@@ -1,0 +1,176 @@
+package correlate
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// Fanout is a Sink that hands each record to several sinks, each behind its own bounded queue and goroutine: a slow
+// sink loses records (counted by Dropped) and never slows the correlator or the other sinks.
+type Fanout struct {
+	outs    []fanoutOut
+	started atomic.Bool
+	stopped atomic.Bool
+}
+
+type fanoutOut struct {
+	sink    Sink
+	q       chan *Record
+	dropped *atomic.Uint64
+}
+
+// NewFanout returns a Fanout with a queue of queueSize records (default 4096) per sink. Call Run to start it.
+func NewFanout(queueSize int, sinks ...Sink) *Fanout {
+	if queueSize <= 0 {
+		queueSize = 4096
+	}
+	f := &Fanout{}
+	for _, s := range sinks {
+		f.outs = append(f.outs, fanoutOut{sink: s, q: make(chan *Record, queueSize), dropped: new(atomic.Uint64)})
+	}
+	return f
+}
+
+// Record queues a shallow copy of r for every sink, without blocking. The correlator never touches a record after
+// emitting it, so sharing what it points to is safe as long as sinks only read.
+func (f *Fanout) Record(r *Record) {
+	for i := range f.outs {
+		o := &f.outs[i]
+		if f.stopped.Load() {
+			o.dropped.Add(1)
+			continue
+		}
+		cp := *r
+		select {
+		case o.q <- &cp:
+		default:
+			o.dropped.Add(1)
+		}
+	}
+}
+
+// Dropped returns, per sink in NewFanout order, how many records were dropped because its queue was full or the
+// Fanout had stopped.
+func (f *Fanout) Dropped() []uint64 {
+	out := make([]uint64, len(f.outs))
+	for i := range f.outs {
+		out[i] = f.outs[i].dropped.Load()
+	}
+	return out
+}
+
+// Run delivers queued records, one goroutine per sink, until ctx ends; then each goroutine delivers what is still
+// queued and Run returns after all have finished. Cancel ctx only after the Correlator's Run has returned, so its
+// final flush gets through.
+func (f *Fanout) Run(ctx context.Context) error {
+	if !f.started.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	var wg sync.WaitGroup
+	for i := range f.outs {
+		o := &f.outs[i]
+		wg.Go(func() { fanoutPump(ctx, o) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// fanoutPump feeds one sink from its queue.
+func fanoutPump(ctx context.Context, o *fanoutOut) {
+	for {
+		select {
+		case r := <-o.q:
+			o.sink.Record(r)
+		case <-ctx.Done():
+			for {
+				select {
+				case r := <-o.q:
+					o.sink.Record(r)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// Stop makes later Record calls drop (counted); use it when Run has returned for good.
+func (f *Fanout) Stop() { f.stopped.Store(true) }
+
+// JSONLines is a Sink that writes each record as one JSON object per line. It does I/O, so put it behind a Fanout.
+// A write error is kept (Err) and later records are dropped.
+type JSONLines struct {
+	mu      sync.Mutex
+	w       io.Writer
+	bw      *bufio.Writer
+	enc     *json.Encoder
+	buf     bytes.Buffer
+	err     error
+	dropped uint64
+}
+
+// NewJSONLines returns a JSON Lines sink writing to w through a buffer; call Flush (or Close) to push it out.
+func NewJSONLines(w io.Writer) *JSONLines {
+	j := &JSONLines{w: w, bw: bufio.NewWriterSize(w, 64<<10)}
+	j.enc = json.NewEncoder(&j.buf)
+	j.enc.SetEscapeHTML(false)
+	return j
+}
+
+// Record writes r as one line.
+func (j *JSONLines) Record(r *Record) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil {
+		j.dropped++
+		return
+	}
+	j.buf.Reset()
+	if err := j.enc.Encode(r); err != nil {
+		j.dropped++ // this record cannot be encoded; the next one may
+		return
+	}
+	if _, err := j.bw.Write(j.buf.Bytes()); err != nil {
+		j.err = err
+	}
+}
+
+// Dropped returns how many records were not written.
+func (j *JSONLines) Dropped() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.dropped
+}
+
+// Flush writes buffered lines to the underlying writer.
+func (j *JSONLines) Flush() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.bw.Flush(); err != nil && j.err == nil {
+		j.err = err
+	}
+	return j.err
+}
+
+// Close flushes, and closes the underlying writer when it is an io.Closer.
+func (j *JSONLines) Close() error {
+	err := j.Flush()
+	if c, ok := j.w.(io.Closer); ok {
+		if cerr := c.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// Err returns the first write error.
+func (j *JSONLines) Err() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.err
+}

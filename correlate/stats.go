@@ -1,0 +1,115 @@
+package correlate
+
+import "sync/atomic"
+
+// Stats is a snapshot of a Correlator's counters. Every message or record that is dropped, expired or left
+// unmatched is counted in exactly one of them.
+type Stats struct {
+	MessagesIn  uint64 // messages (and topology methods) handed to the correlator queue
+	QueueDrops  uint64 // messages dropped because the correlator queue was full
+	Records     []RecordCount
+	RecordsOut  uint64 // records handed to the sink
+	Pending     int64  // gauge: RPCs waiting to become final
+	Expired     uint64 // pending RPCs emitted at their deadline + grace (or settle) without a final reply
+	Evicted     uint64 // pending RPCs emitted early because the table was at MaxPending
+	LateReplies uint64 // final replies after the deadline, within the grace
+	Heartbeats  uint64 // call-monitor heartbeat replies (ending=false)
+
+	UnmatchedReplies    uint64 // replies whose call is not pending (never seen, or later than the grace)
+	UnmatchedDeliveries uint64 // deliveries of messages without an id we can pair on
+	Unroutable          uint64 // Basic.Return from the broker
+	Confirms            uint64 // publisher confirms (Basic.Ack broker → client), counting each acked publish
+	Nacks               uint64 // Basic.Nack broker → client, per publish
+
+	// Reordering (Config.Reorder). None of these lose a message: they say how often the window was too short.
+	Buffered        int64  // gauge: events waiting in the reorder window
+	LateEvents      uint64 // events that reached the correlator after later-read events were processed
+	ReorderOverflow uint64 // events processed before their window ended because the window was full (ReorderCap)
+	Orphans         int64  // gauge: replies and deliveries waiting for their request (unmatched if it never comes)
+	OrphansMerged   uint64 // orphans, and generic replies first taken for casts, joined to their request late
+
+	ChannelResets   uint64 // a method or stray frame interrupted a content on a channel
+	TruncatedBodies uint64 // bodies over BodyCap (head and tail kept)
+	DecodeFailures  uint64 // method or content-header payloads frames could not decode
+	ParseFailures   uint64 // bodies that were not JSON / not readable (after decompression)
+	UnknownMessages uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
+	Connections     int64  // gauge: live connections
+}
+
+// RecordCount counts records emitted by kind and status.
+type RecordCount struct {
+	Kind   Kind
+	Status Status
+	Count  uint64
+}
+
+var allKinds = [...]Kind{KindCall, KindCast, KindFanout, KindNotification}
+var allStatuses = [...]Status{StatusOK, StatusError, StatusTimeout, StatusUnroutable}
+
+func kindIndex(k Kind) int {
+	for i, v := range allKinds {
+		if v == k {
+			return i
+		}
+	}
+	return 0
+}
+
+func statusIndex(s Status) int {
+	for i, v := range allStatuses {
+		if v == s {
+			return i
+		}
+	}
+	return 0
+}
+
+// counters are the live atomics behind Stats. The assemblers (pump goroutines) and the correlator goroutine both
+// write them, so every field is atomic.
+type counters struct {
+	messagesIn, queueDrops, recordsOut     atomic.Uint64
+	records                                [len(allKinds)][len(allStatuses)]atomic.Uint64
+	pending                                atomic.Int64
+	expired, evicted, lateReplies          atomic.Uint64
+	heartbeats                             atomic.Uint64
+	unmatchedReplies, unmatchedDeliveries  atomic.Uint64
+	unroutable, confirms, nacks            atomic.Uint64
+	channelResets, truncated               atomic.Uint64
+	decodeFailures, parseFailures, unknown atomic.Uint64
+	connections                            atomic.Int64
+	buffered, orphans                      atomic.Int64
+	late, reorderOverflow, orphansMerged   atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters. It is safe to call from any goroutine.
+func (c *Correlator) Stats() Stats {
+	k := &c.ctr
+	s := Stats{
+		MessagesIn: k.messagesIn.Load(), QueueDrops: k.queueDrops.Load(), RecordsOut: k.recordsOut.Load(),
+		Pending: k.pending.Load(), Expired: k.expired.Load(), Evicted: k.evicted.Load(),
+		LateReplies: k.lateReplies.Load(), Heartbeats: k.heartbeats.Load(),
+		UnmatchedReplies: k.unmatchedReplies.Load(), UnmatchedDeliveries: k.unmatchedDeliveries.Load(),
+		Unroutable: k.unroutable.Load(), Confirms: k.confirms.Load(), Nacks: k.nacks.Load(),
+		ChannelResets: k.channelResets.Load(), TruncatedBodies: k.truncated.Load(),
+		DecodeFailures: k.decodeFailures.Load(), ParseFailures: k.parseFailures.Load(),
+		UnknownMessages: k.unknown.Load(), Connections: k.connections.Load(),
+		Buffered: k.buffered.Load(), LateEvents: k.late.Load(), ReorderOverflow: k.reorderOverflow.Load(),
+		Orphans: k.orphans.Load(), OrphansMerged: k.orphansMerged.Load(),
+	}
+	for i, kind := range allKinds {
+		for j, st := range allStatuses {
+			s.Records = append(s.Records, RecordCount{Kind: kind, Status: st, Count: k.records[i][j].Load()})
+		}
+	}
+	return s
+}
+
+// RecordsOf returns the count of emitted records of one kind and status.
+func (s Stats) RecordsOf(k Kind, st Status) uint64 {
+	for _, r := range s.Records {
+		if r.Kind == k && r.Status == st {
+			return r.Count
+		}
+	}
+	return 0
+}
