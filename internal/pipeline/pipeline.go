@@ -1,0 +1,347 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/amqptrace/amqptrace/correlate"
+	"github.com/amqptrace/amqptrace/frames"
+	"github.com/amqptrace/amqptrace/proxy"
+)
+
+// DefaultListen is the listen address Run uses when Config.Listen is empty: loopback, the port next to AMQP's.
+const DefaultListen = "127.0.0.1:5673"
+
+// DefaultSinkQueue is the per-sink queue length of the Fanout when Config.SinkQueue is zero. A record is a few
+// hundred bytes, so 4096 of them bound a stalled sink's backlog to about a megabyte.
+const DefaultSinkQueue = 4096
+
+// Config configures a Pipeline. The zero value of every field but Upstreams works; defaults are resolved in
+// unexported accessors, never by changing the caller's struct.
+type Config struct {
+	// Listen is the address Run listens on. Default DefaultListen. Serve ignores it.
+	Listen string
+	// Upstreams, UpstreamTLS, ClientTLS, DialTimeout, KeepAlive, IdleTimeout, MaxConns and ShutdownGrace are
+	// handed to proxy.Config unchanged; see there.
+	Upstreams     []string
+	UpstreamTLS   *tls.Config
+	ClientTLS     *tls.Config
+	DialTimeout   time.Duration
+	KeepAlive     time.Duration
+	IdleTimeout   time.Duration
+	MaxConns      int
+	ShutdownGrace time.Duration
+	// Frames bounds each connection's decoders. A nil Frames.Logger takes Logger.
+	Frames frames.Options
+	// Correlate configures the Correlator. Its Sink is filled by the pipeline (the Fanout over Sinks); a Sink set
+	// here is kept as one more sink. A nil Correlate.Logger takes Logger.
+	Correlate correlate.Config
+	// Sinks receive every record, each through its own bounded queue (SinkQueue); a full queue drops and counts.
+	// The pipeline does not own them: it never closes them.
+	Sinks []correlate.Sink
+	// SinkQueue is the queue length per sink. Default DefaultSinkQueue.
+	SinkQueue int
+	// Logger receives the pipeline's own lines (start, stop) and is the default for the parts. Nil discards.
+	Logger *slog.Logger
+}
+
+func (c *Config) listen() string {
+	if c.Listen != "" {
+		return c.Listen
+	}
+	return DefaultListen
+}
+
+func (c *Config) sinkQueue() int {
+	if c.SinkQueue > 0 {
+		return c.SinkQueue
+	}
+	return DefaultSinkQueue
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// ErrServed is returned by Serve and Run on a Pipeline that was already started: the parts are single-use.
+var ErrServed = errors.New("pipeline: already started")
+
+// Pipeline is one running amqptrace data path. Create it with New, start it with Run or Serve (once).
+type Pipeline struct {
+	listen string
+	log    *slog.Logger
+	fopts  frames.Options
+	proxy  *proxy.Proxy
+	corr   *correlate.Correlator
+	fanout *correlate.Fanout
+
+	started atomic.Bool
+	addr    atomic.Pointer[net.Addr]
+	ready   chan struct{} // closed once Serve has an address
+
+	// mu guards the decoder registry. It is taken once when a connection opens, once when it closes and by
+	// Stats; never per frame.
+	mu     sync.Mutex
+	live   map[uint64]*frames.Conn
+	closed decodeTotals
+}
+
+// decodeTotals accumulates the final decoder counters of closed connections.
+type decodeTotals struct {
+	conns, off     int64
+	client, server frames.DirStats
+}
+
+// New checks cfg and builds the parts. Nothing runs until Run or Serve.
+func New(cfg Config) (*Pipeline, error) {
+	if len(cfg.Upstreams) == 0 {
+		return nil, errors.New("pipeline: no upstream broker configured")
+	}
+	for _, u := range cfg.Upstreams {
+		if _, _, err := net.SplitHostPort(u); err != nil {
+			return nil, fmt.Errorf("pipeline: upstream %q: want host:port: %w", u, err)
+		}
+	}
+	log := cfg.logger()
+	p := &Pipeline{
+		listen: cfg.listen(),
+		log:    log,
+		fopts:  cfg.Frames,
+		ready:  make(chan struct{}),
+		live:   make(map[uint64]*frames.Conn),
+	}
+	if p.fopts.Logger == nil {
+		p.fopts.Logger = log.With("component", "frames")
+	}
+	sinks := append([]correlate.Sink(nil), cfg.Sinks...)
+	if cfg.Correlate.Sink != nil {
+		sinks = append(sinks, cfg.Correlate.Sink)
+	}
+	p.fanout = correlate.NewFanout(cfg.sinkQueue(), sinks...)
+	ccfg := cfg.Correlate
+	ccfg.Sink = p.fanout
+	if ccfg.Logger == nil {
+		ccfg.Logger = log.With("component", "correlate")
+	}
+	p.corr = correlate.New(ccfg)
+	p.proxy = proxy.New(proxy.Config{
+		Upstreams:     cfg.Upstreams,
+		UpstreamTLS:   cfg.UpstreamTLS,
+		ClientTLS:     cfg.ClientTLS,
+		DialTimeout:   cfg.DialTimeout,
+		KeepAlive:     cfg.KeepAlive,
+		IdleTimeout:   cfg.IdleTimeout,
+		MaxConns:      cfg.MaxConns,
+		ShutdownGrace: cfg.ShutdownGrace,
+		Tap:           p.tap,
+		Logger:        log.With("component", "proxy"),
+	})
+	return p, nil
+}
+
+// Run listens on Config.Listen and serves until ctx ends; see Serve.
+func (p *Pipeline) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", p.listen)
+	if err != nil {
+		return fmt.Errorf("pipeline: listen: %w", err)
+	}
+	return p.Serve(ctx, ln)
+}
+
+// Serve runs the pipeline on ln until ctx ends, then shuts down in data-flow order (see the package doc) and
+// returns once every goroutine it started has returned and every record has reached the sinks (or was counted as
+// dropped). It closes ln. The error is the proxy's listener error, if any, joined with the parts' errors; a
+// shutdown by ctx returns nil.
+func (p *Pipeline) Serve(ctx context.Context, ln net.Listener) error {
+	if !p.started.CompareAndSwap(false, true) {
+		_ = ln.Close()
+		return ErrServed
+	}
+	addr := ln.Addr()
+	p.addr.Store(&addr)
+	close(p.ready)
+
+	// The correlator and the fan-out outlive the proxy: they must take in what the last connections said and
+	// what the correlator flushes. Each has its own stop switch, pulled in order below.
+	corrCtx, stopCorr := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCorr()
+	fanCtx, stopFan := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopFan()
+	corrDone := make(chan error, 1)
+	fanDone := make(chan error, 1)
+	go runPart(p.fanout.Run, fanCtx, fanDone)
+	go runPart(p.corr.Run, corrCtx, corrDone)
+
+	p.log.Info("pipeline serving", "listen", addr.String())
+	start := time.Now()
+	proxyErr := p.proxy.Serve(ctx, ln)
+	// Every connection has ended and its Done has closed its correlate.Conn: nothing more can reach the
+	// correlator, so it may flush.
+	stopCorr()
+	corrErr := <-corrDone
+	stopFan()
+	fanErr := <-fanDone
+	p.fanout.Stop() // nothing should come now; if it does, it is counted, not queued forever
+
+	st := p.Stats()
+	p.log.Info("pipeline stopped", "uptime", time.Since(start).Round(time.Millisecond),
+		"connections", st.Proxy.ConnsTotal, "records", st.Correlate.RecordsOut,
+		"records_dropped", st.RecordsDropped(), "decode_off", st.Decode.ConnsOff)
+	var err error
+	if proxyErr != nil {
+		err = errors.Join(err, fmt.Errorf("pipeline: proxy: %w", proxyErr))
+	}
+	if corrErr != nil && !errors.Is(corrErr, context.Canceled) {
+		err = errors.Join(err, fmt.Errorf("pipeline: correlate: %w", corrErr))
+	}
+	if fanErr != nil && !errors.Is(fanErr, context.Canceled) {
+		err = errors.Join(err, fmt.Errorf("pipeline: fanout: %w", fanErr))
+	}
+	return err
+}
+
+// runPart runs one long-lived part; a named function so a goroutine dump says which part is which.
+func runPart(run func(context.Context) error, ctx context.Context, done chan<- error) {
+	done <- run(ctx)
+}
+
+// Addr returns the listening address, or nil before Serve started.
+func (p *Pipeline) Addr() net.Addr {
+	if a := p.addr.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
+// Ready is closed once Serve has its listener, so Addr is set.
+func (p *Pipeline) Ready() <-chan struct{} { return p.ready }
+
+// tap is the proxy.TapFunc: one decoder pair and one correlator connection per proxied connection.
+// The decoders are handed to the proxy as they are, so the proxy sees their WriteStamped and frames carry the time
+// each chunk was read (the correlator orders events by it). Wrapping them would silently lose that.
+var _ proxy.StampedWriter = (*frames.Decoder)(nil)
+
+func (p *Pipeline) tap(info proxy.ConnInfo) proxy.Tap {
+	client := ""
+	if info.Client != nil {
+		client = info.Client.String()
+	}
+	cc := p.corr.NewConn(correlate.ConnInfo{
+		ID:       info.ID,
+		Client:   client,
+		Upstream: info.Upstream,
+		Start:    info.Start,
+	})
+	fc := frames.NewConn(cc, p.fopts)
+	p.mu.Lock()
+	p.live[info.ID] = fc
+	p.mu.Unlock()
+	return proxy.Tap{
+		ClientToServer: fc.ClientDecoder(),
+		ServerToClient: fc.ServerDecoder(),
+		Done:           func(end proxy.ConnEnd) { p.connDone(end, fc, cc) },
+	}
+}
+
+// connDone runs once per connection, after its last tap write: it closes the correlator's view of the connection
+// with the proxy's reason and moves the decoder's final counters from the live registry to the totals.
+func (p *Pipeline) connDone(end proxy.ConnEnd, fc *frames.Conn, cc *correlate.Conn) {
+	reason := closeReason(end, fc.Err())
+	cc.Close(reason, end.Err)
+
+	st := fc.Stats()
+	p.mu.Lock()
+	delete(p.live, end.Info.ID)
+	p.closed.conns++
+	if st.Off {
+		p.closed.off++
+	}
+	addDir(&p.closed.client, st.Client)
+	addDir(&p.closed.server, st.Server)
+	p.mu.Unlock()
+}
+
+// closeReason is the proxy's close reason, plus what observation gave up on: the decoder (framing error) or the
+// tap as a whole (a writer panicked). Forwarding went on in both cases, which is why it is an annotation.
+func closeReason(end proxy.ConnEnd, decodeErr error) string {
+	reason := string(end.Reason)
+	if decodeErr != nil {
+		reason += "; decode switched off: " + decodeErr.Error()
+	}
+	if end.TapDisabled {
+		reason += "; tap disabled"
+	}
+	return reason
+}
+
+func addDir(dst *frames.DirStats, s frames.DirStats) {
+	dst.Bytes += s.Bytes
+	dst.Frames += s.Frames
+	dst.Methods += s.Methods
+	dst.Headers += s.Headers
+	dst.Bodies += s.Bodies
+	dst.Heartbeats += s.Heartbeats
+}
+
+// Stats is a snapshot of every part's counters.
+type Stats struct {
+	Proxy     proxy.Stats
+	Decode    DecodeStats
+	Correlate correlate.Stats
+	// SinkDrops counts, per sink in Config.Sinks order (then Config.Correlate.Sink), the records dropped
+	// because that sink's queue was full.
+	SinkDrops []uint64
+}
+
+// DecodeStats sums the decoders of live and closed connections. Client counts client → broker traffic, Server
+// broker → client.
+type DecodeStats struct {
+	ConnsLive   int64 // connections with a decoder now
+	ConnsClosed int64 // connections whose decoder's counters were folded into the totals
+	ConnsOff    int64 // connections (live or closed) whose decoding was switched off
+	Client      frames.DirStats
+	Server      frames.DirStats
+}
+
+// RecordsDropped sums SinkDrops: records that missed a sink (one record missing two sinks counts twice).
+func (s Stats) RecordsDropped() uint64 {
+	var n uint64
+	for _, d := range s.SinkDrops {
+		n += d
+	}
+	return n
+}
+
+// Stats returns the counters. It is safe to call from any goroutine, before, during and after Serve.
+func (p *Pipeline) Stats() Stats {
+	s := Stats{Proxy: p.proxy.Stats(), Correlate: p.corr.Stats(), SinkDrops: p.fanout.Dropped()}
+	p.mu.Lock()
+	d := DecodeStats{
+		ConnsLive:   int64(len(p.live)),
+		ConnsClosed: p.closed.conns,
+		ConnsOff:    p.closed.off,
+		Client:      p.closed.client,
+		Server:      p.closed.server,
+	}
+	for _, fc := range p.live {
+		st := fc.Stats()
+		if st.Off {
+			d.ConnsOff++
+		}
+		addDir(&d.Client, st.Client)
+		addDir(&d.Server, st.Server)
+	}
+	p.mu.Unlock()
+	s.Decode = d
+	return s
+}
