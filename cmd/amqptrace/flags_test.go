@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEnvSetsFlagsCommandLineWins(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var o options
+	o.register(fs, "127.0.0.1:5673", "127.0.0.1:8080")
+	if err := fs.Parse([]string{"--listen", "127.0.0.1:7000"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"AMQPTRACE_LISTEN":         "127.0.0.1:9999", // loses: given on the command line
+		"AMQPTRACE_OTLP_ENDPOINT":  "127.0.0.1:4317",
+		"AMQPTRACE_SHUTDOWN_GRACE": "42s",
+		"AMQPTRACE_UPSTREAM_TLS":   "true",
+	}
+	if err := applyEnv(fs, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if o.listen != "127.0.0.1:7000" {
+		t.Errorf("listen = %q, want the command line's value", o.listen)
+	}
+	if o.otlpEndpoint != "127.0.0.1:4317" || o.shutdownGrace != 42*time.Second || !o.upstreamTLS {
+		t.Errorf("env not applied: otlp=%q grace=%v upstreamTLS=%v", o.otlpEndpoint, o.shutdownGrace, o.upstreamTLS)
+	}
+}
+
+func TestEnvBadValueIsAnError(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var o options
+	o.register(fs, "a", "b")
+	_ = fs.Parse(nil)
+	err := applyEnv(fs, func(k string) string {
+		if k == "AMQPTRACE_MAX_CONNS" {
+			return "many"
+		}
+		return ""
+	})
+	if err == nil || !strings.Contains(err.Error(), "AMQPTRACE_MAX_CONNS") {
+		t.Fatalf("err = %v, want one naming AMQPTRACE_MAX_CONNS", err)
+	}
+}
+
+func TestUsageAndExitCodes(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "amqptrace ") {
+		t.Errorf("version: code %d, out %q", code, out.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"proxy", "--help"}, &out, &errb); code != 0 {
+		t.Errorf("proxy --help: code %d", code)
+	}
+	for _, want := range []string{"--otlp-endpoint", "$AMQPTRACE_OTLP_ENDPOINT", "--upstream-tls", "$AMQPTRACE_HTTP_TOKEN"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("proxy --help does not mention %s", want)
+		}
+	}
+	errb.Reset()
+	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 {
+		t.Errorf("unknown command: code %d, want 2", code)
+	}
+	errb.Reset()
+	if code := run([]string{"proxy", "--payload", "everything"}, &out, &errb); code != 2 {
+		t.Errorf("bad --payload: code %d, want 2 (stderr %q)", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"proxy", "--http", "0.0.0.0:0", "--listen", "127.0.0.1:0"}, &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "--http-token") {
+		t.Errorf("non-loopback --http without a token: code %d, stderr %q", code, errb.String())
+	}
+}
+
+// deployVars returns the AMQPTRACE_* names a deploy file sets.
+func deployVars(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range regexp.MustCompile(`AMQPTRACE_[A-Z_]+`).FindAllString(string(b), -1) {
+		if !seen[m] {
+			seen[m] = true
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestDeployFilesUseRealFlags keeps deploy/ honest: every AMQPTRACE_* variable the unit's environment file, the
+// container image, the compose file and the Kubernetes manifests set must be a flag amqptrace has.
+func TestDeployFilesUseRealFlags(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var o options
+	o.register(fs, "", "")
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[envName(f.Name)] = true })
+	files := []string{"systemd/amqptrace.env", "Dockerfile", "compose.yaml", "kubernetes/amqptrace.yaml"}
+	for _, f := range files {
+		vars := deployVars(t, filepath.Join("..", "..", "deploy", f))
+		if len(vars) == 0 {
+			t.Errorf("%s sets no AMQPTRACE_* variable", f)
+		}
+		for _, v := range vars {
+			if !known[v] {
+				t.Errorf("%s sets %s, which is no amqptrace flag", f, v)
+			}
+		}
+	}
+}
+
+// TestKubernetesAndComposeParse parses the YAML with the system's python3-yaml (installed with oslo.messaging),
+// so that a syntax slip in a manifest that cannot be applied here is still caught.
+func TestKubernetesAndComposeParse(t *testing.T) {
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	script := `import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+kinds = sorted(d["kind"] for d in docs if d)
+assert kinds == ["ConfigMap", "Deployment", "Service"], kinds
+c = yaml.safe_load(open(sys.argv[2]))
+assert set(c["services"]) == {"rabbitmq", "jaeger", "amqptrace"}, c["services"].keys()
+print("ok")`
+	out, err := exec.Command(py, "-c", script, "../../deploy/kubernetes/amqptrace.yaml", "../../deploy/compose.yaml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("yaml: %v\n%s", err, out)
+	}
+}
+
+// TestSystemdUnitVerifies runs `systemd-analyze verify` on the unit, pointed at a binary that exists.
+func TestSystemdUnitVerifies(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("systemd-analyze missing (make deps installs Debian's systemd)")
+		}
+		t.Skip("systemd-analyze missing")
+	}
+	unit, err := os.ReadFile("../../deploy/systemd/amqptrace.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "amqptrace")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	patched := strings.ReplaceAll(string(unit), "/usr/local/bin/amqptrace", bin)
+	path := filepath.Join(dir, "amqptrace.service")
+	if err := os.WriteFile(path, []byte(patched), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sa, "verify", path).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}

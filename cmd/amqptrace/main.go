@@ -1,0 +1,80 @@
+// Command amqptrace is a transparent AMQP 0-9-1 tracing proxy for OpenStack.
+//
+//	amqptrace proxy --listen 127.0.0.1:5673 --upstream 127.0.0.1:5672 --http 127.0.0.1:8080 [--otlp-endpoint host:4317] [--events FILE|-]
+//	amqptrace demo      # proxy + UI + a simulated OpenStack cloud in front of the local RabbitMQ
+//	amqptrace version
+//
+// Every flag can also be set from an AMQPTRACE_* environment variable (--otlp-endpoint is
+// AMQPTRACE_OTLP_ENDPOINT). Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 on a runtime failure,
+// 2 on a usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time (-ldflags -X main.version=...).
+var version = "dev"
+
+const usage = `amqptrace: a transparent AMQP 0-9-1 tracing proxy for OpenStack (oslo.messaging over RabbitMQ).
+
+Usage:
+  amqptrace proxy [flags]    forward clients to RabbitMQ, trace every RPC (see: amqptrace proxy --help)
+  amqptrace demo [flags]     proxy + UI + a simulated OpenStack cloud against the local RabbitMQ
+  amqptrace version          print the version
+  amqptrace help             this text
+
+Every flag can also be set from the environment: --otlp-endpoint is AMQPTRACE_OTLP_ENDPOINT.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks errors that should exit with code 2.
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var err error
+	switch args[0] {
+	case "proxy":
+		err = runProxy(ctx, args[1:], stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "amqptrace %s\n", version)
+		return 0
+	case "help", "--help", "-help", "-h":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "amqptrace: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "amqptrace: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "amqptrace: %v\n", err)
+		return 1
+	}
+}

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/amqptrace/amqptrace/correlate"
+	"github.com/amqptrace/amqptrace/frames"
+	"github.com/amqptrace/amqptrace/internal/metrics"
+	"github.com/amqptrace/amqptrace/internal/pipeline"
+	"github.com/amqptrace/amqptrace/tracing"
+	"github.com/amqptrace/amqptrace/ui"
+)
+
+// options is everything `amqptrace proxy` (and `demo`) can be told.
+type options struct {
+	listen, upstream, http string
+	httpToken, jaegerURL   string
+	events                 string
+	payload                string
+	otlpEndpoint           string
+	otlpInsecure           bool
+	sampleRatio            float64
+	slowThreshold          time.Duration
+
+	tlsCert, tlsKey            string
+	upstreamTLS                bool
+	upstreamCA, upstreamServer string
+	upstreamInsecure           bool
+
+	dialTimeout, idleTimeout, shutdownGrace time.Duration
+	maxConns                                int
+	replyGrace                              time.Duration
+	maxPending, bodyCap                     int
+	maxFrame                                int
+
+	logFormat, logLevel string
+}
+
+func (o *options) register(fs *flag.FlagSet, listen, http string) {
+	fs.StringVar(&o.listen, "listen", listen, "address clients connect to (point transport_url here)")
+	fs.StringVar(&o.upstream, "upstream", "127.0.0.1:5672", "RabbitMQ address; a comma-separated list is tried in order (a cluster)")
+	fs.StringVar(&o.http, "http", http, "address of the UI, API and /metrics; empty disables. Keep it on loopback or set --http-token")
+	fs.StringVar(&o.httpToken, "http-token", "", "bearer token required by the UI and API (needed when --http is not loopback)")
+	fs.StringVar(&o.jaegerURL, "jaeger-url", "", "Jaeger UI base URL, e.g. http://127.0.0.1:16686: the UI links each call to its trace")
+	fs.StringVar(&o.events, "events", "", "write one JSON line per finished RPC record to `FILE` (- for standard output)")
+	fs.StringVar(&o.payload, "payload", "redacted", "keep RPC arguments and results in records: none, redacted or full (secrets are removed in every mode)")
+	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "OTLP gRPC collector `host:port` (Jaeger: 4317); empty: OTEL_EXPORTER_OTLP_ENDPOINT, else no export")
+	fs.BoolVar(&o.otlpInsecure, "otlp-insecure", true, "plain gRPC to the collector (false: TLS; OTEL_EXPORTER_OTLP_CERTIFICATE applies)")
+	fs.Float64Var(&o.sampleRatio, "sample-ratio", 1, "fraction of RPCs exported as spans; errors, timeouts and slow calls are always kept")
+	fs.DurationVar(&o.slowThreshold, "slow-threshold", time.Second, "calls slower than this are always exported")
+
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "certificate `file` (PEM): accept amqps from clients")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key `file` (PEM) for --tls-cert")
+	fs.BoolVar(&o.upstreamTLS, "upstream-tls", false, "speak TLS to the broker")
+	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "CA bundle `file` (PEM) to verify the broker (default: system roots)")
+	fs.StringVar(&o.upstreamServer, "upstream-server-name", "", "server name to verify on the broker's certificate (default: the upstream host)")
+	fs.BoolVar(&o.upstreamInsecure, "upstream-insecure-skip-verify", false, "do not verify the broker's certificate (testing only)")
+
+	fs.DurationVar(&o.dialTimeout, "dial-timeout", 5*time.Second, "timeout of each dial to the broker")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way (0: never; AMQP heartbeats keep live ones busy)")
+	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on concurrent client connections (0: none); extra clients are closed at once")
+	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open connections may go on before they are closed")
+	fs.DurationVar(&o.replyGrace, "reply-grace", 5*time.Second, "after a call's deadline, how long a late reply still lands in the same record")
+	fs.IntVar(&o.maxPending, "max-pending", 100000, "cap on RPCs awaiting their reply; past it the oldest are expired (counted)")
+	fs.IntVar(&o.bodyCap, "body-cap", 1<<20, "bytes of each message body kept for decoding; larger bodies are marked truncated")
+	fs.IntVar(&o.maxFrame, "max-frame", 1<<20, "largest AMQP frame decoded before frame_max is negotiated (bytes)")
+
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("amqptrace proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	o.register(fs, "127.0.0.1:5673", "127.0.0.1:8080")
+	if err := parseFlags(fs, args, "amqptrace proxy: forward AMQP clients to RabbitMQ, untouched, and trace every RPC."); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	logger, err := newLogger(o.logFormat, o.logLevel, stderr)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	a, err := newApp(ctx, &o, logger, stdout)
+	if err != nil {
+		return err
+	}
+	return a.run(ctx, nil)
+}
+
+// newLogger builds the process logger.
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// app is one running amqptrace: the pipeline (proxy, decoders, correlator), its sinks and the HTTP server.
+type app struct {
+	o        *options
+	log      *slog.Logger
+	pipe     *pipeline.Pipeline
+	tracer   *tracing.Exporter // nil without OTLP export
+	ui       *ui.Server
+	events   *correlate.JSONLines
+	eventsW  io.WriteCloser
+	httpLn   net.Listener
+	proxyLn  net.Listener
+	handlers []extraHandler
+	registry *prometheus.Registry
+}
+
+type extraHandler struct {
+	pattern string
+	h       http.Handler
+}
+
+func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writer) (*app, error) {
+	a := &app{o: o, log: logger}
+	payload, err := correlate.ParsePayloadPolicy(o.payload)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --payload: %v", errUsage, err)
+	}
+	if o.http != "" && o.httpToken == "" && !isLoopback(o.http) {
+		return nil, fmt.Errorf("%w: --http %s is not a loopback address: set --http-token (or AMQPTRACE_HTTP_TOKEN) so the UI is not open to everyone", errUsage, o.http)
+	}
+	clientTLS, upstreamTLS, err := o.tlsConfigs()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+
+	// Sinks, in the order their drop counters are named on /metrics.
+	var sinks []correlate.Sink
+	var sinkNames []string
+	src := metrics.Sources{Pipeline: func() pipeline.Stats { return a.pipe.Stats() }}
+	var records *metrics.Records
+	a.registry, records = metrics.NewRegistry(&src)
+	sinks, sinkNames = append(sinks, records), append(sinkNames, "metrics")
+	if o.events != "" {
+		if o.events == "-" {
+			a.eventsW = nopCloser{stdout}
+		} else {
+			f, err := os.OpenFile(o.events, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+			if err != nil {
+				return nil, fmt.Errorf("--events: %w", err)
+			}
+			a.eventsW = f
+		}
+		a.events = correlate.NewJSONLines(a.eventsW)
+		sinks, sinkNames = append(sinks, a.events), append(sinkNames, "events")
+	}
+	endpoint := o.otlpEndpoint
+	if endpoint == "" {
+		endpoint = firstEnv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
+	if endpoint != "" {
+		a.tracer, err = tracing.New(ctx, tracing.Config{
+			Endpoint:      o.otlpEndpoint,
+			Insecure:      o.otlpInsecure,
+			SampleRatio:   o.sampleRatio,
+			SlowThreshold: o.slowThreshold,
+			Logger:        logger.With("component", "tracing"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("tracing: %w", err)
+		}
+		sinks, sinkNames = append(sinks, a.tracer), append(sinkNames, "tracing")
+		src.Tracing = a.tracer.Stats
+	}
+	if o.http != "" {
+		cfg := ui.Config{
+			Token:     o.httpToken,
+			JaegerURL: o.jaegerURL,
+			Logger:    logger.With("component", "ui"),
+			Counters:  a.counters,
+		}
+		if a.tracer != nil || o.jaegerURL != "" {
+			cfg.TraceID = tracing.TraceIDHex
+		}
+		a.ui = ui.New(cfg)
+		sinks, sinkNames = append(sinks, a.ui), append(sinkNames, "ui")
+		src.UI = a.ui.Stats
+	}
+
+	src.SinkNames = sinkNames
+	a.pipe, err = pipeline.New(pipeline.Config{
+		Upstreams:     splitList(o.upstream),
+		ClientTLS:     clientTLS,
+		UpstreamTLS:   upstreamTLS,
+		DialTimeout:   o.dialTimeout,
+		IdleTimeout:   o.idleTimeout,
+		MaxConns:      o.maxConns,
+		ShutdownGrace: o.shutdownGrace,
+		Frames:        frames.Options{MaxFrameSize: uint32(o.maxFrame), Logger: logger.With("component", "frames")},
+		Correlate: correlate.Config{
+			Grace:      o.replyGrace,
+			MaxPending: o.maxPending,
+			BodyCap:    o.bodyCap,
+			Payload:    payload,
+			Logger:     logger.With("component", "correlate"),
+		},
+		Sinks:  sinks,
+		Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// Listen before anything runs, so that an address in use is a clear error at start-up, not a log line later.
+	if a.proxyLn, err = net.Listen("tcp", o.listen); err != nil {
+		return nil, fmt.Errorf("--listen: %w (choose another address with --listen or AMQPTRACE_LISTEN; for make demo: make demo DEMOFLAGS='--listen 127.0.0.1:5674')", err)
+	}
+	if o.http != "" {
+		if a.httpLn, err = net.Listen("tcp", o.http); err != nil {
+			_ = a.proxyLn.Close()
+			return nil, fmt.Errorf("--http: %w (choose another address with --http or AMQPTRACE_HTTP; for make demo: make demo DEMOFLAGS='--http 127.0.0.1:8081')", err)
+		}
+	}
+	return a, nil
+}
+
+// counters feeds the UI's headline.
+func (a *app) counters() ui.Counters {
+	st := a.pipe.Stats()
+	c := ui.Counters{
+		ConnectionsOpen: st.Proxy.ConnsOpen,
+		RecordsDropped:  st.RecordsDropped(),
+	}
+	if a.tracer != nil {
+		c.SpansDropped = a.tracer.Stats().SpansDropped
+	}
+	return c
+}
+
+// run serves until ctx ends, then shuts down in order: stop accepting and give connections the grace (pipeline),
+// flush the correlator's pending records through the sinks, flush spans and the events file, stop HTTP.
+// beforeShutdown, when set, runs once the pipeline is serving (the demo starts its cloud there).
+func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAddr string) error) error {
+	// Sinks outlive the pipeline: they must receive what the correlator flushes at shutdown.
+	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSinks()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	if a.tracer != nil {
+		wg.Go(func() { errc <- a.tracer.Run(sinkCtx) })
+	}
+	if a.events != nil {
+		// The events file is buffered; flush it every second so `tail -f` shows records as they finish.
+		wg.Go(func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-sinkCtx.Done():
+					return
+				case <-t.C:
+					if err := a.events.Flush(); err != nil {
+						a.log.Error("writing events; records are being dropped", "file", a.o.events, "err", err)
+						return
+					}
+				}
+			}
+		})
+	}
+	var srv *http.Server
+	if a.ui != nil {
+		wg.Go(func() { errc <- a.ui.Run(sinkCtx) })
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler(a.registry))
+		mux.Handle("/readyz", http.HandlerFunc(a.readyz))
+		for _, h := range a.handlers {
+			mux.Handle(h.pattern, h.h)
+		}
+		mux.Handle("/", a.ui.Handler())
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http: %w", err)
+			}
+		})
+		a.log.Info("UI and API listening", "url", "http://"+a.httpLn.Addr().String()+"/")
+	}
+	a.log.Info("proxy listening", "listen", a.proxyLn.Addr().String(), "upstream", a.o.upstream,
+		"otlp", a.tracer != nil, "events", a.o.events)
+
+	pipeCtx, stopPipe := context.WithCancel(ctx)
+	defer stopPipe()
+	pipeDone := make(chan error, 1)
+	go func() { pipeDone <- a.pipe.Serve(pipeCtx, a.proxyLn) }()
+
+	var runErr error
+	if started != nil {
+		if err := started(pipeCtx, a.proxyLn.Addr().String()); err != nil && ctx.Err() == nil {
+			runErr = err
+		}
+		stopPipe()
+	}
+	select {
+	case err := <-pipeDone:
+		pipeDone <- err
+	case err := <-errc:
+		runErr = errors.Join(runErr, err)
+		stopPipe()
+	}
+	if err := <-pipeDone; err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("proxy: %w", err))
+	}
+
+	// The pipeline has flushed its records into the sinks; now drain them.
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if a.tracer != nil {
+		if err := a.tracer.Shutdown(flushCtx); err != nil {
+			a.log.Warn("flushing spans", "err", err)
+		}
+	}
+	if a.events != nil {
+		// Close flushes and closes the file (standard output is wrapped so that it stays open).
+		if err := a.events.Close(); err != nil {
+			runErr = errors.Join(runErr, fmt.Errorf("events: %w", err))
+		}
+	}
+	if srv != nil {
+		_ = srv.Shutdown(flushCtx)
+	}
+	stopSinks()
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			runErr = errors.Join(runErr, err)
+		}
+	}
+	if a.tracer != nil {
+		ts := a.tracer.Stats()
+		a.log.Info("span export stopped", "spans_exported", ts.SpansExported, "spans_dropped", ts.SpansDropped,
+			"records_dropped", ts.RecordsDropped, "export_errors", ts.ExportErrors)
+	}
+	return runErr
+}
+
+func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
+	// Ready once the proxy accepts; the broker itself is dialled per client connection.
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+func (o *options) tlsConfigs() (client, upstream *tls.Config, err error) {
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return nil, nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if o.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tls-cert/--tls-key: %v", err)
+		}
+		client = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if o.upstreamTLS || o.upstreamCA != "" || o.upstreamServer != "" || o.upstreamInsecure {
+		upstream = &tls.Config{ServerName: o.upstreamServer, InsecureSkipVerify: o.upstreamInsecure, MinVersion: tls.VersionTLS12} //nolint:gosec // opt-in flag
+		if o.upstreamCA != "" {
+			pem, err := os.ReadFile(o.upstreamCA)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--upstream-ca: %v", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, nil, fmt.Errorf("--upstream-ca %s: no PEM certificate found", o.upstreamCA)
+			}
+			upstream.RootCAs = pool
+		}
+	}
+	return client, upstream, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

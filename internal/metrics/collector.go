@@ -1,0 +1,167 @@
+package metrics
+
+import (
+	"net/http"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/amqptrace/amqptrace/internal/pipeline"
+	"github.com/amqptrace/amqptrace/tracing"
+	"github.com/amqptrace/amqptrace/ui"
+)
+
+// Sources are the snapshots read at scrape time. Nil functions are components that are not running (no OTLP
+// export, no UI); their metrics are left out rather than reported as zero.
+type Sources struct {
+	Pipeline  func() pipeline.Stats
+	SinkNames []string // names of pipeline.Config.Sinks, in order, for the per-sink drop counter
+	Tracing   func() tracing.Stats
+	UI        func() ui.Stats
+}
+
+// NewRegistry returns a registry with the Go runtime and process collectors, the component collector for src,
+// and the record metrics (returned as a correlate.Sink to plug into the pipeline).
+// src is read at every scrape, so the caller may fill it in after this call (components are built in turn).
+func NewRegistry(src *Sources) (*prometheus.Registry, *Records) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(&collector{src: src})
+	return reg, NewRecords(reg, 0)
+}
+
+// Handler serves reg in the Prometheus text format.
+func Handler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorHandling: promhttp.ContinueOnError})
+}
+
+type collector struct{ src *Sources }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("amqptrace_"+name, help, labels, nil)
+}
+
+var (
+	dConnsOpen    = desc("connections_open", "Client connections being proxied now.")
+	dConnsTotal   = desc("connections_total", "Client connections accepted since start.")
+	dConnsRefused = desc("connections_refused_total", "Client connections closed at once because --max-conns was reached.")
+	dConnsNoDial  = desc("connections_dial_failed_total", "Client connections closed because no upstream broker could be dialled.")
+	dHandshake    = desc("tls_handshake_failures_total", "Client TLS handshakes that failed or timed out.")
+	dDialFail     = desc("upstream_dial_failures_total", "Failed dials to each upstream broker.", "upstream")
+	dBytes        = desc("bytes_total", "Bytes forwarded, by direction (client_to_broker, broker_to_client).", "direction")
+	dTapFail      = desc("tap_failures_total", "Connections whose observation was switched off by a panic or error (forwarding went on).")
+	dFrames       = desc("frames_total", "AMQP frames decoded, by direction and frame type.", "direction", "type")
+	dDecodeOff    = desc("decode_disabled_connections_total", "Connections whose decoding was switched off (not AMQP 0-9-1, or a decode error).")
+	dDecodeLive   = desc("decoders_open", "Connections with a live decoder.")
+
+	dMessages   = desc("correlator_messages_total", "Messages and topology events handed to the correlator.")
+	dPending    = desc("pending_calls", "RPCs waiting for their final reply or settle time.")
+	dCorr       = desc("correlator_events_total", "Correlator events by kind (expired, evicted, late_reply, heartbeat, unmatched_reply, unmatched_delivery, unroutable, confirm, nack, channel_reset, truncated_body, decode_failure, parse_failure, unknown_message, late_event, reorder_overflow, orphan_merged).", "event")
+	dDropped    = desc("dropped_total", "Everything dropped rather than waited for, by stage (correlator_queue, sink:<name>, tracing_queue, span_export, ui).", "stage")
+	dBuffered   = desc("reorder_buffered_events", "Events waiting in the correlator's reorder window (events from different connections are put back in read-time order).")
+	dOrphans    = desc("orphan_events", "Replies and deliveries waiting for the request they belong to.")
+	dRecordsOut = desc("records_emitted_total", "Records the correlator emitted to the sinks.")
+
+	dSpans       = desc("spans_exported_total", "Spans accepted by the OTLP collector.")
+	dSampled     = desc("records_sampled_out_total", "Records not exported by the sampling decision.")
+	dExportErrs  = desc("otlp_export_errors_total", "Failed OTLP export calls.")
+	dServices    = desc("otlp_resources", "Distinct OpenStack processes (resources) cached by the exporter.")
+	dWSClients   = desc("websocket_clients", "Browser websocket clients connected now.")
+	dWSTotal     = desc("websocket_clients_total", "Browser websocket clients accepted since start.")
+	dWSKicked    = desc("websocket_clients_kicked_total", "Websocket clients disconnected because they did not keep up.")
+	dHTTPRefused = desc("http_rejected_total", "HTTP requests refused, by reason (origin, auth).", "reason")
+)
+
+// Describe sends nothing: the collector is unchecked, because which metrics exist depends on which components
+// run (and on the upstream list).
+func (c *collector) Describe(chan<- *prometheus.Desc) {}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	if c.src.Pipeline != nil {
+		st := c.src.Pipeline()
+		p := st.Proxy
+		gauge(dConnsOpen, float64(p.ConnsOpen))
+		counter(dConnsTotal, float64(p.ConnsTotal))
+		counter(dConnsRefused, float64(p.ConnsRefused))
+		counter(dConnsNoDial, float64(p.ConnsDialFailed))
+		counter(dHandshake, float64(p.HandshakeFailures))
+		ups := make([]string, 0, len(p.DialFailuresByUpstream))
+		for u := range p.DialFailuresByUpstream {
+			ups = append(ups, u)
+		}
+		sort.Strings(ups)
+		for _, u := range ups {
+			counter(dDialFail, float64(p.DialFailuresByUpstream[u]), u)
+		}
+		counter(dBytes, float64(p.BytesClientToServer), "client_to_broker")
+		counter(dBytes, float64(p.BytesServerToClient), "broker_to_client")
+		counter(dTapFail, float64(p.TapFailures))
+
+		d := st.Decode
+		gauge(dDecodeLive, float64(d.ConnsLive))
+		counter(dDecodeOff, float64(d.ConnsOff))
+		for _, dir := range []struct {
+			name string
+			s    struct{ m, h, b, hb uint64 }
+		}{
+			{"client_to_broker", struct{ m, h, b, hb uint64 }{d.Client.Methods, d.Client.Headers, d.Client.Bodies, d.Client.Heartbeats}},
+			{"broker_to_client", struct{ m, h, b, hb uint64 }{d.Server.Methods, d.Server.Headers, d.Server.Bodies, d.Server.Heartbeats}},
+		} {
+			counter(dFrames, float64(dir.s.m), dir.name, "method")
+			counter(dFrames, float64(dir.s.h), dir.name, "header")
+			counter(dFrames, float64(dir.s.b), dir.name, "body")
+			counter(dFrames, float64(dir.s.hb), dir.name, "heartbeat")
+		}
+
+		cs := st.Correlate
+		counter(dMessages, float64(cs.MessagesIn))
+		gauge(dPending, float64(cs.Pending))
+		gauge(dBuffered, float64(cs.Buffered))
+		gauge(dOrphans, float64(cs.Orphans))
+		counter(dRecordsOut, float64(cs.RecordsOut))
+		counter(dDropped, float64(cs.QueueDrops), "correlator_queue")
+		for ev, v := range map[string]uint64{
+			"expired": cs.Expired, "evicted": cs.Evicted, "late_reply": cs.LateReplies, "heartbeat": cs.Heartbeats,
+			"unmatched_reply": cs.UnmatchedReplies, "unmatched_delivery": cs.UnmatchedDeliveries,
+			"unroutable": cs.Unroutable, "confirm": cs.Confirms, "nack": cs.Nacks, "channel_reset": cs.ChannelResets,
+			"truncated_body": cs.TruncatedBodies, "decode_failure": cs.DecodeFailures,
+			"parse_failure": cs.ParseFailures, "unknown_message": cs.UnknownMessages,
+			"late_event": cs.LateEvents, "reorder_overflow": cs.ReorderOverflow, "orphan_merged": cs.OrphansMerged,
+		} {
+			counter(dCorr, float64(v), ev)
+		}
+		for i, v := range st.SinkDrops {
+			name := "sink"
+			if i < len(c.src.SinkNames) {
+				name = c.src.SinkNames[i]
+			}
+			counter(dDropped, float64(v), "sink:"+name)
+		}
+	}
+	if c.src.Tracing != nil {
+		t := c.src.Tracing()
+		counter(dSpans, float64(t.SpansExported))
+		counter(dSampled, float64(t.SampledOut))
+		counter(dExportErrs, float64(t.ExportErrors))
+		gauge(dServices, float64(t.Services))
+		counter(dDropped, float64(t.RecordsDropped), "tracing_queue")
+		counter(dDropped, float64(t.SpansDropped), "span_export")
+	}
+	if c.src.UI != nil {
+		u := c.src.UI()
+		gauge(dWSClients, float64(u.Clients))
+		counter(dWSTotal, float64(u.ClientsTotal))
+		counter(dWSKicked, float64(u.ClientsKicked))
+		counter(dHTTPRefused, float64(u.OriginRejected), "origin")
+		counter(dHTTPRefused, float64(u.AuthRejected), "auth")
+		counter(dDropped, float64(u.RecordsDropped), "ui")
+	}
+}

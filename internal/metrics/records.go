@@ -1,0 +1,115 @@
+// Package metrics exposes amqptrace in the Prometheus text format: what the records say (RPCs by kind, method,
+// topic and status; client and server durations; queue wait) and what every component counts (connections,
+// bytes, frames, decode errors, pending calls, every drop counter, exporter and websocket state).
+//
+// Record metrics are updated in line by a correlate.Sink (Prometheus vectors are lock-free on the hot path once a
+// label set exists); component counters are read from the components' own Stats snapshots at scrape time, so the
+// forwarding path pays nothing for them. Label values from the wire (method, topic) are bounded: past MaxSeries
+// distinct (method, topic) pairs new ones are folded into "other", so a misbehaving client cannot grow memory
+// without bound.
+package metrics
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/amqptrace/amqptrace/correlate"
+)
+
+// rpcBuckets span 1 ms to 100 s: oslo.messaging's calls range from sub-millisecond casts to long_rpc_timeout.
+var rpcBuckets = prometheus.ExponentialBucketsRange(0.001, 100, 16)
+
+// DefaultMaxSeries bounds distinct (method, topic) label pairs.
+const DefaultMaxSeries = 2000
+
+// Records is a correlate.Sink that turns records into Prometheus metrics.
+type Records struct {
+	records   *prometheus.CounterVec
+	client    *prometheus.HistogramVec
+	server    *prometheus.HistogramVec
+	queue     *prometheus.HistogramVec
+	late      prometheus.Counter
+	folded    prometheus.Counter
+	maxSeries int
+
+	mu    sync.Mutex
+	known map[[2]string]bool
+}
+
+// NewRecords registers the record metrics on reg.
+func NewRecords(reg prometheus.Registerer, maxSeries int) *Records {
+	if maxSeries <= 0 {
+		maxSeries = DefaultMaxSeries
+	}
+	r := &Records{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "amqptrace_records_total",
+			Help: "Finished RPC records by kind (call, cast, fanout, notification), method, topic and status (ok, error, timeout, unroutable).",
+		}, []string{"kind", "method", "topic", "status"}),
+		client: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "amqptrace_rpc_client_duration_seconds",
+			Help:    "Calls as the caller sees them on the wire: request published to final reply delivered.",
+			Buckets: rpcBuckets,
+		}, []string{"method", "topic", "status"}),
+		server: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "amqptrace_rpc_server_duration_seconds",
+			Help:    "Calls as the server handles them: request delivered to reply published.",
+			Buckets: rpcBuckets,
+		}, []string{"method", "topic", "status"}),
+		queue: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "amqptrace_rpc_queue_wait_seconds",
+			Help:    "Time a request spent in RabbitMQ: published to delivered to its consumer.",
+			Buckets: rpcBuckets,
+		}, []string{"kind", "topic"}),
+		late: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "amqptrace_rpc_late_replies_total",
+			Help: "Final replies that arrived after the caller's deadline (the call counts as a timeout).",
+		}),
+		folded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "amqptrace_metrics_label_overflow_total",
+			Help: "Records whose method/topic labels were folded into \"other\" because the series cap was reached.",
+		}),
+		maxSeries: maxSeries,
+		known:     map[[2]string]bool{},
+	}
+	reg.MustRegister(r.records, r.client, r.server, r.queue, r.late, r.folded)
+	return r
+}
+
+// labels returns bounded method and topic label values.
+func (r *Records) labels(method, topic string) (string, string) {
+	key := [2]string{method, topic}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.known[key] {
+		return method, topic
+	}
+	if len(r.known) >= r.maxSeries {
+		r.folded.Inc()
+		return "other", "other"
+	}
+	r.known[key] = true
+	return method, topic
+}
+
+// Record implements correlate.Sink.
+func (r *Records) Record(rec *correlate.Record) {
+	method, topic := r.labels(rec.Method, rec.Topic)
+	status := string(rec.Status)
+	r.records.WithLabelValues(string(rec.Kind), method, topic, status).Inc()
+	if rec.LateReply {
+		r.late.Inc()
+	}
+	if rec.Kind == correlate.KindCall {
+		if rec.Published != nil && rec.ReplyDelivered != nil && rec.Status != correlate.StatusTimeout {
+			r.client.WithLabelValues(method, topic, status).Observe(rec.ReplyDelivered.Sub(*rec.Published).Seconds())
+		}
+		if rec.Delivered != nil && rec.Replied != nil {
+			r.server.WithLabelValues(method, topic, status).Observe(rec.Replied.Sub(*rec.Delivered).Seconds())
+		}
+	}
+	if rec.Published != nil && rec.Delivered != nil {
+		r.queue.WithLabelValues(string(rec.Kind), topic).Observe(rec.Delivered.Sub(*rec.Published).Seconds())
+	}
+}

@@ -1,0 +1,84 @@
+package metrics
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/amqptrace/amqptrace/correlate"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func at(ms int) *time.Time {
+	t := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC).Add(time.Duration(ms) * time.Millisecond)
+	return &t
+}
+
+func TestRecordsCountAndTime(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	r := NewRecords(reg, 0)
+	r.Record(&correlate.Record{Kind: correlate.KindCall, Status: correlate.StatusOK, Method: "select_destinations",
+		Topic: "scheduler", Published: at(0), Delivered: at(2), Replied: at(40), ReplyDelivered: at(43)})
+	r.Record(&correlate.Record{Kind: correlate.KindCall, Status: correlate.StatusTimeout, Method: "select_destinations",
+		Topic: "scheduler", Published: at(0), LateReply: true, Delivered: at(1), Replied: at(70000), ReplyDelivered: at(70001)})
+	r.Record(&correlate.Record{Kind: correlate.KindCast, Status: correlate.StatusOK, Method: "build_and_run_instance",
+		Topic: "compute", Published: at(0), Delivered: at(5)})
+
+	if got := testutil.ToFloat64(r.records.WithLabelValues("call", "select_destinations", "scheduler", "ok")); got != 1 {
+		t.Errorf("ok calls = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(r.records.WithLabelValues("call", "select_destinations", "scheduler", "timeout")); got != 1 {
+		t.Errorf("timeouts = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(r.late); got != 1 {
+		t.Errorf("late replies = %v, want 1", got)
+	}
+	// The timeout is not a client-side duration sample (the caller gave up); its server time is.
+	if n := testutil.CollectAndCount(r.client); n != 1 {
+		t.Errorf("client histogram series = %d, want 1", n)
+	}
+	got := map[string][2]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("pedantic registry: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "amqptrace_rpc_queue_wait_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			key := m.GetLabel()[0].GetValue() + "/" + m.GetLabel()[1].GetValue()
+			got[key] = [2]float64{float64(m.GetHistogram().GetSampleCount()), m.GetHistogram().GetSampleSum()}
+		}
+	}
+	want := map[string][2]float64{"call/scheduler": {2, 0.003}, "cast/compute": {1, 0.005}}
+	for k, w := range want {
+		g := got[k]
+		if g[0] != w[0] || math.Abs(g[1]-w[1]) > 1e-9 {
+			t.Errorf("queue wait %s: count/sum = %v, want %v", k, g, w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("queue wait series = %v, want %v", got, want)
+	}
+}
+
+func TestLabelsAreBounded(t *testing.T) {
+	r := NewRecords(prometheus.NewRegistry(), 3)
+	for i := 0; i < 10; i++ {
+		r.Record(&correlate.Record{Kind: correlate.KindCast, Status: correlate.StatusOK,
+			Method: "m" + strings.Repeat("x", i), Topic: "t"})
+	}
+	if got := testutil.ToFloat64(r.folded); got != 7 {
+		t.Errorf("folded = %v, want 7", got)
+	}
+	if got := testutil.ToFloat64(r.records.WithLabelValues("cast", "other", "other", "ok")); got != 7 {
+		t.Errorf("other series = %v, want 7", got)
+	}
+}
