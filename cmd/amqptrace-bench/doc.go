@@ -1,0 +1,46 @@
+// Command amqptrace-bench measures what amqptrace costs compared with talking to RabbitMQ directly and with a plain
+// TCP proxy (haproxy in TCP mode). It is what `make bench` runs.
+//
+// Typical usage:
+//
+//	make bench                                   # build bin/amqptrace, make sure the broker runs, then:
+//	go run ./cmd/amqptrace-bench --amqptrace bin/amqptrace [--rounds 3] [--duration 5s] [--idle-conns 1000]
+//	    [--workloads throughput,rpc,idle,large] [--json] [--otlp-endpoint 127.0.0.1:9]
+//
+// What it does. One invocation runs R rounds. Each round visits the three paths in a fixed order (direct, haproxy,
+// amqptrace), so slow drift of the machine (other load, broker state, thermal) hits all three alike. For each path
+// it starts a fresh proxy process on a free loopback port (none for direct), runs the chosen workloads through it,
+// and stops it. The workloads are:
+//
+//   - idle: open N AMQP connections (each with channel 1, like oslo.messaging) through the proxy and divide the
+//     proxy's VmRSS growth by N. It runs first on the fresh process so that its baseline is not inflated or
+//     deflated by buffers that an earlier workload left in the heap. The direct path has no proxy: n/a.
+//   - throughput: 4 publishers with publisher confirms (a pipelined window of outstanding confirms) and 4
+//     consumers with manual acks, 1 KiB bodies, each pair on its own queue; end-to-end msgs/s counted at the
+//     consumers.
+//   - rpc: oslo.messaging-shaped calls. Callers publish a double-encoded JSON envelope to a topic exchange and wait
+//     for the confirm and for the reply on their process's reply queue; servers consume the topic queue, ack on
+//     receipt and reply on the default exchange (mandatory, confirmed). calls/s, p50 and p99 latency.
+//   - large: 8 MiB bodies, one publisher and one consumer; MB/s (10^6 bytes) publish to consume.
+//
+// For each workload it reads the proxy's utime+stime from /proc/<pid>/stat at the start and the end of the
+// measurement window and divides by the messages (or calls) of that window. It prints, per workload and metric, the
+// median over rounds of each path, the ratios amqptrace/haproxy and amqptrace/direct, and PASS/MISS against the
+// targets (throughput and calls/s ≥ 0.95 × haproxy; p50 and p99 ≤ 1.05 × haproxy; proxy CPU per message
+// ≤ 1.5 × haproxy; ≤ 24 KiB proxy memory per idle connection).
+//
+// What it does not do. It is not a load generator for remote brokers: every byte stays on loopback and the proxies
+// bind 127.0.0.1 only. It does not judge the broker: the direct path is a reference, not a target. It does not tune
+// the broker; `make bench` runs scripts/ensure-rabbitmq.sh --nofile 20000 first, and when the broker cannot take the
+// idle connections asked for, the tool says so and measures with as many as the broker can take.
+//
+// Ownership and cleanup. Every queue and exchange it declares has a name starting with a per-run prefix
+// (amqptrace-bench-<pid>-<random>) or is a reply_<hex> queue it registered; all are deleted after each workload and
+// again at exit, also after Ctrl-C (signal.NotifyContext), and they carry x-expires so that a killed run leaves
+// nothing behind for long. Proxy processes get SIGTERM, then SIGKILL, and die with the tool (Pdeathsig) if it is
+// killed. The tool raises its own RLIMIT_NOFILE, and the children inherit it, so that 10,000 idle connections
+// (20,000 proxy sockets) fit.
+//
+// Development before bin/amqptrace builds: --amqptrace haproxy puts haproxy in the amqptrace slot as well; the
+// report then says so on every line that matters.
+package main
