@@ -529,7 +529,13 @@ func (b *builder) buildCall(r *correlate.Record, tid trace.TraceID, dst []sdktra
 	if hasServer {
 		client.ChildSpanCount = 1
 	}
-	dst = append(dst, client.Snapshot())
+	// The CLIENT span belongs to the proxy that saw the caller's side (its publish or its reply delivery). A proxy
+	// that saw only the server's side must not draw it: the caller's proxy draws the same span id, and a second,
+	// caller-less copy would show up under unknown_service as a duplicate span. The SERVER span still names the
+	// CLIENT span as its parent, so the two proxies' spans join.
+	if r.Published != nil || r.ReplyDelivered != nil {
+		dst = append(dst, client.Snapshot())
+	}
 	if !hasServer {
 		return dst
 	}
@@ -636,7 +642,11 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 		Resource:             b.res.forEndpoint(r.Caller),
 		InstrumentationScope: b.scope,
 	}
-	dst = append(dst, producer.Snapshot())
+	// As for calls: only the proxy that saw the publish draws the PRODUCER span; consumers seen elsewhere still
+	// name it as their parent.
+	if r.Published != nil {
+		dst = append(dst, producer.Snapshot())
+	}
 
 	// One CONSUMER per delivery. A cast has no reply, so the proxy sees only the delivery instant: the span is
 	// that instant, and queue wait is an attribute. Deliveries after the first share its timestamp (the record

@@ -571,3 +571,57 @@ func TestFanoutBounded(t *testing.T) {
 		t.Errorf("ConsumersTrim %d, want 88", st.ConsumersTrim)
 	}
 }
+
+// TestSplitVisibilityJoins models two proxies in front of one cluster: proxy A sees only the caller's side of a call
+// (and the publish of a cast), proxy B only the server's side (and the delivery). Together they must draw each span
+// exactly once, with the SERVER and CONSUMER spans from B naming A's CLIENT and PRODUCER spans as parents, and no
+// caller-less copy under unknown_service.
+func TestSplitVisibilityJoins(t *testing.T) {
+	full := callSelectDestinations()
+	callerSide := *full
+	callerSide.Callee, callerSide.Callees, callerSide.Delivered, callerSide.Replied = nil, nil, nil, nil
+	callerSide.HeartbeatTimes, callerSide.Heartbeats = nil, 0
+	serverSide := *full
+	serverSide.Caller, serverSide.Published, serverSide.Confirmed, serverSide.ReplyDelivered = nil, nil, nil, nil
+
+	cast := castBuildAndRun()
+	castPub := *cast
+	castPub.Callee, castPub.Callees, castPub.Delivered = nil, nil, nil
+	castDel := *cast
+	castDel.Caller, castDel.Published, castDel.Confirmed = nil, nil, nil
+
+	a, _ := exportAll(t, Config{}, &callerSide, &castPub)
+	b, _ := exportAll(t, Config{}, &serverSide, &castDel)
+	ids := map[trace.SpanID]trace.SpanKind{}
+	for _, s := range append(append(tracetest.SpanStubs{}, a...), b...) {
+		if svc := resAttr(s.Resource, "service.name"); svc == "" || svc == "unknown_service" {
+			t.Errorf("%v span %q drawn under service %q", s.SpanKind, s.Name, svc)
+		}
+		if prev, dup := ids[s.SpanContext.SpanID()]; dup {
+			t.Errorf("span id %s drawn twice (%v and %v)", s.SpanContext.SpanID(), prev, s.SpanKind)
+		}
+		ids[s.SpanContext.SpanID()] = s.SpanKind
+	}
+	kinds := func(ss tracetest.SpanStubs) map[trace.SpanKind]int {
+		m := map[trace.SpanKind]int{}
+		for _, s := range ss {
+			m[s.SpanKind]++
+		}
+		return m
+	}
+	if ka := kinds(a); ka[trace.SpanKindClient] != 1 || ka[trace.SpanKindProducer] != 1 || len(ka) != 2 {
+		t.Errorf("caller-side proxy drew %v, want one CLIENT and one PRODUCER", ka)
+	}
+	if kb := kinds(b); kb[trace.SpanKindServer] != 1 || kb[trace.SpanKindConsumer] != 1 || len(kb) != 2 {
+		t.Errorf("server-side proxy drew %v, want one SERVER and one CONSUMER", kb)
+	}
+	for _, s := range b {
+		want := trace.SpanKindClient
+		if s.SpanKind == trace.SpanKindConsumer {
+			want = trace.SpanKindProducer
+		}
+		if got, ok := ids[s.Parent.SpanID()]; !ok || got != want {
+			t.Errorf("%v span's parent %s is %v in the other proxy's spans, want %v", s.SpanKind, s.Parent.SpanID(), got, want)
+		}
+	}
+}
