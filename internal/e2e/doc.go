@@ -14,8 +14,12 @@
 //     reach the events file, the records or the debug logs;
 //   - the broker receives byte for byte what the client sent, and the client what the broker sent, with the
 //     whole observation path attached (recording relays on both sides of the pipeline).
+//   - the same oslo.messaging scenario exported to a real Jaeger v2 (JAEGER_BIN, from scripts/jaeger.sh) lands as
+//     one trace per request id under the OpenStack services' names, with CLIENT/SERVER and PRODUCER/CONSUMER
+//     parents, attributes and microsecond timestamps equal to the records'; two proxies' spans join into one
+//     trace; a collector that never answers slows nothing and its drops are counted; Shutdown flushes.
 //
-// What it does not test: the parts in isolation (their own packages do), tracing export and the UI.
+// What it does not test: the parts in isolation (their own packages do) and the UI (ui and cmd/amqptrace do).
 //
 // The tests need the broker (brokertest.Require: skipped locally without it, failed in CI) and, for the oslo
 // scenario, /usr/bin/python3 with Debian's python3-oslo.messaging. When rabbitmqctl works, the oslo test runs in a
