@@ -45,7 +45,7 @@ func NewRecords(reg prometheus.Registerer, maxSeries int) *Records {
 	r := &Records{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "amqptrace_records_total",
-			Help: "Finished RPC records by kind (call, cast, fanout, notification), method, topic and status (ok, error, timeout, unroutable).",
+			Help: "Finished RPC records by kind (call, cast, fanout, notification), method (for notifications the event type), topic and status (ok, error, timeout, unroutable).",
 		}, []string{"kind", "method", "topic", "status"}),
 		client: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "amqptrace_rpc_client_duration_seconds",
@@ -95,7 +95,12 @@ func (r *Records) labels(method, topic string) (string, string) {
 
 // Record implements correlate.Sink.
 func (r *Records) Record(rec *correlate.Record) {
-	method, topic := r.labels(rec.Method, rec.Topic)
+	name := rec.Method
+	if name == "" && rec.Kind == correlate.KindNotification {
+		// A notification has no method; its event type (instance.create.end) is what an operator filters on.
+		name = rec.EventType
+	}
+	method, topic := r.labels(name, rec.Topic)
 	status := string(rec.Status)
 	r.records.WithLabelValues(string(rec.Kind), method, topic, status).Inc()
 	if rec.LateReply {

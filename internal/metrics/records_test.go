@@ -82,3 +82,12 @@ func TestLabelsAreBounded(t *testing.T) {
 		t.Errorf("other series = %v, want 7", got)
 	}
 }
+
+func TestNotificationsAreLabelledByEventType(t *testing.T) {
+	r := NewRecords(prometheus.NewRegistry(), 0)
+	r.Record(&correlate.Record{Kind: correlate.KindNotification, Status: correlate.StatusOK,
+		EventType: "instance.create.end", Topic: "notifications"})
+	if got := testutil.ToFloat64(r.records.WithLabelValues("notification", "instance.create.end", "notifications", "ok")); got != 1 {
+		t.Errorf("notification by event type = %v, want 1", got)
+	}
+}
