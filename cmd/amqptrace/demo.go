@@ -24,6 +24,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	agents := fs.Int("agents", 3, "simulated neutron-openvswitch-agent hosts")
 	brokerUser := fs.String("broker-user", "guest", "RabbitMQ user the simulated services log in with")
 	brokerPass := fs.String("broker-password", "guest", "RabbitMQ password of --broker-user (never logged)")
+	brokerVhost := fs.String("broker-vhost", "/", "RabbitMQ virtual host of the simulated cloud (it must exist: rabbitmqctl add_vhost NAME); keeps two demos on one broker apart")
+	boots := fs.Int("boots", 0, "stop after this many instance boots and exit 0 (0: run until Ctrl-C)")
 	if err := parseFlags(fs, args, "amqptrace demo: the proxy and the UI in front of the local RabbitMQ, with a simulated OpenStack cloud talking through it."); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -32,6 +34,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *rate <= 0 {
 		return fmt.Errorf("%w: --rate must be positive", errUsage)
+	}
+	if *boots < 0 {
+		return fmt.Errorf("%w: --boots must not be negative", errUsage)
 	}
 	logger, err := newLogger(o.logFormat, o.logLevel, stderr)
 	if err != nil {
@@ -42,12 +47,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	return a.run(ctx, func(ctx context.Context, proxyAddr string) error {
-		u := url.URL{Scheme: "amqp", User: url.UserPassword(*brokerUser, *brokerPass), Host: proxyAddr, Path: "/"}
+		// The vhost is the URL path, escaped: the default vhost "/" is "/%2F".
+		u := url.URL{Scheme: "amqp", User: url.UserPassword(*brokerUser, *brokerPass), Host: proxyAddr,
+			Path: "/" + *brokerVhost, RawPath: "/" + url.PathEscape(*brokerVhost)}
 		cloud := cloudsim.New(cloudsim.Config{
 			URL:      u.String(),
 			Rate:     *rate,
 			Computes: *computes,
 			Agents:   *agents,
+			MaxBoots: *boots,
 			Seed:     time.Now().UnixNano(),
 			Logger:   logger.With("component", "cloudsim"),
 		})
@@ -65,6 +73,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		err := <-done
 		if err != nil && ctx.Err() == nil {
 			return fmt.Errorf("simulated cloud: %w", err)
+		}
+		if *boots > 0 && ctx.Err() == nil {
+			c := cloud.Counts()
+			logger.Info("simulated cloud finished", "boots", c.Boots)
 		}
 		return nil
 	})

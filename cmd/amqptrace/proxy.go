@@ -261,7 +261,8 @@ func (a *app) counters() ui.Counters {
 
 // run serves until ctx ends, then shuts down in order: stop accepting and give connections the grace (pipeline),
 // flush the correlator's pending records through the sinks, flush spans and the events file, stop HTTP.
-// beforeShutdown, when set, runs once the pipeline is serving (the demo starts its cloud there).
+// started, when set, runs once the pipeline is serving (the demo runs its cloud there); when it returns, the
+// pipeline shuts down as if ctx had ended.
 func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAddr string) error) error {
 	// Sinks outlive the pipeline: they must receive what the correlator flushes at shutdown.
 	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
