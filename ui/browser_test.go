@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,41 +12,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/amqptrace/amqptrace/correlate"
+	"github.com/amqptrace/amqptrace/internal/browsertest"
 )
-
-const chromiumPath = "/usr/bin/chromium"
-
-// newBrowser starts headless Chromium for one test. Without Chromium the test is skipped locally and fails in CI.
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("chromium not found at %s: %v", chromiumPath, err)
-		}
-		t.Skipf("chromium not found at %s", chromiumPath)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1600, 1000),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
-	// Start the browser on the long-lived context (a timeout here would bound the browser's life, not a step).
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
 
 // step runs browser actions with a liveness bound.
 func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
@@ -73,27 +38,6 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 func waitJS(expr string) chromedp.Action[chromedp.Void] {
 	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(20*time.Millisecond),
 		chromedp.WithPollingTimeout(45*time.Second))
-}
-
-// screenshot writes a PNG to $AMQPTRACE_ARTIFACTS (or the test's temp dir).
-func screenshot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	dir := os.Getenv("AMQPTRACE_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	p := filepath.Join(dir, name+".png")
-	if err := os.WriteFile(p, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot %s (%d bytes)", p, len(png))
 }
 
 // liveUI is a Server plus an HTTP server on a fixed address that can be restarted.
@@ -146,7 +90,7 @@ const xssMethod = `<img src=x onerror=window.__xss=1>`
 const xssArg = `<script>window.__xss=2</script>`
 
 func TestBrowserLiveUI(t *testing.T) {
-	ctx := newBrowser(t)
+	ctx := browsertest.Start(t)
 	ui := startUI(t, "")
 	stopped := false
 	defer func() {
@@ -201,7 +145,7 @@ func TestBrowserLiveUI(t *testing.T) {
 	if got := eval[string](t, ctx, `document.getElementById("c-conns").textContent`); got != "42" {
 		t.Errorf("connections counter %q, want 42", got)
 	}
-	screenshot(t, ctx, "ui-live")
+	browsertest.Screenshot(t, ctx, "ui-live")
 
 	// The filter narrows the table.
 	step(t, ctx, "filter", chromedp.SendKeys(chromedp.CSS("#filter"), "method:select_destinations"),
@@ -225,7 +169,7 @@ func TestBrowserLiveUI(t *testing.T) {
 	if strings.Join(segs, ",") != "cast,queue,server,timeout,transit" {
 		t.Errorf("waterfall segment kinds %v, want cast, queue, server, timeout, transit", segs)
 	}
-	screenshot(t, ctx, "ui-request")
+	browsertest.Screenshot(t, ctx, "ui-request")
 
 	// Call detail from a row: timestamps, the remote exception, a Jaeger link.
 	errID := eval[int](t, ctx, `Number(document.querySelector('#calls tbody tr[data-status="error"]').dataset.id)`)
@@ -240,7 +184,7 @@ func TestBrowserLiveUI(t *testing.T) {
 	if href := eval[string](t, ctx, `document.getElementById("jaegerlink").getAttribute("href")`); href != fmt.Sprintf("http://jaeger.example:16686/trace/%032x", errID) {
 		t.Errorf("jaeger link %q", href)
 	}
-	screenshot(t, ctx, "ui-detail")
+	browsertest.Screenshot(t, ctx, "ui-detail")
 
 	// Pause holds new rows back (the graph keeps moving); resume shows them.
 	step(t, ctx, "pause", chromedp.Click(chromedp.CSS("#panelclose")), chromedp.Click(chromedp.CSS("#pause")))
@@ -271,7 +215,7 @@ func TestBrowserLiveUI(t *testing.T) {
 		waitJS(`[...document.querySelectorAll("#calls tbody tr td:nth-child(6)")].some(td => td.textContent === "after_restart")`),
 		waitJS(`document.querySelectorAll("#calls tbody tr").length === 1`),
 		chromedp.WaitReady(chromedp.CSS(`#graph g[data-edge="nova-compute>nova-conductor>rpc"]`)))
-	screenshot(t, ctx, "ui-after-restart")
+	browsertest.Screenshot(t, ctx, "ui-after-restart")
 }
 
 // typeFilter replaces the filter box's text the way typing does (an input event).
@@ -281,7 +225,7 @@ func typeFilter(text string) chromedp.Action[chromedp.Void] {
 }
 
 func TestBrowserXSS(t *testing.T) {
-	ctx := newBrowser(t)
+	ctx := browsertest.Start(t)
 	ui := startUI(t, "")
 	defer ui.stop()
 	step(t, ctx, "open page", chromedp.Navigate(ui.ts.URL+"/"),
@@ -307,7 +251,7 @@ func TestBrowserXSS(t *testing.T) {
 	// The request id link in the detail (the row's own link is under the open panel).
 	step(t, ctx, "request view", chromedp.Click(chromedp.CSS(`#panelbody [data-req]`)),
 		waitJS(`document.querySelectorAll("#panelbody .wf-row").length === 1`))
-	screenshot(t, ctx, "ui-xss")
+	browsertest.Screenshot(t, ctx, "ui-xss")
 	if got := eval[string](t, ctx, `typeof window.__xss`); got != "undefined" {
 		t.Fatalf("window.__xss is %s: markup from the wire was executed", got)
 	}
