@@ -199,10 +199,14 @@ func (c *conn) pump(d direction) error {
 				c.fail(d.writeReason(), fmt.Errorf("write to %s: %w", d.dstName(), werr))
 				return werr
 			}
+			// Grow when a read fills the small buffer; shrink only when a read would have fitted in it. Shrinking
+			// at the first short read made a stream of ~1 KiB messages flip between the two buffers and take two
+			// reads where one does; an idle connection still gives the big buffer back with its next small read
+			// (a heartbeat, an ack), so idle connections stay cheap.
 			switch {
 			case big == nil && n == len(small):
 				big = bigBufPool.Get().(*[bigBufSize]byte)
-			case big != nil && n < len(big):
+			case big != nil && n <= len(small):
 				bigBufPool.Put(big)
 				big = nil
 			}
