@@ -51,6 +51,14 @@ type Handler interface {
 	HandleFrame(f *Frame)
 }
 
+// WriteEnder is an optional interface of a Handler. EndWrite is called after every Decoder write, once the frames
+// that write completed (possibly none) have been handed over, from the goroutine that wrote. A handler that hands
+// its results on in batches (one hand-off per write rather than per frame) flushes here. A panic in EndWrite
+// switches decoding off like a panic in HandleFrame.
+type WriteEnder interface {
+	EndWrite(dir Direction)
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(f *Frame)
 

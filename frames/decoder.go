@@ -195,6 +195,7 @@ func (d *Decoder) WriteStamped(p []byte, readAt time.Time) (int, error) {
 	d.n.Bytes += uint64(len(p))
 	if d.conn.failed.Load() == nil {
 		d.decode(p)
+		d.endWrite()
 	}
 	if d.conn.failed.Load() != nil {
 		d.releaseCarry()
@@ -211,6 +212,22 @@ func (d *Decoder) publish() {
 	s.headers.Store(d.n.Headers)
 	s.bodies.Store(d.n.Bodies)
 	s.heartbeats.Store(d.n.Heartbeats)
+}
+
+// endWrite tells a WriteEnder handler that this write is done, also after a failure in it (the frames handed over
+// before the failure are good), recovering a panic like decode does.
+func (d *Decoder) endWrite() {
+	we, ok := d.conn.h.(WriteEnder)
+	if !ok {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			d.conn.fail(&DecodeError{Dir: d.dir, Offset: d.off, State: "end of write",
+				Err: fmt.Errorf("%w: %v", ErrPanic, truncate(fmt.Sprint(r), 200))})
+		}
+	}()
+	we.EndWrite(d.dir)
 }
 
 // decode walks p; a panic in here (ours or the Handler's) is turned into a DecodeError.

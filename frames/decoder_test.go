@@ -273,3 +273,46 @@ func TestWriteStampedSetsFrameTime(t *testing.T) {
 		t.Fatalf("plain Write stamped %v, want a time not before %v", got[len(got)-1], before)
 	}
 }
+
+// endRecorder records frames and EndWrite calls in order.
+type endRecorder struct {
+	log   []string
+	panic bool
+}
+
+func (e *endRecorder) HandleFrame(f *Frame) { e.log = append(e.log, fmt.Sprintf("frame %d", f.Type)) }
+func (e *endRecorder) EndWrite(dir Direction) {
+	if e.panic {
+		panic("boom")
+	}
+	e.log = append(e.log, fmt.Sprintf("end %d", dir))
+}
+
+// TestEndWriteFollowsEachWrite checks the WriteEnder contract: one EndWrite per write, after the frames that write
+// completed (none for a write that only starts a frame), and a panic in it switches decoding off.
+func TestEndWriteFollowsEachWrite(t *testing.T) {
+	rec := &endRecorder{}
+	c := NewConn(rec, Options{})
+	hb := wire.Heartbeat()
+	stream := append(append(wire.ProtocolHeader(), hb...), hb...)
+	_, _ = c.ClientDecoder().Write(stream[:len(stream)-3]) // header, one heartbeat, and part of the next
+	_, _ = c.ClientDecoder().Write(stream[len(stream)-3:])
+	want := []string{"frame 8", "end 0", "frame 8", "end 0"}
+	if fmt.Sprint(rec.log) != fmt.Sprint(want) {
+		t.Fatalf("calls = %v, want %v", rec.log, want)
+	}
+	rec.log = nil
+	_, _ = c.ServerDecoder().Write(hb[:2])
+	if fmt.Sprint(rec.log) != "[end 1]" {
+		t.Fatalf("a write completing no frame: calls = %v, want [end 1]", rec.log)
+	}
+
+	boom := &endRecorder{panic: true}
+	c = NewConn(boom, Options{})
+	if n, err := c.ClientDecoder().Write(stream); n != len(stream) || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if !errors.Is(c.Err(), ErrPanic) {
+		t.Fatalf("Err = %v, want ErrPanic", c.Err())
+	}
+}
