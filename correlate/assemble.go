@@ -77,6 +77,12 @@ type event struct {
 	// connection direction in wire order).
 	at, order time.Time
 	seq       uint64
+	// key is order as nanoseconds since the correlator's epoch, set when the event enters the reorder window:
+	// the heap compares integers instead of calling time.Time's Equal and Before on every step.
+	key int64
+	// next links the events of one batch: an assembler hands over everything one write completed in a single
+	// queue send (see Conn.EndWrite), without allocating a slice for it.
+	next *event
 
 	exchange, routingKey string
 	queue, tag, exType   string
@@ -120,6 +126,37 @@ type assembler struct {
 	chans  map[uint16]*chanAsm
 	hdr    frames.ContentHeader
 	parser bodyParser
+
+	// The events completed by the current write, sent as one batch at its end (EndWrite), or earlier once
+	// maxBatch are waiting, so that a handler fed without EndWrite still hands its events over.
+	head, tail *event
+	batched    int
+}
+
+// maxBatch bounds the events an assembler holds before it sends them without waiting for the end of the write.
+const maxBatch = 64
+
+// queue adds ev to the current batch.
+func (a *assembler) queue(ev *event) {
+	if a.tail == nil {
+		a.head = ev
+	} else {
+		a.tail.next = ev
+	}
+	a.tail = ev
+	a.batched++
+	if a.batched >= maxBatch {
+		a.flush()
+	}
+}
+
+// flush sends the current batch.
+func (a *assembler) flush() {
+	if a.head == nil {
+		return
+	}
+	a.conn.c.send(a.head, a.batched)
+	a.head, a.tail, a.batched = nil, nil, 0
 }
 
 // chanAsm is the content state of one channel in one direction. ev != nil means a content method is waiting for
@@ -165,6 +202,15 @@ func (cn *Conn) HandleFrame(f *frames.Frame) {
 		return
 	}
 	cn.asm[f.Dir].frame(f)
+}
+
+// EndWrite implements frames.WriteEnder: the decoder has handed over every frame of one write, so the events they
+// completed go to the correlator in one queue send instead of one each.
+func (cn *Conn) EndWrite(dir frames.Direction) {
+	if dir > frames.ServerToClient {
+		return
+	}
+	cn.asm[dir].flush()
 }
 
 // Close ends the connection: it logs the connection's identity and close reason once and lets the correlator drop
@@ -346,7 +392,7 @@ func (a *assembler) method(f *frames.Frame) {
 	default:
 		return
 	}
-	c.send(ev)
+	a.queue(ev)
 }
 
 func (a *assembler) header(f *frames.Frame) {
@@ -467,7 +513,7 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 		c.ctr.parseFailures.Add(1)
 	}
 	*s = chanAsm{}
-	c.send(ev)
+	a.queue(ev)
 }
 
 // stamp is when a frame's bytes were read: the proxy's stamp, else (a decoder fed without one) now.
@@ -478,13 +524,21 @@ func (c *Correlator) stamp(f *frames.Frame) time.Time {
 	return c.now()
 }
 
-// send hands an event to the correlator without blocking.
-func (c *Correlator) send(ev *event) {
+// send hands a batch of n linked events to the correlator without blocking; a full queue drops the batch, and
+// every event in it is counted.
+func (c *Correlator) send(head *event, n int) {
+	// The bound is in events, not batches: a batch holds up to maxBatch of them.
+	if c.queued.Add(int64(n)) > int64(c.cfg.queueSize()) {
+		c.queued.Add(-int64(n))
+		c.ctr.queueDrops.Add(uint64(n))
+		return
+	}
 	select {
-	case c.q <- ev:
-		c.ctr.messagesIn.Add(1)
+	case c.q <- head:
+		c.ctr.messagesIn.Add(uint64(n))
 	default:
-		c.ctr.queueDrops.Add(1)
+		c.queued.Add(-int64(n))
+		c.ctr.queueDrops.Add(uint64(n))
 	}
 }
 

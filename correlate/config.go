@@ -33,9 +33,15 @@ type Config struct {
 	// MaxPending caps the pending table; past it the oldest pending RPC is emitted as it is (counted as evicted).
 	// Default 100000.
 	MaxPending int
-	// QueueSize bounds the queue from the per-connection assemblers to the correlator goroutine. A full queue drops
-	// the message (counted). Default 65536.
+	// QueueSize bounds, in events, the queue from the per-connection assemblers to the correlator goroutine (each
+	// assembler hands over the events of one write as one batch). A full queue drops the batch and counts its
+	// events (Stats.QueueDrops). Default 65536.
 	QueueSize int
+	// GenericCasts makes a record of every non-oslo publish, also one-way messages without reply_to or
+	// correlation_id. Off by default: amqptrace traces RPCs, and a record per plain message (with its settle
+	// time and pending entry) costs more than forwarding the message does; plain messages are counted
+	// (Stats.PlainMessages) either way. Generic RPC (reply_to, correlation_id) is always traced.
+	GenericCasts bool
 	// BodyCap is how many bytes of one body are kept for parsing. A larger body keeps its first and last
 	// BodyCap/2 bytes (oslo writes the ids after the arguments) and sets Record.Truncated. Default 1 MiB.
 	BodyCap int

@@ -616,3 +616,32 @@ func TestConnectionsAndClose(t *testing.T) {
 	}
 	a.cn.Close("client EOF", nil)
 }
+
+// A plain AMQP message (no reply_to, no correlation_id) is not an RPC: by default it is counted and makes no
+// record; with GenericCasts it is a one-way "amqp" cast with its delivery.
+func TestPlainMessages(t *testing.T) {
+	for _, generic := range []bool{false, true} {
+		t.Run(fmt.Sprint("generic_casts=", generic), func(t *testing.T) {
+			h := newHarness(t, Config{GenericCasts: generic})
+			pub := h.conn("", 0, "10.0.3.1")
+			sub := h.conn("", 0, "10.0.3.2")
+			tag := sub.consume("events")
+			props := wire.Properties{ContentType: "text/plain", MessageID: "m-1"}
+			pub.publish("", "events", false, props, []byte("hello"))
+			sub.deliver(tag, 1, "", "events", props, []byte("hello"))
+			h.advance(time.Minute)
+			rs := h.records()
+			st := h.c.Stats()
+			if !generic {
+				if len(rs) != 0 || st.PlainMessages != 2 {
+					t.Fatalf("records %s, plain %d: want none and 2 counted", dump(rs), st.PlainMessages)
+				}
+				return
+			}
+			if len(rs) != 1 || rs[0].Kind != KindCast || rs[0].Protocol != "amqp" || rs[0].Deliveries != 1 ||
+				rs[0].Published == nil || rs[0].Delivered == nil {
+				t.Fatalf("got %s, want one delivered amqp cast", dump(rs))
+			}
+		})
+	}
+}

@@ -87,9 +87,10 @@ func FuzzAssembler(f *testing.F) {
 				fr.ClassID, fr.MethodID = binary.BigEndian.Uint16(data[:2]), binary.BigEndian.Uint16(data[2:4])
 			}
 			cn.HandleFrame(&fr)
+			cn.EndWrite(fr.Dir)
 			data = data[n:]
 			for len(c.q) > 0 {
-				c.admit(<-c.q)
+				c.admitBatch(<-c.q)
 			}
 			c.drain()
 			if c.npending > 8 {

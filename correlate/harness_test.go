@@ -75,7 +75,7 @@ func (h *harness) flush() {
 	for {
 		select {
 		case ev := <-h.c.q:
-			h.c.admit(ev)
+			h.c.admitBatch(ev)
 			continue
 		default:
 		}
@@ -151,11 +151,22 @@ func (h *harness) conn(program string, pid int, host string) *tconn {
 // stamped stamps every frame with the harness clock, as the proxy stamps each read: the read time is the
 // harness's now when the bytes are written to the decoder, whatever the decoder stamps by itself.
 func (h *harness) stamped(cn *Conn) frames.Handler {
-	return frames.HandlerFunc(func(f *frames.Frame) {
-		f.Time = h.now
-		cn.HandleFrame(f)
-	})
+	return stampedHandler{h: h, cn: cn}
 }
+
+// stampedHandler passes EndWrite on, so the Conn hands over its batch at the end of each write as it does behind
+// a real decoder.
+type stampedHandler struct {
+	h  *harness
+	cn *Conn
+}
+
+func (s stampedHandler) HandleFrame(f *frames.Frame) {
+	f.Time = s.h.now
+	s.cn.HandleFrame(f)
+}
+
+func (s stampedHandler) EndWrite(dir frames.Direction) { s.cn.EndWrite(dir) }
 
 func (tc *tconn) c2s(parts ...[]byte) {
 	tc.h.t.Helper()

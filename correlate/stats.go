@@ -33,6 +33,7 @@ type Stats struct {
 	DecodeFailures  uint64 // method or content-header payloads frames could not decode
 	ParseFailures   uint64 // bodies that were not JSON / not readable (after decompression)
 	UnknownMessages uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
+	PlainMessages   uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
 	Connections     int64  // gauge: live connections
 }
 
@@ -76,6 +77,7 @@ type counters struct {
 	unroutable, confirms, nacks            atomic.Uint64
 	channelResets, truncated               atomic.Uint64
 	decodeFailures, parseFailures, unknown atomic.Uint64
+	plain                                  atomic.Uint64
 	connections                            atomic.Int64
 	buffered, orphans                      atomic.Int64
 	late, reorderOverflow, orphansMerged   atomic.Uint64
@@ -92,7 +94,7 @@ func (c *Correlator) Stats() Stats {
 		Unroutable: k.unroutable.Load(), Confirms: k.confirms.Load(), Nacks: k.nacks.Load(),
 		ChannelResets: k.channelResets.Load(), TruncatedBodies: k.truncated.Load(),
 		DecodeFailures: k.decodeFailures.Load(), ParseFailures: k.parseFailures.Load(),
-		UnknownMessages: k.unknown.Load(), Connections: k.connections.Load(),
+		UnknownMessages: k.unknown.Load(), PlainMessages: k.plain.Load(), Connections: k.connections.Load(),
 		Buffered: k.buffered.Load(), LateEvents: k.late.Load(), ReorderOverflow: k.reorderOverflow.Load(),
 		Orphans: k.orphans.Load(), OrphansMerged: k.orphansMerged.Load(),
 	}
