@@ -47,6 +47,7 @@ type options struct {
 	replyGrace                              time.Duration
 	maxPending, bodyCap                     int
 	maxFrame                                int
+	genericCasts                            bool
 
 	logFormat, logLevel string
 }
@@ -78,6 +79,7 @@ func (o *options) register(fs *flag.FlagSet, listen, http string) {
 	fs.DurationVar(&o.replyGrace, "reply-grace", 5*time.Second, "after a call's deadline, how long a late reply still lands in the same record")
 	fs.IntVar(&o.maxPending, "max-pending", 100000, "cap on RPCs awaiting their reply; past it the oldest are expired (counted)")
 	fs.IntVar(&o.bodyCap, "body-cap", 1<<20, "bytes of each message body kept for decoding; larger bodies are marked truncated")
+	fs.BoolVar(&o.genericCasts, "generic-casts", false, "also record plain (non-oslo) AMQP messages without reply_to or correlation_id; off: they are only counted")
 	fs.IntVar(&o.maxFrame, "max-frame", 1<<20, "largest AMQP frame decoded before frame_max is negotiated (bytes)")
 
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -220,11 +222,12 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 		ShutdownGrace: o.shutdownGrace,
 		Frames:        frames.Options{MaxFrameSize: uint32(o.maxFrame), Logger: logger.With("component", "frames")},
 		Correlate: correlate.Config{
-			Grace:      o.replyGrace,
-			MaxPending: o.maxPending,
-			BodyCap:    o.bodyCap,
-			Payload:    payload,
-			Logger:     logger.With("component", "correlate"),
+			Grace:        o.replyGrace,
+			MaxPending:   o.maxPending,
+			BodyCap:      o.bodyCap,
+			Payload:      payload,
+			GenericCasts: o.genericCasts,
+			Logger:       logger.With("component", "correlate"),
 		},
 		Sinks:  sinks,
 		Logger: logger,
