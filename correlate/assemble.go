@@ -509,6 +509,7 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 	case len(body) > 0:
 		a.parser.parse(body, &ev.body)
 	}
+	a.parser.trim()
 	if len(body) > 0 && !ev.body.parsed && body[0] == '{' {
 		c.ctr.parseFailures.Add(1)
 	}

@@ -57,6 +57,21 @@ type bodyParser struct {
 	dec        []byte // decompressed body
 }
 
+// keepScratch is the largest scratch buffer a parser keeps between messages. Parsers live as long as their
+// connection (one per direction), and OpenStack keeps thousands of connections open for days: one large message
+// must not pin its size on a connection forever. Typical oslo messages are a few KiB, so they reuse the buffers.
+const keepScratch = 64 << 10
+
+// trim lets go of scratch buffers that grew past keepScratch for one large message.
+func (p *bodyParser) trim() {
+	if cap(p.inner) > keepScratch {
+		p.inner = nil
+	}
+	if cap(p.dec) > keepScratch {
+		p.dec = nil
+	}
+}
+
 // parse reads a whole body.
 func (p *bodyParser) parse(body []byte, out *bodyInfo) {
 	if p.envelope(body) {

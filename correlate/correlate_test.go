@@ -645,3 +645,21 @@ func TestPlainMessages(t *testing.T) {
 		})
 	}
 }
+
+// One large message must not pin its size on a long-lived connection: after it, the connection's parser keeps no
+// scratch buffer over keepScratch.
+func TestLargeMessageScratchIsReleased(t *testing.T) {
+	h := newHarness(t, Config{})
+	caller := h.conn("nova-conductor", 4242, "10.0.0.5")
+	args := map[string]any{"blob": strings.Repeat("z", 512<<10)}
+	caller.publish("nova", "scheduler", false, callProps(60000), callBody("big", "m-big", "u-big", reqID, args))
+	p := &caller.cn.asm[0].parser // client → broker
+	if cap(p.inner) > keepScratch || cap(p.dec) > keepScratch {
+		t.Fatalf("after a 512 KiB message the parser keeps %d + %d bytes of scratch, want at most %d each",
+			cap(p.inner), cap(p.dec), keepScratch)
+	}
+	h.flush()
+	if st := h.c.Stats(); st.MessagesIn == 0 {
+		t.Fatal("the large message did not reach the correlator")
+	}
+}
