@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,8 +56,9 @@ var openLine = regexp.MustCompile(`open (http://[^ ]+/) in a browser`)
 // the edges between them and for the call table to fill. It records how long that took from process start, saves
 // a screenshot, and checks that SIGTERM ends the demo with exit code 0.
 //
-// The demo talks to the broker's default vhost with OpenStack's own names (it has no vhost flag), so two demos
-// running at once on one broker would consume each other's messages; tests here run it once at a time.
+// Then, with real traffic, the filter narrows the table, a request id opens its waterfall, and after the demo is
+// restarted on the same address the page reconnects by itself and fills again. The demo runs on the broker's
+// default vhost, so tests here run it once at a time.
 func TestE2EDemoInBrowser(t *testing.T) {
 	skipShort(t)
 	broker := brokertest.Require(t)
@@ -112,8 +114,61 @@ func TestE2EDemoInBrowser(t *testing.T) {
 		}
 	}
 
+	// The filter narrows the live table to the scheduler's calls, and only those.
+	browse(t, ctx, remaining(), "filter", setFilter("method:select_destinations"),
+		pollJS(`document.querySelectorAll("#calls tbody tr:not(.hidden)").length > 0`, remaining()))
+	sctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	methods, err := chromedp.Run(sctx, chromedp.Evaluate[[]string](
+		`[...document.querySelectorAll("#calls tbody tr:not(.hidden) td:nth-child(6)")].map(td => td.textContent)`))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range methods {
+		if m != "select_destinations" {
+			t.Errorf("the filter shows a %q row", m)
+		}
+	}
+
+	// The request view: one boot's request id opens a waterfall of its RPCs (the api's cast, the scheduler call,
+	// the compute cast and the compute's calls), with queue wait and server time shaded.
+	browse(t, ctx, remaining(), "request view",
+		chromedp.Click(chromedp.CSS(`#calls tbody tr:not(.hidden) [data-req]`)),
+		pollJS(`document.querySelectorAll("#panelbody .wf-row").length >= 3`, remaining()))
+	sctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	segs, err := chromedp.Run(sctx, chromedp.Evaluate[[]string](
+		`[...new Set([...document.querySelectorAll("#panelbody .wf-seg")].map(s => s.dataset.seg))]`))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(segs, "queue") || !slices.Contains(segs, "server") {
+		t.Errorf("waterfall segments %v, want queue wait and server time among them", segs)
+	}
+	browsertest.Screenshot(t, ctx, "demo-request")
+
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(60 * time.Second); code != 0 {
 		t.Fatalf("demo exit code %d after SIGTERM, want 0", code)
 	}
+
+	// The server restarts on the same address: the page notices, reconnects by itself and fills again.
+	browse(t, ctx, 30*time.Second, "page notices the restart", setFilter(""),
+		pollJS(`document.getElementById("conn").dataset.state !== "live"`, 30*time.Second))
+	p2 := startBin(t, "demo", "--listen", "127.0.0.1:0", "--http", httpAddr, "--upstream", broker)
+	p2.listening(true)
+	browse(t, ctx, 90*time.Second, "reconnected and resumed",
+		pollJS(`document.getElementById("conn").dataset.state === "live"`, 60*time.Second),
+		pollJS(`document.querySelectorAll("#calls tbody tr").length > 0`, 60*time.Second))
+	browsertest.Screenshot(t, ctx, "demo-after-restart")
+	p2.signal(syscall.SIGTERM)
+	if code := p2.wait(60 * time.Second); code != 0 {
+		t.Fatalf("restarted demo exit code %d after SIGTERM, want 0", code)
+	}
+}
+
+// setFilter replaces the filter box's text the way typing does (an input event).
+func setFilter(text string) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(
+		`(() => { const f = document.getElementById("filter"); f.value = %q; f.dispatchEvent(new Event("input")); })()`, text))
 }
