@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/amqptrace/amqptrace/internal/wire"
 )
@@ -661,5 +662,34 @@ func TestLargeMessageScratchIsReleased(t *testing.T) {
 	h.flush()
 	if st := h.c.Stats(); st.MessagesIn == 0 {
 		t.Fatal("the large message did not reach the correlator")
+	}
+}
+
+// Long strings are cut at 256 bytes without splitting a UTF-8 sequence or an escape, and the result stays valid
+// JSON whatever the bytes are.
+func TestRedactCutsStringsCleanly(t *testing.T) {
+	for name, in := range map[string]string{
+		"utf8":          `"` + strings.Repeat("é", 400) + `"`,
+		"escapes":       `"` + strings.Repeat(`\n`, 300) + `"`,
+		"unicode":       `"` + strings.Repeat(`\u00e9`, 100) + `"`,
+		"stray-cont":    "\"\\b" + strings.Repeat("\xb9", 300) + "\"",
+		"escape-at-cut": `"` + strings.Repeat("a", 255) + `\"tail` + strings.Repeat("b", 10) + `"`,
+	} {
+		out := redactJSON([]byte(in), PayloadRedacted, 4096)
+		if !json.Valid(out) {
+			t.Errorf("%s: invalid JSON %q", name, out)
+			continue
+		}
+		var s string
+		if err := json.Unmarshal(out, &s); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if name != "stray-cont" && !utf8.ValidString(s) {
+			t.Errorf("%s: cut inside a UTF-8 sequence: %q", name, s)
+		}
+		if !strings.HasSuffix(s, "…") {
+			t.Errorf("%s: not marked as cut: %q", name, s)
+		}
 	}
 }

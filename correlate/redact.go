@@ -233,7 +233,7 @@ func (r *redactor) str(raw []byte) {
 		r.out = append(r.out, '"')
 		return
 	}
-	cut := 0
+	cut, escEnd := 0, 0
 	for cut < len(raw) {
 		step := 1
 		if raw[cut] == '\\' {
@@ -246,9 +246,15 @@ func (r *redactor) str(raw []byte) {
 			break
 		}
 		cut += step
+		if step > 1 {
+			escEnd = cut
+		}
 	}
-	for cut > 0 && cut < len(raw) && raw[cut]&0xC0 == 0x80 {
-		cut-- // never split a UTF-8 sequence
+	// Never split a UTF-8 sequence: back off over continuation bytes, but at most three (a sequence is at most
+	// four bytes; more continuation bytes in a row is invalid UTF-8 anyway) and never into an escape, which would
+	// leave a lone backslash and invalid JSON (found by FuzzBodyParser: "\b" followed by stray 0xb9 bytes).
+	for back := 0; back < 3 && cut > escEnd && cut < len(raw) && raw[cut]&0xC0 == 0x80; back++ {
+		cut--
 	}
 	r.out = append(r.out, raw[:max(cut, 0)]...)
 	r.out = append(r.out, `…"`...)
