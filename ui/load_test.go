@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/amqptrace/amqptrace/correlate"
+	"github.com/amqptrace/amqptrace/internal/browsertest"
+	"github.com/chromedp/chromedp"
 )
 
 // TestLoad feeds 5,000 records/s (a mix shaped like a busy cloud: 200 compute hosts, report_state, boots,
@@ -179,4 +181,71 @@ func BenchmarkRecord(b *testing.B) {
 	b.StopTimer()
 	close(stop)
 	<-done
+}
+
+// TestLoadPageKeepsUpdating opens the page in headless Chromium while the server is fed 5,000 records/s, and
+// checks once a second that the page applied a newer update (its sequence number moved) and that its call table
+// stays bounded. AMQPTRACE_UI_LOAD sets the duration, as for TestLoad.
+func TestLoadPageKeepsUpdating(t *testing.T) {
+	dur := 3 * time.Second
+	if v := os.Getenv("AMQPTRACE_UI_LOAD"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("AMQPTRACE_UI_LOAD: %v", err)
+		}
+		dur = d
+	}
+	ctx := browsertest.Start(t)
+	s := New(Config{})
+	ts := runServer(t, s)
+	step(t, ctx, "open", chromedp.Navigate(ts.URL+"/"), waitJS(`document.getElementById("conn").dataset.state === "live"`))
+
+	const perSec = 5000
+	recs := loadMix(2000)
+	seqAt := func() (int, int) {
+		v := eval[[]int](t, ctx, `[Number(document.body.dataset.seq || 0), document.querySelectorAll("#calls tbody tr").length]`)
+		return v[0], v[1]
+	}
+	lastSeq, _ := seqAt()
+	start := time.Now()
+	nextCheck := start.Add(time.Second)
+	fed, checks, advanced, maxRows := 0, 0, 0, 0
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for now := range tick.C {
+		el := now.Sub(start)
+		if el >= dur {
+			break
+		}
+		for target := int(el.Seconds() * perSec); fed < target; fed++ {
+			r := recs[fed%len(recs)]
+			r.ID = uint64(fed + 1)
+			s.Record(r)
+		}
+		if now.After(nextCheck) {
+			seq, rows := seqAt()
+			if seq > lastSeq {
+				advanced++
+			}
+			lastSeq, maxRows = seq, max(maxRows, rows)
+			checks++
+			nextCheck = nextCheck.Add(time.Second)
+		}
+	}
+	firstSeq := lastSeq
+	// Liveness, not speed: once the feed stops the page must still catch up to the server's last update.
+	step(t, ctx, "page catches up", waitJS(fmt.Sprintf(`Number(document.body.dataset.seq) >= %d`, s.Stats().Seq)))
+	st := s.Stats()
+	t.Logf("fed %d records in %v; page checked %d times, moved on in %d of them; page at update %d when the feed "+
+		"stopped, server at %d; at most %d table rows; dropped %d, clients kicked %d", fed,
+		time.Since(start).Round(time.Millisecond), checks, advanced, firstSeq, st.Seq, maxRows, st.RecordsDropped, st.ClientsKicked)
+	if checks > 0 && advanced == 0 {
+		t.Errorf("the page applied no update in %d checks under load", checks)
+	}
+	if maxRows > 500 {
+		t.Errorf("the table grew to %d rows, cap 500", maxRows)
+	}
+	if st.ClientsKicked != 0 {
+		t.Errorf("the browser was cut off as a slow client %d times", st.ClientsKicked)
+	}
 }

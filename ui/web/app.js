@@ -369,8 +369,9 @@
     }
     const body = tbody();
     const frag = document.createDocumentFragment();
-    // list is oldest first; the table shows newest on top.
-    for (let i = list.length - 1; i >= 0; i--) {
+    // list is oldest first; the table shows newest on top. Rows past MAX_ROWS would be removed again at once:
+    // do not build them.
+    for (let i = list.length - 1; i >= Math.max(0, list.length - MAX_ROWS); i--) {
       const r = list[i];
       if (state.rows.has(r.id)) continue; // snapshots and deltas can overlap by a tick: keyed by id
       const tr = makeRow(r);
