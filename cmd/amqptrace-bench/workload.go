@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // target is one path the workloads run over.
@@ -120,4 +123,16 @@ func checkProxy(t *target) error {
 		return fmt.Errorf("%w: %s (%v); its output:\n%s", errProxyDied, t.proc.kind, werr, t.proc.output.String())
 	}
 	return nil
+}
+
+// stopWorkload ends a measured workload: it stops the workload's goroutines, closes its connections, waits for the
+// goroutines and returns what workloadErr makes of the errors they reported. conns is cleared so that the
+// workload's deferred cleanup does not close the connections a second time.
+func stopWorkload(t *target, cancel context.CancelFunc, conns *[]*amqp.Connection, wg *sync.WaitGroup, errc chan error) error {
+	cancel()
+	closeAll(*conns)
+	*conns = nil
+	wg.Wait()
+	close(errc)
+	return workloadErr(t, drain(errc))
 }

@@ -100,12 +100,7 @@ func runRPC(ctx context.Context, e *env, t *target) (metrics, error) {
 		m["p50_ms"] = percentile(samples, 0.50)
 		m["p99_ms"] = percentile(samples, 0.99)
 	}
-	cancel()
-	closeAll(conns)
-	conns = nil
-	wg.Wait()
-	close(errc)
-	if err := workloadErr(t, drain(errc)); err != nil {
+	if err := stopWorkload(t, cancel, &conns, &wg, errc); err != nil {
 		return nil, err
 	}
 	if calls == 0 {

@@ -80,12 +80,7 @@ func runThroughput(ctx context.Context, e *env, t *target) (metrics, error) {
 	if us, ok := cpu.perUnit(n); ok {
 		m["cpu_us_per_msg"] = us
 	}
-	cancel()
-	closeAll(conns)
-	conns = nil
-	wg.Wait()
-	close(errc)
-	if err := workloadErr(t, drain(errc)); err != nil {
+	if err := stopWorkload(t, cancel, &conns, &wg, errc); err != nil {
 		return nil, err
 	}
 	if n == 0 {
