@@ -18,15 +18,7 @@ import (
 // memory stays bounded by the ring and the aggregates. AMQPTRACE_UI_LOAD sets the duration (default 3s; the lead
 // runs "60s" for the one-minute figure).
 func TestLoad(t *testing.T) {
-	dur := 3 * time.Second
-	if v := os.Getenv("AMQPTRACE_UI_LOAD"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("AMQPTRACE_UI_LOAD: %v", err)
-		}
-		dur = d
-	}
-	const perSec = 5000
+	dur := loadDuration(t)
 	s := New(Config{})
 	ts := runServer(t, s)
 	c := dialWS(t, wsURL(ts, "/api/ws"), nil)
@@ -42,7 +34,6 @@ func TestLoad(t *testing.T) {
 		}
 	}()
 
-	recs := loadMix(2000)
 	var ms runtime.MemStats
 	heapAfterGC := func() uint64 {
 		runtime.GC()
@@ -52,30 +43,11 @@ func TestLoad(t *testing.T) {
 	base := heapAfterGC()
 	var maxHeap uint64
 	var samples []string
-	start := time.Now()
-	nextSample := start.Add(time.Second)
-	fed := 0
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for now := range tick.C {
-		el := now.Sub(start)
-		if el >= dur {
-			break
-		}
-		// Catch up to the target count: the rate holds even when a tick is late.
-		for target := int(el.Seconds() * perSec); fed < target; fed++ {
-			r := recs[fed%len(recs)]
-			r.ID = uint64(fed + 1)
-			s.Record(r)
-		}
-		if now.After(nextSample) {
-			h := heapAfterGC()
-			maxHeap = max(maxHeap, h)
-			samples = append(samples, fmt.Sprintf("%.0fs:%.1fMiB", el.Seconds(), float64(h)/(1<<20)))
-			nextSample = nextSample.Add(time.Second)
-		}
-	}
-	elapsed := time.Since(start)
+	fed, elapsed := feedLoad(s, dur, func(el time.Duration) {
+		h := heapAfterGC()
+		maxHeap = max(maxHeap, h)
+		samples = append(samples, fmt.Sprintf("%.0fs:%.1fMiB", el.Seconds(), float64(h)/(1<<20)))
+	})
 	final := heapAfterGC()
 	maxHeap = max(maxHeap, final)
 	st := s.Stats()
@@ -187,29 +159,65 @@ func BenchmarkRecord(b *testing.B) {
 // checks once a second that the page applied a newer update (its sequence number moved) and that its call table
 // stays bounded. AMQPTRACE_UI_LOAD sets the duration, as for TestLoad.
 func TestLoadPageKeepsUpdating(t *testing.T) {
-	dur := 3 * time.Second
-	if v := os.Getenv("AMQPTRACE_UI_LOAD"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("AMQPTRACE_UI_LOAD: %v", err)
-		}
-		dur = d
-	}
+	dur := loadDuration(t)
 	ctx := browsertest.Start(t)
 	s := New(Config{})
 	ts := runServer(t, s)
 	step(t, ctx, "open", chromedp.Navigate(ts.URL+"/"), waitJS(`document.getElementById("conn").dataset.state === "live"`))
 
-	const perSec = 5000
-	recs := loadMix(2000)
 	seqAt := func() (int, int) {
 		v := eval[[]int](t, ctx, `[Number(document.body.dataset.seq || 0), document.querySelectorAll("#calls tbody tr").length]`)
 		return v[0], v[1]
 	}
 	lastSeq, _ := seqAt()
+	checks, advanced, maxRows := 0, 0, 0
+	fed, elapsed := feedLoad(s, dur, func(time.Duration) {
+		seq, rows := seqAt()
+		if seq > lastSeq {
+			advanced++
+		}
+		lastSeq, maxRows = seq, max(maxRows, rows)
+		checks++
+	})
+	firstSeq := lastSeq
+	// Liveness, not speed: once the feed stops the page must still catch up to the server's last update.
+	step(t, ctx, "page catches up", waitJS(fmt.Sprintf(`Number(document.body.dataset.seq) >= %d`, s.Stats().Seq)))
+	st := s.Stats()
+	t.Logf("fed %d records in %v; page checked %d times, moved on in %d of them; page at update %d when the feed "+
+		"stopped, server at %d; at most %d table rows; dropped %d, clients kicked %d", fed,
+		elapsed.Round(time.Millisecond), checks, advanced, firstSeq, st.Seq, maxRows, st.RecordsDropped, st.ClientsKicked)
+	if checks > 0 && advanced == 0 {
+		t.Errorf("the page applied no update in %d checks under load", checks)
+	}
+	if maxRows > 500 {
+		t.Errorf("the table grew to %d rows, cap 500", maxRows)
+	}
+	if st.ClientsKicked != 0 {
+		t.Errorf("the browser was cut off as a slow client %d times", st.ClientsKicked)
+	}
+}
+
+// loadDuration is how long the load tests feed: AMQPTRACE_UI_LOAD (e.g. "60s" for the one-minute figure), else 3s.
+func loadDuration(t *testing.T) time.Duration {
+	v := os.Getenv("AMQPTRACE_UI_LOAD")
+	if v == "" {
+		return 3 * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("AMQPTRACE_UI_LOAD: %v", err)
+	}
+	return d
+}
+
+// feedLoad feeds s 5,000 records/s of loadMix for dur, catching up when a tick is late so the rate holds, and calls
+// everySecond (with the time elapsed) once a second. It returns how many records it fed and for how long.
+func feedLoad(s *Server, dur time.Duration, everySecond func(elapsed time.Duration)) (int, time.Duration) {
+	const perSec = 5000
+	recs := loadMix(2000)
 	start := time.Now()
-	nextCheck := start.Add(time.Second)
-	fed, checks, advanced, maxRows := 0, 0, 0, 0
+	next := start.Add(time.Second)
+	fed := 0
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for now := range tick.C {
@@ -222,30 +230,10 @@ func TestLoadPageKeepsUpdating(t *testing.T) {
 			r.ID = uint64(fed + 1)
 			s.Record(r)
 		}
-		if now.After(nextCheck) {
-			seq, rows := seqAt()
-			if seq > lastSeq {
-				advanced++
-			}
-			lastSeq, maxRows = seq, max(maxRows, rows)
-			checks++
-			nextCheck = nextCheck.Add(time.Second)
+		if now.After(next) {
+			everySecond(el)
+			next = next.Add(time.Second)
 		}
 	}
-	firstSeq := lastSeq
-	// Liveness, not speed: once the feed stops the page must still catch up to the server's last update.
-	step(t, ctx, "page catches up", waitJS(fmt.Sprintf(`Number(document.body.dataset.seq) >= %d`, s.Stats().Seq)))
-	st := s.Stats()
-	t.Logf("fed %d records in %v; page checked %d times, moved on in %d of them; page at update %d when the feed "+
-		"stopped, server at %d; at most %d table rows; dropped %d, clients kicked %d", fed,
-		time.Since(start).Round(time.Millisecond), checks, advanced, firstSeq, st.Seq, maxRows, st.RecordsDropped, st.ClientsKicked)
-	if checks > 0 && advanced == 0 {
-		t.Errorf("the page applied no update in %d checks under load", checks)
-	}
-	if maxRows > 500 {
-		t.Errorf("the table grew to %d rows, cap 500", maxRows)
-	}
-	if st.ClientsKicked != 0 {
-		t.Errorf("the browser was cut off as a slow client %d times", st.ClientsKicked)
-	}
+	return fed, time.Since(start)
 }
