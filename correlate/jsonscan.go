@@ -113,36 +113,43 @@ func unescapeString(dst, raw []byte, lenient bool) ([]byte, bool) {
 		if i+1 >= len(raw) {
 			return dst, lenient
 		}
-		switch raw[i+1] {
-		case '"', '\\', '/':
-			dst = append(dst, raw[i+1])
-		case 'b':
-			dst = append(dst, '\b')
-		case 'f':
-			dst = append(dst, '\f')
-		case 'n':
-			dst = append(dst, '\n')
-		case 'r':
-			dst = append(dst, '\r')
-		case 't':
-			dst = append(dst, '\t')
-		case 'u':
-			r, n, ok := readU(raw[i:])
-			if !ok {
-				if lenient && len(raw)-i < 12 {
-					return dst, true
-				}
-				return dst, false
-			}
-			dst = utf8.AppendRune(dst, r)
-			i += n
-			continue
-		default:
-			return dst, false
+		out, n, ok := appendEscape(dst, raw[i:])
+		if !ok {
+			// A \u escape cut off by truncation is dropped when lenient; anything else malformed fails.
+			return dst, lenient && raw[i+1] == 'u' && len(raw)-i < 12
 		}
-		i += 2
+		dst, i = out, i+n
 	}
 	return dst, true
+}
+
+// appendEscape decodes the escape sequence at the start of b (a backslash and at least one more byte) onto dst and
+// returns how many bytes of b it took; ok is false for an unknown escape or a malformed \u.
+func appendEscape(dst, b []byte) ([]byte, int, bool) {
+	var c byte
+	switch b[1] {
+	case '"', '\\', '/':
+		c = b[1]
+	case 'b':
+		c = '\b'
+	case 'f':
+		c = '\f'
+	case 'n':
+		c = '\n'
+	case 'r':
+		c = '\r'
+	case 't':
+		c = '\t'
+	case 'u':
+		r, n, ok := readU(b)
+		if !ok {
+			return dst, 0, false
+		}
+		return utf8.AppendRune(dst, r), n, true
+	default:
+		return dst, 0, false
+	}
+	return append(dst, c), 2, true
 }
 
 // readU decodes "\uXXXX" (and a following low surrogate) at the start of b.
@@ -208,31 +215,11 @@ func decodeString(dst, b []byte, i int) ([]byte, int, bool) {
 		if j+1 >= len(b) {
 			return dst, len(b), false
 		}
-		switch c := b[j+1]; c {
-		case '"', '\\', '/':
-			dst = append(dst, c)
-		case 'b':
-			dst = append(dst, '\b')
-		case 'f':
-			dst = append(dst, '\f')
-		case 'n':
-			dst = append(dst, '\n')
-		case 'r':
-			dst = append(dst, '\r')
-		case 't':
-			dst = append(dst, '\t')
-		case 'u':
-			r, n, ok := readU(b[j:])
-			if !ok {
-				return dst, j, false
-			}
-			dst = utf8.AppendRune(dst, r)
-			j += n
-			continue
-		default:
+		out, n, ok := appendEscape(dst, b[j:])
+		if !ok {
 			return dst, j, false
 		}
-		j += 2
+		dst, j = out, j+n
 	}
 	return dst, len(b), false
 }
