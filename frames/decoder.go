@@ -52,6 +52,8 @@ func (o *Options) logger() *slog.Logger {
 type Conn struct {
 	h    Handler
 	opts Options
+	// ender is h as a WriteEnder, resolved once here rather than on every write; nil when h is not one.
+	ender WriteEnder
 
 	client, server Decoder
 
@@ -86,6 +88,7 @@ type ConnStats struct {
 // two goroutines that write the two Decoders, possibly at the same time.
 func NewConn(h Handler, opts Options) *Conn {
 	c := &Conn{h: h, opts: opts}
+	c.ender, _ = h.(WriteEnder)
 	c.client = Decoder{conn: c, dir: ClientToServer}
 	c.server = Decoder{conn: c, dir: ServerToClient, protoN: len(protocolHeader)}
 	c.client.frame.Dir = ClientToServer
@@ -217,8 +220,8 @@ func (d *Decoder) publish() {
 // endWrite tells a WriteEnder handler that this write is done, also after a failure in it (the frames handed over
 // before the failure are good), recovering a panic like decode does.
 func (d *Decoder) endWrite() {
-	we, ok := d.conn.h.(WriteEnder)
-	if !ok {
+	we := d.conn.ender
+	if we == nil {
 		return
 	}
 	defer func() {
