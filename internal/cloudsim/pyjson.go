@@ -59,44 +59,28 @@ func appendPy(b []byte, v any) []byte {
 		}
 		return append(b, '}')
 	case []any:
-		b = append(b, '[')
-		for i, e := range x {
-			if i > 0 {
-				b = append(b, ", "...)
-			}
-			b = appendPy(b, e)
-		}
-		return append(b, ']')
+		return appendPyList(b, x, appendPy)
 	case []string:
-		b = append(b, '[')
-		for i, e := range x {
-			if i > 0 {
-				b = append(b, ", "...)
-			}
-			b = appendPyString(b, e)
-		}
-		return append(b, ']')
+		return appendPyList(b, x, appendPyString)
 	case []object:
-		b = append(b, '[')
-		for i, e := range x {
-			if i > 0 {
-				b = append(b, ", "...)
-			}
-			b = appendPy(b, e)
-		}
-		return append(b, ']')
+		return appendPyList(b, x, func(b []byte, o object) []byte { return appendPy(b, o) })
 	case [][]object:
-		b = append(b, '[')
-		for i, e := range x {
-			if i > 0 {
-				b = append(b, ", "...)
-			}
-			b = appendPy(b, e)
-		}
-		return append(b, ']')
+		return appendPyList(b, x, func(b []byte, l []object) []byte { return appendPy(b, l) })
 	default:
 		panic("cloudsim: pyDumps: unsupported type")
 	}
+}
+
+// appendPyList writes a JSON array with Python's ", " separator, each element by appendElem.
+func appendPyList[T any](b []byte, xs []T, appendElem func([]byte, T) []byte) []byte {
+	b = append(b, '[')
+	for i, e := range xs {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = appendElem(b, e)
+	}
+	return append(b, ']')
 }
 
 const hexDigits = "0123456789abcdef"
