@@ -36,6 +36,8 @@ jaeger-run:
 test: deps
 	$(GO) vet ./...
 	JAEGER_BIN=$$(scripts/jaeger.sh) $(GO) test $(TESTFLAGS) ./...
+	# The proxy tests once more on the goroutine pumps (the path TLS connections and non-Linux systems take).
+	PROXY_TEST_PUMPS=goroutines $(GO) test $(TESTFLAGS) ./proxy
 
 # test-short skips the slow end-to-end suites; for a quick edit-test loop.
 test-short:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"time"
 )
 
@@ -49,6 +50,10 @@ type Config struct {
 	// closed at once). When it runs out, the remaining connections are closed with ReasonShutdown. 0 closes them
 	// immediately.
 	ShutdownGrace time.Duration
+	// EventLoops is the number of epoll event loops that forward plain-TCP connections on Linux (TLS connections
+	// always use a goroutine per direction). 0 means the default, one loop per GOMAXPROCS; negative disables the
+	// loops, so every connection gets goroutine pumps.
+	EventLoops int
 	// Tap, when set, is called once per connection after the upstream was dialled and returns the writers that
 	// observe the connection's bytes. nil means no observation.
 	Tap TapFunc
@@ -76,6 +81,17 @@ func (c *Config) handshakeTimeout() time.Duration {
 		return c.HandshakeTimeout
 	}
 	return defaultHandshakeTimeout
+}
+
+// eventLoops returns the number of event loops to start; 0 means none.
+func (c *Config) eventLoops() int {
+	switch {
+	case c.EventLoops < 0:
+		return 0
+	case c.EventLoops > 0:
+		return c.EventLoops
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // keepAlive returns the keep-alive period, or a negative value when keep-alive is disabled.
@@ -116,8 +132,8 @@ type ConnInfo struct {
 //
 // The writers must obey the io.Writer contract: they must not keep p after returning (the proxy reuses the
 // buffer), should not block (a blocking tap stalls that direction, like a slow peer would), and return
-// len(p), nil. ClientToServer and ServerToClient are called from two different goroutines, concurrently with each
-// other; each is called from one goroutine at a time. If a writer panics or returns an error, the tap is turned
+// len(p), nil. ClientToServer and ServerToClient may be called concurrently with each other (goroutine pumps) or
+// from the same goroutine (an event loop); each is called from one goroutine at a time. If a writer panics or returns an error, the tap is turned
 // off for the whole connection (ConnEnd.TapDisabled, Stats.TapFailures) and forwarding goes on.
 type Tap struct {
 	ClientToServer io.Writer     // receives client→broker bytes after they were written upstream; nil = none
@@ -128,8 +144,8 @@ type Tap struct {
 // StampedWriter is an optional interface of a tap writer. When a tap writer has it, the pump calls WriteStamped
 // instead of Write, with the time the bytes were read from the source, taken before they were forwarded. Stamping
 // at read time keeps causality across connections: a broker delivery is read after the publish it carries was
-// read, and a reply after the delivery it answers, although each connection's tap runs in its own goroutine and
-// may lag behind its writes. The contract is Write's: never block, never keep p.
+// read, and a reply after the delivery it answers, although the taps of different connections run on different
+// goroutines and may lag behind their writes. The contract is Write's: never block, never keep p.
 type StampedWriter interface {
 	WriteStamped(p []byte, readAt time.Time) (int, error)
 }

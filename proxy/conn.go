@@ -49,6 +49,8 @@ type conn struct {
 
 	tap    Tap
 	tapOff atomic.Bool
+	// loop is set (under mu) when an event loop forwards this connection instead of the pumps.
+	loop *loopConn
 
 	// lastActive is the monotonic time of the last byte moved, as a duration since info.Start, so the idle check
 	// needs no lock and no timer reset per read.
@@ -63,9 +65,9 @@ type conn struct {
 	idleTimer *time.Timer
 	halfTimer *time.Timer
 
-	// Written by one pump each and read by handleConn after both returned (the errc receive orders it).
+	// Written by one pump each (or the loop) and read by handleConn after both returned (the errc receive, or
+	// the loop's done, orders it).
 	bytes [2]int64
-	small [2][smallBufSize]byte
 }
 
 func newConn(s *server, c net.Conn) *conn {
@@ -112,11 +114,15 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 		c.mu.Unlock()
 	}
 
-	errc := make(chan error, 2)
-	go pumpServerToClient(c, errc)
-	pumpClientToServer(c, errc)
-	<-errc
-	<-errc
+	if lc := c.handOffToLoop(); lc != nil {
+		<-lc.done
+	} else {
+		errc := make(chan error, 2)
+		go pumpServerToClient(c, errc)
+		pumpClientToServer(c, errc)
+		<-errc
+		<-errc
+	}
 
 	c.mu.Lock()
 	c.finished = true
@@ -145,6 +151,15 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 	}, c.tap.Done != nil
 }
 
+// handOffToLoop gives the connection to one of the server's event loops, spread by connection id, or returns nil
+// when it stays with the pumps.
+func (c *conn) handOffToLoop() *loopConn {
+	if len(c.s.loops) == 0 {
+		return nil
+	}
+	return c.handOff(c.s.loops[c.info.ID%uint64(len(c.s.loops))])
+}
+
 // pumpClientToServer forwards client→broker bytes. It is a named function so goroutine dumps say which
 // direction is stuck.
 func pumpClientToServer(c *conn, errc chan<- error) { errc <- c.pump(clientToServer) }
@@ -167,7 +182,8 @@ func (c *conn) pump(d direction) error {
 		total = &c.p.bytesS2C
 	}
 	sw, stamped := w.(StampedWriter)
-	small := c.small[d][:]
+	// Allocated here rather than kept in conn, so a connection forwarded by an event loop does not pay for it.
+	small := make([]byte, smallBufSize)
 	var big *[bigBufSize]byte
 	defer func() {
 		if big != nil {
@@ -286,6 +302,11 @@ func (c *conn) halfClose(d direction) {
 	if c.ended.Load() > 0 {
 		return // the other direction is already done: handleConn closes both now
 	}
+	c.armHalfCloseTimer()
+}
+
+// armHalfCloseTimer bounds how long the other direction may run once one side ended cleanly.
+func (c *conn) armHalfCloseTimer() {
 	if hc := c.p.cfg.halfCloseTimeout(); hc > 0 {
 		c.mu.Lock()
 		if !c.finished && c.halfTimer == nil {
@@ -343,12 +364,19 @@ func (c *conn) checkIdle() {
 
 // closeBoth closes both sockets without TLS close_notify: it is the forced path, and close_notify could block on
 // a peer that stopped reading (tls.Conn.Close writes it under a 5s deadline).
+//
+// For a connection on an event loop the sockets belong to the loop: it is asked to close them, because closing a
+// descriptor under a goroutine that may still read it could hit a connection that reuses the number.
 func (c *conn) closeBoth() {
-	_ = c.raw.Close()
 	c.mu.Lock()
 	c.closing = true
-	up := c.up
+	up, lc := c.up, c.loop
 	c.mu.Unlock()
+	if lc != nil {
+		lc.l.post(lc.abort)
+		return
+	}
+	_ = c.raw.Close()
 	if up != nil {
 		closeRaw(up)
 	}

@@ -17,10 +17,14 @@
 //
 // # What it guarantees
 //
-//   - Forward first, observe second. Each direction is one named pump (pumpClientToServer, pumpServerToClient)
-//     that reads, writes all it read, and only then calls the tap with those bytes. Nothing sits between the
-//     read and the write (no bufio, no pipe, no channel), so TCP backpressure reaches the sender and small frames
-//     such as heartbeats leave at once (Go keeps TCP_NODELAY on).
+//   - Forward first, observe second. Whatever moves the bytes reads, writes all it read, and only then calls the
+//     tap with those bytes. Nothing sits between the read and the write (no bufio, no pipe, no channel), so TCP
+//     backpressure reaches the sender and small frames such as heartbeats leave at once (Go keeps TCP_NODELAY on).
+//   - Two ways to move them. On Linux, plain-TCP connections are served by a few epoll event loops
+//     (Config.EventLoops, one per GOMAXPROCS by default), as haproxy does: one goroutine per loop, level-triggered,
+//     no goroutine per connection, no read that only returns EAGAIN. A destination that cannot take everything
+//     stops its source from being read until it drains. TLS connections, and every connection elsewhere, get one
+//     named pump per direction (pumpClientToServer, pumpServerToClient). Both paths pass the same tests.
 //   - Observation never stops forwarding. A tap writer that panics or returns an error is turned off for that
 //     connection (ConnEnd.TapDisabled, Stats.TapFailures); the bytes keep flowing.
 //   - Half-close is honoured. A clean EOF from one side becomes CloseWrite on the other (TLS: close_notify, then
@@ -30,8 +34,10 @@
 //   - No connection can outlive its peers: an I/O error on one side closes both, TCP keep-alive finds vanished
 //     peers, Config.IdleTimeout ends silent connections, and Config.HalfCloseTimeout ends a connection whose
 //     remaining side never finishes (an upstream that accepts and never answers).
-//   - Idle connections are cheap: a pump blocked in Read holds a 1 KiB buffer of its own; 32 KiB arrays come from
-//     a sync.Pool only during bursts and go back as soon as a read comes back short.
+//   - Idle connections are cheap. On a loop an idle connection holds no buffer and no goroutine of its own beyond
+//     the one waiting for its end (the loop reads into its own 32 KiB buffer and borrows a pooled array only for
+//     bytes its destination could not take yet). A pump blocked in Read holds a 1 KiB buffer of its own; 32 KiB
+//     arrays come from a sync.Pool only during bursts and go back as soon as a read comes back short.
 //   - Serve joins every goroutine it started before it returns.
 //
 // # What it does not do
@@ -43,7 +49,9 @@
 // # Who owns which bytes
 //
 // The pump owns its buffers. A tap writer gets a slice that is valid only during the Write call and must copy
-// what it keeps. The two tap writers of a connection are called from two goroutines concurrently; Done is called
+// what it keeps. The two tap writers of a connection may be called from two goroutines concurrently (pumps) or
+// from one (a loop), never each from two at once; a tap writer runs on the forwarding path, so a slow one delays
+// the connection (and, on a loop, the loop's other connections) by as much as it takes. Done is called
 // exactly once, after both sockets are closed and after the last tap write.
 // The proxy logs addresses, reasons and byte counts only; it never logs payload bytes, and a panicking tap's
 // value is not logged (it could quote a password), only its type or runtime error.

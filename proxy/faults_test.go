@@ -400,3 +400,59 @@ func TestListenerClosedUnderneath(t *testing.T) {
 		t.Fatal("Serve did not return")
 	}
 }
+
+// TestClientFinishesWhileUpstreamIsFull: the upstream ends its side at once and then reads nothing for a while;
+// the client sends more than the upstream takes, half-closes, and only then does the upstream read. By then the
+// proxy has the client's FIN queued behind data it cannot forward yet, with the client's other direction already
+// shut: the client socket is in hang-up while its bytes wait. All of them must still arrive, in order.
+func TestClientFinishesWhileUpstreamIsFull(t *testing.T) {
+	req := payload(11, 6<<20)
+	sent := make(chan struct{})
+	got := make(chan []byte, 1)
+	up := startUpstream(t, func(c net.Conn) {
+		tc := c.(*net.TCPConn)
+		_ = tc.SetReadBuffer(16 << 10) // small, so the proxy's writes back up at once
+		_ = tc.CloseWrite()
+		select {
+		case <-sent:
+		case <-t.Context().Done():
+			return
+		}
+		b, _ := readAllGuarded(c)
+		got <- b
+	})
+	rec := newRecorder()
+	_, addr, _ := runProxy(t, proxy.Config{Upstreams: []string{up.addr()}, Tap: rec.tap})
+	c := dial(t, addr)
+	// The upstream's FIN reaches the client first: from then on the proxy's client socket is shut for writing.
+	if b, err := readAllGuarded(c); err != nil || len(b) != 0 {
+		t.Fatalf("client read %d bytes, err %v; want the upstream's EOF", len(b), err)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(req)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		werr <- err
+		close(sent)
+	}()
+	select {
+	case err := <-werr:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("the client's write did not complete: socket buffers too small for this test")
+	}
+	select {
+	case b := <-got:
+		requireEqual(t, "upstream received", b, req)
+	case <-time.After(hangGuard):
+		t.Fatal("upstream read nothing")
+	}
+	end := rec.waitEnd(t)
+	if end.Reason != proxy.ReasonUpstreamClosed || end.Err != nil {
+		t.Fatalf("Reason = %q, Err = %v; want upstream_closed", end.Reason, end.Err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -23,9 +24,16 @@ func TestMain(m *testing.M) {
 // never an assertion about speed.
 const hangGuard = 20 * time.Second
 
+// pumpsEnv, set to "goroutines", runs every test on the goroutine pumps instead of the event loops (Linux), so both
+// forwarding paths pass the same tests; `make test` runs the package both ways.
+const pumpsEnv = "PROXY_TEST_PUMPS"
+
 // runProxy serves cfg on a loopback listener until the test ends and checks that Serve returned nil and joined.
 func runProxy(t testing.TB, cfg proxy.Config) (*proxy.Proxy, string, context.CancelFunc) {
 	t.Helper()
+	if os.Getenv(pumpsEnv) == "goroutines" && cfg.EventLoops == 0 {
+		cfg.EventLoops = -1
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -98,6 +98,9 @@ type server struct {
 	hardCancel context.CancelFunc
 	wg         sync.WaitGroup
 
+	// loops forward plain TCP connections (Linux); empty means every connection gets goroutine pumps.
+	loops []*loop
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	stopping bool // set when the grace period ended: connections registered after this are closed at once
@@ -117,9 +120,21 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	stopClose := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stopClose()
 
+	// A dial hook means in-memory pipes (tests in a synctest bubble, where a goroutine blocked in epoll_wait
+	// would keep the fake clock from moving): no socket to hand to a loop, so no loop.
+	if n := p.cfg.eventLoops(); n > 0 && p.dialHook == nil {
+		loops, err := startLoops(p, n)
+		if err != nil {
+			p.log.Warn("event loops unavailable; forwarding with goroutine pumps", "err", err)
+		}
+		s.loops = loops
+	}
+
 	err := s.acceptLoop(ctx, ln)
 	_ = ln.Close()
 	s.drain()
+	// drain returned once every connection's goroutine did, and those wait for their loop to finish them.
+	stopLoops(s.loops)
 	return err
 }
 

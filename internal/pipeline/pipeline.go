@@ -28,7 +28,7 @@ const DefaultSinkQueue = 4096
 type Config struct {
 	// Listen is the address Run listens on. Default DefaultListen. Serve ignores it.
 	Listen string
-	// Upstreams, UpstreamTLS, ClientTLS, DialTimeout, KeepAlive, IdleTimeout, MaxConns and ShutdownGrace are
+	// Upstreams, UpstreamTLS, ClientTLS, DialTimeout, KeepAlive, IdleTimeout, MaxConns, EventLoops and ShutdownGrace are
 	// handed to proxy.Config unchanged; see there.
 	Upstreams     []string
 	UpstreamTLS   *tls.Config
@@ -37,6 +37,7 @@ type Config struct {
 	KeepAlive     time.Duration
 	IdleTimeout   time.Duration
 	MaxConns      int
+	EventLoops    int
 	ShutdownGrace time.Duration
 	// Frames bounds each connection's decoders. A nil Frames.Logger takes Logger.
 	Frames frames.Options
@@ -142,6 +143,7 @@ func New(cfg Config) (*Pipeline, error) {
 		KeepAlive:     cfg.KeepAlive,
 		IdleTimeout:   cfg.IdleTimeout,
 		MaxConns:      cfg.MaxConns,
+		EventLoops:    cfg.EventLoops,
 		ShutdownGrace: cfg.ShutdownGrace,
 		Tap:           p.tap,
 		Logger:        log.With("component", "proxy"),
