@@ -83,6 +83,9 @@ type event struct {
 	// next links the events of one batch: an assembler hands over everything one write completed in a single
 	// queue send (see Conn.EndWrite), without allocating a slice for it.
 	next *event
+	// kept says something holds the event after it was processed (an orphan, a possible generic reply), so it
+	// is not recycled.
+	kept bool
 
 	exchange, routingKey string
 	queue, tag, exType   string
@@ -336,7 +339,8 @@ func (a *assembler) method(f *frames.Frame) {
 		return
 	}
 	at := c.stamp(f)
-	ev := &event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at}
+	ev := c.events.Get().(*event)
+	*ev = event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at}
 	switch m := m.(type) {
 	case *frames.ConnectionStartOK:
 		a.conn.startOK(m)

@@ -55,6 +55,16 @@ type bodyParser struct {
 	bodyCap    int
 	inner      []byte // the decoded oslo.message string
 	dec        []byte // decompressed body
+	// strs holds the decoded string values taken from the current object and spans says which field each one
+	// goes to: keep makes them one string, one allocation per body instead of one per id.
+	strs  []byte
+	spans []strSpan
+}
+
+// strSpan is a field's string in bodyParser.strs.
+type strSpan struct {
+	dst        *string
+	start, end int
 }
 
 // keepScratch is the largest scratch buffer a parser keeps between messages. Parsers live as long as their
@@ -85,6 +95,7 @@ func (p *bodyParser) parse(body []byte, out *bodyInfo) {
 		for is.next(&m) {
 			p.field(out, p.inner, &m)
 		}
+		p.keep()
 		if cap(p.inner) > 4*p.bodyCap {
 			p.inner = nil // do not pin a huge scratch buffer
 		}
@@ -100,6 +111,7 @@ func (p *bodyParser) parse(body []byte, out *bodyInfo) {
 	for s.next(&m) {
 		p.field(out, body, &m)
 	}
+	p.keep()
 	out.classify()
 }
 
@@ -122,7 +134,7 @@ func (p *bodyParser) envelope(body []byte) bool {
 			}
 			i = skipWS(body, i+1)
 		}
-		key, e, _, ok := scanString(body, i)
+		key, e, ok := scanString(body, i)
 		if !ok {
 			return false
 		}
@@ -159,6 +171,7 @@ func (p *bodyParser) parseTruncated(head, tail []byte, out *bodyInfo) {
 			}
 			p.field(out, inner, &m)
 		}
+		p.keep()
 	}
 	out.envelope = envelope
 	if len(tail) > 0 {
@@ -184,7 +197,7 @@ func (p *bodyParser) headInner(head []byte) ([]byte, bool) {
 		return head, false
 	}
 	raw := head[i+1:]
-	if r, _, _, ok := scanString(head, i); ok {
+	if r, _, ok := scanString(head, i); ok {
 		raw = r
 	}
 	inner, _ := unescapeString(p.inner[:0], raw, true)
@@ -220,7 +233,7 @@ func (p *bodyParser) tailFields(tail []byte, envelope bool, out *bodyInfo) {
 				continue
 			}
 			raw := tail[at:]
-			if r, _, _, ok := scanString(append([]byte{'"'}, raw...), 0); ok {
+			if r, _, ok := scanString(append([]byte{'"'}, raw...), 0); ok {
 				raw = r // stop at the end of the oslo.message string
 			} else {
 				continue
@@ -239,6 +252,7 @@ func (p *bodyParser) tailFields(tail []byte, envelope bool, out *bodyInfo) {
 		for s.next(&m) {
 			p.field(&tmp, buf, &m)
 		}
+		p.keep()
 		if !s.done {
 			continue
 		}
@@ -282,40 +296,33 @@ func (b *bodyInfo) mergeTail(t *bodyInfo) {
 	b.parsed = true
 }
 
-// field takes one top-level member of the inner message.
+// field takes one top-level member of the inner message. String fields are set by keep, after the last member.
 func (p *bodyParser) field(out *bodyInfo, b []byte, m *member) {
-	str := func(n int) (string, bool) {
-		s, ok := stringValue(b, m.start, m.end)
-		if len(s) > n {
-			s = s[:n]
-		}
-		return s, ok
-	}
 	switch string(m.key) {
 	case "method":
-		out.method, _ = str(maxIDLen)
+		p.str(&out.method, b, m)
 	case "namespace":
-		out.namespace, out.hasNamespace = str(maxIDLen)
+		out.hasNamespace = p.str(&out.namespace, b, m)
 	case "version":
-		out.version, out.hasVersion = str(maxIDLen)
+		out.hasVersion = p.str(&out.version, b, m)
 	case "_msg_id":
-		out.msgID, _ = str(maxIDLen)
+		p.str(&out.msgID, b, m)
 	case "_reply_q":
-		out.replyQ, _ = str(maxIDLen)
+		p.str(&out.replyQ, b, m)
 	case "_unique_id":
-		out.uniqueID, _ = str(maxIDLen)
+		p.str(&out.uniqueID, b, m)
 	case "_context_request_id":
-		out.requestID, _ = str(maxIDLen)
+		p.str(&out.requestID, b, m)
 	case "_context_global_request_id":
-		out.globalRequestID, _ = str(maxIDLen)
+		p.str(&out.globalRequestID, b, m)
 	case "event_type":
-		out.eventType, _ = str(maxIDLen)
+		p.str(&out.eventType, b, m)
 	case "publisher_id":
-		out.publisherID, _ = str(maxIDLen)
+		p.str(&out.publisherID, b, m)
 	case "priority":
-		out.priority, _ = str(maxIDLen)
+		p.str(&out.priority, b, m)
 	case "message_id":
-		out.messageID, _ = str(maxIDLen)
+		p.str(&out.messageID, b, m)
 	case "ending":
 		out.hasEnding = true
 		out.ending = string(b[m.start:m.end]) == "true"
@@ -332,6 +339,39 @@ func (p *bodyParser) field(out *bodyInfo, b []byte, m *member) {
 	case "args", "payload":
 		out.args = redactJSON(b[m.start:m.end], p.policy, p.maxPayload)
 	}
+}
+
+// str queues the string value of m, decoded and cut to maxIDLen bytes, for dst (keep sets it); ok is false when
+// the value is not a string (dst becomes "") or holds a bad escape (dst gets what decoded before it).
+func (p *bodyParser) str(dst *string, b []byte, m *member) (ok bool) {
+	start := len(p.strs)
+	if raw, isStr := stringRaw(b, m.start, m.end); isStr {
+		p.strs, ok = unescapeString(p.strs, raw, false)
+	}
+	end := min(len(p.strs), start+maxIDLen)
+	p.strs = p.strs[:end]
+	p.spans = append(p.spans, strSpan{dst: dst, start: start, end: end})
+	return ok
+}
+
+// maxSharedStrs bounds the strings of one body that share an allocation. Only repeated keys go past it (every
+// field is at most maxIDLen bytes): those get one string each, so the few kept do not pin the rest.
+const maxSharedStrs = 4 << 10
+
+// keep sets the fields queued by str, in order (a repeated key's last value wins), from one string.
+func (p *bodyParser) keep() {
+	if len(p.strs) <= maxSharedStrs {
+		all := string(p.strs)
+		for _, sp := range p.spans {
+			*sp.dst = all[sp.start:sp.end]
+		}
+	} else {
+		for _, sp := range p.spans {
+			*sp.dst = string(p.strs[sp.start:sp.end])
+		}
+	}
+	clear(p.spans) // drop the pointers into the event
+	p.strs, p.spans = p.strs[:0], p.spans[:0]
 }
 
 // classify decides the kind from the keys present (oslo-wire-format.md sections 0 and 4).

@@ -39,6 +39,8 @@ type Correlator struct {
 	log   *slog.Logger
 	sink  Sink
 	q     chan *event // batches: each element heads a list linked by event.next
+	// events recycles processed events for the assemblers (see recycle).
+	events sync.Pool
 	// queued counts the events (not batches) in q, so that QueueSize bounds events.
 	queued atomic.Int64
 	ctr    counters
@@ -72,6 +74,7 @@ type Correlator struct {
 	nbindings      int
 	queueConsumers map[string]int
 	handling       map[handKey]handEntry
+	handlingNext   time.Time         // no entry of handling ends before this (see setHandling)
 	recent         map[string]string // msg key → final reply's _unique_id, for stragglers of finished calls
 	recentRing     []string
 	recentPos      int
@@ -101,6 +104,7 @@ func New(cfg Config) *Correlator {
 		orphans:        make(map[string][]*orphan),
 		maybeReply:     make(map[string]*pending),
 	}
+	c.events.New = func() any { return new(event) }
 	if c.sink == nil {
 		c.sink = SinkFunc(func(*Record) {})
 	}
@@ -131,6 +135,13 @@ type pending struct {
 	hb          []string // heartbeat _unique_ids seen
 	expected    int      // deliveries expected from known bindings and consumers
 	gen         *genericReply
+	// vals backs the record's pointer fields, and deadline its Deadline: the record is part of the pending, so
+	// pointing into it keeps nothing alive that the record did not, and setting a field allocates nothing. Caller
+	// and Callee point into the connection's identity snapshot, which is never changed once stored.
+	vals struct {
+		published, confirmed, delivered, replied, replyDelivered time.Time
+		namespace, version, server                               string
+	}
 }
 
 type handKey struct{ proc, requestID string }
@@ -750,12 +761,12 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 	r.Method, r.MsgID, r.UniqueID = b.method, b.msgID, b.uniqueID
 	r.RequestID, r.GlobalRequestID, r.MessageID = b.requestID, b.globalRequestID, b.messageID
 	if b.hasNamespace {
-		ns := b.namespace
-		r.Namespace = &ns
+		p.vals.namespace = b.namespace
+		r.Namespace = &p.vals.namespace
 	}
 	if b.hasVersion {
-		v := b.version
-		r.Version = &v
+		p.vals.version = b.version
+		r.Version = &p.vals.version
 	}
 	r.Args = b.args
 	r.RequestBytes = int(min(ev.bodySize, 1<<40))
@@ -777,7 +788,8 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 		topic, server := c.splitRPC(ev.routingKey)
 		r.Topic = topic
 		if server != "" {
-			r.Server = &server
+			p.vals.server = server
+			r.Server = &p.vals.server
 		}
 	}
 	p.expected = c.expectedDeliveries(ev.exchange, ev.routingKey)
@@ -787,7 +799,9 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 			p.msgKey = b.msgID
 			c.byMsg[b.msgID] = p
 		}
-		c.setDeadline(p, ev.at, ev.expiration)
+		if ev.kind != evPublish { // a publish sets it in published, from the same time
+			c.setDeadline(p, ev.at, ev.expiration)
+		}
 	} else {
 		c.schedule(p, ev.at.Add(c.cfg.settle()))
 	}
@@ -802,10 +816,9 @@ func (c *Correlator) setDeadline(p *pending, t time.Time, expiration string) {
 		p.rec.TimeoutMS = ms
 	}
 	p.deadline = t.Add(d)
-	dl := p.deadline
-	p.rec.Deadline = &dl
+	p.rec.Deadline = &p.deadline
 	if !p.held { // a held call ends at the end of its hold, whatever its deadline
-		c.schedule(p, dl.Add(c.cfg.grace()))
+		c.schedule(p, p.deadline.Add(c.cfg.grace()))
 	}
 }
 
@@ -817,10 +830,10 @@ func (c *Correlator) published(p *pending, ev *event) {
 	p.published = true
 	r := &p.rec
 	at := ev.at
-	r.Published = &at
+	p.vals.published = at
+	r.Published = &p.vals.published
 	id := ev.ident
-	ep := id.ep
-	r.Caller = &ep
+	r.Caller = &id.ep
 	if r.Kind == KindCall {
 		c.setDeadline(p, at, ev.expiration) // measured from the publish, not from an earlier-seen delivery
 	}
@@ -860,15 +873,14 @@ func (c *Correlator) delivered(p *pending, ev *event, queue string) {
 	r := &p.rec
 	r.Deliveries++
 	id := ev.ident
-	ep := id.ep
 	if r.Delivered == nil {
-		at := ev.at
-		r.Delivered = &at
-		r.Callee = &ep
+		p.vals.delivered = ev.at
+		r.Delivered = &p.vals.delivered
+		r.Callee = &id.ep
 		r.Queue = queue
 	}
 	if len(r.Callees) < maxCallees {
-		r.Callees = append(r.Callees, ep)
+		r.Callees = append(r.Callees, id.ep)
 	}
 	if r.RequestID != "" {
 		c.setHandling(handKey{id.proc, r.RequestID}, p, ev.at)
@@ -881,11 +893,20 @@ func (c *Correlator) delivered(p *pending, ev *event, queue string) {
 
 func (c *Correlator) setHandling(k handKey, p *pending, at time.Time) {
 	if len(c.handling) >= c.cfg.maxPending() {
+		// A full table is swept for ended entries, but only once one can have ended: a table full of live ones
+		// (casts and notifications stay a DefaultTimeout) would otherwise be scanned whole at every delivery.
+		if at.Before(c.handlingNext) {
+			return
+		}
+		var next time.Time
 		for hk, h := range c.handling {
 			if !at.Before(h.until) {
 				delete(c.handling, hk)
+			} else if next.IsZero() || h.until.Before(next) {
+				next = h.until
 			}
 		}
+		c.handlingNext = next
 		if len(c.handling) >= c.cfg.maxPending() {
 			return
 		}
@@ -898,6 +919,9 @@ func (c *Correlator) setHandling(k handKey, p *pending, at time.Time) {
 		}
 	}
 	c.handling[k] = handEntry{id: id, until: until}
+	if len(c.handling) == 1 || until.Before(c.handlingNext) {
+		c.handlingNext = until
+	}
 }
 
 // onReply takes a reply publish (delivery=false) or reply delivery of call p.
@@ -934,20 +958,19 @@ func (c *Correlator) onReply(p *pending, ev *event, delivery, confirmChannel boo
 	p.replyUnique = b.uniqueID
 	if delivery {
 		if r.ReplyDelivered == nil {
-			t := at
-			r.ReplyDelivered = &t
+			p.vals.replyDelivered = at
+			r.ReplyDelivered = &p.vals.replyDelivered
 		}
 		c.finish(p)
 		return
 	}
-	t := at
-	r.Replied = &t
+	p.vals.replied = at
+	r.Replied = &p.vals.replied
 	r.Replies++
 	p.finalSeen = true
 	id := ev.ident
 	if r.Callee == nil {
-		ep := id.ep
-		r.Callee = &ep
+		r.Callee = &id.ep
 	}
 	if k := (handKey{id.proc, r.RequestID}); r.RequestID != "" && c.handling[k].id == r.MsgID {
 		delete(c.handling, k)
@@ -1024,8 +1047,8 @@ func (c *Correlator) onConfirm(ev *event) {
 			return
 		}
 		if p.rec.Confirmed == nil {
-			t := ev.at
-			p.rec.Confirmed = &t
+			p.vals.confirmed = ev.at
+			p.rec.Confirmed = &p.vals.confirmed
 		}
 		if nack {
 			p.rec.Nacked = true
@@ -1097,6 +1120,7 @@ func (c *Correlator) genericDeliver(ev *event, queue string) {
 		if m := c.maybeReply[key]; m != nil {
 			c.delivered(m, ev, queue)
 			if m.gen.deliv == nil {
+				ev.kept = true
 				m.gen.deliv, m.gen.queue = ev, queue
 			}
 			return
@@ -1157,7 +1181,9 @@ func (c *Correlator) genericRequest(ev *event) *pending {
 		r.MsgID = id
 		p.msgKey, p.replyQ = key, ev.replyTo
 		c.byMsg[key] = p
-		c.setDeadline(p, ev.at, ev.expiration)
+		if ev.kind != evPublish { // a publish sets it in published, from the same time
+			c.setDeadline(p, ev.at, ev.expiration)
+		}
 	} else {
 		r.Kind = KindCast
 		if key != "" {

@@ -21,11 +21,10 @@ func skipWS(b []byte, i int) int {
 }
 
 // scanString reads the JSON string that starts at b[i] (which must be '"'). It returns the raw content between the
-// quotes, the index after the closing quote, whether the content holds escapes, and ok=false when the string is not
-// closed within b.
-func scanString(b []byte, i int) (raw []byte, end int, escaped, ok bool) {
+// quotes, the index after the closing quote, and ok=false when the string is not closed within b.
+func scanString(b []byte, i int) (raw []byte, end int, ok bool) {
 	if i >= len(b) || b[i] != '"' {
-		return nil, i, false, false
+		return nil, i, false
 	}
 	start := i + 1
 	// Jump from quote to quote (IndexByte is vectorised); a quote preceded by an odd run of backslashes is escaped.
@@ -40,12 +39,11 @@ func scanString(b []byte, i int) (raw []byte, end int, escaped, ok bool) {
 			bs++
 		}
 		if bs%2 == 0 {
-			raw = b[start:q]
-			return raw, q + 1, bytes.IndexByte(raw, '\\') >= 0, true
+			return b[start:q], q + 1, true
 		}
 		j = q + 1
 	}
-	return nil, len(b), false, false
+	return nil, len(b), false
 }
 
 // skipValue returns the index just after the JSON value that starts at b[i] (after whitespace), or ok=false when
@@ -57,7 +55,7 @@ func skipValue(b []byte, i int) (end int, ok bool) {
 	}
 	switch b[i] {
 	case '"':
-		_, end, _, ok = scanString(b, i)
+		_, end, ok = scanString(b, i)
 		return end, ok
 	case '{', '[':
 		depth := 0
@@ -71,7 +69,7 @@ func skipValue(b []byte, i int) (end int, ok bool) {
 					return j + 1, true
 				}
 			case '"':
-				_, e, _, sok := scanString(b, j)
+				_, e, sok := scanString(b, j)
 				if !sok {
 					return len(b), false
 				}
@@ -102,9 +100,9 @@ func unescapeString(dst, raw []byte, lenient bool) ([]byte, bool) {
 		c := raw[i]
 		if c != '\\' {
 			// Copy the run up to the next escape at once.
-			j := i + 1
-			for j < len(raw) && raw[j] != '\\' {
-				j++
+			j := len(raw)
+			if k := bytes.IndexByte(raw[i+1:], '\\'); k >= 0 {
+				j = i + 1 + k
 			}
 			dst = append(dst, raw[i:j]...)
 			i = j
@@ -191,29 +189,31 @@ func hex4(b []byte) (rune, bool) {
 
 // decodeString decodes the JSON string starting at b[i] ('"') into dst in one pass, and returns the index after its
 // closing quote. It is scanString + unescapeString without walking the string twice, for oslo's big
-// "oslo.message" value, whose escaped quotes would stop a quote search hundreds of times.
+// "oslo.message" value. That string is JSON text, so its escapes are nearly all \" and come every few bytes: it
+// jumps from backslash to backslash (a quote before the next backslash ends the string) and decodes \" in line.
 func decodeString(dst, b []byte, i int) ([]byte, int, bool) {
 	if i >= len(b) || b[i] != '"' {
 		return dst, i, false
 	}
 	j := i + 1
-	q := -1 // next quote at or after j, cached: it moves only when j passes it
 	for j < len(b) {
-		if q < j {
-			k := bytes.IndexByte(b[j:], '"')
-			if k < 0 {
-				return dst, len(b), false
-			}
-			q = j + k
-		}
-		k := bytes.IndexByte(b[j:q], '\\')
+		k := bytes.IndexByte(b[j:], '\\')
 		if k < 0 {
-			return append(dst, b[j:q]...), q + 1, true
+			k = len(b) - j
 		}
-		dst = append(dst, b[j:j+k]...)
+		run := b[j : j+k]
+		if q := bytes.IndexByte(run, '"'); q >= 0 {
+			return append(dst, run[:q]...), j + q + 1, true
+		}
+		dst = append(dst, run...)
 		j += k
 		if j+1 >= len(b) {
 			return dst, len(b), false
+		}
+		if b[j+1] == '"' {
+			dst = append(dst, '"')
+			j += 2
+			continue
 		}
 		out, n, ok := appendEscape(dst, b[j:])
 		if !ok {
@@ -269,7 +269,7 @@ func (s *objectScanner) next(m *member) bool {
 		}
 		i = skipWS(b, i+1)
 	}
-	key, e, _, ok := scanString(b, i)
+	key, e, ok := scanString(b, i)
 	if !ok {
 		return false
 	}
@@ -291,13 +291,24 @@ func (s *objectScanner) next(m *member) bool {
 	return true
 }
 
-// stringValue returns the decoded string at b[start:end], or ok=false when the value is not a string.
+// stringRaw returns the raw content of the member value at b[start:end], or ok=false when the value is not a
+// string. The span is one objectScanner.next read whole, so a string value is its quotes and the raw content
+// between them: nothing is scanned again.
+func stringRaw(b []byte, start, end int) ([]byte, bool) {
+	if end-start < 2 || b[start] != '"' {
+		return nil, false
+	}
+	return b[start+1 : end-1], true
+}
+
+// stringValue returns the decoded string of the member value at b[start:end], or ok=false when the value is not a
+// string.
 func stringValue(b []byte, start, end int) (string, bool) {
-	raw, _, esc, ok := scanString(b[:end], start)
+	raw, ok := stringRaw(b, start, end)
 	if !ok {
 		return "", false
 	}
-	if !esc {
+	if bytes.IndexByte(raw, '\\') < 0 {
 		return string(raw), true
 	}
 	out, ok := unescapeString(make([]byte, 0, len(raw)), raw, false)

@@ -104,7 +104,7 @@ func (r *redactor) value(b []byte, i, depth int) (int, bool) {
 	case '[':
 		return r.array(b, i, depth)
 	case '"':
-		raw, end, _, ok := scanString(b, i)
+		raw, end, ok := scanString(b, i)
 		if !ok || !validStringContent(raw) {
 			return end, false
 		}
@@ -141,7 +141,7 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 			}
 			i = skipWS(b, i+1)
 		}
-		key, e, _, ok := scanString(b, i)
+		key, e, ok := scanString(b, i)
 		if !ok || !validStringContent(key) {
 			return e, false
 		}

@@ -99,6 +99,7 @@ func (c *Correlator) admit(ev *event) {
 	if ev.order.Before(c.lastKey) {
 		c.ctr.late.Add(1)
 		c.process(ev)
+		c.recycle(ev)
 		return
 	}
 	if len(c.buf) >= c.cfg.reorderCap() {
@@ -121,6 +122,19 @@ func (c *Correlator) processNext() {
 		c.lastKey = ev.order
 	}
 	c.process(ev)
+	c.recycle(ev)
+}
+
+// recycle returns a processed event to the assemblers' pool unless something kept it. Every message makes an event
+// that lives through the window and dies at its processing: recycling them spares the allocator and the GC most
+// of the correlator's garbage. Records never point into an event (they copy what they take), so only orphans and
+// possible generic replies, which mark the event kept, hold one afterwards.
+func (c *Correlator) recycle(ev *event) {
+	if ev.kept {
+		return
+	}
+	*ev = event{} // a free event pins no connection, strings or payload
+	c.events.Put(ev)
 }
 
 // release processes every event whose window has passed at now, then expires what is due, but not past the
@@ -197,6 +211,7 @@ func (c *Correlator) addOrphan(key string, ev *event, queue string, delivery, co
 	}
 	// An orphan is processed a window after it was read; its call, read earlier still, may be up to another
 	// window later than that.
+	ev.kept = true
 	o := &orphan{ev: ev, key: key, queue: queue, delivery: delivery, confirm: confirm,
 		expireAt: c.now().Add(c.reorder)}
 	c.orphans[key] = append(c.orphans[key], o)
@@ -296,6 +311,7 @@ func (c *Correlator) mayBeReply(p *pending, key string, ev *event, confirm bool)
 	if p.gen != nil || c.maybeReply[key] != nil || len(c.maybeReply) >= maxOrphans {
 		return
 	}
+	ev.kept = true
 	p.gen = &genericReply{key: key, pub: ev, confirm: confirm}
 	c.maybeReply[key] = p
 	os := c.orphans[key]

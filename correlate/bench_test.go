@@ -1,0 +1,201 @@
+package correlate
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/amqptrace/amqptrace/frames"
+	"github.com/amqptrace/amqptrace/internal/wire"
+)
+
+// Placeholders in the RPC template, overwritten with a fresh id on every call so that no two calls in the reorder
+// window share an id. They are hex-sized, and hex needs no escaping in the inner JSON string.
+const (
+	phMsgID   = "MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM"
+	phUnique  = "UUUUUUUUUUUUUUUUUUUUUUUUUUUUUUUU"
+	phReplyU  = "VVVVVVVVVVVVVVVVVVVVVVVVVVVVVVVV"
+	phRequest = "RRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRR"
+)
+
+// rpcTemplate is one oslo RPC on the wire as amqptrace-bench's rpc workload sends it (cmd/amqptrace-bench/oslo.go:
+// a ~1 KiB double-encoded call with the full set of _context_* keys, confirms on both publishing channels), as
+// the six writes the proxy's pumps tap: the caller's publish, the broker's confirm of it, the delivery to the
+// server, the server's reply publish, its confirm, and the reply's delivery to the caller.
+type rpcTemplate struct {
+	call, callAck, deliver, reply, replyAck, replyDeliver []byte
+	// ids are the places of the placeholders in each write, patched per call.
+	ids []idSpot
+}
+
+type idSpot struct {
+	buf *[]byte
+	at  int
+	ph  string
+}
+
+func newRPCTemplate(b testing.TB) *rpcTemplate {
+	inner := pyJSON(
+		kv{"method", "bench_echo"},
+		kv{"args", map[string]any{"host": "bench-host", "payload": strings.Repeat("a", 256)}},
+		kv{"version", "1.0"}, kv{"_msg_id", phMsgID}, kv{"_reply_q", replyQ}, kv{"_timeout", nil},
+		kv{"_unique_id", phUnique},
+		kv{"_context_user", "0123456789abcdef0123456789abcdef"},
+		kv{"_context_project_id", "fedcba9876543210fedcba9876543210"},
+		kv{"_context_is_admin", false}, kv{"_context_read_only", false},
+		kv{"_context_auth_token", "bench-fake-token-not-a-secret"},
+		kv{"_context_request_id", "req-" + phRequest},
+		kv{"_context_global_request_id", nil},
+		kv{"_context_roles", []string{"member", "reader"}},
+		kv{"_context_user_name", "bench"}, kv{"_context_project_name", "bench"},
+	)
+	call := envelope(inner)
+	reply := envelope(pyJSON(kv{"result", map[string]any{"method": "bench_echo", "ok": true}}, kv{"failure", nil},
+		kv{"ending", true}, kv{"_msg_id", phMsgID}, kv{"_unique_id", phReplyU}))
+	props := callProps(60000)
+	t := &rpcTemplate{
+		call: wire.Concat(wire.Publish(1, "bench", "bench_topic", false), wire.Header(1, uint64(len(call)), props),
+			wire.Body(1, call, frameMax)),
+		callAck: wire.Ack(1, 1, false),
+		deliver: wire.Concat(wire.Deliver(1, "1", 1, false, "bench", "bench_topic"),
+			wire.Header(1, uint64(len(call)), props), wire.Body(1, call, frameMax)),
+		reply: wire.Concat(wire.Publish(1, "", replyQ, true), wire.Header(1, uint64(len(reply)), osloProps),
+			wire.Body(1, reply, frameMax)),
+		replyAck: wire.Ack(1, 1, false),
+		replyDeliver: wire.Concat(wire.Deliver(1, "1", 1, false, "", replyQ), wire.Header(1, uint64(len(reply)), osloProps),
+			wire.Body(1, reply, frameMax)),
+	}
+	for _, buf := range []*[]byte{&t.call, &t.deliver, &t.reply, &t.replyDeliver} {
+		for _, ph := range []string{phMsgID, phUnique, phReplyU, phRequest} {
+			for off := 0; ; {
+				k := bytes.Index((*buf)[off:], []byte(ph))
+				if k < 0 {
+					break
+				}
+				t.ids = append(t.ids, idSpot{buf: buf, at: off + k, ph: ph})
+				off += k + len(ph)
+			}
+		}
+	}
+	if len(t.ids) != 10 {
+		b.Fatalf("found %d id placeholders, want 10", len(t.ids))
+	}
+	return t
+}
+
+// setIDs writes call n's ids into the template, and its publish sequence number into both confirms.
+func (t *rpcTemplate) setIDs(n uint64) {
+	var id [8]byte
+	var hx [16]byte
+	for _, s := range t.ids {
+		binary.BigEndian.PutUint64(id[:], n)
+		hex.Encode(hx[:], id[:])
+		dst := (*s.buf)[s.at : s.at+len(s.ph)]
+		copy(dst, s.ph[:len(s.ph)-len(hx)]) // the placeholder letter keeps the kinds of id apart
+		copy(dst[len(s.ph)-len(hx):], hx[:])
+	}
+	// Basic.Ack: frame header (7 bytes), class and method (4), then the delivery tag.
+	binary.BigEndian.PutUint64(t.callAck[11:], n)
+	binary.BigEndian.PutUint64(t.replyAck[11:], n)
+}
+
+// BenchmarkRPC is the proxy's RPC workload through the public path: frames decoders (stamping reads as Write
+// does) into Conn.HandleFrame and EndWrite on this goroutine, the correlator's Run on its own, and a sink that
+// counts records. One op is one call (six writes: four messages and two confirms); the timer runs until Run has
+// emitted every record, so ns/op and allocs/op cover both goroutines. cpu-ns/op is the process's CPU time per
+// call (both goroutines and GC), the steadier number on a shared machine.
+//
+// The loop runs about ten times the call rate of amqptrace-bench's rpc workload, so the reorder window is a
+// tenth of the default: it then holds about as many events as the default window does in the proxy (~10,000),
+// instead of filling to ReorderCap and processing every event early.
+func BenchmarkRPC(b *testing.B) {
+	t := newRPCTemplate(b)
+	var records atomic.Int64
+	c := New(Config{Reorder: DefaultReorder / 10, Logger: slog.New(slog.DiscardHandler),
+		Sink: SinkFunc(func(*Record) { records.Add(1) })})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+
+	var ids uint64
+	// Each process has two connections (oslo's listener and sender), as in amqptrace-bench.
+	open := func(program string, pid int) *frames.Conn {
+		ids++
+		cn := c.NewConn(ConnInfo{ID: ids, Client: fmt.Sprintf("10.0.0.%d:%d", pid, 5000+ids)})
+		dec := frames.NewConn(cn, frames.Options{})
+		dec.ClientDecoder().Write(wire.Concat(wire.ProtocolHeader(),
+			wire.StartOKPlain(wire.Table{"connection_name": fmt.Sprintf("%s:%d:x", program, pid)}, "guest", "pw"),
+			wire.TuneOK(2047, frameMax, 60), wire.Open("/"), wire.ChannelOpen(1)))
+		return dec
+	}
+	caller, callerReply := open("nova-conductor", 1), open("nova-conductor", 1)
+	server, serverSend := open("nova-scheduler", 2), open("nova-scheduler", 2)
+	caller.ClientDecoder().Write(wire.ConfirmSelect(1))
+	serverSend.ClientDecoder().Write(wire.ConfirmSelect(1))
+	server.ClientDecoder().Write(wire.Concat(wire.ExchangeDeclare(1, "bench", "topic", false, nil),
+		wire.QueueDeclare(1, "bench_topic", false, false, false, nil),
+		wire.QueueBind(1, "bench_topic", "bench", "bench_topic", nil),
+		wire.Consume(1, "bench_topic", "1", false, false, nil)))
+	server.ServerDecoder().Write(wire.ConsumeOK(1, "1"))
+	callerReply.ClientDecoder().Write(wire.Concat(wire.QueueDeclare(1, replyQ, false, false, false, nil),
+		wire.Consume(1, replyQ, "1", false, false, nil)))
+	callerReply.ServerDecoder().Write(wire.ConsumeOK(1, "1"))
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for i := range b.N {
+		t.setIDs(uint64(i + 1))
+		caller.ClientDecoder().Write(t.call)
+		caller.ServerDecoder().Write(t.callAck)
+		server.ServerDecoder().Write(t.deliver)
+		serverSend.ClientDecoder().Write(t.reply)
+		serverSend.ServerDecoder().Write(t.replyAck)
+		callerReply.ServerDecoder().Write(t.replyDeliver)
+		// Run drains the queue on a tick: keep well inside QueueSize so nothing is dropped.
+		for c.queued.Load() > DefaultQueueSize/2 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	cpu := cpuTime() - cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	st := c.Stats()
+	if got := records.Load(); got != int64(b.N) || st.QueueDrops != 0 || st.UnmatchedReplies != 0 || st.ReorderOverflow != 0 ||
+		st.RecordsOf(KindCall, StatusOK) != uint64(b.N) {
+		b.Fatalf("%d records for %d calls; stats %+v", got, b.N, st)
+	}
+}
+
+// BenchmarkBodyParse parses the call and the reply body of BenchmarkRPC (one op is both), the part of the pumps'
+// work that this package owns, without the noise of a second goroutine.
+func BenchmarkBodyParse(b *testing.B) {
+	t := newRPCTemplate(b)
+	t.setIDs(1)
+	body := func(msg []byte) []byte { // the body frame's payload: from the envelope to its closing brace
+		b := msg[bytes.Index(msg, []byte(`{"oslo.version"`)):]
+		return b[:bytes.LastIndexByte(b, '}')+1]
+	}
+	call, reply := body(t.call), body(t.reply)
+	p := bodyParser{maxPayload: DefaultMaxPayloadBytes, bodyCap: DefaultBodyCap}
+	var out bodyInfo
+	b.ReportAllocs()
+	for b.Loop() {
+		p.parse(call, &out)
+		p.parse(reply, &out)
+	}
+	if out.kind != mkReply || out.msgID == "" {
+		b.Fatalf("parsed %+v", out)
+	}
+}
