@@ -57,7 +57,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			Agents:   *agents,
 			MaxBoots: *boots,
 			Seed:     time.Now().UnixNano(),
-			Logger:   logger.With("component", "cloudsim"),
+			Logger:   logger, // cloudsim adds component=cloudsim itself
 		})
 		done := make(chan error, 1)
 		go func() { done <- cloud.Run(ctx) }()

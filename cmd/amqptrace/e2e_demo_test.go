@@ -58,7 +58,7 @@ func TestE2EDemoAccuracy(t *testing.T) {
 		// in a short run.
 		cloud = cloudsim.New(cloudsim.Config{URL: v.url(proxyAddr), Rate: 4, MaxBoots: boots, Agents: agents,
 			Prefix: v.prefix, Seed: 20260101, ErrorRate: 0.15, SlowRate: 0.3, TimeoutRate: 0.15,
-			Logger: logger.With("component", "cloudsim")})
+			Logger: logger})
 		return cloud.Run(ctx)
 	})
 	if err != nil {
