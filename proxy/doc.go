@@ -24,7 +24,8 @@
 //     (Config.EventLoops, one per GOMAXPROCS by default), as haproxy does: one goroutine per loop, level-triggered,
 //     no goroutine per connection, no read that only returns EAGAIN. A destination that cannot take everything
 //     stops its source from being read until it drains. TLS connections, and every connection elsewhere, get one
-//     named pump per direction (pumpClientToServer, pumpServerToClient). Both paths pass the same tests.
+//     named pump per direction (pumpClientToServer, pumpServerToClient). make test runs the loopback tests on both
+//     paths; the fake-clock idle tests (in-memory pipes) run on the pumps only.
 //   - Observation never stops forwarding. A tap writer that panics or returns an error is turned off for that
 //     connection (ConnEnd.TapDisabled, Stats.TapFailures); the bytes keep flowing.
 //   - Half-close is honoured. A clean EOF from one side becomes CloseWrite on the other (TLS: close_notify, then

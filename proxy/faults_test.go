@@ -233,6 +233,41 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestIdleTimeoutEndsStuckWrite: an upstream that accepts and never reads fills every buffer on the way; the
+// proxy's write can make no progress, no byte moves, and IdleTimeout must end the connection (on the loops the
+// bytes wait in a pending buffer, on the pumps in a blocked Write).
+func TestIdleTimeoutEndsStuckWrite(t *testing.T) {
+	up := startUpstream(t, func(net.Conn) { <-t.Context().Done() })
+	rec := newRecorder()
+	_, addr, _ := runProxy(t, proxy.Config{
+		Upstreams:   []string{up.addr()},
+		IdleTimeout: 200 * time.Millisecond,
+		Tap:         rec.tap,
+	})
+	big := make([]byte, 64<<20) // far more than the sockets on the way can buffer
+	c := dial(t, addr)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(big)
+		werr <- err
+	}()
+	end := rec.waitEnd(t)
+	if end.Reason != proxy.ReasonIdleTimeout || !errors.Is(end.Err, proxy.ErrIdleTimeout) {
+		t.Fatalf("Reason = %q, Err = %v; want idle_timeout", end.Reason, end.Err)
+	}
+	if end.ClientToServerBytes == 0 {
+		t.Fatal("no byte was forwarded before the upstream stopped reading")
+	}
+	select {
+	case err := <-werr:
+		if err == nil {
+			t.Fatal("the client's 64 MiB write completed, though the upstream never read")
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("the client's write is still blocked after the proxy closed the connection")
+	}
+}
+
 func TestMaxConns(t *testing.T) {
 	up := startUpstream(t, echo)
 	p, addr, _ := runProxy(t, proxy.Config{Upstreams: []string{up.addr()}, MaxConns: 1})
