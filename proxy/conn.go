@@ -174,14 +174,10 @@ func pumpServerToClient(c *conn, errc chan<- error) { errc <- c.pump(serverToCli
 func (c *conn) pump(d direction) error {
 	defer c.ended.Add(1)
 	src, dst := c.client, c.up
-	w := c.tap.ClientToServer
-	total := &c.p.bytesC2S
 	if d == serverToClient {
 		src, dst = c.up, c.client
-		w = c.tap.ServerToClient
-		total = &c.p.bytesS2C
 	}
-	sw, stamped := w.(StampedWriter)
+	t := c.tapTarget(d)
 	// Allocated here rather than kept in conn, so a connection forwarded by an event loop does not pay for it.
 	small := make([]byte, smallBufSize)
 	var big *[bigBufSize]byte
@@ -202,11 +198,7 @@ func (c *conn) pump(d direction) error {
 			wn, werr := dst.Write(buf[:n])
 			if wn > 0 {
 				c.touch()
-				c.bytes[d] += int64(wn)
-				total.Add(int64(wn))
-				if w != nil && !c.tapOff.Load() {
-					c.tapWrite(w, sw, stamped, buf[:wn], readAt)
-				}
+				c.forwarded(d, &t, buf[:wn], readAt)
 			}
 			if werr == nil && wn < n {
 				werr = io.ErrShortWrite
@@ -382,9 +374,43 @@ func (c *conn) closeBoth() {
 	}
 }
 
+// tapTarget is one direction's tap writer, with its StampedWriter resolved once per connection rather than per
+// write.
+type tapTarget struct {
+	w       io.Writer
+	sw      StampedWriter
+	stamped bool
+}
+
+func (c *conn) tapTarget(d direction) tapTarget {
+	w := c.tap.ClientToServer
+	if d == serverToClient {
+		w = c.tap.ServerToClient
+	}
+	if w == nil {
+		return tapTarget{}
+	}
+	sw, ok := w.(StampedWriter)
+	return tapTarget{w: w, sw: sw, stamped: ok}
+}
+
+// forwarded is what both forwarding paths do with bytes just written in direction d: count them, then hand them to
+// the tap (unless it is off).
+func (c *conn) forwarded(d direction, t *tapTarget, b []byte, readAt time.Time) {
+	c.bytes[d] += int64(len(b))
+	if d == clientToServer {
+		c.p.bytesC2S.Add(int64(len(b)))
+	} else {
+		c.p.bytesS2C.Add(int64(len(b)))
+	}
+	if t.w != nil && !c.tapOff.Load() {
+		c.tapWrite(t, b, readAt)
+	}
+}
+
 // tapWrite hands written bytes to the tap. A panic or an error turns the tap off for the whole connection: the
 // decoder behind it has lost sync and would only produce garbage, while forwarding is unaffected.
-func (c *conn) tapWrite(w io.Writer, sw StampedWriter, stamped bool, b []byte, readAt time.Time) {
+func (c *conn) tapWrite(t *tapTarget, b []byte, readAt time.Time) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.disableTap(panicError(r))
@@ -392,10 +418,10 @@ func (c *conn) tapWrite(w io.Writer, sw StampedWriter, stamped bool, b []byte, r
 	}()
 	var n int
 	var err error
-	if stamped {
-		n, err = sw.WriteStamped(b, readAt)
+	if t.stamped {
+		n, err = t.sw.WriteStamped(b, readAt)
 	} else {
-		n, err = w.Write(b)
+		n, err = t.w.Write(b)
 	}
 	if err == nil && n != len(b) {
 		err = io.ErrShortWrite

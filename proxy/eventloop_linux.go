@@ -72,13 +72,6 @@ type loopConn struct {
 	done     chan struct{}
 }
 
-// tapTarget is one direction's tap writer, resolved once.
-type tapTarget struct {
-	w       interface{ Write([]byte) (int, error) }
-	sw      StampedWriter
-	stamped bool
-}
-
 const (
 	evIn  = syscall.EPOLLIN
 	evOut = syscall.EPOLLOUT
@@ -275,22 +268,13 @@ func (c *conn) handOff(l *loop) *loopConn {
 		return nil
 	}
 	lc := &loopConn{c: c, l: l, fd: [2]int{cfd, ufd}, done: make(chan struct{})}
-	lc.w[clientToServer] = newTapTarget(c.tap.ClientToServer)
-	lc.w[serverToClient] = newTapTarget(c.tap.ServerToClient)
+	lc.w = [2]tapTarget{c.tapTarget(clientToServer), c.tapTarget(serverToClient)}
 	// The duplicates keep the sockets open; closing the net.Conns takes them out of the Go poller.
 	_ = c.client.Close()
 	_ = c.up.Close()
 	c.loop = lc
 	l.post(lc.register)
 	return lc
-}
-
-func newTapTarget(w interface{ Write([]byte) (int, error) }) tapTarget {
-	if w == nil {
-		return tapTarget{}
-	}
-	sw, ok := w.(StampedWriter)
-	return tapTarget{w: w, sw: sw, stamped: ok}
 }
 
 // dupConnFD duplicates the descriptor under a net.Conn. The duplicate shares the open file (and so O_NONBLOCK and
@@ -455,18 +439,8 @@ func (lc *loopConn) write(d direction, b []byte, readAt time.Time) (int, error) 
 }
 
 func (lc *loopConn) tapWritten(d direction, b []byte, readAt time.Time) {
-	if len(b) == 0 {
-		return
-	}
-	c := lc.c
-	c.bytes[d] += int64(len(b))
-	if d == clientToServer {
-		c.p.bytesC2S.Add(int64(len(b)))
-	} else {
-		c.p.bytesS2C.Add(int64(len(b)))
-	}
-	if t := &lc.w[d]; t.w != nil && !c.tapOff.Load() {
-		c.tapWrite(t.w, t.sw, t.stamped, b, readAt)
+	if len(b) > 0 {
+		lc.c.forwarded(d, &lc.w[d], b, readAt)
 	}
 }
 
