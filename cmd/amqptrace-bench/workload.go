@@ -41,10 +41,16 @@ type env struct {
 	onMeasure func()
 }
 
-func (e *env) measuring() {
+// startWindow waits out the warm-up and starts the measurement window: it tells onMeasure and starts metering the
+// proxy's CPU. The caller takes its own counters right after.
+func (e *env) startWindow(ctx context.Context, t *target) (*cpuMeter, error) {
+	if err := waitCtx(ctx, e.warmup); err != nil {
+		return nil, err
+	}
 	if e.onMeasure != nil {
 		e.onMeasure()
 	}
+	return startCPU(t), nil
 }
 
 // connName returns an oslo-style connection_name "<program>:<pid>:<role>".

@@ -63,11 +63,11 @@ func runLarge(ctx context.Context, e *env, t *target) (metrics, error) {
 		}
 	})
 
-	if err := waitCtx(ctx, e.warmup); err != nil {
+	cpu, err := e.startWindow(ctx, t)
+	if err != nil {
 		return nil, err
 	}
-	e.measuring()
-	c0, cpu, t0 := consumed.Load(), startCPU(t), time.Now()
+	c0, t0 := consumed.Load(), time.Now()
 	if err := waitCtx(ctx, e.duration); err != nil {
 		return nil, err
 	}

@@ -81,11 +81,10 @@ func runRPC(ctx context.Context, e *env, t *target) (metrics, error) {
 		}
 	}
 
-	if err := waitCtx(ctx, e.warmup); err != nil {
+	cpu, err := e.startWindow(ctx, t)
+	if err != nil {
 		return nil, err
 	}
-	e.measuring()
-	cpu := startCPU(t)
 	rec.start()
 	if err := waitCtx(ctx, e.duration); err != nil {
 		return nil, err

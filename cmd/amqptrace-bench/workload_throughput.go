@@ -67,11 +67,11 @@ func runThroughput(ctx context.Context, e *env, t *target) (metrics, error) {
 		})
 	}
 
-	if err := waitCtx(ctx, e.warmup); err != nil {
+	cpu, err := e.startWindow(ctx, t)
+	if err != nil {
 		return nil, err
 	}
-	e.measuring()
-	c0, cpu, t0 := consumed.Load(), startCPU(t), time.Now()
+	c0, t0 := consumed.Load(), time.Now()
 	if err := waitCtx(ctx, e.duration); err != nil {
 		return nil, err
 	}
