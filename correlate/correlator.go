@@ -199,16 +199,17 @@ func (c *Correlator) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
 	// The queue is drained on a tick rather than by a receive that wakes this goroutine for every batch: every
 	// event waits out the reorder window anyway, so there is nothing to gain from waking at once, and a send to a
 	// channel with a parked receiver costs the sending pump a thread wake-up (a futex call) per write, which was
 	// the largest single cost of observation under load. A send into the buffer with no receiver waiting is cheap.
-	drain := time.NewTicker(min(drainEvery, max(c.reorder/4, time.Millisecond)))
+	//
+	// Releases and expiries run on the same tick, not on a timer armed for the oldest waiting event: under steady
+	// traffic that event falls due microseconds after the last release, so such a timer fired thousands of times a
+	// second, each time re-arming itself and breaking the runtime's network poller out of its sleep (a write to
+	// its eventfd and a thread wake-up). A record is now at most one tick later, within a window of Reorder.
+	drain := time.NewTicker(c.tick())
 	defer drain.Stop()
-	var armed time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -217,25 +218,22 @@ func (c *Correlator) Run(ctx context.Context) error {
 		case <-drain.C:
 		case <-c.closedSignal:
 			c.reapClosed()
-		case <-timer.C:
-			armed = time.Time{}
 		}
 		// Whatever woke us, take in what is queued before anything is released or expires: an expiry must see every
 		// event already handed over (a reply read just before its call's deadline is in the queue, not yet late).
 		for n := len(c.q); n > 0; n-- {
 			c.admitBatch(<-c.q)
 		}
-		now := c.now()
-		c.release(now)
-		if next, ok := c.nextWake(); ok && (armed.IsZero() || next.Before(armed)) {
-			timer.Reset(max(next.Sub(now), 0))
-			armed = next
-		}
+		c.release(c.now())
 	}
 }
 
-// drainEvery is how often Run takes the queued events into the reorder window (a quarter of Config.Reorder when
-// that is shorter): it delays each event by at most this much, within the window it waits out anyway.
+// tick is how often Run takes the queued events into the reorder window and releases what is due: drainEvery,
+// or a quarter of Config.Reorder when that is shorter (but at least a millisecond). It delays each event by at
+// most this much, within the window it waits out anyway, and an expiry by at most this much after its time.
+func (c *Correlator) tick() time.Duration { return min(drainEvery, max(c.reorder/4, time.Millisecond)) }
+
+// drainEvery is Run's tick when Config.Reorder is 40ms or more (see tick).
 const drainEvery = 10 * time.Millisecond
 
 // admitBatch admits every event of a batch from the queue, in the order its assembler produced them.

@@ -158,35 +158,6 @@ func (c *Correlator) drain() {
 	}
 }
 
-// nextWake is when Run must wake next: the oldest waiting event's window ends, or an expiry (pending RPC or
-// orphan) falls due that no waiting event holds back (those wake with the event).
-func (c *Correlator) nextWake() (time.Time, bool) {
-	var next time.Time
-	var hold time.Time // expiries at or after this wait for the oldest waiting event anyway
-	if len(c.buf) > 0 {
-		hold = c.buf[0].ev.order
-		next = hold.Add(c.reorder)
-	}
-	consider := func(t time.Time) {
-		if len(c.buf) > 0 && !t.Before(hold) {
-			return
-		}
-		if next.IsZero() || t.Before(next) {
-			next = t
-		}
-	}
-	if len(c.expiry) > 0 {
-		consider(c.expiry[0].expireAt)
-	}
-	for len(c.orphanQ) > 0 && c.orphanQ[0].done {
-		c.popOrphan()
-	}
-	if len(c.orphanQ) > 0 {
-		consider(c.orphanQ[0].expireAt)
-	}
-	return next, !next.IsZero()
-}
-
 // --- orphans ----------------------------------------------------------------------------------------------------
 
 // orphan is a reply (oslo publish or delivery, generic delivery) whose call was not known when it was processed.
