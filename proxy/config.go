@@ -51,8 +51,8 @@ type Config struct {
 	// immediately.
 	ShutdownGrace time.Duration
 	// EventLoops is the number of epoll event loops that forward plain-TCP connections on Linux (TLS connections
-	// always use a goroutine per direction). 0 means the default, one loop per GOMAXPROCS; negative disables the
-	// loops, so every connection gets goroutine pumps.
+	// always use a goroutine per direction). 0 means the default, GOMAXPROCS-1 loops (at least one); negative
+	// disables the loops, so every connection gets goroutine pumps.
 	EventLoops int
 	// Tap, when set, is called once per connection after the upstream was dialled and returns the writers that
 	// observe the connection's bytes. nil means no observation.
@@ -91,7 +91,11 @@ func (c *Config) eventLoops() int {
 	case c.EventLoops > 0:
 		return c.EventLoops
 	}
-	return runtime.GOMAXPROCS(0)
+	// One P is left to everything else: the tap's consumers (the correlator, the sinks) and the GC. On 2 cores
+	// next to RabbitMQ, one loop instead of two cut proxy CPU per RPC from 1.65-1.76 to 1.38 times haproxy's
+	// (make bench, 3 rounds each): a single loop gets both sides of an exchange in one epoll_wait (per 2 s, 3.6k
+	// wake-ups of the loop instead of 9.0k) and wakes idle threads far less often (futex calls 0.8k instead of 2.4k).
+	return max(1, runtime.GOMAXPROCS(0)-1)
 }
 
 // keepAlive returns the keep-alive period, or a negative value when keep-alive is disabled.

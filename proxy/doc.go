@@ -21,7 +21,7 @@
 //     tap with those bytes. Nothing sits between the read and the write (no bufio, no pipe, no channel), so TCP
 //     backpressure reaches the sender and small frames such as heartbeats leave at once (Go keeps TCP_NODELAY on).
 //   - Two ways to move them. On Linux, plain-TCP connections are served by a few epoll event loops
-//     (Config.EventLoops, one per GOMAXPROCS by default), as haproxy does: one goroutine per loop, level-triggered,
+//     (Config.EventLoops, GOMAXPROCS-1 of them by default), as haproxy does: one goroutine per loop, level-triggered,
 //     no goroutine per connection, no read that only returns EAGAIN. A destination that cannot take everything
 //     stops its source from being read until it drains. TLS connections, and every connection elsewhere, get one
 //     named pump per direction (pumpClientToServer, pumpServerToClient). make test runs the loopback tests on both

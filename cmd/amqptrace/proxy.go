@@ -76,7 +76,7 @@ func (o *options) register(fs *flag.FlagSet, listen, http string) {
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", 5*time.Second, "timeout of each dial to the broker")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way (0: never; AMQP heartbeats keep live ones busy)")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on concurrent client connections (0: none); extra clients are closed at once")
-	fs.IntVar(&o.eventLoops, "event-loops", 0, "epoll loops forwarding plain-TCP connections on Linux (0: one per GOMAXPROCS; -1: a goroutine pair per connection instead)")
+	fs.IntVar(&o.eventLoops, "event-loops", 0, "epoll loops forwarding plain-TCP connections on Linux (0: GOMAXPROCS-1, at least one; -1: a goroutine pair per connection instead)")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open connections may go on before they are closed")
 	fs.DurationVar(&o.replyGrace, "reply-grace", 5*time.Second, "after a call's deadline, how long a late reply still lands in the same record")
 	fs.IntVar(&o.maxPending, "max-pending", 100000, "cap on RPCs awaiting their reply; past it the oldest are expired (counted)")
