@@ -203,6 +203,17 @@ rounds:
 			if t.proc != nil {
 				// amqptrace gives open connections --shutdown-grace (10 s); ours are all closed by now.
 				t.proc.stop(15 * time.Second)
+				if t.proc.kind == "amqptrace" {
+					obs, ok := parseStopLine(t.proc.output.String())
+					if !ok {
+						obs = observation{Missing: 1}
+						note("round %d: amqptrace did not log its totals at exit; what it dropped is unknown", round)
+					}
+					if rep.Observation == nil {
+						rep.Observation = &observation{}
+					}
+					rep.Observation.add(obs)
+				}
 			}
 		}
 	}
@@ -214,6 +225,10 @@ rounds:
 		note("DEV MODE (--amqptrace haproxy): the amqptrace column measures a second haproxy; PASS/MISS say nothing about amqptrace")
 	}
 	rep.Rows = buildRows(res, o.workloads)
+	if obs := rep.Observation; obs != nil && obs.MessagesDropped+obs.RecordsDropped > 0 {
+		note("amqptrace dropped %d messages and %d records: its figures above leave out the work it skipped",
+			obs.MessagesDropped, obs.RecordsDropped)
+	}
 	if o.json {
 		err = rep.writeJSON(stdout)
 	} else {

@@ -178,7 +178,9 @@ func buildRows(res results, selected []string) []row {
 type report struct {
 	Config runConfig `json:"config"`
 	Rows   []row     `json:"results"`
-	Notes  []string  `json:"notes"`
+	// Observation is amqptrace's own account of what it observed and dropped (nil when it did not run).
+	Observation *observation `json:"observation,omitempty"`
+	Notes       []string     `json:"notes"`
 }
 
 type runConfig struct {
@@ -219,6 +221,10 @@ func (r *report) writeTable(w io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if r.Observation != nil {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "amqptrace observation, all rounds:", r.Observation)
 	}
 	if len(r.Notes) > 0 {
 		fmt.Fprintln(w)

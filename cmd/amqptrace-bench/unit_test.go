@@ -262,3 +262,27 @@ func TestURLs(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStopLine(t *testing.T) {
+	out := "time=2026-11-21T14:00:00Z level=INFO msg=\"pipeline serving\" listen=127.0.0.1:5673\n" +
+		"time=2026-11-21T14:00:09Z level=INFO msg=\"pipeline stopped\" uptime=9.1s connections=12 messages=80412 " +
+		"messages_dropped=7 records=20101 records_dropped=3 decode_off=1\n"
+	got, ok := parseStopLine(out)
+	if !ok {
+		t.Fatal("line not found")
+	}
+	want := observation{Runs: 1, Messages: 80412, MessagesDropped: 7, Records: 20101, RecordsDropped: 3, DecodeOff: 1}
+	if got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{
+		"",
+		"time=x level=INFO msg=\"pipeline serving\" messages=1\n",
+		// An older amqptrace without messages_dropped: the losses are unknown, not zero.
+		"time=x level=INFO msg=\"pipeline stopped\" connections=1 records=2 records_dropped=0 decode_off=0\n",
+	} {
+		if o, ok := parseStopLine(bad); ok {
+			t.Errorf("%q: parsed as %+v", bad, o)
+		}
+	}
+}

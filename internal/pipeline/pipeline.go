@@ -196,8 +196,10 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener) error {
 	p.fanout.Stop() // nothing should come now; if it does, it is counted, not queued forever
 
 	st := p.Stats()
+	// What observation saw and what it lost, once: an operator (and make bench) reads it from the last line.
 	p.log.Info("pipeline stopped", "uptime", time.Since(start).Round(time.Millisecond),
-		"connections", st.Proxy.ConnsTotal, "records", st.Correlate.RecordsOut,
+		"connections", st.Proxy.ConnsTotal, "messages", st.Correlate.MessagesIn,
+		"messages_dropped", st.Correlate.QueueDrops, "records", st.Correlate.RecordsOut,
 		"records_dropped", st.RecordsDropped(), "decode_off", st.Decode.ConnsOff)
 	var err error
 	if proxyErr != nil {
