@@ -171,6 +171,7 @@ type chanAsm struct {
 	size, got  uint64
 	buf        []byte // whole body (size <= BodyCap) when it spans frames
 	head, tail []byte // first and last BodyCap/2 bytes of a larger body
+	opaque     bool   // a body over BodyCap that is not a JSON object: none of it is kept
 }
 
 // NewConn registers a proxied connection; its HandleFrame is the frames.Handler for both directions.
@@ -462,6 +463,15 @@ func (a *assembler) body(f *frames.Frame) {
 		}
 		s.buf = append(s.buf, p...)
 	default:
+		// Over BodyCap: keep its head and its tail, where an oslo message has its method and its ids. A body that
+		// does not start as a JSON object (and is not compressed) cannot be one, so nothing of it is copied: an
+		// 8 MiB binary message cost a megabyte of copies and a search of its tail for every id key.
+		if off == 0 && s.comp == compNone && !startsObject(p) {
+			s.opaque = true
+		}
+		if s.opaque {
+			break
+		}
 		half := bodyCap / 2
 		tailStart := s.size - half
 		if off < half {
@@ -494,7 +504,7 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 	ev := s.ev
 	c := a.conn.c
 	ev.order = c.stamp(last)
-	truncated := s.head != nil || s.tail != nil
+	truncated := s.head != nil || s.tail != nil || s.opaque
 	head, tail := s.head, s.tail
 	if s.comp != compNone && len(body) > 0 {
 		h, t, tr, ok := a.parser.decompress(body)
@@ -597,4 +607,13 @@ func splitConnectionName(name string) (string, int) {
 		return name, 0
 	}
 	return name[:prev], pid
+}
+
+// startsObject reports whether the first byte of b that is not JSON whitespace is '{' (true when there is none yet:
+// the next frame decides nothing, so the body is kept).
+func startsObject(b []byte) bool {
+	if i := skipWS(b, 0); i < len(b) {
+		return b[i] == '{'
+	}
+	return true
 }

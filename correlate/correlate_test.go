@@ -6,6 +6,7 @@ import (
 	"compress/zlib"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -691,5 +692,32 @@ func TestRedactCutsStringsCleanly(t *testing.T) {
 		if !strings.HasSuffix(s, "…") {
 			t.Errorf("%s: not marked as cut: %q", name, s)
 		}
+	}
+}
+
+// A body over BodyCap that is not JSON (an 8 MiB image, say) cannot be an oslo message: it is counted as truncated
+// and none of it is copied. Keeping its head and tail cost a megabyte of copies per message and a search of the
+// tail for every id key, which was 42% of the proxy's CPU in make bench's 8 MiB workload.
+func TestBigOpaqueBodyKeepsNothing(t *testing.T) {
+	h := newHarness(t, Config{}) // DefaultBodyCap: head and tail would be 512 KiB each
+	tc := h.conn("uploader", 77, "10.0.0.7")
+	body := bytes.Repeat([]byte{'L'}, 4<<20)
+	msg := wire.Concat(wire.Publish(1, "", "images", false), wire.Header(1, uint64(len(body)), wire.Properties{}),
+		wire.Body(1, body, frameMax))
+	h.flush()
+	st0 := h.c.Stats()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := tc.dec.ClientDecoder().Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 256<<10 {
+		t.Errorf("decoding a 4 MiB binary body allocated %d KiB, want no copy of it", got>>10)
+	}
+	h.flush()
+	st := h.c.Stats()
+	if n := st.MessagesIn - st0.MessagesIn; n != 1 || st.TruncatedBodies != 1 || st.ParseFailures != 0 {
+		t.Errorf("messages %d, truncated %d, parse failures %d; want 1, 1, 0", n, st.TruncatedBodies, st.ParseFailures)
 	}
 }
