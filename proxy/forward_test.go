@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/amqptrace/amqptrace/proxy"
 )
@@ -181,15 +182,24 @@ func TestTapFailureStopsBothDirections(t *testing.T) {
 			Done:           func(e proxy.ConnEnd) { ends <- e },
 		}
 	}
-	_, addr, _ := runProxy(t, proxy.Config{Upstreams: []string{up.addr()}, Tap: tap})
+	p, addr, _ := runProxy(t, proxy.Config{Upstreams: []string{up.addr()}, Tap: tap})
 	client := dial(t, addr)
 	u := <-upConns
-	// upstream speaks first and the client answers only after receiving: the failure precedes the c2s bytes.
+	// upstream speaks first and the client answers only after the failing tap has run: the failure precedes the
+	// c2s bytes. Receiving "hello" is not enough: the tap runs after the write, and on the goroutine pumps the
+	// client→server pump could forward and tap "after" before the other pump's tap has failed (3 runs in 200).
 	if _, err := u.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := io.ReadFull(client, make([]byte, 5)); err != nil {
 		t.Fatal(err)
+	}
+	for p.Stats().TapFailures == 0 { // counted once the tap is off
+		select {
+		case <-t.Context().Done():
+			t.Fatal("the failing tap was never reported")
+		case <-time.After(time.Millisecond):
+		}
 	}
 	if _, err := client.Write([]byte("after")); err != nil {
 		t.Fatal(err)
