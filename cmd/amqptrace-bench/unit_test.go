@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -285,4 +288,53 @@ func TestParseStopLine(t *testing.T) {
 			t.Errorf("%q: parsed as %+v", bad, o)
 		}
 	}
+}
+
+// A watched process that used no CPU in the window gives no figure, not 0 (which would pass every CPU target): it
+// is a launcher such as perf record, not the proxy. One that did use CPU gives one.
+func TestCPUMeterNeedsCPU(t *testing.T) {
+	idle := exec.Command("sleep", "60")
+	if err := idle.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = idle.Process.Kill(); _ = idle.Wait() })
+	// Meter it once it sleeps: its start-up (exec, loading) must not fall into the window.
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", idle.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'S' {
+			break
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal("sleep never went to sleep")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	m := &cpuMeter{pid: idle.Process.Pid}
+	m.start, m.err = procCPU(m.pid)
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	if v, ok := m.perUnit(1000); ok {
+		t.Errorf("a sleeping process gave %v µs per unit, want no figure", v)
+	}
+
+	self := &cpuMeter{pid: pidSelf(t)}
+	self.start, self.err = procCPU(self.pid)
+	x := 0
+	for i := 0; ; i++ { // burn CPU until /proc shows some
+		x += i * i
+		if i%1_000_000 == 0 {
+			if v, ok := self.perUnit(1); ok {
+				if v <= 0 {
+					t.Fatalf("got %v", v)
+				}
+				break
+			}
+		}
+	}
+	_ = x
 }

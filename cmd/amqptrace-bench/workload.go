@@ -91,13 +91,14 @@ func startCPU(t *target) *cpuMeter {
 }
 
 // perUnit returns the CPU used since start divided by units, in microseconds, or ok=false when there is no proxy,
-// no unit or /proc could not be read.
+// no unit or /proc could not be read. No CPU at all is no figure either: the process we watch forwarded nothing
+// itself, so it is a launcher (say, perf record wrapping the proxy), and a 0 would pass every CPU target.
 func (m *cpuMeter) perUnit(units float64) (float64, bool) {
 	if m.pid == 0 || m.err != nil || units <= 0 {
 		return 0, false
 	}
 	end, err := procCPU(m.pid)
-	if err != nil {
+	if err != nil || end <= m.start {
 		return 0, false
 	}
 	return float64(end-m.start) / float64(time.Microsecond) / units, true
