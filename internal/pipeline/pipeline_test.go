@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -263,7 +264,9 @@ func (c *collector) records() []correlate.Record {
 func TestShutdownFlushesPending(t *testing.T) {
 	brokerAddr := brokertest.Require(t)
 	a, b := &collector{}, &collector{}
-	r := serve(t, Config{Upstreams: []string{brokerAddr}, ShutdownGrace: time.Second, Sinks: []correlate.Sink{a, b}})
+	logs := &lockedBuffer{}
+	r := serve(t, Config{Upstreams: []string{brokerAddr}, ShutdownGrace: time.Second, Sinks: []correlate.Sink{a, b},
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 
 	conn, err := amqp.Dial(brokertest.URLVia(r.addr))
 	if err != nil {
@@ -314,6 +317,28 @@ func TestShutdownFlushesPending(t *testing.T) {
 	if st := r.p.Stats(); st.RecordsDropped() != 0 || st.Proxy.ConnsOpen != 0 || st.Decode.ConnsLive != 0 {
 		t.Errorf("after shutdown: %d records dropped, %d conns open, %d decoders live", st.RecordsDropped(),
 			st.Proxy.ConnsOpen, st.Decode.ConnsLive)
+	}
+	// The last line states what observation saw and lost; make bench reads these fields by name.
+	st := r.p.Stats()
+	var stop string
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, `msg="pipeline stopped"`) {
+			stop = l
+		}
+	}
+	for _, kv := range []string{
+		fmt.Sprintf(" messages=%d ", st.Correlate.MessagesIn),
+		fmt.Sprintf(" messages_dropped=%d ", st.Correlate.QueueDrops),
+		fmt.Sprintf(" records=%d ", st.Correlate.RecordsOut),
+		fmt.Sprintf(" records_dropped=%d ", st.RecordsDropped()),
+		fmt.Sprintf(" decode_off=%d", st.Decode.ConnsOff),
+	} {
+		if !strings.Contains(stop, kv) {
+			t.Errorf("stop line lacks %q: %q", kv, stop)
+		}
+	}
+	if st.Correlate.MessagesIn == 0 {
+		t.Error("the correlator counted no messages; the stop line check proves little")
 	}
 }
 
