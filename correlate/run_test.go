@@ -16,7 +16,7 @@ import (
 	"github.com/amqptrace/amqptrace/internal/wire"
 )
 
-// Run with its real timer under a fake clock: a call with a 1.5 s timeout is emitted as a timeout at deadline +
+// Run with its real drain ticker under a fake clock: a call with a 1.5 s timeout is emitted as a timeout at deadline +
 // grace, and the pending call left at shutdown is flushed (Incomplete) through a Fanout into JSON Lines.
 func TestRunExpiresAndFlushes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
