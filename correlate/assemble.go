@@ -506,6 +506,24 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 	ev.order = c.stamp(last)
 	truncated := s.head != nil || s.tail != nil || s.opaque
 	head, tail := s.head, s.tail
+	// A whole body is looked up in (deliveries) or added to (publishes) the cache of recent publishes' parses.
+	var key bodyKey
+	reuse, remember := false, false
+	if !truncated && len(body) > 0 {
+		switch {
+		case a.dir == frames.ServerToClient && (ev.kind == evDeliver || ev.kind == evReturn):
+			key, reuse = c.bodies.key(body, s.comp), true
+		case a.dir == frames.ClientToServer && ev.kind == evPublish:
+			key, remember = c.bodies.key(body, s.comp), true
+		}
+	}
+	if reuse {
+		if failed, ok := c.bodies.load(key, &ev.body); ok {
+			c.ctr.bodiesReused.Add(1)
+			a.done(s, ev, failed)
+			return
+		}
+	}
 	if s.comp != compNone && len(body) > 0 {
 		h, t, tr, ok := a.parser.decompress(body)
 		if ok {
@@ -524,8 +542,18 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 		a.parser.parse(body, &ev.body)
 	}
 	a.parser.trim()
-	if len(body) > 0 && !ev.body.parsed && body[0] == '{' {
-		c.ctr.parseFailures.Add(1)
+	// A body that looks like JSON but did not parse is counted (once per message, as for a reused parse).
+	failed := len(body) > 0 && !ev.body.parsed && body[0] == '{'
+	if remember && !truncated {
+		c.bodies.store(key, &ev.body, failed)
+	}
+	a.done(s, ev, failed)
+}
+
+// done hands a finished content's event on and clears the channel.
+func (a *assembler) done(s *chanAsm, ev *event, parseFailed bool) {
+	if parseFailed {
+		a.conn.c.ctr.parseFailures.Add(1)
 	}
 	*s = chanAsm{}
 	a.queue(ev)

@@ -23,6 +23,8 @@ type cloud struct {
 	schedListen         *tconn
 	schedSend           *tconn
 	replyTag            string
+	// beforeDeliver, when set, runs before each delivery of call.
+	beforeDeliver func()
 }
 
 func newCloud(t *testing.T, cfg Config) *cloud { return newCloudOn(newHarness(t, cfg)) }
@@ -47,11 +49,17 @@ func (c *cloud) call(msgID, uniq string, seq uint64, reply []byte) {
 	c.h.step(time.Millisecond)
 	c.condSend.s2c(wire.Ack(1, seq, false))
 	c.h.step(time.Millisecond)
+	if c.beforeDeliver != nil {
+		c.beforeDeliver()
+	}
 	c.schedListen.deliver("1", seq, "nova", "scheduler", callProps(60000), body)
 	c.h.step(3 * time.Millisecond)
 	c.schedSend.publish("", replyQ, true, osloProps, reply)
 	c.h.step(time.Millisecond)
 	c.schedSend.s2c(wire.Ack(1, seq, false))
+	if c.beforeDeliver != nil {
+		c.beforeDeliver()
+	}
 	c.condReply.deliver(c.replyTag, seq, "", replyQ, osloProps, reply)
 }
 

@@ -41,6 +41,8 @@ type Correlator struct {
 	q     chan *event // batches: each element heads a list linked by event.next
 	// events recycles processed events for the assemblers (see recycle).
 	events sync.Pool
+	// bodies remembers recent publishes' parses for their deliveries (see bodyCache).
+	bodies *bodyCache
 	// queued counts the events (not batches) in q, so that QueueSize bounds events.
 	queued atomic.Int64
 	ctr    counters
@@ -91,6 +93,7 @@ func New(cfg Config) *Correlator {
 		q:              make(chan *event, cfg.queueSize()),
 		conns:          make(map[uint64]*Conn),
 		closedSignal:   make(chan struct{}, 1),
+		bodies:         newBodyCache(),
 		byUnique:       make(map[string]*pending),
 		byMsg:          make(map[string]*pending),
 		topics:         make(map[string]struct{}),

@@ -32,6 +32,7 @@ type Stats struct {
 	TruncatedBodies uint64 // bodies over BodyCap (head and tail kept)
 	DecodeFailures  uint64 // method or content-header payloads frames could not decode
 	ParseFailures   uint64 // bodies that were not JSON / not readable (after decompression)
+	BodiesReused    uint64 // deliveries and returns whose body was a recent publish's, so its parse was reused
 	UnknownMessages uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
 	PlainMessages   uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
 	Connections     int64  // gauge: live connections
@@ -77,6 +78,7 @@ type counters struct {
 	unroutable, confirms, nacks            atomic.Uint64
 	channelResets, truncated               atomic.Uint64
 	decodeFailures, parseFailures, unknown atomic.Uint64
+	bodiesReused                           atomic.Uint64
 	plain                                  atomic.Uint64
 	connections                            atomic.Int64
 	buffered, orphans                      atomic.Int64
@@ -94,6 +96,7 @@ func (c *Correlator) Stats() Stats {
 		Unroutable: k.unroutable.Load(), Confirms: k.confirms.Load(), Nacks: k.nacks.Load(),
 		ChannelResets: k.channelResets.Load(), TruncatedBodies: k.truncated.Load(),
 		DecodeFailures: k.decodeFailures.Load(), ParseFailures: k.parseFailures.Load(),
+		BodiesReused:    k.bodiesReused.Load(),
 		UnknownMessages: k.unknown.Load(), PlainMessages: k.plain.Load(), Connections: k.connections.Load(),
 		Buffered: k.buffered.Load(), LateEvents: k.late.Load(), ReorderOverflow: k.reorderOverflow.Load(),
 		Orphans: k.orphans.Load(), OrphansMerged: k.orphansMerged.Load(),
