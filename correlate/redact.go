@@ -1,8 +1,10 @@
 package correlate
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"strings"
 )
 
@@ -296,15 +298,11 @@ func containsFold(s []byte, sub string) bool {
 // validStringContent checks what the redactor copies verbatim: no raw control characters and only JSON escapes, so
 // the output is always valid JSON.
 func validStringContent(raw []byte) bool {
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		if c < 0x20 {
-			return false
+	for i := 0; ; i++ {
+		if i = ctlOrBackslash(raw, i); i >= len(raw) {
+			return true
 		}
-		if c != '\\' {
-			continue
-		}
-		if i+1 >= len(raw) {
+		if raw[i] < 0x20 || i+1 >= len(raw) {
 			return false
 		}
 		switch raw[i+1] {
@@ -319,5 +317,26 @@ func validStringContent(raw []byte) bool {
 			return false
 		}
 	}
-	return true
+}
+
+// ctlOrBackslash returns the index of the first control character (below 0x20) or backslash in b at or after i,
+// or len(b). Argument strings run for hundreds of bytes without either, so it tests eight bytes at a time with the
+// "has a byte below n" trick: (x - 0x0101..01*n) &^ x & 0x8080..80 is non-zero exactly when some byte of x is
+// below n (n <= 0x80), and its lowest set bit is in the lowest such byte (a borrow can only mark bytes above it).
+// A backslash is a zero byte of x ^ 0x5c5c..5c, that is a byte below 1.
+func ctlOrBackslash(b []byte, i int) int {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		y := x ^ (ones * '\\')
+		if m := ((x-ones*0x20)&^x | (y-ones)&^y) & high; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] < 0x20 || b[i] == '\\' {
+			return i
+		}
+	}
+	return len(b)
 }
