@@ -436,6 +436,9 @@ const (
 )
 
 func compressionOf(contentEncoding, header string) compression {
+	if header == "" && (contentEncoding == "utf-8" || contentEncoding == "") {
+		return compNone // what kombu sends on every uncompressed message: skip the lower-casing and searching
+	}
 	for _, s := range [...]string{header, contentEncoding} {
 		s = strings.ToLower(s)
 		switch {

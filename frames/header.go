@@ -23,10 +23,10 @@ func DecodeContentHeader(payload []byte, h *ContentHeader) error {
 	p := &h.Properties
 	p.Flags = flags
 	if flags&FlagContentType != 0 {
-		p.ContentType = c.shortstr()
+		p.ContentType = commonString(c.shortBytes())
 	}
 	if flags&FlagContentEncoding != 0 {
-		p.ContentEncoding = c.shortstr()
+		p.ContentEncoding = commonString(c.shortBytes())
 	}
 	if flags&FlagHeaders != 0 {
 		p.Headers = c.table(0)
@@ -65,4 +65,25 @@ func DecodeContentHeader(payload []byte, h *ContentHeader) error {
 		p.ClusterID = c.shortstr()
 	}
 	return c.err
+}
+
+// commonString returns b as a string, without allocating for the content types and encodings nearly every message
+// carries: kombu (oslo.messaging's driver) sets application/json and utf-8 on each one, and these two strings were
+// 7 of the 28 allocations per call of correlate's BenchmarkRPC.
+func commonString(b []byte) string {
+	switch string(b) { // compares without converting
+	case "application/json":
+		return "application/json"
+	case "utf-8":
+		return "utf-8"
+	case "text/plain":
+		return "text/plain"
+	case "application/octet-stream":
+		return "application/octet-stream"
+	case "binary":
+		return "binary"
+	case "":
+		return ""
+	}
+	return string(b)
 }
