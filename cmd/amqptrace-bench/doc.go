@@ -20,11 +20,16 @@
 //     consumers.
 //   - rpc: oslo.messaging-shaped calls. Callers publish a double-encoded JSON envelope to a topic exchange and wait
 //     for the confirm and for the reply on their process's reply queue; servers consume the topic queue, ack on
-//     receipt and reply on the default exchange (mandatory, confirmed). calls/s, p50 and p99 latency.
+//     receipt and reply on the default exchange (mandatory, confirmed). calls/s, p50 and p99 latency. It does not
+//     run inside the rounds: after them, the three paths (fresh proxies) get their own callers and servers at
+//     once and take turns in 250 ms slices, the order rotating every cycle, for R rounds of D per path. Measured
+//     path after path in separate windows, RPC latency drifted with the machine by 10-30% between windows (a
+//     second haproxy in amqptrace's slot came out at 0.67-1.29 of the first, round by round), too much to read a
+//     5% target; interleaved, the same comparison stays within about 5% (p50) and 9% (p99) round by round.
 //   - large: 8 MiB bodies, one publisher and one consumer; MB/s (10^6 bytes) publish to consume.
 //
 // For each workload it reads the proxy's utime+stime from /proc/<pid>/stat at the start and the end of the
-// measurement window and divides by the messages (or calls) of that window. It prints, per workload and metric, the
+// measurement window (for rpc, of each of the path's slices) and divides by the messages (or calls) of that window. It prints, per workload and metric, the
 // median over rounds of each path, the ratios amqptrace/haproxy and amqptrace/direct, and PASS/MISS against the
 // targets (throughput and calls/s ≥ 0.95 × haproxy; p50 and p99 ≤ 1.05 × haproxy; proxy CPU per message
 // ≤ 1.5 × haproxy; ≤ 24 KiB proxy memory per idle connection).

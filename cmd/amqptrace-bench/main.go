@@ -162,8 +162,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	res := results{}
 	failures := 0
+	// stop ends a path's proxy process and adds what amqptrace says it observed and dropped to the report.
+	stop := func(t *target, round string) {
+		if t.proc == nil {
+			return
+		}
+		// amqptrace gives open connections --shutdown-grace (10 s); ours are all closed by now.
+		t.proc.stop(15 * time.Second)
+		if t.proc.kind != "amqptrace" {
+			return
+		}
+		obs, ok := parseStopLine(t.proc.output.String())
+		if !ok {
+			obs = observation{Missing: 1}
+			note("%s: amqptrace did not log its totals at exit; what it dropped is unknown", round)
+		}
+		if rep.Observation == nil {
+			rep.Observation = &observation{}
+		}
+		rep.Observation.add(obs)
+	}
+	perPath := slices.ContainsFunc(workloads, func(w workload) bool { return slices.Contains(o.workloads, w.name) })
 rounds:
-	for round := 1; round <= o.rounds; round++ {
+	for round := 1; perPath && round <= o.rounds; round++ {
 		for _, p := range paths {
 			if ctx.Err() != nil {
 				break rounds
@@ -200,21 +221,37 @@ rounds:
 				log.Info("done", "round", fmt.Sprintf("%d/%d", round, o.rounds), "path", p, "workload", w.name,
 					"result", summary(w.name, m))
 			}
-			if t.proc != nil {
-				// amqptrace gives open connections --shutdown-grace (10 s); ours are all closed by now.
-				t.proc.stop(15 * time.Second)
-				if t.proc.kind == "amqptrace" {
-					obs, ok := parseStopLine(t.proc.output.String())
-					if !ok {
-						obs = observation{Missing: 1}
-						note("round %d: amqptrace did not log its totals at exit; what it dropped is unknown", round)
-					}
-					if rep.Observation == nil {
-						rep.Observation = &observation{}
-					}
-					rep.Observation.add(obs)
+			stop(t, fmt.Sprintf("round %d", round))
+		}
+	}
+	if slices.Contains(o.workloads, "rpc") && ctx.Err() == nil {
+		var targets []*target
+		for _, p := range paths {
+			t, err := startPath(ctx, p, o, amqptraceBin, haproxyBin, upstream, brokerURL, e.idleConns)
+			if err != nil {
+				if ctx.Err() == nil {
+					failures++
+					note("rpc, %s: %v", p, err)
 				}
+				break
 			}
+			targets = append(targets, t)
+		}
+		if len(targets) == len(paths) {
+			log.Info("running", "workload", "rpc", "paths", strings.Join(paths, ","), "rounds", o.rounds,
+				"slice", rpcSlice.String())
+			err := runRPC(ctx, e, targets, o.rounds, func(round int, p string, m metrics) {
+				res.add("rpc", p, m)
+				log.Info("done", "round", fmt.Sprintf("%d/%d", round, o.rounds), "path", p, "workload", "rpc",
+					"result", summary("rpc", m))
+			})
+			if err != nil && ctx.Err() == nil {
+				failures++
+				note("rpc: %v", err)
+			}
+		}
+		for _, t := range targets {
+			stop(t, "rpc")
 		}
 	}
 	interrupted := ctx.Err() != nil

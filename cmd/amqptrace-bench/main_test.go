@@ -196,6 +196,33 @@ func TestProxyDeathIsReported(t *testing.T) {
 	}
 }
 
+// The interleaved rpc phase with one path's proxy killed when measuring starts: it must end (no caller left
+// waiting at its gate, no drain waiting forever) and name the proxy as the cause.
+func TestProxyDeathIsReportedInRPC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a workload against the broker")
+	}
+	brokertest.Require(t)
+	needHAProxy(t)
+	bin, _ := exec.LookPath("haproxy")
+	url := brokertest.URL()
+	ctx := context.Background()
+	p, err := startHAProxy(ctx, bin, brokertest.Addr(), url, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop(5 * time.Second)
+	e := &env{reg: newRegistry(url), prefix: "amqptrace-bench-test-" + randHex(4), duration: time.Second,
+		warmup: 100 * time.Millisecond, log: testLogger(t)}
+	e.onMeasure = func() { _ = p.cmd.Process.Kill() }
+	targets := []*target{{path: pathDirect, url: url}, {path: pathHAProxy, url: urlVia(url, p.addr), proc: p}}
+	err = runRPC(ctx, e, targets, 2, func(int, string, metrics) {})
+	<-p.done
+	if !errors.Is(err, errProxyDied) {
+		t.Fatalf("rpc through a killed proxy: error %v, want errProxyDied", err)
+	}
+}
+
 func TestParseOptions(t *testing.T) {
 	for _, tc := range []struct {
 		args []string

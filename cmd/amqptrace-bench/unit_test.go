@@ -338,3 +338,35 @@ func TestCPUMeterNeedsCPU(t *testing.T) {
 	}
 	_ = x
 }
+
+// The gate of an interleaved rpc path: calls start only while it is open, drain waits for the calls in flight, and
+// shut releases callers waiting for a turn.
+func TestRPCGate(t *testing.T) {
+	g := newGate()
+	entered := make(chan bool)
+	go func() { entered <- g.enter() }()
+	select {
+	case <-entered:
+		t.Fatal("a call started while the gate was closed")
+	case <-time.After(50 * time.Millisecond): // nothing to wait on: the call must not start at all
+	}
+	g.set(true)
+	if !<-entered {
+		t.Fatal("enter = false on an open gate")
+	}
+	g.set(false)
+	if g.drain(20 * time.Millisecond) {
+		t.Fatal("drain reported no call in flight while one was")
+	}
+	drained := make(chan bool)
+	go func() { drained <- g.drain(time.Minute) }()
+	g.leave()
+	if !<-drained {
+		t.Fatal("drain did not see the call come back")
+	}
+	go func() { entered <- g.enter() }()
+	g.shut()
+	if <-entered {
+		t.Fatal("enter = true on a gate shut for good")
+	}
+}

@@ -66,11 +66,12 @@ type workload struct {
 	run  func(ctx context.Context, e *env, t *target) (metrics, error)
 }
 
+// workloads run on one path at a time, round by round. rpc is not among them: it runs on all paths at once,
+// interleaved, after the rounds (see runRPC).
 var workloads = []workload{
 	// idle runs first on each fresh proxy process; see doc.go.
 	{"idle", runIdle},
 	{"throughput", runThroughput},
-	{"rpc", runRPC},
 	{"large", runLarge},
 }
 

@@ -27,85 +27,284 @@ const (
 // callTimeout is the expiration property of every call, in ms, as kombu writes it for oslo's default 60 s timeout.
 const callTimeout = "60000"
 
-// runRPC measures oslo-style RPC calls: calls/s, p50 and p99 latency (publish to reply received, including the
-// publisher confirm the caller waits for), and the proxy's CPU per call.
-func runRPC(ctx context.Context, e *env, t *target) (metrics, error) {
+// rpcSlice is how long one path is measured before the next one takes over (see runRPC).
+const rpcSlice = 250 * time.Millisecond
+
+// rpcDrainTimeout bounds the wait for a slice's calls in flight after the slice ended.
+const rpcDrainTimeout = 10 * time.Second
+
+// runRPC measures oslo-style RPC calls on every path at once, interleaved: calls/s, p50 and p99 latency (publish to
+// reply received, including the publisher confirm the caller waits for) and the proxy's CPU per call.
+//
+// Why interleaved. On a small machine the broker, the proxies and this process share the CPUs, and how fast the
+// whole machine runs wanders by 10-30% from one few-second window to the next. Measured one path after another,
+// in separate windows, RPC latency was that noisy: a second haproxy in amqptrace's slot (--amqptrace haproxy) came
+// out at 0.67 to 1.29 of the first round by round, and 0.94 to 1.08 as a median over five rounds, so a 5% latency
+// target could not be read. So each path gets its own callers and servers, all connected before measuring, and the
+// paths take turns in slices of rpcSlice, the order rotating every cycle: whatever the machine does during a round,
+// every path sees a share of it. A path's calls in flight finish (and count) before the next path starts. Each
+// round is rounds' share of slices; the usual medians and spread are taken over rounds.
+func runRPC(ctx context.Context, e *env, targets []*target, rounds int, done func(round int, path string, m metrics)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var (
-		conns []*amqp.Connection
-		wg    sync.WaitGroup
-	)
-	defer func() { cancel(); closeAll(conns); wg.Wait(); _ = e.reg.cleanup() }()
-	errc := make(chan error, rpcMaxErrors)
+	rigs := make([]*rpcRig, 0, len(targets))
+	defer func() {
+		cancel()
+		for _, r := range rigs {
+			r.gate.shut()
+			closeAll(r.conns)
+		}
+		for _, r := range rigs {
+			r.wg.Wait()
+		}
+		_ = e.reg.cleanup()
+	}()
+	for _, t := range targets {
+		r, err := newRPCRig(ctx, e, t)
+		if r != nil {
+			rigs = append(rigs, r)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.path, err)
+		}
+	}
+	// Warm up every path (connections, queues, the broker's and the proxies' buffers) before measuring.
+	for _, r := range rigs {
+		if err := r.slice(ctx, e.warmup, false); err != nil {
+			return err
+		}
+	}
+	if e.onMeasure != nil {
+		e.onMeasure()
+	}
+	perRound := max(int(e.duration/rpcSlice), 1)
+	cycle := 0
+	for round := 1; round <= rounds; round++ {
+		for range perRound {
+			for i := range rigs {
+				if err := rigs[(cycle+i)%len(rigs)].slice(ctx, rpcSlice, true); err != nil {
+					return err
+				}
+			}
+			cycle++
+		}
+		for _, r := range rigs {
+			m, err := r.take()
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.t.path, err)
+			}
+			done(round, r.t.path, m)
+		}
+	}
+	return nil
+}
+
+// rpcRig is the rpc workload on one path: its servers and callers, connected, whose calls the gate lets through
+// only during the path's slices.
+type rpcRig struct {
+	t     *target
+	gate  *gate
+	rec   latencyRecorder
+	cpu   time.Duration // the proxy's CPU time over this round's slices
+	cpuOK bool
+	conns []*amqp.Connection
+	wg    sync.WaitGroup
+	errc  chan error
+}
+
+func newRPCRig(ctx context.Context, e *env, t *target) (*rpcRig, error) {
+	r := &rpcRig{t: t, gate: newGate(), errc: make(chan error, rpcMaxErrors), cpuOK: t.proc != nil}
 	report := func(err error) {
 		if ctx.Err() != nil {
 			return
 		}
 		select {
-		case errc <- err:
+		case r.errc <- err:
 		default: // enough errors to explain the failure are already queued
 		}
 	}
 	dial := func(role string) (*amqp.Connection, error) {
-		c, err := dialAMQP(t.url, e.connName(role))
+		c, err := dialAMQP(t.url, e.connName(t.path+"-"+role))
 		if err != nil {
 			return nil, fmt.Errorf("%s connection: %w", role, err)
 		}
-		conns = append(conns, c)
+		r.conns = append(r.conns, c)
 		return c, nil
 	}
-
-	exchange := e.reg.exchange(e.prefix + "-rpc")
-	topic := e.reg.queue(e.prefix + "-topic")
+	exchange := e.reg.exchange(e.prefix + "-rpc-" + t.path)
+	topic := e.reg.queue(e.prefix + "-topic-" + t.path)
 	for i := range rpcServers {
 		s, err := newRPCServer(dial, i, exchange, topic)
 		if err != nil {
-			return nil, err
+			return r, err
 		}
-		wg.Go(func() { s.serve(ctx, &wg, report) })
+		r.wg.Go(func() { s.serve(ctx, &r.wg, report) })
 	}
-	rec := &latencyRecorder{}
 	for i := range rpcClients {
 		c, err := newRPCClient(dial, i, e.reg)
 		if err != nil {
-			return nil, err
+			return r, err
 		}
-		wg.Go(func() { c.listen() })
+		r.wg.Go(func() { c.listen() })
 		for range rpcCallersPerClient {
-			wg.Go(func() {
-				if err := c.callLoop(ctx, exchange, topic, rec); err != nil {
+			r.wg.Go(func() {
+				if err := c.callLoop(ctx, exchange, topic, r.gate, &r.rec); err != nil {
 					report(err)
 				}
 			})
 		}
 	}
+	return r, nil
+}
 
-	cpu, err := e.startWindow(ctx, t)
-	if err != nil {
-		return nil, err
+// slice lets the path's callers call for d, then waits until their calls in flight are back. With measure set,
+// the calls, their latencies, the time and the proxy's CPU count towards the current round.
+func (r *rpcRig) slice(ctx context.Context, d time.Duration, measure bool) error {
+	var cpu0 time.Duration
+	if measure {
+		if r.cpuOK {
+			var err error
+			if cpu0, err = procCPU(r.t.proc.pid()); err != nil {
+				r.cpuOK = false // no CPU figure for the rest of the run
+			}
+		}
+		r.rec.start()
 	}
-	rec.start()
-	if err := waitCtx(ctx, e.duration); err != nil {
-		return nil, err
+	r.gate.set(true)
+	werr := waitCtx(ctx, d)
+	r.gate.set(false)
+	drained := r.gate.drain(rpcDrainTimeout)
+	if measure {
+		r.rec.pause()
+		if r.cpuOK {
+			if cpu1, err := procCPU(r.t.proc.pid()); err != nil || cpu1 < cpu0 {
+				r.cpuOK = false
+			} else {
+				r.cpu += cpu1 - cpu0
+			}
+		}
 	}
-	calls, samples, elapsed := rec.stop()
-	m := metrics{"calls_per_s": float64(calls) / elapsed.Seconds()}
-	if us, ok := cpu.perUnit(float64(calls)); ok {
-		m["cpu_us_per_call"] = us
+	switch {
+	case werr != nil:
+		return werr
+	case !drained:
+		return r.failed(fmt.Errorf("calls still in flight %s after their slice ended", rpcDrainTimeout))
 	}
-	if len(samples) > 0 {
-		slices.Sort(samples)
-		m["p50_ms"] = percentile(samples, 0.50)
-		m["p99_ms"] = percentile(samples, 0.99)
+	// A caller or server that failed stops the measurement: its path would be measured with fewer callers.
+	select {
+	case err := <-r.errc:
+		return r.failed(err)
+	default:
 	}
-	if err := stopWorkload(t, cancel, &conns, &wg, errc); err != nil {
-		return nil, err
+	return nil
+}
+
+// failed explains a failure of the path: the proxy's death when it died, else err and what else was reported.
+func (r *rpcRig) failed(err error) error {
+	errs := []error{err}
+	for {
+		select {
+		case e := <-r.errc:
+			errs = append(errs, e)
+			continue
+		default:
+		}
+		break
 	}
+	return workloadErr(r.t, errs)
+}
+
+// take returns the round's metrics and starts the next round.
+func (r *rpcRig) take() (metrics, error) {
+	calls, samples, active := r.rec.take()
+	cpu, cpuOK := r.cpu, r.cpuOK
+	r.cpu = 0
 	if calls == 0 {
 		return nil, errors.New("no call completed in the measurement window")
 	}
+	m := metrics{"calls_per_s": float64(calls) / active.Seconds()}
+	// Zero CPU means the process watched is not the one forwarding (see cpuMeter.perUnit).
+	if cpuOK && cpu > 0 {
+		m["cpu_us_per_call"] = float64(cpu) / float64(time.Microsecond) / float64(calls)
+	}
+	slices.Sort(samples)
+	m["p50_ms"] = percentile(samples, 0.50)
+	m["p99_ms"] = percentile(samples, 0.99)
 	return m, nil
+}
+
+// gate lets a path's calls start only during its slices, and counts the calls in flight so that the next path
+// starts only once they are back.
+type gate struct {
+	mu       sync.Mutex
+	cond     sync.Cond
+	open     bool
+	shutdown bool
+	expired  bool // a drain's deadline passed
+	inflight int
+}
+
+func newGate() *gate {
+	g := &gate{}
+	g.cond.L = &g.mu
+	return g
+}
+
+// enter waits until the gate is open and counts a call in flight; false once the gate is shut for good.
+func (g *gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for !g.open && !g.shutdown {
+		g.cond.Wait()
+	}
+	if g.shutdown {
+		return false
+	}
+	g.inflight++
+	return true
+}
+
+// leave counts a call back.
+func (g *gate) leave() {
+	g.mu.Lock()
+	g.inflight--
+	if g.inflight == 0 {
+		g.cond.Broadcast()
+	}
+	g.mu.Unlock()
+}
+
+func (g *gate) set(open bool) {
+	g.mu.Lock()
+	g.open = open
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
+
+// drain waits until no call is in flight, for at most timeout, and reports whether that happened.
+func (g *gate) drain(timeout time.Duration) bool {
+	t := time.AfterFunc(timeout, func() {
+		g.mu.Lock()
+		g.expired = true
+		g.cond.Broadcast()
+		g.mu.Unlock()
+	})
+	defer t.Stop()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.expired = false
+	for g.inflight > 0 && !g.expired && !g.shutdown {
+		g.cond.Wait()
+	}
+	return g.inflight == 0
+}
+
+// shut opens nothing again: waiting callers return.
+func (g *gate) shut() {
+	g.mu.Lock()
+	g.shutdown = true
+	g.cond.Broadcast()
+	g.mu.Unlock()
 }
 
 // percentile returns the q-quantile of sorted samples in milliseconds (nearest rank).
@@ -118,11 +317,13 @@ func percentile(sorted []time.Duration, q float64) float64 {
 	return float64(sorted[i]) / float64(time.Millisecond)
 }
 
-// latencyRecorder counts calls finished inside the measurement window and keeps their latencies (bounded).
+// latencyRecorder counts the calls that finish while it is on and keeps their latencies (bounded), over the
+// slices of one round.
 type latencyRecorder struct {
 	mu      sync.Mutex
 	on      bool
 	t0      time.Time
+	active  time.Duration
 	calls   int64
 	samples []time.Duration
 }
@@ -133,11 +334,22 @@ func (r *latencyRecorder) start() {
 	r.mu.Unlock()
 }
 
-func (r *latencyRecorder) stop() (int64, []time.Duration, time.Duration) {
+func (r *latencyRecorder) pause() {
+	r.mu.Lock()
+	if r.on {
+		r.active += time.Since(r.t0)
+		r.on = false
+	}
+	r.mu.Unlock()
+}
+
+// take returns the round's calls, latencies and time on, and resets them.
+func (r *latencyRecorder) take() (int64, []time.Duration, time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.on = false
-	return r.calls, r.samples, time.Since(r.t0)
+	calls, samples, active := r.calls, r.samples, r.active
+	r.calls, r.samples, r.active = 0, nil, 0
+	return calls, samples, active
 }
 
 func (r *latencyRecorder) add(d time.Duration) {
@@ -296,8 +508,8 @@ func (c *rpcClient) listen() {
 	}
 }
 
-// callLoop makes calls one after another until ctx ends.
-func (c *rpcClient) callLoop(ctx context.Context, exchange, topic string, rec *latencyRecorder) error {
+// callLoop makes calls one after another, each once the gate lets it, until ctx ends.
+func (c *rpcClient) callLoop(ctx context.Context, exchange, topic string, g *gate, rec *latencyRecorder) error {
 	done := make(chan struct{}, 1)
 	args := map[string]any{"host": "bench-host", "payload": strings.Repeat("a", rpcArgBytes)}
 	for ctx.Err() == nil {
@@ -306,23 +518,35 @@ func (c *rpcClient) callLoop(ctx context.Context, exchange, topic string, rec *l
 		if err != nil {
 			return err
 		}
-		c.mu.Lock()
-		c.pending[msgID] = done
-		c.mu.Unlock()
-		start := time.Now()
-		dc, err := c.sender.PublishWithDeferredConfirmWithContext(ctx, exchange, topic, false, false, osloPublishing(body, callTimeout))
-		if err != nil {
-			return fmt.Errorf("caller: publish: %w", err)
-		}
-		if err := waitConfirm(ctx, dc); err != nil {
-			return fmt.Errorf("caller: confirm: %w", err)
-		}
-		select {
-		case <-done:
-			rec.add(time.Since(start))
-		case <-ctx.Done():
+		if !g.enter() {
 			return nil
 		}
+		err = c.call(ctx, exchange, topic, msgID, body, done, rec)
+		g.leave()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// call publishes one call and waits for its confirm and its reply.
+func (c *rpcClient) call(ctx context.Context, exchange, topic, msgID string, body []byte, done chan struct{}, rec *latencyRecorder) error {
+	c.mu.Lock()
+	c.pending[msgID] = done
+	c.mu.Unlock()
+	start := time.Now()
+	dc, err := c.sender.PublishWithDeferredConfirmWithContext(ctx, exchange, topic, false, false, osloPublishing(body, callTimeout))
+	if err != nil {
+		return fmt.Errorf("caller: publish: %w", err)
+	}
+	if err := waitConfirm(ctx, dc); err != nil {
+		return fmt.Errorf("caller: confirm: %w", err)
+	}
+	select {
+	case <-done:
+		rec.add(time.Since(start))
+	case <-ctx.Done():
 	}
 	return nil
 }
