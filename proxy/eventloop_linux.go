@@ -17,9 +17,11 @@ import (
 // Measured with `make bench` on 2 cores next to RabbitMQ, that was 1.7× haproxy's CPU per message.
 //
 // So plain TCP connections are forwarded the way haproxy forwards them: a few loops, each one goroutine around
-// epoll_wait, level-triggered. A readable socket is read once into the loop's buffer; the bytes are written to the
-// other socket at once and then handed to the tap, exactly as the pump does. A short read means the socket was
-// drained, so we go back to epoll instead of asking again. When the destination cannot take everything
+// epoll_wait, level-triggered. A readable socket is read once into the loop's arena and the bytes are written to
+// the other socket at once. Only when every ready socket of the epoll batch has been forwarded are the batch's
+// bytes handed to the taps, in the order they were read (see runTaps): decoding one message must not hold up the
+// forwarding of the next one, which was already waiting. A short read means the socket was drained, so we go
+// back to epoll instead of asking again. When the destination cannot take everything
 // (EAGAIN), the rest waits in a pooled buffer, the source is no longer read (TCP flow control pushes back on the
 // sender, as with the pump) and the destination is watched for writability.
 //
@@ -34,6 +36,11 @@ import (
 // pooled array.
 const loopReadBuf = bigBufSize
 
+// loopArena is how many bytes one epoll batch may read before its taps must run: a batch's bytes stay in the arena
+// until they are tapped. Eight reads' worth covers a batch of RPC traffic many times over; a batch moving big
+// messages runs its taps whenever the arena is full.
+const loopArena = 8 * loopReadBuf
+
 // loopMaxReads bounds the reads one readiness event gets when every read fills the buffer: enough to move a large
 // message without a trip through epoll per 32 KiB, small enough that one busy connection cannot starve the others
 // of the loop (level-triggered epoll reports it again).
@@ -45,14 +52,26 @@ type loop struct {
 	file   *os.File        // epfd, registered with the Go poller
 	raw    syscall.RawConn // file's, to wait for epfd to be readable
 	wakefd int             // eventfd: posting a command writes to it
-	buf    [loopReadBuf]byte
 	events [256]syscall.EpollEvent
-	byFD   []*loopConn // indexed by descriptor; only the loop goroutine touches it
-	done   chan struct{}
+	// arena holds what the current batch read, from arena[0] to arena[used], until the taps have seen it; taps
+	// are the forwarded spans waiting for their tap, in read order.
+	arena [loopArena]byte
+	used  int
+	taps  []pendingTap
+	byFD  []*loopConn // indexed by descriptor; only the loop goroutine touches it
+	done  chan struct{}
 
 	mu      sync.Mutex
 	cmds    []func()
 	stopped bool
+}
+
+// pendingTap is bytes forwarded in the current batch, waiting for direction d's tap.
+type pendingTap struct {
+	lc     *loopConn
+	d      direction
+	b      []byte // in the loop's arena
+	readAt time.Time
 }
 
 // loopConn is a connection owned by a loop. Everything in it belongs to the loop goroutine; handleConn only
@@ -217,12 +236,40 @@ func (l *loop) dispatch(n int) (stop bool) {
 			}
 		}
 	}
+	l.runTaps()
 	if !woken {
 		return false
 	}
 	var cnt [8]byte
 	_, _ = syscall.Read(l.wakefd, cnt[:])
 	return l.runCommands()
+}
+
+// tapLater queues b, forwarded for direction d of lc and still in the arena, for its tap.
+func (l *loop) tapLater(lc *loopConn, d direction, b []byte, readAt time.Time) {
+	l.taps = append(l.taps, pendingTap{lc: lc, d: d, b: b, readAt: readAt})
+}
+
+// runTaps hands the batch's forwarded bytes to their taps, in the order they were read (each direction's decoder
+// sees its stream in order), and empties the arena. It runs at the end of every batch, before a read that would
+// not fit the arena, and before anything that must come after the taps: a tap of bytes that are not in the arena,
+// and the end of a connection (after which its tap is closed by another goroutine).
+func (l *loop) runTaps() {
+	for i := range l.taps {
+		t := &l.taps[i]
+		t.lc.c.forwarded(t.d, &t.lc.w[t.d], t.b, t.readAt)
+		*t = pendingTap{} // do not keep finished connections reachable
+	}
+	l.taps = l.taps[:0]
+	l.used = 0
+}
+
+// readBuf returns where the next read goes: the free part of the arena, at least loopReadBuf bytes of it.
+func (l *loop) readBuf() []byte {
+	if len(l.arena)-l.used < loopReadBuf {
+		l.runTaps()
+	}
+	return l.arena[l.used : l.used+loopReadBuf]
 }
 
 // runCommands runs the queued commands and reports whether the loop was told to stop.
@@ -354,7 +401,8 @@ func (lc *loopConn) readable(d direction) {
 	l, c := lc.l, lc.c
 	src := lc.fd[d]
 	for range loopMaxReads {
-		n, err := rawRead(src, l.buf[:])
+		buf := l.readBuf()
+		n, err := rawRead(src, buf)
 		if err != 0 {
 			switch err {
 			case syscall.EINTR:
@@ -371,7 +419,8 @@ func (lc *loopConn) readable(d direction) {
 		}
 		readAt := time.Now()
 		c.touchAt(readAt)
-		if !lc.forward(d, l.buf[:n], readAt) || n < len(l.buf) {
+		l.used += n // the bytes stay in the arena until their tap has run
+		if !lc.forward(d, buf[:n], readAt) || n < len(buf) {
 			// Waiting for the destination, failed, or a short read: the socket is drained, and level-triggered
 			// epoll says when more arrives.
 			return
@@ -379,10 +428,13 @@ func (lc *loopConn) readable(d direction) {
 	}
 }
 
-// forward writes b to direction d's destination and taps what was written. It reports whether all of b went;
-// otherwise the rest is queued (and reading paused) or the connection failed.
+// forward writes b (in the arena) to direction d's destination and queues what was written for the tap. It reports
+// whether all of b went; otherwise the rest is queued (and reading paused) or the connection failed.
 func (lc *loopConn) forward(d direction, b []byte, readAt time.Time) bool {
-	wn, err := lc.write(d, b, readAt)
+	wn, err := lc.write(d, b)
+	if wn > 0 {
+		lc.l.tapLater(lc, d, b[:wn], readAt)
+	}
 	if err != nil {
 		lc.fail(d.writeReason(), fmt.Errorf("write to %s: %w", d.dstName(), err))
 		return false
@@ -400,7 +452,12 @@ func (lc *loopConn) forward(d direction, b []byte, readAt time.Time) bool {
 
 // flush writes what direction d has queued; once all of it went, reading its source resumes.
 func (lc *loopConn) flush(d direction) {
-	wn, err := lc.write(d, lc.pend[d], lc.pendAt[d])
+	wn, err := lc.write(d, lc.pend[d])
+	if wn > 0 {
+		// Not in the arena: tapped now, after what the batch read before it.
+		lc.l.runTaps()
+		lc.c.forwarded(d, &lc.w[d], lc.pend[d][:wn], lc.pendAt[d])
+	}
 	if err != nil {
 		lc.fail(d.writeReason(), fmt.Errorf("write to %s: %w", d.dstName(), err))
 		return
@@ -415,9 +472,9 @@ func (lc *loopConn) flush(d direction) {
 	lc.updateInterest()
 }
 
-// write writes as much of b as the destination takes now, counts it and hands it to the tap. EAGAIN is not an
+// write writes as much of b as the destination takes now; the caller hands what went to the tap. EAGAIN is not an
 // error: it returns the count so far.
-func (lc *loopConn) write(d direction, b []byte, readAt time.Time) (int, error) {
+func (lc *loopConn) write(d direction, b []byte) (int, error) {
 	dst := lc.fd[1-d]
 	total := 0
 	for total < len(b) {
@@ -429,19 +486,11 @@ func (lc *loopConn) write(d direction, b []byte, readAt time.Time) (int, error) 
 			if err == syscall.EAGAIN {
 				break
 			}
-			lc.tapWritten(d, b[:total], readAt)
 			return total, err
 		}
 		total += n
 	}
-	lc.tapWritten(d, b[:total], readAt)
 	return total, nil
-}
-
-func (lc *loopConn) tapWritten(d direction, b []byte, readAt time.Time) {
-	if len(b) > 0 {
-		lc.c.forwarded(d, &lc.w[d], b, readAt)
-	}
 }
 
 // sawEOF passes a clean EOF on, as conn.halfClose does for the pumps: the destination gets a FIN and the other
@@ -519,6 +568,7 @@ func (lc *loopConn) finish() {
 	}
 	lc.finished = true
 	l := lc.l
+	l.runTaps() // the connection's last bytes reach its tap before handleConn closes the tap
 	for i, fd := range lc.fd {
 		if lc.interest[i] != 0 {
 			_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)

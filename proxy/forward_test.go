@@ -271,6 +271,111 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// Many connections at once on an event loop: their reads land in the same epoll batches, and each batch's bytes
+// reach the taps only after the whole batch was forwarded. Every connection's tap must still see exactly its own
+// streams, in order.
+func TestForwardByteExactManyConns(t *testing.T) {
+	const conns, size = 8, 1 << 20
+	upConns := make(chan net.Conn, conns)
+	up := startUpstream(t, func(c net.Conn) { upConns <- c })
+	var mu sync.Mutex
+	taps := map[string]*[2]bytes.Buffer{} // by client address
+	ended := make(chan struct{}, conns)
+	tap := func(ci proxy.ConnInfo) proxy.Tap {
+		mu.Lock()
+		defer mu.Unlock()
+		b := &[2]bytes.Buffer{}
+		taps[ci.Client.String()] = b
+		w := func(i int) io.Writer {
+			return writerFunc(func(p []byte) (int, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return b[i].Write(p)
+			})
+		}
+		// Done comes after the connection's last tap write.
+		return proxy.Tap{ClientToServer: w(0), ServerToClient: w(1), Done: func(proxy.ConnEnd) { ended <- struct{}{} }}
+	}
+	_, addr, _ := runProxy(t, proxy.Config{Upstreams: []string{up.addr()}, Tap: tap})
+
+	// Each client says who it is in its first bytes, so that its upstream connection can be matched to it.
+	byName := make(map[string]chan net.Conn, conns)
+	for i := range conns {
+		byName[fmt.Sprintf("client-%02d", i)] = make(chan net.Conn, 1)
+	}
+	go func() {
+		for range conns {
+			c := <-upConns
+			var name [9]byte
+			if _, err := io.ReadFull(c, name[:]); err != nil {
+				t.Error(err)
+				return
+			}
+			byName[string(name[:])] <- c
+		}
+	}()
+	type result struct {
+		client         string
+		toUp, toClient []byte
+		gotUp, gotCl   []byte
+		err            error
+	}
+	results := make(chan result, conns)
+	for i := range conns {
+		go func() {
+			name := fmt.Sprintf("client-%02d", i)
+			r := result{toUp: append([]byte(name), payload(uint64(100+i), size)...), toClient: payload(uint64(200+i), size+i)}
+			defer func() { results <- r }()
+			client, err := net.Dial("tcp", addr)
+			if err != nil {
+				r.err = err
+				return
+			}
+			defer client.Close()
+			r.client = client.LocalAddr().String()
+			if _, r.err = client.Write(r.toUp[:len(name)]); r.err != nil {
+				return
+			}
+			upc := <-byName[name]
+			defer upc.Close()
+			var wg sync.WaitGroup
+			var errs [4]error
+			wg.Add(3)
+			go func() { defer wg.Done(); errs[0] = writeChunked(client, r.toUp[len(name):], uint64(i)) }()
+			go func() { defer wg.Done(); errs[1] = writeChunked(upc, r.toClient, uint64(i+50)) }()
+			go func() { defer wg.Done(); r.gotUp, errs[2] = readAllGuarded(upc) }()
+			r.gotCl, errs[3] = readAllGuarded(client)
+			wg.Wait()
+			r.gotUp = append([]byte(name), r.gotUp...)
+			r.err = errors.Join(errs[:]...)
+		}()
+	}
+	var all []result
+	for range conns {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		requireEqual(t, "upstream received", r.gotUp, r.toUp)
+		requireEqual(t, "client received", r.gotCl, r.toClient)
+		all = append(all, r)
+	}
+	for range conns {
+		select {
+		case <-ended:
+		case <-time.After(hangGuard):
+			t.Fatal("not every connection ended")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range all {
+		b := taps[r.client]
+		requireEqual(t, "tap client→server of "+r.client, b[0].Bytes(), r.toUp)
+		requireEqual(t, "tap server→client of "+r.client, b[1].Bytes(), r.toClient)
+	}
+}
+
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
