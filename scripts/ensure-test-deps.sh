@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ensure-test-deps.sh: install what the test suite talks to, from Debian's packages, when it is missing:
 # RabbitMQ (scripts/ensure-rabbitmq.sh), the real oslo.messaging library (python3-oslo.messaging, run with
-# /usr/bin/python3), Debian's chromium for the UI tests, and systemd for `systemd-analyze verify` of the unit.
+# /usr/bin/python3), Debian's chromium for the UI tests, systemd for `systemd-analyze verify` of the unit, and
+# haproxy, the plain TCP proxy the bench compares against (its tests run it).
 # Jaeger is built separately by scripts/jaeger.sh (it is a Go module, not a Debian package).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,6 +14,7 @@ missing=()
 /usr/bin/python3 -c 'import oslo_messaging' >/dev/null 2>&1 || missing+=(python3-oslo.messaging)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
