@@ -9,30 +9,34 @@
 //
 // What it does. One invocation runs R rounds. Each round visits the three paths in a fixed order (direct, haproxy,
 // amqptrace), so slow drift of the machine (other load, broker state, thermal) hits all three alike. For each path
-// it starts a fresh proxy process on a free loopback port (none for direct), runs the chosen workloads through it,
-// and stops it. The workloads are:
+// it starts a fresh proxy process on a free loopback port (none for direct), runs the per-path workloads through
+// it, and stops it. Then the interleaved workloads run: the three paths (fresh proxies) get their own clients at
+// once and take turns in short slices, the order rotating every cycle, for R rounds of D per path. Measured path
+// after path in separate windows, throughput and RPC latency drifted with the machine by 10-30% between windows:
+// haproxy in amqptrace's slot came out at 0.80-1.05 of haproxy in throughput round by round, 0.89 as a median over
+// five rounds (a MISS against itself), and at 0.67-1.29 in RPC latency. Interleaved, a path's round sees the same
+// machine as the others': haproxy against itself came out at 0.89-1.06 in throughput round by round (8 rounds).
+// The workloads are:
 //
-//   - idle: open N AMQP connections (each with channel 1, like oslo.messaging) through the proxy and divide the
-//     proxy's VmRSS growth by N. It runs first on the fresh process so that its baseline is not inflated or
-//     deflated by buffers that an earlier workload left in the heap. The direct path has no proxy: n/a.
-//   - throughput: 4 publishers with publisher confirms (a pipelined window of outstanding confirms) and 4
-//     consumers with manual acks, 1 KiB bodies, each pair on its own queue; end-to-end msgs/s counted at the
-//     consumers.
-//   - rpc: oslo.messaging-shaped calls. Callers publish a double-encoded JSON envelope to a topic exchange and wait
-//     for the confirm and for the reply on their process's reply queue; servers consume the topic queue, ack on
-//     receipt and reply on the default exchange (mandatory, confirmed). calls/s, p50 and p99 latency. It does not
-//     run inside the rounds: after them, the three paths (fresh proxies) get their own callers and servers at
-//     once and take turns in 250 ms slices, the order rotating every cycle, for R rounds of D per path. Measured
-//     path after path in separate windows, RPC latency drifted with the machine by 10-30% between windows (a
-//     second haproxy in amqptrace's slot came out at 0.67-1.29 of the first, round by round), too much to read a
-//     5% target; interleaved, the same comparison stays within about 5% (p50) and 9% (p99) round by round.
-//   - large: 8 MiB bodies, one publisher and one consumer; MB/s (10^6 bytes) publish to consume.
+//   - idle (per path): open N AMQP connections (each with channel 1, like oslo.messaging) through the proxy and
+//     divide the proxy's VmRSS growth by N. It runs first on the fresh process so that its baseline is not
+//     inflated or deflated by buffers that an earlier workload left in the heap. The direct path has no proxy: n/a.
+//   - large (per path): 8 MiB bodies, one publisher and one consumer; MB/s (10^6 bytes) publish to consume.
+//   - throughput (interleaved, 500 ms slices): 4 publishers with publisher confirms (a pipelined window of
+//     outstanding confirms) and 4 consumers with manual acks, 1 KiB bodies, each pair on its own queue; end-to-end
+//     msgs/s counted at the consumers. Each slice lets the publishers run 100 ms before it counts, and ends when
+//     every message it published has been consumed; neither edge is counted.
+//   - rpc (interleaved, 250 ms slices): oslo.messaging-shaped calls. Callers publish a double-encoded JSON
+//     envelope to a topic exchange and wait for the confirm and for the reply on their process's reply queue;
+//     servers consume the topic queue, ack on receipt and reply on the default exchange (mandatory, confirmed).
+//     calls/s, p50 and p99 latency; a slice's calls in flight finish (and count) before the next path starts.
 //
 // For each workload it reads the proxy's utime+stime from /proc/<pid>/stat at the start and the end of the
-// measurement window (for rpc, of each of the path's slices) and divides by the messages (or calls) of that window. It prints, per workload and metric, the
-// median over rounds of each path, the ratios amqptrace/haproxy and amqptrace/direct, and PASS/MISS against the
-// targets (throughput and calls/s ≥ 0.95 × haproxy; p50 and p99 ≤ 1.05 × haproxy; proxy CPU per message
-// ≤ 1.5 × haproxy; ≤ 24 KiB proxy memory per idle connection).
+// measurement window (for the interleaved workloads, of each of the path's slices) and divides by the messages (or
+// calls) of that window. It prints, per workload and metric, the median over rounds of each path, the ratios
+// amqptrace/haproxy and amqptrace/direct, and PASS/MISS against the targets (throughput and calls/s ≥ 0.95 ×
+// haproxy; p50 and p99 ≤ 1.05 × haproxy; proxy CPU per message ≤ 1.5 × haproxy; ≤ 24 KiB proxy memory per idle
+// connection).
 //
 // What it does not do. It is not a load generator for remote brokers: every byte stays on loopback and the proxies
 // bind 127.0.0.1 only. It does not judge the broker: the direct path is a reference, not a target. It does not tune

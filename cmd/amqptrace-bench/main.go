@@ -224,34 +224,37 @@ rounds:
 			stop(t, fmt.Sprintf("round %d", round))
 		}
 	}
-	if slices.Contains(o.workloads, "rpc") && ctx.Err() == nil {
+	for _, w := range slicedWorkloads {
+		if !slices.Contains(o.workloads, w.name) || ctx.Err() != nil {
+			continue
+		}
 		var targets []*target
 		for _, p := range paths {
 			t, err := startPath(ctx, p, o, amqptraceBin, haproxyBin, upstream, brokerURL, e.idleConns)
 			if err != nil {
 				if ctx.Err() == nil {
 					failures++
-					note("rpc, %s: %v", p, err)
+					note("%s, %s: %v", w.name, p, err)
 				}
 				break
 			}
 			targets = append(targets, t)
 		}
 		if len(targets) == len(paths) {
-			log.Info("running", "workload", "rpc", "paths", strings.Join(paths, ","), "rounds", o.rounds,
-				"slice", rpcSlice.String())
-			err := runRPC(ctx, e, targets, o.rounds, func(round int, p string, m metrics) {
-				res.add("rpc", p, m)
-				log.Info("done", "round", fmt.Sprintf("%d/%d", round, o.rounds), "path", p, "workload", "rpc",
-					"result", summary("rpc", m))
+			log.Info("running", "workload", w.name, "paths", strings.Join(paths, ","), "rounds", o.rounds,
+				"slice", w.slice.String())
+			err := interleave(ctx, e, w, targets, o.rounds, func(round int, p string, m metrics) {
+				res.add(w.name, p, m)
+				log.Info("done", "round", fmt.Sprintf("%d/%d", round, o.rounds), "path", p, "workload", w.name,
+					"result", summary(w.name, m))
 			})
 			if err != nil && ctx.Err() == nil {
 				failures++
-				note("rpc: %v", err)
+				note("%s: %v", w.name, err)
 			}
 		}
 		for _, t := range targets {
-			stop(t, "rpc")
+			stop(t, w.name)
 		}
 	}
 	interrupted := ctx.Err() != nil

@@ -169,57 +169,36 @@ func assertCleanedUp(t *testing.T, prefix string) {
 	}
 }
 
-// TestProxyDeathIsReported kills haproxy under a running workload and checks that the workload says so.
+// TestProxyDeathIsReported kills one path's proxy as measuring starts, under each interleaved workload: the
+// workload must end (no client left waiting at its gate, no drain waiting forever) and name the proxy as the
+// cause, not the client errors its death caused.
 func TestProxyDeathIsReported(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs a workload against the broker")
+		t.Skip("runs workloads against the broker")
 	}
 	brokertest.Require(t)
 	needHAProxy(t)
 	bin, _ := exec.LookPath("haproxy")
 	url := brokertest.URL()
-	ctx := context.Background()
-	p, err := startHAProxy(ctx, bin, brokertest.Addr(), url, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.stop(5 * time.Second)
-	e := &env{reg: newRegistry(url), prefix: "amqptrace-bench-test-" + randHex(4), duration: 2 * time.Second,
-		warmup: 100 * time.Millisecond, log: testLogger(t)}
-	tg := &target{path: pathHAProxy, url: urlVia(url, p.addr), proc: p}
-	// Kill it in the middle of the measurement window: the workload must notice and name the proxy as the cause.
-	e.onMeasure = func() { _ = p.cmd.Process.Kill() }
-	_, err = runThroughput(ctx, e, tg)
-	<-p.done
-	if !errors.Is(err, errProxyDied) {
-		t.Fatalf("throughput through a killed proxy: error %v, want errProxyDied", err)
-	}
-}
-
-// The interleaved rpc phase with one path's proxy killed when measuring starts: it must end (no caller left
-// waiting at its gate, no drain waiting forever) and name the proxy as the cause.
-func TestProxyDeathIsReportedInRPC(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a workload against the broker")
-	}
-	brokertest.Require(t)
-	needHAProxy(t)
-	bin, _ := exec.LookPath("haproxy")
-	url := brokertest.URL()
-	ctx := context.Background()
-	p, err := startHAProxy(ctx, bin, brokertest.Addr(), url, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.stop(5 * time.Second)
-	e := &env{reg: newRegistry(url), prefix: "amqptrace-bench-test-" + randHex(4), duration: time.Second,
-		warmup: 100 * time.Millisecond, log: testLogger(t)}
-	e.onMeasure = func() { _ = p.cmd.Process.Kill() }
-	targets := []*target{{path: pathDirect, url: url}, {path: pathHAProxy, url: urlVia(url, p.addr), proc: p}}
-	err = runRPC(ctx, e, targets, 2, func(int, string, metrics) {})
-	<-p.done
-	if !errors.Is(err, errProxyDied) {
-		t.Fatalf("rpc through a killed proxy: error %v, want errProxyDied", err)
+	for _, w := range slicedWorkloads {
+		t.Run(w.name, func(t *testing.T) {
+			ctx := context.Background()
+			p, err := startHAProxy(ctx, bin, brokertest.Addr(), url, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.stop(5 * time.Second)
+			e := &env{reg: newRegistry(url), prefix: "amqptrace-bench-test-" + randHex(4), duration: time.Second,
+				warmup: 100 * time.Millisecond, log: testLogger(t)}
+			e.onMeasure = func() { _ = p.cmd.Process.Kill() }
+			targets := []*target{{path: pathDirect, url: url}, {path: pathHAProxy, url: urlVia(url, p.addr), proc: p}}
+			err = interleave(ctx, e, w, targets, 2, func(int, string, metrics) {})
+			<-p.done
+			if !errors.Is(err, errProxyDied) {
+				t.Fatalf("%s through a killed proxy: error %v, want errProxyDied", w.name, err)
+			}
+			assertCleanedUp(t, e.prefix)
+		})
 	}
 }
 

@@ -66,12 +66,11 @@ type workload struct {
 	run  func(ctx context.Context, e *env, t *target) (metrics, error)
 }
 
-// workloads run on one path at a time, round by round. rpc is not among them: it runs on all paths at once,
-// interleaved, after the rounds (see runRPC).
+// workloads run on one path at a time, round by round. throughput and rpc are not among them: they run on all
+// paths at once, interleaved, after the rounds (see slicedWorkloads).
 var workloads = []workload{
 	// idle runs first on each fresh proxy process; see doc.go.
 	{"idle", runIdle},
-	{"throughput", runThroughput},
 	{"large", runLarge},
 }
 

@@ -56,9 +56,16 @@ func runLarge(ctx context.Context, e *env, t *target) (metrics, error) {
 	var consumed atomic.Int64
 	errc := make(chan error, 1)
 	tick := make(chan struct{}, 1)
-	wg.Go(func() { consumeCounting(deliveries, backlog, &consumed, 1, tick) })
 	wg.Go(func() {
-		if err := publishWindowed(ctx, pch, q, body, backlog, largeWindow); err != nil && ctx.Err() == nil {
+		consumeCounting(deliveries, backlog, &consumed, 1, func() {
+			select {
+			case tick <- struct{}{}:
+			default:
+			}
+		})
+	})
+	wg.Go(func() {
+		if err := publishWindowed(ctx, pch, q, body, backlog, largeWindow, nil); err != nil {
 			errc <- err
 		}
 	})

@@ -21,127 +21,35 @@ const (
 	// rpcMaxSamples bounds the latency samples kept per round (a 5 s round on loopback makes a few tens of
 	// thousands).
 	rpcMaxSamples = 1 << 20
-	rpcMaxErrors  = 64
 )
 
 // callTimeout is the expiration property of every call, in ms, as kombu writes it for oslo's default 60 s timeout.
 const callTimeout = "60000"
 
-// rpcSlice is how long one path is measured before the next one takes over (see runRPC).
+// rpcSlice is how long one path is measured before the next one takes over (see interleave).
 const rpcSlice = 250 * time.Millisecond
 
-// rpcDrainTimeout bounds the wait for a slice's calls in flight after the slice ended.
-const rpcDrainTimeout = 10 * time.Second
-
-// runRPC measures oslo-style RPC calls on every path at once, interleaved: calls/s, p50 and p99 latency (publish to
-// reply received, including the publisher confirm the caller waits for) and the proxy's CPU per call.
-//
-// Why interleaved. On a small machine the broker, the proxies and this process share the CPUs, and how fast the
-// whole machine runs wanders by 10-30% from one few-second window to the next. Measured one path after another,
-// in separate windows, RPC latency was that noisy: a second haproxy in amqptrace's slot (--amqptrace haproxy) came
-// out at 0.67 to 1.29 of the first round by round, and 0.94 to 1.08 as a median over five rounds, so a 5% latency
-// target could not be read. So each path gets its own callers and servers, all connected before measuring, and the
-// paths take turns in slices of rpcSlice, the order rotating every cycle: whatever the machine does during a round,
-// every path sees a share of it. A path's calls in flight finish (and count) before the next path starts. Each
-// round is rounds' share of slices; the usual medians and spread are taken over rounds.
-func runRPC(ctx context.Context, e *env, targets []*target, rounds int, done func(round int, path string, m metrics)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	rigs := make([]*rpcRig, 0, len(targets))
-	defer func() {
-		cancel()
-		for _, r := range rigs {
-			r.gate.shut()
-			closeAll(r.conns)
-		}
-		for _, r := range rigs {
-			r.wg.Wait()
-		}
-		_ = e.reg.cleanup()
-	}()
-	for _, t := range targets {
-		r, err := newRPCRig(ctx, e, t)
-		if r != nil {
-			rigs = append(rigs, r)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", t.path, err)
-		}
-	}
-	// Warm up every path (connections, queues, the broker's and the proxies' buffers) before measuring.
-	for _, r := range rigs {
-		if err := r.slice(ctx, e.warmup, false); err != nil {
-			return err
-		}
-	}
-	if e.onMeasure != nil {
-		e.onMeasure()
-	}
-	perRound := max(int(e.duration/rpcSlice), 1)
-	cycle := 0
-	for round := 1; round <= rounds; round++ {
-		for range perRound {
-			for i := range rigs {
-				if err := rigs[(cycle+i)%len(rigs)].slice(ctx, rpcSlice, true); err != nil {
-					return err
-				}
-			}
-			cycle++
-		}
-		for _, r := range rigs {
-			m, err := r.take()
-			if err != nil {
-				return fmt.Errorf("%s: %w", r.t.path, err)
-			}
-			done(round, r.t.path, m)
-		}
-	}
-	return nil
-}
-
-// rpcRig is the rpc workload on one path: its servers and callers, connected, whose calls the gate lets through
-// only during the path's slices.
+// rpcRig is the rpc workload on one path: oslo-style calls, measured as calls/s, p50 and p99 latency (publish to
+// reply received, including the publisher confirm the caller waits for) and the proxy's CPU per call. Its servers
+// and callers stay connected for the whole run; the gate lets calls start only during the path's slices.
 type rpcRig struct {
-	t     *target
-	gate  *gate
-	rec   latencyRecorder
-	cpu   time.Duration // the proxy's CPU time over this round's slices
-	cpuOK bool
-	conns []*amqp.Connection
-	wg    sync.WaitGroup
-	errc  chan error
+	rigBase
+	rec latencyRecorder
 }
 
 func newRPCRig(ctx context.Context, e *env, t *target) (*rpcRig, error) {
-	r := &rpcRig{t: t, gate: newGate(), errc: make(chan error, rpcMaxErrors), cpuOK: t.proc != nil}
-	report := func(err error) {
-		if ctx.Err() != nil {
-			return
-		}
-		select {
-		case r.errc <- err:
-		default: // enough errors to explain the failure are already queued
-		}
-	}
-	dial := func(role string) (*amqp.Connection, error) {
-		c, err := dialAMQP(t.url, e.connName(t.path+"-"+role))
-		if err != nil {
-			return nil, fmt.Errorf("%s connection: %w", role, err)
-		}
-		r.conns = append(r.conns, c)
-		return c, nil
-	}
+	r := &rpcRig{rigBase: newRigBase(ctx, e, t)}
 	exchange := e.reg.exchange(e.prefix + "-rpc-" + t.path)
 	topic := e.reg.queue(e.prefix + "-topic-" + t.path)
 	for i := range rpcServers {
-		s, err := newRPCServer(dial, i, exchange, topic)
+		s, err := newRPCServer(r.dial, i, exchange, topic)
 		if err != nil {
 			return r, err
 		}
-		r.wg.Go(func() { s.serve(ctx, &r.wg, report) })
+		r.wg.Go(func() { s.serve(ctx, &r.wg, r.report) })
 	}
 	for i := range rpcClients {
-		c, err := newRPCClient(dial, i, e.reg)
+		c, err := newRPCClient(r.dial, i, e.reg)
 		if err != nil {
 			return r, err
 		}
@@ -149,7 +57,7 @@ func newRPCRig(ctx context.Context, e *env, t *target) (*rpcRig, error) {
 		for range rpcCallersPerClient {
 			r.wg.Go(func() {
 				if err := c.callLoop(ctx, exchange, topic, r.gate, &r.rec); err != nil {
-					report(err)
+					r.report(err)
 				}
 			})
 		}
@@ -157,154 +65,36 @@ func newRPCRig(ctx context.Context, e *env, t *target) (*rpcRig, error) {
 	return r, nil
 }
 
-// slice lets the path's callers call for d, then waits until their calls in flight are back. With measure set,
-// the calls, their latencies, the time and the proxy's CPU count towards the current round.
+// slice: a measured slice counts the calls that finish from its start until its calls in flight are back.
 func (r *rpcRig) slice(ctx context.Context, d time.Duration, measure bool) error {
 	var cpu0 time.Duration
 	if measure {
-		if r.cpuOK {
-			var err error
-			if cpu0, err = procCPU(r.t.proc.pid()); err != nil {
-				r.cpuOK = false // no CPU figure for the rest of the run
-			}
-		}
+		cpu0 = r.cpuMark()
 		r.rec.start()
 	}
 	r.gate.set(true)
-	werr := waitCtx(ctx, d)
-	r.gate.set(false)
-	drained := r.gate.drain(rpcDrainTimeout)
+	err := r.endSlice(waitCtx(ctx, d))
 	if measure {
 		r.rec.pause()
-		if r.cpuOK {
-			if cpu1, err := procCPU(r.t.proc.pid()); err != nil || cpu1 < cpu0 {
-				r.cpuOK = false
-			} else {
-				r.cpu += cpu1 - cpu0
-			}
-		}
+		r.cpuAdd(cpu0)
 	}
-	switch {
-	case werr != nil:
-		return werr
-	case !drained:
-		return r.failed(fmt.Errorf("calls still in flight %s after their slice ended", rpcDrainTimeout))
-	}
-	// A caller or server that failed stops the measurement: its path would be measured with fewer callers.
-	select {
-	case err := <-r.errc:
-		return r.failed(err)
-	default:
-	}
-	return nil
+	return err
 }
 
-// failed explains a failure of the path: the proxy's death when it died, else err and what else was reported.
-func (r *rpcRig) failed(err error) error {
-	errs := []error{err}
-	for {
-		select {
-		case e := <-r.errc:
-			errs = append(errs, e)
-			continue
-		default:
-		}
-		break
-	}
-	return workloadErr(r.t, errs)
-}
-
-// take returns the round's metrics and starts the next round.
 func (r *rpcRig) take() (metrics, error) {
 	calls, samples, active := r.rec.take()
-	cpu, cpuOK := r.cpu, r.cpuOK
-	r.cpu = 0
+	cpu, cpuOK := r.takeCPU(calls)
 	if calls == 0 {
 		return nil, errors.New("no call completed in the measurement window")
 	}
 	m := metrics{"calls_per_s": float64(calls) / active.Seconds()}
-	// Zero CPU means the process watched is not the one forwarding (see cpuMeter.perUnit).
-	if cpuOK && cpu > 0 {
-		m["cpu_us_per_call"] = float64(cpu) / float64(time.Microsecond) / float64(calls)
+	if cpuOK {
+		m["cpu_us_per_call"] = cpu
 	}
 	slices.Sort(samples)
 	m["p50_ms"] = percentile(samples, 0.50)
 	m["p99_ms"] = percentile(samples, 0.99)
 	return m, nil
-}
-
-// gate lets a path's calls start only during its slices, and counts the calls in flight so that the next path
-// starts only once they are back.
-type gate struct {
-	mu       sync.Mutex
-	cond     sync.Cond
-	open     bool
-	shutdown bool
-	expired  bool // a drain's deadline passed
-	inflight int
-}
-
-func newGate() *gate {
-	g := &gate{}
-	g.cond.L = &g.mu
-	return g
-}
-
-// enter waits until the gate is open and counts a call in flight; false once the gate is shut for good.
-func (g *gate) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for !g.open && !g.shutdown {
-		g.cond.Wait()
-	}
-	if g.shutdown {
-		return false
-	}
-	g.inflight++
-	return true
-}
-
-// leave counts a call back.
-func (g *gate) leave() {
-	g.mu.Lock()
-	g.inflight--
-	if g.inflight == 0 {
-		g.cond.Broadcast()
-	}
-	g.mu.Unlock()
-}
-
-func (g *gate) set(open bool) {
-	g.mu.Lock()
-	g.open = open
-	g.cond.Broadcast()
-	g.mu.Unlock()
-}
-
-// drain waits until no call is in flight, for at most timeout, and reports whether that happened.
-func (g *gate) drain(timeout time.Duration) bool {
-	t := time.AfterFunc(timeout, func() {
-		g.mu.Lock()
-		g.expired = true
-		g.cond.Broadcast()
-		g.mu.Unlock()
-	})
-	defer t.Stop()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.expired = false
-	for g.inflight > 0 && !g.expired && !g.shutdown {
-		g.cond.Wait()
-	}
-	return g.inflight == 0
-}
-
-// shut opens nothing again: waiting callers return.
-func (g *gate) shut() {
-	g.mu.Lock()
-	g.shutdown = true
-	g.cond.Broadcast()
-	g.mu.Unlock()
 }
 
 // percentile returns the q-quantile of sorted samples in milliseconds (nearest rank).
