@@ -13,8 +13,8 @@ import (
 // and how fast the whole machine runs wanders by 10-30% from one few-second window to the next. Measured one path
 // after another, in separate windows, the paths could not be told apart at the precision the targets ask for: a
 // second haproxy in amqptrace's slot (--amqptrace haproxy) came out at 0.67 to 1.29 of the first in RPC latency,
-// round by round, and end-to-end throughput swung as much (0.71 to 1.38 of haproxy, round by round, in one
-// 5-round run). So these workloads run after the rounds, on all paths at once: each path gets its own clients,
+// round by round, and at 0.80 to 1.05 in end-to-end throughput (0.89 as the median of five rounds: a MISS against
+// itself). So these workloads run after the rounds, on all paths at once: each path gets its own clients,
 // all connected before measuring, and the paths take turns in short slices whose order rotates every cycle, so
 // that whatever the machine does during a round, every path sees a share of it. A path's work in flight finishes
 // before the next path starts. Each round is its share of slices; the usual medians and spread are taken over

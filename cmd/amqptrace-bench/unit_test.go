@@ -339,9 +339,9 @@ func TestCPUMeterNeedsCPU(t *testing.T) {
 	_ = x
 }
 
-// The gate of an interleaved rpc path: calls start only while it is open, drain waits for the calls in flight, and
-// shut releases callers waiting for a turn.
-func TestRPCGate(t *testing.T) {
+// The gate of an interleaved path: work (a call, a publish) starts only while it is open, drain waits for the work
+// in flight, and shut releases clients waiting for a turn.
+func TestGate(t *testing.T) {
 	g := newGate()
 	entered := make(chan bool)
 	go func() { entered <- g.enter() }()
@@ -360,6 +360,11 @@ func TestRPCGate(t *testing.T) {
 	}
 	drained := make(chan bool)
 	go func() { drained <- g.drain(time.Minute) }()
+	select {
+	case <-drained:
+		t.Fatal("drain returned while a call was still in flight")
+	case <-time.After(50 * time.Millisecond): // nothing to wait on: drain must not return at all
+	}
 	g.leave()
 	if !<-drained {
 		t.Fatal("drain did not see the call come back")
