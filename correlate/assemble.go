@@ -598,9 +598,10 @@ func (cn *Conn) startOK(m *frames.ConnectionStartOK) {
 		}
 		return ""
 	}
-	id.product, id.version = truncate(str("product"), maxIDLen), truncate(str("product_version"), maxIDLen)
-	id.ep.User = truncate(m.User, maxIDLen)
-	if name := truncate(str("connection_name"), maxIDLen); name != "" {
+	// The identity goes into every record and log line of this connection: mend it once, here.
+	id.product, id.version = CleanString(str("product"), maxIDLen), CleanString(str("product_version"), maxIDLen)
+	id.ep.User = CleanString(m.User, maxIDLen)
+	if name := CleanString(str("connection_name"), maxIDLen); name != "" {
 		id.ep.Connection = name
 		id.ep.Service, id.ep.PID = splitConnectionName(name)
 	} else if id.product != "" {
@@ -615,7 +616,7 @@ func (cn *Conn) startOK(m *frames.ConnectionStartOK) {
 // open takes the vhost from Connection.Open.
 func (cn *Conn) open(vhost string) {
 	id := *cn.id.Load()
-	id.ep.Vhost = truncate(vhost, maxIDLen)
+	id.ep.Vhost = CleanString(vhost, maxIDLen)
 	cn.id.Store(&id)
 }
 

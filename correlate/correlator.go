@@ -38,7 +38,9 @@ type Correlator struct {
 	epoch time.Time
 	log   *slog.Logger
 	sink  Sink
-	q     chan *event // batches: each element heads a list linked by event.next
+	// panics counts what a panic cost: one event in process, one record in emit, or one tick of Run's loop.
+	panics *PanicGuard
+	q      chan *event // batches: each element heads a list linked by event.next
 	// events recycles processed events for the assemblers (see recycle).
 	events sync.Pool
 	// bodies remembers recent publishes' parses for their deliveries (see bodyCache).
@@ -90,6 +92,7 @@ func New(cfg Config) *Correlator {
 		epoch:          cfg.now()(),
 		log:            cfg.logger(),
 		sink:           cfg.Sink,
+		panics:         NewPanicGuard("correlator", cfg.logger()),
 		q:              make(chan *event, cfg.queueSize()),
 		conns:          make(map[uint64]*Conn),
 		closedSignal:   make(chan struct{}, 1),
@@ -222,13 +225,21 @@ func (c *Correlator) Run(ctx context.Context) error {
 		case <-c.closedSignal:
 			c.reapClosed()
 		}
-		// Whatever woke us, take in what is queued before anything is released or expires: an expiry must see every
-		// event already handed over (a reply read just before its call's deadline is in the queue, not yet late).
-		for n := len(c.q); n > 0; n-- {
-			c.admitBatch(<-c.q)
-		}
-		c.release(c.now())
+		c.step()
 	}
+}
+
+// step takes in what is queued, then releases and expires what is due. A panic that escapes process (in the
+// window or the expiry code) ends this step, counted, and the next tick goes on: the correlator never dies for
+// what a connection sent.
+func (c *Correlator) step() {
+	defer c.panics.Recover(nil)
+	// Whatever woke us, take in what is queued before anything is released or expires: an expiry must see every
+	// event already handed over (a reply read just before its call's deadline is in the queue, not yet late).
+	for n := len(c.q); n > 0; n-- {
+		c.admitBatch(<-c.q)
+	}
+	c.release(c.now())
 }
 
 // tick is how often Run takes the queued events into the reorder window and releases what is due: drainEvery,
@@ -251,6 +262,7 @@ func (c *Correlator) admitBatch(ev *event) {
 }
 
 func (c *Correlator) shutdown() {
+	defer c.panics.Recover(nil) // what a panic here leaves pending is not flushed; the process lives on
 	for n := len(c.q); n > 0; n-- {
 		select {
 		case ev := <-c.q:
@@ -273,6 +285,8 @@ func (c *Correlator) shutdown() {
 
 // process is the single entry point of pairing: every event goes through here, on the Run goroutine.
 func (c *Correlator) process(ev *event) {
+	// A panic loses this one event (counted); the correlator goes on with the next.
+	defer c.panics.Recover(nil)
 	st := &ev.conn.st
 	switch ev.kind {
 	case evPublish:
@@ -671,12 +685,10 @@ func (c *Correlator) finalize(p *pending, status Status) {
 	c.emit(r)
 }
 
+// emit cleans r (see Record.clean) and hands it to the sink. A sink that panics loses this record (counted).
 func (c *Correlator) emit(r *Record) {
-	defer func() {
-		if v := recover(); v != nil {
-			c.log.Error("correlate: sink panicked; record lost", slog.Any("panic", v), slog.Uint64("record", r.ID))
-		}
-	}()
+	defer c.panics.Recover(nil)
+	r.clean()
 	c.sink.Record(r)
 }
 

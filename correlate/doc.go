@@ -15,6 +15,14 @@
 // a lock on the hot path; the two directions of a connection share only atomic pointers (identity, close info).
 // Methods nobody needs (consumer acks, heartbeats, Qos) are skipped by their ids before anything is decoded.
 //
+// # Hostile bytes
+//
+// Every string of an emitted Record is valid UTF-8 and bounded (CleanString, the one rule for text that leaves
+// amqptrace: invalid bytes become U+FFFD, one each, as encoding/json does), and so is the connection identity that
+// goes into log lines. Every goroutine that handles wire-derived data defers a PanicGuard around the unit it can
+// afford to lose: the Correlator one event (or one tick), a Fanout sink one record (also counted in Dropped); the
+// panic is counted and its first occurrence logged by type and place, never by value.
+//
 // # Order
 //
 // The proxy forwards a chunk before it taps it, and every connection direction has its own pump goroutine, so

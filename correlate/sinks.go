@@ -6,12 +6,15 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 )
 
 // Fanout is a Sink that hands each record to several sinks, each behind its own bounded queue and goroutine: a slow
-// sink loses records (counted by Dropped) and never slows the correlator or the other sinks.
+// sink loses records (counted by Dropped) and never slows the correlator or the other sinks. A sink that panics
+// loses the record it panicked on, counted by Dropped and by Panics, and goes on with the next one.
 type Fanout struct {
 	outs    []fanoutOut
 	started atomic.Bool
@@ -22,16 +25,34 @@ type fanoutOut struct {
 	sink    Sink
 	q       chan *Record
 	dropped *atomic.Uint64
+	panics  *PanicGuard
 }
 
 // NewFanout returns a Fanout with a queue of queueSize records (default 4096) per sink. Call Run to start it.
 func NewFanout(queueSize int, sinks ...Sink) *Fanout {
+	named := make([]NamedSink, len(sinks))
+	for i, s := range sinks {
+		named[i] = NamedSink{Name: "sink" + strconv.Itoa(i), Sink: s}
+	}
+	return NewNamedFanout(queueSize, nil, named...)
+}
+
+// NamedSink is a sink with the name its drops and panics are reported under (metrics, events, ui, tracing).
+type NamedSink struct {
+	Name string
+	Sink Sink
+}
+
+// NewNamedFanout is NewFanout with a name per sink for the panic log line (component "sink:<name>") and a logger
+// for it (nil discards).
+func NewNamedFanout(queueSize int, log *slog.Logger, sinks ...NamedSink) *Fanout {
 	if queueSize <= 0 {
 		queueSize = 4096
 	}
 	f := &Fanout{}
 	for _, s := range sinks {
-		f.outs = append(f.outs, fanoutOut{sink: s, q: make(chan *Record, queueSize), dropped: new(atomic.Uint64)})
+		f.outs = append(f.outs, fanoutOut{sink: s.Sink, q: make(chan *Record, queueSize), dropped: new(atomic.Uint64),
+			panics: NewPanicGuard("sink:"+s.Name, log)})
 	}
 	return f
 }
@@ -54,12 +75,21 @@ func (f *Fanout) Record(r *Record) {
 	}
 }
 
-// Dropped returns, per sink in NewFanout order, how many records were dropped because its queue was full or the
-// Fanout had stopped.
+// Dropped returns, per sink in NewFanout order, how many records were dropped because its queue was full, the
+// Fanout had stopped, or the sink panicked on them.
 func (f *Fanout) Dropped() []uint64 {
 	out := make([]uint64, len(f.outs))
 	for i := range f.outs {
 		out[i] = f.outs[i].dropped.Load()
+	}
+	return out
+}
+
+// Panics returns, per sink in NewFanout order, how many records the sink panicked on (each also counted in Dropped).
+func (f *Fanout) Panics() []uint64 {
+	out := make([]uint64, len(f.outs))
+	for i := range f.outs {
+		out[i] = f.outs[i].panics.Count()
 	}
 	return out
 }
@@ -85,18 +115,24 @@ func fanoutPump(ctx context.Context, o *fanoutOut) {
 	for {
 		select {
 		case r := <-o.q:
-			o.sink.Record(r)
+			o.deliver(r)
 		case <-ctx.Done():
 			for {
 				select {
 				case r := <-o.q:
-					o.sink.Record(r)
+					o.deliver(r)
 				default:
 					return
 				}
 			}
 		}
 	}
+}
+
+// deliver hands one record to the sink; a panic costs that record (dropped, counted) and nothing else.
+func (o *fanoutOut) deliver(r *Record) {
+	defer o.panics.Recover(o.dropped)
+	o.sink.Record(r)
 }
 
 // Stop makes later Record calls drop (counted); use it when Run has returned for good.

@@ -36,6 +36,9 @@ type Stats struct {
 	UnknownMessages uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
 	PlainMessages   uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
 	Connections     int64  // gauge: live connections
+
+	// Panics counts panics recovered in the correlator, each costing one event, one record or one tick's work.
+	Panics uint64
 }
 
 // RecordCount counts records emitted by kind and status.
@@ -100,6 +103,7 @@ func (c *Correlator) Stats() Stats {
 		UnknownMessages: k.unknown.Load(), PlainMessages: k.plain.Load(), Connections: k.connections.Load(),
 		Buffered: k.buffered.Load(), LateEvents: k.late.Load(), ReorderOverflow: k.reorderOverflow.Load(),
 		Orphans: k.orphans.Load(), OrphansMerged: k.orphansMerged.Load(),
+		Panics: c.panics.Count(),
 	}
 	for i, kind := range allKinds {
 		for j, st := range allStatuses {

@@ -227,18 +227,22 @@ func (d *Decoder) endWrite() {
 	defer func() {
 		if r := recover(); r != nil {
 			d.conn.fail(&DecodeError{Dir: d.dir, Offset: d.off, State: "end of write",
-				Err: fmt.Errorf("%w: %v", ErrPanic, truncate(fmt.Sprint(r), 200))})
+				Err: panicError(r)})
 		}
 	}()
 	we.EndWrite(d.dir)
 }
+
+// panicError wraps ErrPanic with the panic's type, never its value: a panic value made from wire data (a label
+// value, a payload) would otherwise reach the log line and the close reason.
+func panicError(v any) error { return fmt.Errorf("%w (%T)", ErrPanic, v) }
 
 // decode walks p; a panic in here (ours or the Handler's) is turned into a DecodeError.
 func (d *Decoder) decode(p []byte) {
 	defer func() {
 		if r := recover(); r != nil {
 			d.conn.fail(&DecodeError{Dir: d.dir, Offset: d.fstart, FrameType: Type(d.hdr[0]), State: "handler",
-				Snippet: append([]byte(nil), d.hdr[:]...), Err: fmt.Errorf("%w: %v", ErrPanic, truncate(fmt.Sprint(r), 200))})
+				Snippet: append([]byte(nil), d.hdr[:]...), Err: panicError(r)})
 		}
 	}()
 	for len(p) > 0 {
@@ -426,13 +430,6 @@ func (d *Decoder) releaseCarry() {
 		putCarry(d.carryP)
 		d.carry, d.carryN, d.carryP = nil, 0, nil
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }
 
 // Carry buffers come from power-of-two size classes, 512 B to 16 MiB; bigger ones (only with a MaxFrameSize above

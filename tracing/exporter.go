@@ -26,6 +26,7 @@ type Stats struct {
 	Services       int    // distinct resources (OpenStack processes) currently cached
 	ServicesSpill  uint64 // spans attributed to the catch-all resource because MaxServices was reached
 	ConsumersTrim  uint64 // CONSUMER spans not built because a fanout exceeded the per-record bound
+	Panics         uint64 // panics recovered while building (the record is dropped) or exporting (the chunk is)
 }
 
 // Exporter turns records into spans and exports them in batches. Record is safe for concurrent use and never
@@ -55,6 +56,8 @@ type Exporter struct {
 	consumersTrim                           atomic.Uint64
 
 	lastWarn atomic.Int64 // unix nanos of the last export-failure log, for rate limiting
+
+	panics *correlate.PanicGuard
 }
 
 // NewWithExporter returns an Exporter that hands its batches to exp (an otlptracegrpc exporter in production, a
@@ -67,6 +70,7 @@ func NewWithExporter(cfg Config, exp sdktrace.SpanExporter) *Exporter {
 		queue:    make(chan *correlate.Record, cfg.queueSize()),
 		donec:    make(chan struct{}),
 		b:        newBuilder(cfg.maxServices()),
+		panics:   correlate.NewPanicGuard("tracing", cfg.logger()),
 	}
 }
 
@@ -169,6 +173,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 
 // add samples and builds one record into the pending batch.
 func (e *Exporter) add(r *correlate.Record) {
+	defer e.panics.Recover(&e.recordsDropped)
 	if !e.keep(r) {
 		e.sampledOut.Add(1)
 		return
@@ -200,7 +205,7 @@ func (e *Exporter) exportPending(ctx context.Context) {
 		n := min(len(e.pending), bs)
 		chunk := e.pending[:n]
 		ectx, cancel := context.WithTimeout(ctx, e.cfg.exportTimeout())
-		err := e.exporter.ExportSpans(ectx, chunk)
+		err := e.export(ectx, chunk)
 		cancel()
 		if err != nil && ctx.Err() != nil {
 			return // interrupted, not failed: keep the chunk for the flush
@@ -219,6 +224,20 @@ func (e *Exporter) exportPending(ctx context.Context) {
 	if len(e.pending) == 0 {
 		e.pending = nil
 	}
+}
+
+// errExportPanic is the error of an export call that panicked (counted in Stats.Panics too).
+var errExportPanic = errors.New("tracing: span export panicked")
+
+// export is one ExportSpans call; a panic in it fails this chunk like an export error, and only this chunk.
+func (e *Exporter) export(ctx context.Context, chunk []sdktrace.ReadOnlySpan) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			e.panics.Caught(v)
+			err = errExportPanic
+		}
+	}()
+	return e.exporter.ExportSpans(ctx, chunk)
 }
 
 // warn logs an export failure at most once per 10 seconds: a dead collector fails every batch, and the counters
@@ -303,5 +322,6 @@ func (e *Exporter) Stats() Stats {
 		Services:       int(e.b.res.size.Load()),
 		ServicesSpill:  e.b.res.spilled.Load(),
 		ConsumersTrim:  e.consumersTrim.Load(),
+		Panics:         e.panics.Count(),
 	}
 }

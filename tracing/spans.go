@@ -3,7 +3,6 @@ package tracing
 import (
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/amqptrace/amqptrace/correlate"
 	"go.opentelemetry.io/otel/attribute"
@@ -107,17 +106,9 @@ func newBuilder(maxServices int) *builder {
 	return &builder{res: newResources(maxServices), scope: instrumentation.Scope{Name: scopeName}}
 }
 
-// clip bounds a string attribute, cutting on a rune boundary so the value stays valid UTF-8 for OTLP.
-func clip(s string) string {
-	if len(s) <= maxAttrLen {
-		return s
-	}
-	cut := maxAttrLen
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
-}
+// clip makes a string attribute valid UTF-8 and at most maxAttrLen bytes: OTLP is protobuf, and a string field that
+// is not UTF-8 fails the whole export request, not just its span.
+func clip(s string) string { return correlate.CleanString(s, maxAttrLen) }
 
 // rpcMethod is the conventions' fully-qualified "service/method": the oslo target (topic, namespace) is the
 // service, since any server of the topic implements it.

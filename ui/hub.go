@@ -153,6 +153,7 @@ func (s *Server) writePump(c *client) {
 	ping := time.NewTicker(pingEvery)
 	defer ping.Stop()
 	defer c.conn.Close()
+	defer s.panics.Recover(nil) // a panic ends this client's connection, not the process
 	for {
 		select {
 		case msg := <-c.send:

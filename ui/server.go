@@ -90,6 +90,7 @@ type Stats struct {
 	RecordsDropped  uint64 `json:"records_dropped"`  // Record found the aggregator queue (or batch) full
 	EdgesDropped    uint64 `json:"edges_dropped"`    // graph edges not tracked because of the edge cap
 	Seq             uint64 `json:"seq"`              // sequence number of the last published update
+	Panics          uint64 `json:"panics"`           // panics recovered in aggregation and publishing (each cost a record or an update)
 }
 
 // Headline is the counters block of every websocket message: what the top bar shows.
@@ -119,6 +120,8 @@ type Server struct {
 	instance string
 
 	received, dropped, authRejected, originRejected atomic.Uint64
+	// panics guards the aggregator: a record it cannot add is dropped (counted), an update it cannot build is skipped.
+	panics *correlate.PanicGuard
 }
 
 // inQueue bounds the hand-off from Record to the aggregator. It is sized for a burst of about two ticks at
@@ -140,6 +143,7 @@ const snapshotCalls = 300
 // New returns a Server. Nothing runs until Run.
 func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.logger(), in: make(chan *correlate.Record, inQueue), now: time.Now}
+	s.panics = correlate.NewPanicGuard("ui", s.log)
 	s.start = s.now()
 	s.instance = strconv.FormatInt(s.start.UnixNano(), 36) + "-" + strconv.FormatUint(rand.Uint64()&0xffffff, 36)
 	s.st = newStore(cfg.recentSize(), s.start)
@@ -211,21 +215,19 @@ type update struct {
 	Instance string `json:"instance"`
 }
 
-// flush moves a batch into the store, renders the graph and headline once, and publishes one delta.
+// flush moves a batch into the store, renders the graph and headline once, and publishes one delta. A panic while
+// rendering skips this update (counted); the next tick renders from the store again.
 func (s *Server) flush(batch []*correlate.Record) {
+	defer s.panics.Recover(nil)
 	now := s.now()
+	kept := batch[:0]
 	for _, r := range batch {
-		sanitize(r)
+		if s.sanitize(r) {
+			kept = append(kept, r)
+		}
 	}
-	st := s.st
-	st.mu.Lock()
-	for _, r := range batch {
-		st.addLocked(r, now)
-	}
-	g := st.svc.view(now, s.start, true)
-	st.host.prune(now)
-	tot := st.totals
-	st.mu.Unlock()
+	batch = kept
+	g, tot := s.ingest(batch, now)
 
 	hl := s.headline(g, tot)
 	graphJSON, err1 := json.Marshal(g)
@@ -246,6 +248,33 @@ func (s *Server) flush(batch []*correlate.Record) {
 		}
 	}
 	s.hub.publish(graphJSON, hlJSON, calls, skipped, now)
+}
+
+// ingest adds a batch to the store and renders the service graph, under the store's lock. A record whose adding
+// panics is dropped (counted); a panic in rendering reaches flush with the lock released.
+func (s *Server) ingest(batch []*correlate.Record, now time.Time) (Graph, totals) {
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, r := range batch {
+		s.add(r, now)
+	}
+	g := st.svc.view(now, s.start, true)
+	st.host.prune(now)
+	return g, st.totals
+}
+
+// add adds one record to the store; the caller holds the store's lock.
+func (s *Server) add(r *correlate.Record, now time.Time) {
+	defer s.panics.Recover(&s.dropped)
+	s.st.addLocked(r, now)
+}
+
+// sanitize redacts one record for display; false means it panicked and the record is dropped (counted).
+func (s *Server) sanitize(r *correlate.Record) (ok bool) {
+	defer s.panics.Recover(&s.dropped)
+	sanitize(r)
+	return true
 }
 
 func (s *Server) headline(g Graph, tot totals) Headline {
@@ -290,6 +319,7 @@ func (s *Server) Stats() Stats {
 		RecordsDropped:  s.dropped.Load(),
 		EdgesDropped:    edges,
 		Seq:             seq,
+		Panics:          s.panics.Count(),
 	}
 }
 

@@ -163,7 +163,7 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 	// Sinks, in the order their drop counters are named on /metrics.
 	var sinks []correlate.Sink
 	var sinkNames []string
-	src := metrics.Sources{Pipeline: func() pipeline.Stats { return a.pipe.Stats() }}
+	src := metrics.Sources{Pipeline: func() pipeline.Stats { return a.pipe.Stats() }, Logger: logger.With("component", "metrics")}
 	var records *metrics.Records
 	a.registry, records = metrics.NewRegistry(&src)
 	sinks, sinkNames = append(sinks, records), append(sinkNames, "metrics")
@@ -232,8 +232,9 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 			GenericCasts: o.genericCasts,
 			Logger:       logger.With("component", "correlate"),
 		},
-		Sinks:  sinks,
-		Logger: logger,
+		Sinks:     sinks,
+		SinkNames: sinkNames,
+		Logger:    logger,
 	})
 	if err != nil {
 		return nil, err

@@ -1,13 +1,16 @@
 package metrics
 
 import (
+	"log/slog"
 	"net/http"
 	"sort"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/amqptrace/amqptrace/correlate"
 	"github.com/amqptrace/amqptrace/internal/pipeline"
 	"github.com/amqptrace/amqptrace/tracing"
 	"github.com/amqptrace/amqptrace/ui"
@@ -20,6 +23,8 @@ type Sources struct {
 	SinkNames []string // names of pipeline.Config.Sinks, in order, for the per-sink drop counter
 	Tracing   func() tracing.Stats
 	UI        func() ui.Stats
+	// Logger receives the collector's own panic line; nil discards.
+	Logger *slog.Logger
 }
 
 // NewRegistry returns a registry with the Go runtime and process collectors, the component collector for src,
@@ -28,7 +33,7 @@ type Sources struct {
 func NewRegistry(src *Sources) (*prometheus.Registry, *Records) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(&collector{src: src})
+	reg.MustRegister(&collector{src: src, panics: correlate.NewPanicGuard("metrics", src.Logger)})
 	return reg, NewRecords(reg, 0)
 }
 
@@ -37,7 +42,11 @@ func Handler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorHandling: promhttp.ContinueOnError})
 }
 
-type collector struct{ src *Sources }
+type collector struct {
+	src *Sources
+	// panics counts scrapes cut short by a panic (what was collected before it is still served).
+	panics *correlate.PanicGuard
+}
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc("amqptrace_"+name, help, labels, nil)
@@ -72,6 +81,8 @@ var (
 	dWSTotal     = desc("websocket_clients_total", "Browser websocket clients accepted since start.")
 	dWSKicked    = desc("websocket_clients_kicked_total", "Websocket clients disconnected because they did not keep up.")
 	dHTTPRefused = desc("http_rejected_total", "HTTP requests refused, by reason (origin, auth).", "reason")
+
+	dPanics = desc("panics_total", "Panics recovered, by component (correlator, decoder, sink:<name>, tracing, ui, metrics). Each cost one event, record, update, connection's decoding (decoder) or scrape (metrics), and nothing else: forwarding goes on.", "component")
 )
 
 // Describe sends nothing: the collector is unchecked, because which metrics exist depends on which components
@@ -79,12 +90,15 @@ var (
 func (c *collector) Describe(chan<- *prometheus.Desc) {}
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	defer c.panics.Recover(nil)
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
+	// First, so that a scrape a panic cuts short still reports the earlier ones.
+	counter(dPanics, float64(c.panics.Count()), "metrics")
 	if c.src.Pipeline != nil {
 		st := c.src.Pipeline()
 		p := st.Proxy
@@ -138,12 +152,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		} {
 			counter(dCorr, float64(v), ev)
 		}
+		counter(dPanics, float64(cs.Panics), "correlator")
+		counter(dPanics, float64(d.Panics), "decoder")
 		for i, v := range st.SinkDrops {
-			name := "sink"
-			if i < len(c.src.SinkNames) {
-				name = c.src.SinkNames[i]
-			}
-			counter(dDropped, float64(v), "sink:"+name)
+			counter(dDropped, float64(v), "sink:"+c.sinkName(i))
+		}
+		for i, v := range st.SinkPanics {
+			counter(dPanics, float64(v), "sink:"+c.sinkName(i))
 		}
 	}
 	if c.src.Tracing != nil {
@@ -154,6 +169,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dServices, float64(t.Services))
 		counter(dDropped, float64(t.RecordsDropped), "tracing_queue")
 		counter(dDropped, float64(t.SpansDropped), "span_export")
+		counter(dPanics, float64(t.Panics), "tracing")
 	}
 	if c.src.UI != nil {
 		u := c.src.UI()
@@ -163,5 +179,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dHTTPRefused, float64(u.OriginRejected), "origin")
 		counter(dHTTPRefused, float64(u.AuthRejected), "auth")
 		counter(dDropped, float64(u.RecordsDropped), "ui")
+		counter(dPanics, float64(u.Panics), "ui")
 	}
+}
+
+// sinkName is the name of the i-th pipeline sink.
+func (c *collector) sinkName(i int) string {
+	if i < len(c.src.SinkNames) {
+		return c.src.SinkNames[i]
+	}
+	return strconv.Itoa(i)
 }

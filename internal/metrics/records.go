@@ -77,8 +77,13 @@ func NewRecords(reg prometheus.Registerer, maxSeries int) *Records {
 	return r
 }
 
-// labels returns bounded method and topic label values.
+// maxLabelLen bounds one label value taken from the wire: an oslo method or topic is a few dozen bytes.
+const maxLabelLen = 128
+
+// labels returns bounded method and topic label values: valid UTF-8 (the Prometheus client panics on anything
+// else), at most maxLabelLen bytes, and at most maxSeries distinct pairs.
 func (r *Records) labels(method, topic string) (string, string) {
+	method, topic = correlate.CleanString(method, maxLabelLen), correlate.CleanString(topic, maxLabelLen)
 	key := [2]string{method, topic}
 	r.mu.Lock()
 	defer r.mu.Unlock()

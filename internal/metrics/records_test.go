@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/amqptrace/amqptrace/correlate"
+	"github.com/amqptrace/amqptrace/internal/pipeline"
+	"github.com/amqptrace/amqptrace/ui"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -89,5 +92,56 @@ func TestNotificationsAreLabelledByEventType(t *testing.T) {
 		EventType: "instance.create.end", Topic: "notifications"})
 	if got := testutil.ToFloat64(r.records.WithLabelValues("notification", "instance.create.end", "notifications", "ok")); got != 1 {
 		t.Errorf("notification by event type = %v, want 1", got)
+	}
+}
+
+// The record that killed the proxy: a method, topic and event type that are not valid UTF-8 (the Prometheus client
+// panics on such a label value). Records from correlate are already mended; this sink mends and bounds again, as
+// every boundary that requires valid text does, so a record built elsewhere cannot panic it either.
+func TestInvalidUTF8LabelsAreMendedAndBounded(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	r := NewRecords(reg, 0)
+	r.Record(&correlate.Record{Kind: correlate.KindCast, Status: correlate.StatusOK, Method: "pin\xc9\xf8g",
+		Topic: "compute.\xff", Published: at(0), Delivered: at(3)})
+	r.Record(&correlate.Record{Kind: correlate.KindNotification, Status: correlate.StatusOK,
+		EventType: "compute.\xff\xfeinstance" + strings.Repeat("x", 500), Topic: "notifications"})
+	if got := testutil.ToFloat64(r.records.WithLabelValues("cast", "pin\uFFFD\uFFFDg", "compute.\uFFFD", "ok")); got != 1 {
+		t.Errorf("mended cast series = %v, want 1", got)
+	}
+	long := correlate.CleanString("compute.\xff\xfeinstance"+strings.Repeat("x", 500), maxLabelLen)
+	if got := testutil.ToFloat64(r.records.WithLabelValues("notification", long, "notifications", "ok")); got != 1 {
+		t.Errorf("bounded notification series = %v, want 1", got)
+	}
+	if _, err := reg.Gather(); err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+}
+
+// Every component's panics are on /metrics under amqptrace_panics_total, by component, and a scrape survives a
+// source that panics (it counts itself under component="metrics").
+func TestPanicsAreExported(t *testing.T) {
+	src := &Sources{SinkNames: []string{"metrics", "events"}}
+	reg, _ := NewRegistry(src)
+	src.Pipeline = func() pipeline.Stats {
+		return pipeline.Stats{SinkDrops: []uint64{3, 0}, SinkPanics: []uint64{3, 0}, Decode: pipeline.DecodeStats{Panics: 2},
+			Correlate: correlate.Stats{Panics: 1}}
+	}
+	src.UI = func() ui.Stats { panic("a source that panics") }
+	want := func(metricsPanics int) string {
+		return fmt.Sprintf(`
+# HELP amqptrace_panics_total Panics recovered, by component (correlator, decoder, sink:<name>, tracing, ui, metrics). Each cost one event, record, update, connection's decoding (decoder) or scrape (metrics), and nothing else: forwarding goes on.
+# TYPE amqptrace_panics_total counter
+amqptrace_panics_total{component="correlator"} 1
+amqptrace_panics_total{component="decoder"} 2
+amqptrace_panics_total{component="metrics"} %d
+amqptrace_panics_total{component="sink:events"} 0
+amqptrace_panics_total{component="sink:metrics"} 3
+`, metricsPanics)
+	}
+	// Each scrape panics in the UI source, after the pipeline's metrics; the next scrape counts the one before.
+	for i := range 2 {
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(want(i)), "amqptrace_panics_total"); err != nil {
+			t.Errorf("scrape %d: %v", i+1, err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,9 @@ type Config struct {
 	// Sinks receive every record, each through its own bounded queue (SinkQueue); a full queue drops and counts.
 	// The pipeline does not own them: it never closes them.
 	Sinks []correlate.Sink
+	// SinkNames names Sinks, in order, in the log line of a sink's first panic (component "sink:<name>"); a
+	// missing name is the sink's index.
+	SinkNames []string
 	// SinkQueue is the queue length per sink. Default DefaultSinkQueue.
 	SinkQueue int
 	// Logger receives the pipeline's own lines (start, stop) and is the default for the parts. Nil discards.
@@ -100,6 +104,7 @@ type Pipeline struct {
 // decodeTotals accumulates the final decoder counters of closed connections.
 type decodeTotals struct {
 	conns, off     int64
+	panics         int64
 	client, server frames.DirStats
 }
 
@@ -124,11 +129,18 @@ func New(cfg Config) (*Pipeline, error) {
 	if p.fopts.Logger == nil {
 		p.fopts.Logger = log.With("component", "frames")
 	}
-	sinks := append([]correlate.Sink(nil), cfg.Sinks...)
-	if cfg.Correlate.Sink != nil {
-		sinks = append(sinks, cfg.Correlate.Sink)
+	sinks := make([]correlate.NamedSink, 0, len(cfg.Sinks)+1)
+	for i, s := range cfg.Sinks {
+		name := strconv.Itoa(i)
+		if i < len(cfg.SinkNames) {
+			name = cfg.SinkNames[i]
+		}
+		sinks = append(sinks, correlate.NamedSink{Name: name, Sink: s})
 	}
-	p.fanout = correlate.NewFanout(cfg.sinkQueue(), sinks...)
+	if cfg.Correlate.Sink != nil {
+		sinks = append(sinks, correlate.NamedSink{Name: "correlate", Sink: cfg.Correlate.Sink})
+	}
+	p.fanout = correlate.NewNamedFanout(cfg.sinkQueue(), log.With("component", "sinks"), sinks...)
 	ccfg := cfg.Correlate
 	ccfg.Sink = p.fanout
 	if ccfg.Logger == nil {
@@ -270,6 +282,9 @@ func (p *Pipeline) connDone(end proxy.ConnEnd, fc *frames.Conn, cc *correlate.Co
 	if st.Off {
 		p.closed.off++
 	}
+	if errors.Is(fc.Err(), frames.ErrPanic) {
+		p.closed.panics++
+	}
 	addDir(&p.closed.client, st.Client)
 	addDir(&p.closed.server, st.Server)
 	p.mu.Unlock()
@@ -303,8 +318,10 @@ type Stats struct {
 	Decode    DecodeStats
 	Correlate correlate.Stats
 	// SinkDrops counts, per sink in Config.Sinks order (then Config.Correlate.Sink), the records dropped
-	// because that sink's queue was full.
+	// because that sink's queue was full or the sink panicked on them.
 	SinkDrops []uint64
+	// SinkPanics counts, in the same order, the records each sink panicked on (also in SinkDrops).
+	SinkPanics []uint64
 }
 
 // DecodeStats sums the decoders of live and closed connections. Client counts client → broker traffic, Server
@@ -313,6 +330,7 @@ type DecodeStats struct {
 	ConnsLive   int64 // connections with a decoder now
 	ConnsClosed int64 // connections whose decoder's counters were folded into the totals
 	ConnsOff    int64 // connections (live or closed) whose decoding was switched off
+	Panics      int64 // connections whose decoding was switched off by a panic (in frames or the correlator's assembler)
 	Client      frames.DirStats
 	Server      frames.DirStats
 }
@@ -328,12 +346,14 @@ func (s Stats) RecordsDropped() uint64 {
 
 // Stats returns the counters. It is safe to call from any goroutine, before, during and after Serve.
 func (p *Pipeline) Stats() Stats {
-	s := Stats{Proxy: p.proxy.Stats(), Correlate: p.corr.Stats(), SinkDrops: p.fanout.Dropped()}
+	s := Stats{Proxy: p.proxy.Stats(), Correlate: p.corr.Stats(), SinkDrops: p.fanout.Dropped(),
+		SinkPanics: p.fanout.Panics()}
 	p.mu.Lock()
 	d := DecodeStats{
 		ConnsLive:   int64(len(p.live)),
 		ConnsClosed: p.closed.conns,
 		ConnsOff:    p.closed.off,
+		Panics:      p.closed.panics,
 		Client:      p.closed.client,
 		Server:      p.closed.server,
 	}
@@ -341,6 +361,9 @@ func (p *Pipeline) Stats() Stats {
 		st := fc.Stats()
 		if st.Off {
 			d.ConnsOff++
+		}
+		if errors.Is(fc.Err(), frames.ErrPanic) {
+			d.Panics++
 		}
 		addDir(&d.Client, st.Client)
 		addDir(&d.Server, st.Server)
