@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,13 @@ type Conn struct {
 
 	closeSeen atomic.Pointer[closeInfo]
 	closed    atomic.Bool
+
+	// opened is set once the broker has answered Connection.Open with Open-Ok: the login was accepted. Until then
+	// the connection is in its handshake (see handshake) and nothing of what it sends reaches the correlator.
+	opened atomic.Bool
+	// hs is the handshake state, guarded by hsMu; neither is touched once opened is set.
+	hsMu sync.Mutex
+	hs   handshake
 
 	// st is the pairing state of this connection (consumers, confirm sequence numbers, declarations). Only the
 	// correlator goroutine touches it.
@@ -205,7 +213,11 @@ func (cn *Conn) HandleFrame(f *frames.Frame) {
 	if f == nil || f.Dir > frames.ServerToClient {
 		return
 	}
-	cn.asm[f.Dir].frame(f)
+	if cn.opened.Load() {
+		cn.asm[f.Dir].frame(f)
+		return
+	}
+	cn.handshakeFrame(f)
 }
 
 // EndWrite implements frames.WriteEnder: the decoder has handed over every frame of one write, so the events they
@@ -214,7 +226,98 @@ func (cn *Conn) EndWrite(dir frames.Direction) {
 	if dir > frames.ServerToClient {
 		return
 	}
+	if cn.opened.Load() {
+		cn.asm[dir].flush()
+		return
+	}
+	// Open-Ok may be replaying held frames into this assembler from the other direction's goroutine right now.
+	cn.hsMu.Lock()
 	cn.asm[dir].flush()
+	cn.hsMu.Unlock()
+}
+
+// handshake is what a connection does before the broker accepts its login. Only the methods the handshake needs
+// are decoded: Start-Ok (the client's identity and user name, never its response), Open (the vhost), Open-Ok and
+// Close. Everything else is dropped (counted), so a client that RabbitMQ will refuse, or one that never finishes
+// logging in, reaches neither the correlator nor the body parsers and inflaters nor any sink, whatever it sends.
+//
+// One exception keeps a legitimate first publish: a client may send its next frames as soon as it reads Open-Ok,
+// and the proxy forwards Open-Ok before the broker → client tap decodes it, so frames the client sends after
+// Connection.Open can reach this side first. Those are held, copied and bounded (maxHeld bytes), and replayed
+// when Open-Ok arrives; a Close or the end of the connection discards them undecoded.
+type handshake struct {
+	openSent bool           // the client sent Connection.Open
+	held     []frames.Frame // copies of client → broker frames after Open, before Open-Ok
+	heldLen  int
+}
+
+// maxHeld bounds the frames held between Connection.Open and Open-Ok. A real client sends at most a channel open
+// and a publish or two in that window; more than this is dropped (counted) rather than buffered.
+const maxHeld = 64 << 10
+
+// handshakeFrame handles one frame of a connection that is not open yet (see handshake).
+func (cn *Conn) handshakeFrame(f *frames.Frame) {
+	cn.hsMu.Lock()
+	defer cn.hsMu.Unlock()
+	if cn.opened.Load() {
+		cn.asm[f.Dir].frame(f) // Open-Ok came while this goroutine waited for the lock
+		return
+	}
+	c := cn.c
+	hs := &cn.hs
+	if f.Type == frames.TypeMethod {
+		k := uint32(f.ClassID)<<16 | uint32(f.MethodID)
+		switch {
+		case f.Dir == frames.ClientToServer && k == 10<<16|11: // Start-Ok
+			if m, err := frames.DecodeMethod(f.Payload); err == nil {
+				cn.startOK(m.(*frames.ConnectionStartOK))
+			} else {
+				c.ctr.decodeFailures.Add(1)
+			}
+			return
+		case f.Dir == frames.ClientToServer && k == 10<<16|40: // Open
+			if m, err := frames.DecodeMethod(f.Payload); err == nil {
+				cn.open(m.(*frames.ConnectionOpen).VirtualHost)
+				hs.openSent = true
+			} else {
+				c.ctr.decodeFailures.Add(1)
+			}
+			return
+		case k == 10<<16|50: // Close, either way: the login failed or was given up
+			cn.asm[f.Dir].method(f)
+			c.ctr.preOpen.Add(uint64(len(hs.held)))
+			hs.held, hs.heldLen = nil, 0
+			return
+		case f.Dir == frames.ServerToClient && k == 10<<16|41: // Open-Ok
+			cn.openOK()
+			return
+		case f.ClassID == 10: // Start, Secure, Tune and their answers: the handshake itself, nothing to count
+			return
+		}
+	}
+	if f.Type == frames.TypeHeartbeat {
+		return
+	}
+	if f.Dir == frames.ClientToServer && hs.openSent && hs.heldLen+len(f.Payload) <= maxHeld {
+		h := *f
+		h.Payload = append([]byte(nil), f.Payload...)
+		hs.held = append(hs.held, h)
+		hs.heldLen += len(f.Payload)
+		return
+	}
+	c.ctr.preOpen.Add(1)
+}
+
+// openOK opens the connection: the held client frames go through the client → broker assembler, in their order,
+// then every later frame takes the fast path. The caller holds hsMu.
+func (cn *Conn) openOK() {
+	a := &cn.asm[frames.ClientToServer]
+	for i := range cn.hs.held {
+		a.frame(&cn.hs.held[i])
+	}
+	a.flush()
+	cn.hs = handshake{}
+	cn.opened.Store(true)
 }
 
 // Close ends the connection: it logs the connection's identity and close reason once and lets the correlator drop
@@ -224,6 +327,13 @@ func (cn *Conn) Close(reason string, err error) {
 		return
 	}
 	c := cn.c
+	if !cn.opened.Load() {
+		// The login never completed: what the client sent after Connection.Open is discarded undecoded.
+		cn.hsMu.Lock()
+		c.ctr.preOpen.Add(uint64(len(cn.hs.held)))
+		cn.hs = handshake{}
+		cn.hsMu.Unlock()
+	}
 	// The close goes through the reorder window like every other event, so the connection's consumers are
 	// dropped after the deliveries read before the close, not before they are processed. It does not go through
 	// the bounded queue: a close is never dropped.
@@ -283,7 +393,7 @@ func interesting(dir frames.Direction, class, method uint16) bool {
 	k := uint32(class)<<16 | uint32(method)
 	if dir == frames.ClientToServer {
 		switch k {
-		case 10<<16 | 11, 10<<16 | 40, 10<<16 | 50, 20<<16 | 10, 40<<16 | 10, 50<<16 | 10, 50<<16 | 20,
+		case 10<<16 | 50, 20<<16 | 10, 40<<16 | 10, 50<<16 | 10, 50<<16 | 20,
 			60<<16 | 20, 60<<16 | 40, 60<<16 | 70, 85<<16 | 10:
 			return true
 		}
@@ -343,14 +453,8 @@ func (a *assembler) method(f *frames.Frame) {
 	ev := c.events.Get().(*event)
 	*ev = event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at}
 	switch m := m.(type) {
-	case *frames.ConnectionStartOK:
-		a.conn.startOK(m)
-		return
-	case *frames.ConnectionOpen:
-		a.conn.open(m.VirtualHost)
-		return
 	case *frames.ConnectionClose:
-		a.conn.closeSeen.CompareAndSwap(nil, &closeInfo{code: m.ReplyCode, text: m.ReplyText, dir: a.dir})
+		a.conn.closeSeen.CompareAndSwap(nil, &closeInfo{code: m.ReplyCode, text: CleanString(m.ReplyText, maxMessageLen), dir: a.dir})
 		return
 	case *frames.ChannelOpen:
 		ev.kind = evChannelOpen

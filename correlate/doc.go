@@ -15,6 +15,15 @@
 // a lock on the hot path; the two directions of a connection share only atomic pointers (identity, close info).
 // Methods nobody needs (consumer acks, heartbeats, Qos) are skipped by their ids before anything is decoded.
 //
+// # Before the login is accepted
+//
+// A connection decodes nothing past its handshake until the broker has answered Connection.Open with Open-Ok: only
+// Start-Ok (identity and user name), Open (vhost), Open-Ok and Close are read. What a client sends before that is
+// counted (Stats.PreOpenFrames) and never reaches an assembler, a body parser, an inflater or a sink, so a client
+// RabbitMQ refuses costs the proxy a few counters, whatever it sends. Frames a client pipelines after Open (it may
+// write as soon as it reads Open-Ok, which the proxy forwards before it taps it) are copied, held up to 64 KiB,
+// and replayed in order at Open-Ok; a Close or the end of the connection discards them undecoded.
+//
 // # Hostile bytes
 //
 // Every string of an emitted Record is valid UTF-8 and bounded (CleanString, the one rule for text that leaves

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
-
 )
 
 // Tests of what a hostile or broken client can make of the correlator: strings that are not text, logins the

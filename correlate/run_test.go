@@ -51,6 +51,8 @@ func TestRunExpiresAndFlushes(t *testing.T) {
 			wire.TuneOK(2047, frameMax, 60), wire.Open("/"), wire.ChannelOpen(1),
 			wire.Message(1, "nova", "scheduler", callProps(1500), callBody("fast", "m1", "u1", reqID, nil), frameMax),
 			wire.Message(1, "nova", "scheduler", callProps(60000), callBody("slow", "m2", "u2", reqID, nil), frameMax)))
+		// The broker accepts the login after the client pipelined its publishes: they were held, and count now.
+		dec.ServerDecoder().Write(wire.Concat(wire.Start(wire.Table{}), wire.Tune(2047, frameMax, 60), wire.OpenOK()))
 
 		time.Sleep(1500*time.Millisecond + 5*time.Second) // fake time: the bubble's clock jumps
 		synctest.Wait()

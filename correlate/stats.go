@@ -37,6 +37,9 @@ type Stats struct {
 	PlainMessages   uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
 	Connections     int64  // gauge: live connections
 
+	// PreOpenFrames counts frames a connection sent before the broker accepted its login (Connection.Open-Ok),
+	// other than the handshake's own: never decoded (see Conn's handshake).
+	PreOpenFrames uint64
 	// Panics counts panics recovered in the correlator, each costing one event, one record or one tick's work.
 	Panics uint64
 }
@@ -86,6 +89,7 @@ type counters struct {
 	connections                            atomic.Int64
 	buffered, orphans                      atomic.Int64
 	late, reorderOverflow, orphansMerged   atomic.Uint64
+	preOpen                                atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. It is safe to call from any goroutine.
@@ -103,7 +107,7 @@ func (c *Correlator) Stats() Stats {
 		UnknownMessages: k.unknown.Load(), PlainMessages: k.plain.Load(), Connections: k.connections.Load(),
 		Buffered: k.buffered.Load(), LateEvents: k.late.Load(), ReorderOverflow: k.reorderOverflow.Load(),
 		Orphans: k.orphans.Load(), OrphansMerged: k.orphansMerged.Load(),
-		Panics: c.panics.Count(),
+		PreOpenFrames: k.preOpen.Load(), Panics: c.panics.Count(),
 	}
 	for i, kind := range allKinds {
 		for j, st := range allStatuses {

@@ -82,7 +82,8 @@ var (
 	dWSKicked    = desc("websocket_clients_kicked_total", "Websocket clients disconnected because they did not keep up.")
 	dHTTPRefused = desc("http_rejected_total", "HTTP requests refused, by reason (origin, auth).", "reason")
 
-	dPanics = desc("panics_total", "Panics recovered, by component (correlator, decoder, sink:<name>, tracing, ui, metrics). Each cost one event, record, update, connection's decoding (decoder) or scrape (metrics), and nothing else: forwarding goes on.", "component")
+	dPanics  = desc("panics_total", "Panics recovered, by component (correlator, decoder, sink:<name>, tracing, ui, metrics). Each cost one event, record, update, connection's decoding (decoder) or scrape (metrics), and nothing else: forwarding goes on.", "component")
+	dPreOpen = desc("pre_open_frames_total", "Frames clients sent before the broker accepted their login (Connection.Open-Ok), other than the handshake's: never decoded.")
 )
 
 // Describe sends nothing: the collector is unchecked, because which metrics exist depends on which components
@@ -152,6 +153,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		} {
 			counter(dCorr, float64(v), ev)
 		}
+		counter(dPreOpen, float64(cs.PreOpenFrames))
 		counter(dPanics, float64(cs.Panics), "correlator")
 		counter(dPanics, float64(d.Panics), "decoder")
 		for i, v := range st.SinkDrops {
