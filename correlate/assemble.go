@@ -102,6 +102,7 @@ type event struct {
 	noWait               bool
 	replyCode            uint16
 	replyText            string
+	qflags               *queueFlags // Queue.Declare (not passive)
 
 	// Content (publish, deliver, return).
 	correlationID, replyTo, expiration, messageID, amqpType string
@@ -124,6 +125,7 @@ const (
 	evCancel // broker's Basic.Cancel or Basic.Cancel-Ok
 	evQueueDeclare
 	evQueueBind
+	evQueueDelete
 	evExchangeDeclare
 	evChannelOpen
 	evGet
@@ -393,7 +395,7 @@ func interesting(dir frames.Direction, class, method uint16) bool {
 	k := uint32(class)<<16 | uint32(method)
 	if dir == frames.ClientToServer {
 		switch k {
-		case 10<<16 | 50, 20<<16 | 10, 40<<16 | 10, 50<<16 | 10, 50<<16 | 20,
+		case 10<<16 | 50, 20<<16 | 10, 40<<16 | 10, 50<<16 | 10, 50<<16 | 20, 50<<16 | 40,
 			60<<16 | 20, 60<<16 | 40, 60<<16 | 70, 85<<16 | 10:
 			return true
 		}
@@ -462,6 +464,11 @@ func (a *assembler) method(f *frames.Frame) {
 		ev.kind, ev.exchange, ev.exType = evExchangeDeclare, m.Exchange, m.Type
 	case *frames.QueueDeclare:
 		ev.kind, ev.queue = evQueueDeclare, m.Queue
+		if !m.Passive {
+			ev.qflags = flagsOf(m)
+		}
+	case *frames.QueueDelete:
+		ev.kind, ev.queue = evQueueDelete, m.Queue
 	case *frames.QueueBind:
 		ev.kind, ev.queue, ev.exchange, ev.routingKey = evQueueBind, m.Queue, m.Exchange, m.RoutingKey
 	case *frames.BasicConsume:

@@ -10,6 +10,7 @@ const (
 	DefaultGrace           = 5 * time.Second
 	DefaultTimeout         = 60 * time.Second // oslo.messaging's rpc_response_timeout
 	DefaultSettle          = 2 * time.Second
+	DefaultQueueHorizon    = 10 * time.Minute
 	DefaultMaxPending      = 100000
 	DefaultQueueSize       = 65536
 	DefaultBodyCap         = 1 << 20
@@ -26,10 +27,17 @@ type Config struct {
 	// DefaultTimeout is the deadline of a call or generic RPC published without an expiration property.
 	// Default 60s, oslo.messaging's rpc_response_timeout.
 	DefaultTimeout time.Duration
-	// Settle is how long a cast, fanout or notification waits for deliveries before its record is emitted, unless
-	// every delivery expected from the known bindings and consumers is in earlier. Default 2s: deliveries follow a
-	// publish within milliseconds unless the consumer is backlogged, and a cast record should not linger.
+	// Settle is how long a cast, fanout or notification that no consumer behind this proxy is expected to receive
+	// waits for deliveries before its record is emitted (one that is expected waits up to QueueHorizon, or until
+	// every expected delivery is in). Default 2s: such a message is delivered, if at all, to a consumer this proxy
+	// does not see, and its record should not linger.
 	Settle time.Duration
+	// QueueHorizon is how long a cast, fanout or notification waits in its queue for a delivery this proxy is
+	// expected to see (its queue has, or had, a consumer behind this proxy, and keeps messages while it has
+	// none) before its record is emitted without it. A backlog of minutes is what a sick cloud looks like: the
+	// record then carries the whole queue wait. The message's AMQP expiration and the queue's x-message-ttl cut it
+	// short, since the broker drops the message then. Default 10m.
+	QueueHorizon time.Duration
 	// MaxPending caps the pending table; past it the oldest pending RPC is emitted as it is (counted as evicted).
 	// Default 100000.
 	MaxPending int
@@ -76,6 +84,7 @@ type Config struct {
 func (c *Config) grace() time.Duration          { return orDefault(c.Grace, DefaultGrace) }
 func (c *Config) defaultTimeout() time.Duration { return orDefault(c.DefaultTimeout, DefaultTimeout) }
 func (c *Config) settle() time.Duration         { return orDefault(c.Settle, DefaultSettle) }
+func (c *Config) queueHorizon() time.Duration   { return orDefault(c.QueueHorizon, DefaultQueueHorizon) }
 func (c *Config) maxPending() int               { return orDefault(c.MaxPending, DefaultMaxPending) }
 func (c *Config) queueSize() int                { return orDefault(c.QueueSize, DefaultQueueSize) }
 func (c *Config) reorder() time.Duration        { return orDefault(c.Reorder, DefaultReorder) }

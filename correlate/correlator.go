@@ -12,11 +12,8 @@ import (
 	"time"
 )
 
-// Bounds of the correlator's learned topology. They are generous for one cloud and stop a hostile client from
-// growing the tables without end; past them, learning stops (pairing still works, splits fall back to dots).
+// Bounds of the correlator's tables (see topology.go for the topology's).
 const (
-	maxTopics         = 10000
-	maxExchanges      = 10000
 	maxDeclaredPerCon = 64
 	maxTracked        = 4096 // unconfirmed publishes kept per channel
 	maxTrackedNoConf  = 256  // mandatory publishes kept per channel without confirms (for Basic.Return)
@@ -72,11 +69,7 @@ type Correlator struct {
 	seq            uint64
 	expiry         expiryHeap
 	nextID         uint64
-	topics         map[string]struct{}
-	exTypes        map[string]string
-	bindings       map[string]map[string][]string // exchange → binding key → queues
-	nbindings      int
-	queueConsumers map[string]int
+	topo           topology
 	handling       map[handKey]handEntry
 	handlingNext   time.Time         // no entry of handling ends before this (see setHandling)
 	recent         map[string]string // msg key → final reply's _unique_id, for stragglers of finished calls
@@ -87,28 +80,25 @@ type Correlator struct {
 // New returns a Correlator; call Run to start pairing.
 func New(cfg Config) *Correlator {
 	c := &Correlator{
-		cfg:            cfg,
-		now:            cfg.now(),
-		epoch:          cfg.now()(),
-		log:            cfg.logger(),
-		sink:           cfg.Sink,
-		panics:         NewPanicGuard("correlator", cfg.logger()),
-		q:              make(chan *event, cfg.queueSize()),
-		conns:          make(map[uint64]*Conn),
-		closedSignal:   make(chan struct{}, 1),
-		bodies:         newBodyCache(),
-		byUnique:       make(map[string]*pending),
-		byMsg:          make(map[string]*pending),
-		topics:         make(map[string]struct{}),
-		exTypes:        make(map[string]string),
-		bindings:       make(map[string]map[string][]string),
-		queueConsumers: make(map[string]int),
-		handling:       make(map[handKey]handEntry),
-		recent:         make(map[string]string),
-		recentRing:     make([]string, recentFinals),
-		reorder:        cfg.reorder(),
-		orphans:        make(map[string][]*orphan),
-		maybeReply:     make(map[string]*pending),
+		cfg:          cfg,
+		now:          cfg.now(),
+		epoch:        cfg.now()(),
+		log:          cfg.logger(),
+		sink:         cfg.Sink,
+		panics:       NewPanicGuard("correlator", cfg.logger()),
+		q:            make(chan *event, cfg.queueSize()),
+		conns:        make(map[uint64]*Conn),
+		closedSignal: make(chan struct{}, 1),
+		bodies:       newBodyCache(),
+		byUnique:     make(map[string]*pending),
+		byMsg:        make(map[string]*pending),
+		topo:         newTopology(),
+		handling:     make(map[handKey]handEntry),
+		recent:       make(map[string]string),
+		recentRing:   make([]string, recentFinals),
+		reorder:      cfg.reorder(),
+		orphans:      make(map[string][]*orphan),
+		maybeReply:   make(map[string]*pending),
 	}
 	c.events.New = func() any { return new(event) }
 	if c.sink == nil {
@@ -138,8 +128,8 @@ type pending struct {
 	finalSeen   bool // a final reply was published (or delivered) and not returned
 	waitConfirm bool // final reply published to a queue nobody here consumes: final at its confirm
 	replyUnique string
-	hb          []string // heartbeat _unique_ids seen
-	expected    int      // deliveries expected from known bindings and consumers
+	hb          []string    // heartbeat _unique_ids seen
+	expect      expectation // deliveries expected from known bindings and consumers
 	gen         *genericReply
 	// vals backs the record's pointer fields, and deadline its Deadline: the record is part of the pending, so
 	// pointing into it keeps nothing alive that the record did not, and setting a field allocates nothing. Caller
@@ -330,16 +320,16 @@ func (c *Correlator) process(ev *event) {
 	case evGet:
 		st.channel(ev.channel).getQueue = ev.queue
 	case evQueueDeclare:
-		c.onQueueDeclare(st, ev.queue)
+		c.topo.declareQueue(ev.queue, ev.qflags, st.declared)
+		if ev.queue != "" && len(st.declared) < maxDeclaredPerCon {
+			st.declared = append(st.declared, ev.queue)
+		}
+	case evQueueDelete:
+		c.topo.deleteQueue(ev.queue)
 	case evQueueBind:
-		c.onQueueBind(ev.queue, ev.exchange, ev.routingKey)
+		c.topo.bind(ev.queue, ev.exchange, ev.routingKey)
 	case evExchangeDeclare:
-		if _, ok := c.exTypes[ev.exchange]; ok || len(c.exTypes) < maxExchanges {
-			c.exTypes[ev.exchange] = ev.exType
-		}
-		if ev.exType == "fanout" && strings.HasSuffix(ev.exchange, "_fanout") {
-			c.learnTopic(strings.TrimSuffix(ev.exchange, "_fanout"))
-		}
+		c.topo.declareExchange(ev.exchange, ev.exType)
 	}
 }
 
@@ -350,24 +340,16 @@ func (c *Correlator) addConsumer(ch *chanState, tag, queue string) {
 		ch.consumers = make(map[string]string, 4)
 	}
 	if old, ok := ch.consumers[tag]; ok {
-		c.dropQueueConsumer(old)
+		c.topo.consumerGone(old)
 	}
 	ch.consumers[tag] = queue
-	c.queueConsumers[queue]++
+	c.topo.consumerAdded(queue)
 }
 
 func (c *Correlator) removeConsumer(ch *chanState, tag string) {
 	if q, ok := ch.consumers[tag]; ok {
 		delete(ch.consumers, tag)
-		c.dropQueueConsumer(q)
-	}
-}
-
-func (c *Correlator) dropQueueConsumer(q string) {
-	if n := c.queueConsumers[q] - 1; n > 0 {
-		c.queueConsumers[q] = n
-	} else {
-		delete(c.queueConsumers, q)
+		c.topo.consumerGone(q)
 	}
 }
 
@@ -400,109 +382,6 @@ func (c *Correlator) closeConn(st *connState) {
 		c.resetChannel(st, ch)
 	}
 	st.declared = nil
-}
-
-// onQueueDeclare learns RPC topics: an RPC server declares T and T.<server> on one connection, and its fanout
-// queue is T_fanout_<id>. Server names and topics may both hold dots, so only this tells where one ends.
-func (c *Correlator) onQueueDeclare(st *connState, q string) {
-	if q == "" {
-		return
-	}
-	if i := strings.Index(q, "_fanout_"); i > 0 {
-		c.learnTopic(q[:i])
-	}
-	for _, d := range st.declared {
-		switch {
-		case strings.HasPrefix(q, d) && len(q) > len(d) && q[len(d)] == '.':
-			c.learnTopic(d)
-		case strings.HasPrefix(d, q) && len(d) > len(q) && d[len(q)] == '.':
-			c.learnTopic(q)
-		}
-	}
-	if len(st.declared) < maxDeclaredPerCon {
-		st.declared = append(st.declared, q)
-	}
-}
-
-func (c *Correlator) onQueueBind(queue, exchange, key string) {
-	if strings.HasSuffix(exchange, "_fanout") && key != "" {
-		c.learnTopic(key)
-	}
-	keys := c.bindings[exchange]
-	if keys == nil {
-		if c.nbindings >= c.cfg.maxPending() {
-			return
-		}
-		keys = make(map[string][]string)
-		c.bindings[exchange] = keys
-	}
-	for _, q := range keys[key] {
-		if q == queue {
-			return
-		}
-	}
-	if c.nbindings >= c.cfg.maxPending() {
-		return
-	}
-	keys[key] = append(keys[key], queue)
-	c.nbindings++
-}
-
-func (c *Correlator) learnTopic(t string) {
-	if t == "" {
-		return
-	}
-	if _, ok := c.topics[t]; !ok && len(c.topics) < maxTopics {
-		c.topics[t] = struct{}{}
-	}
-}
-
-// splitRPC splits an RPC routing key into topic and server: the longest learned topic that is the key or a dotted
-// prefix of it wins; with none learned, the first dot (right for Nova, Neutron, Cinder; wrong for Ironic's dotted
-// topics, which the declarations teach us).
-func (c *Correlator) splitRPC(rk string) (topic, server string) {
-	if _, ok := c.topics[rk]; ok {
-		return rk, ""
-	}
-	for i := len(rk) - 1; i > 0; i-- {
-		if rk[i] == '.' {
-			if _, ok := c.topics[rk[:i]]; ok {
-				return rk[:i], rk[i+1:]
-			}
-		}
-	}
-	if i := strings.IndexByte(rk, '.'); i > 0 {
-		return rk[:i], rk[i+1:]
-	}
-	return rk, ""
-}
-
-// expectedDeliveries counts the queues a publish reaches that some connection through this proxy consumes.
-func (c *Correlator) expectedDeliveries(exchange, rk string) int {
-	if exchange == "" {
-		if c.queueConsumers[rk] > 0 {
-			return 1
-		}
-		return 0
-	}
-	keys := c.bindings[exchange]
-	n := 0
-	if c.exTypes[exchange] == "fanout" || strings.HasSuffix(exchange, "_fanout") {
-		for _, qs := range keys {
-			for _, q := range qs {
-				if c.queueConsumers[q] > 0 {
-					n++
-				}
-			}
-		}
-		return n
-	}
-	for _, q := range keys[rk] {
-		if c.queueConsumers[q] > 0 {
-			n++
-		}
-	}
-	return n
 }
 
 // --- pending table ----------------------------------------------------------------------------------------------
@@ -759,6 +638,9 @@ func requestKind(ev *event) Kind {
 func (c *Correlator) request(ev *event, kind Kind) *pending {
 	b := &ev.body
 	key := b.uniqueID
+	if key == "" && b.messageID != "" {
+		key = "nid\x00" + b.messageID // a notification without _unique_id: its message_id is as unique
+	}
 	if p := c.byUnique[key]; key != "" && p != nil {
 		return p
 	}
@@ -798,14 +680,14 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 			r.Topic = ev.routingKey
 		}
 	default:
-		topic, server := c.splitRPC(ev.routingKey)
+		topic, server := c.topo.splitRPC(ev.routingKey)
 		r.Topic = topic
 		if server != "" {
 			p.vals.server = server
 			r.Server = &p.vals.server
 		}
 	}
-	p.expected = c.expectedDeliveries(ev.exchange, ev.routingKey)
+	p.expect = c.topo.expect(ev.exchange, ev.routingKey)
 	if kind == KindCall {
 		p.replyQ = b.replyQ
 		if b.msgID != "" {
@@ -816,9 +698,26 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 			c.setDeadline(p, ev.at, ev.expiration)
 		}
 	} else {
-		c.schedule(p, ev.at.Add(c.cfg.settle()))
+		c.schedule(p, ev.at.Add(c.oneWayWait(p, ev)))
 	}
 	return p
+}
+
+// oneWayWait is how long a cast, fanout or notification waits for its deliveries, from its first sighting. One
+// that a consumer behind this proxy is expected to receive is queued, not lost, until it is delivered: it waits
+// up to QueueHorizon, or until its queue's TTL or its own expiration drops it. Others settle.
+func (c *Correlator) oneWayWait(p *pending, ev *event) time.Duration {
+	if p.expect.total() == 0 {
+		return c.cfg.settle()
+	}
+	d := c.cfg.queueHorizon()
+	if ttl := p.expect.ttl; ttl > 0 {
+		d = min(d, ttl+c.cfg.settle())
+	}
+	if ms, err := strconv.ParseInt(ev.expiration, 10, 64); err == nil && ms >= 0 {
+		d = min(d, time.Duration(ms)*time.Millisecond+c.cfg.settle())
+	}
+	return max(d, c.cfg.settle())
 }
 
 // setDeadline sets a call's deadline from the expiration property (the caller's timeout in ms) measured from t.
@@ -899,7 +798,7 @@ func (c *Correlator) delivered(p *pending, ev *event, queue string) {
 		c.setHandling(handKey{id.proc, r.RequestID}, p, ev.at)
 	}
 	// A generic message that may yet turn out to be a reply (gen) waits out its settle time in any case.
-	if r.Kind != KindCall && p.expected > 0 && r.Deliveries >= p.expected && p.gen == nil {
+	if r.Kind != KindCall && p.expect.total() > 0 && r.Deliveries >= p.expect.total() && p.gen == nil {
 		c.finishOneWay(p)
 	}
 }
@@ -989,7 +888,7 @@ func (c *Correlator) onReply(p *pending, ev *event, delivery, confirmChannel boo
 		delete(c.handling, k)
 	}
 	switch {
-	case c.queueConsumers[replyQueue(ev.routingKey)] > 0:
+	case c.topo.consumed(replyQueue(ev.routingKey)):
 		// The caller's reply connection is behind this proxy: the call ends at the reply's delivery.
 	case confirmChannel:
 		p.waitConfirm = true // ends at the broker's confirm, unless the broker returns the reply first
@@ -1188,7 +1087,7 @@ func (c *Correlator) genericRequest(ev *event) *pending {
 	r.MessageID = ev.messageID
 	r.RequestBytes = int(min(ev.bodySize, 1<<40))
 	r.Truncated = ev.truncated
-	p.expected = c.expectedDeliveries(ev.exchange, ev.routingKey)
+	p.expect = c.topo.expect(ev.exchange, ev.routingKey)
 	if call {
 		r.Kind = KindCall
 		r.MsgID = id

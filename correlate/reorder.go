@@ -344,10 +344,10 @@ func (c *Correlator) hold(p *pending) bool {
 	r := &p.rec
 	switch {
 	case !p.published:
-		if r.Kind == KindCall && c.queueConsumers[replyQueue(p.replyQ)] == 0 {
+		if r.Kind == KindCall && !c.topo.consumed(replyQueue(p.replyQ)) {
 			return false
 		}
-	case p.expected > 0 && r.Deliveries == 0:
+	case p.expect.total() > 0 && r.Deliveries == 0:
 	case r.Kind == KindCall && r.Deliveries > 0 && r.Replied == nil:
 	default:
 		return false

@@ -45,7 +45,7 @@ type options struct {
 	dialTimeout, idleTimeout, shutdownGrace time.Duration
 	maxConns                                int
 	eventLoops                              int
-	replyGrace                              time.Duration
+	replyGrace, queueHorizon                time.Duration
 	maxPending, bodyCap                     int
 	maxFrame                                int
 	genericCasts                            bool
@@ -79,6 +79,7 @@ func (o *options) register(fs *flag.FlagSet, listen, http string) {
 	fs.IntVar(&o.eventLoops, "event-loops", 0, "epoll loops forwarding plain-TCP connections on Linux (0: GOMAXPROCS-1, at least one; -1: a goroutine pair per connection instead)")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open connections may go on before they are closed")
 	fs.DurationVar(&o.replyGrace, "reply-grace", 5*time.Second, "after a call's deadline, how long a late reply still lands in the same record")
+	fs.DurationVar(&o.queueHorizon, "queue-horizon", 10*time.Minute, "how long a cast, fanout or notification queued for a consumer behind this proxy is waited for before its record is emitted without the delivery")
 	fs.IntVar(&o.maxPending, "max-pending", 100000, "cap on RPCs awaiting their reply; past it the oldest are expired (counted)")
 	fs.IntVar(&o.bodyCap, "body-cap", 1<<20, "bytes of each message body kept for decoding; larger bodies are marked truncated")
 	fs.BoolVar(&o.genericCasts, "generic-casts", false, "also record plain (non-oslo) AMQP messages without reply_to or correlation_id; off: they are only counted")
@@ -226,6 +227,7 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 		Frames:        frames.Options{MaxFrameSize: uint32(o.maxFrame), Logger: logger.With("component", "frames")},
 		Correlate: correlate.Config{
 			Grace:        o.replyGrace,
+			QueueHorizon: o.queueHorizon,
 			MaxPending:   o.maxPending,
 			BodyCap:      o.bodyCap,
 			Payload:      payload,

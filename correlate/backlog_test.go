@@ -1,0 +1,104 @@
+package correlate
+
+import (
+	"testing"
+	"time"
+
+	"github.com/amqptrace/amqptrace/internal/wire"
+)
+
+// A sick cloud's first symptom: messages wait in their queues. A server that is down (or saturated) leaves its
+// queue filling up; the records must still be one per message, with the true queue wait.
+
+// backlogCloud is a nova-api (caller) and a nova-compute that consumes its topic queue and then goes away.
+type backlogCloud struct {
+	h       *harness
+	api     *tconn
+	apiRepl *tconn
+	compute *tconn
+	tag     string
+}
+
+func newBacklogCloud(t *testing.T, cfg Config) *backlogCloud {
+	h := newHarness(t, cfg)
+	b := &backlogCloud{h: h}
+	b.api = h.conn("nova-api", 7, "10.0.0.9")
+	b.apiRepl = h.conn("nova-api", 7, "10.0.0.9")
+	b.tag = b.apiRepl.replyListener(replyQ)
+	b.compute = h.conn("nova-compute", 99, "10.0.0.20")
+	b.compute.rpcServer("compute", "cmp1")
+	return b
+}
+
+// restartCompute ends the compute's connection and opens a new one that consumes the same queues.
+func (b *backlogCloud) restartCompute() *tconn {
+	b.compute.cn.Close("killed", nil)
+	b.h.flush()
+	return b.h.conn("nova-compute", 100, "10.0.0.20")
+}
+
+func TestBacklogCastIsOneRecordWithItsQueueWait(t *testing.T) {
+	b := newBacklogCloud(t, Config{})
+	b.compute.cn.Close("nova-compute stopped", nil)
+	b.h.flush()
+	body := castBody("build_and_run_instance", "u-cast", reqID, nil)
+	b.api.publish("nova", "compute.cmp1", false, osloProps, body)
+	b.h.advance(20 * time.Second) // nova-compute is down for 20 s; the cast waits in compute.cmp1
+	if rs := b.h.records(); len(rs) != 0 {
+		t.Fatalf("the queued cast ended while it waited: %s", dump(rs))
+	}
+	compute := b.h.conn("nova-compute", 100, "10.0.0.20")
+	tag := compute.consume("compute.cmp1")
+	compute.deliver(tag, 1, "nova", "compute.cmp1", osloProps, body)
+	b.h.advance(time.Second)
+	r := b.h.only()
+	if r.Kind != KindCast || r.Deliveries != 1 || r.Caller == nil || r.Caller.Service != "nova-api" ||
+		r.Callee == nil || r.Callee.PID != 100 || r.QueueUS != (20*time.Second).Microseconds() {
+		t.Errorf("backlogged cast: %s", dump([]*Record{r}))
+	}
+}
+
+func TestBacklogCallIsOneRecordWithItsQueueWait(t *testing.T) {
+	b := newBacklogCloud(t, Config{})
+	b.compute.cn.Close("nova-compute stopped", nil)
+	b.h.flush()
+	body := callBody("get_console_output", "m-call", "u-call", reqID, nil)
+	b.api.publish("nova", "compute.cmp1", false, callProps(60000), body)
+	b.h.advance(20 * time.Second)
+	compute := b.h.conn("nova-compute", 100, "10.0.0.20")
+	tag := compute.consume("compute.cmp1")
+	compute.deliver(tag, 1, "nova", "compute.cmp1", callProps(60000), body)
+	b.h.step(5 * time.Millisecond)
+	reply := replyBody("m-call", "u-r", "console", nil, true)
+	compute.publish("", replyQ, false, osloProps, reply)
+	b.h.step(time.Millisecond)
+	b.apiRepl.deliver(b.tag, 1, "", replyQ, osloProps, reply)
+	b.h.advance(time.Second)
+	r := b.h.only()
+	if r.Kind != KindCall || r.Status != StatusOK || r.QueueUS != (20*time.Second).Microseconds() ||
+		r.Callee == nil || r.Callee.PID != 100 {
+		t.Errorf("backlogged call: %s", dump([]*Record{r}))
+	}
+}
+
+func TestBacklogNotificationIsOneRecord(t *testing.T) {
+	b := newBacklogCloud(t, Config{})
+	ceilo := b.h.conn("ceilometer-agent-notification", 300, "10.0.0.30")
+	ceilo.c2s(wire.QueueDeclare(1, "notifications.info", false, false, false, nil),
+		wire.QueueBind(1, "notifications.info", "nova", "notifications.info", nil))
+	ceilo.consume("notifications.info")
+	ceilo.cn.Close("ceilometer restarting", nil)
+	b.h.flush()
+	note := []byte(`{"oslo.version": "2.0", "oslo.message": "{\"message_id\": \"n-1\", \"publisher_id\": \"compute.cmp1\", \"event_type\": \"compute.instance.create.end\", \"priority\": \"INFO\", \"payload\": {}, \"timestamp\": \"2026-12-02 04:00:00.000000\"}"}`)
+	b.api.publish("nova", "notifications.info", false, osloProps, note)
+	b.h.advance(90 * time.Second)
+	ceilo2 := b.h.conn("ceilometer-agent-notification", 301, "10.0.0.30")
+	tag := ceilo2.consume("notifications.info")
+	ceilo2.deliver(tag, 1, "nova", "notifications.info", osloProps, note)
+	b.h.advance(time.Second)
+	r := b.h.only()
+	if r.Kind != KindNotification || r.Deliveries != 1 || r.QueueUS != (90*time.Second).Microseconds() ||
+		r.Callee == nil || r.Callee.PID != 301 {
+		t.Errorf("backlogged notification: %s", dump([]*Record{r}))
+	}
+}

@@ -1,0 +1,296 @@
+package correlate
+
+import (
+	"strings"
+	"time"
+
+	"github.com/amqptrace/amqptrace/frames"
+)
+
+// Bounds of the topology learned from the wire. They are generous for one cloud and stop a hostile client from
+// growing the tables without end; past them, learning stops (pairing still works, splits fall back to dots).
+const (
+	maxTopics    = 10000
+	maxExchanges = 10000
+	maxQueues    = 100000
+	maxBindings  = 100000
+)
+
+// topology is the broker's routing as the wire showed it: exchanges and their types, queues with the flags and
+// arguments they were declared with and how many consumers they have through this proxy, bindings, and the oslo
+// topics learned from declarations. It answers two questions for the pending table: how many deliveries a
+// publish can still get (expect), and how a routing key splits into topic and server (splitRPC). Only the
+// correlator goroutine touches it.
+type topology struct {
+	topics    map[string]struct{}
+	exTypes   map[string]string
+	bindings  map[string]map[string][]string // exchange → binding key → queues
+	nbindings int
+	queues    map[string]*queueInfo
+}
+
+// queueInfo is one queue as declared and consumed through this proxy.
+type queueInfo struct {
+	declared   bool // seen in a Queue.Declare (else only consumed: its flags are not known)
+	autoDelete bool
+	exclusive  bool
+	expires    bool          // x-expires: the queue of one process (oslo's fanout and reply queues)
+	ttl        time.Duration // x-message-ttl, 0 if none
+	consumers  int           // live consumers through this proxy
+	consumed   bool          // some connection through this proxy consumed it
+}
+
+func newTopology() topology {
+	return topology{
+		topics:   make(map[string]struct{}),
+		exTypes:  make(map[string]string),
+		bindings: make(map[string]map[string][]string),
+		queues:   make(map[string]*queueInfo),
+	}
+}
+
+// queue returns the entry of q, creating it unless the table is full (then nil).
+func (t *topology) queue(q string) *queueInfo {
+	if qi := t.queues[q]; qi != nil {
+		return qi
+	}
+	if len(t.queues) >= maxQueues {
+		return nil
+	}
+	qi := &queueInfo{}
+	t.queues[q] = qi
+	return qi
+}
+
+// holdsMessages says whether the broker keeps messages in q while nobody consumes it, for a consumer that will
+// come back: a queue that outlives its consumers and belongs to no single process. Auto-delete and exclusive
+// queues go with their consumer; a queue with x-expires is one process's (oslo's fanout and reply queues: a
+// restarted server declares a new one, so what waits in the old one is never delivered). A queue consumed but never
+// declared through this proxy is judged by oslo's names.
+func (qi *queueInfo) holdsMessages(name string) bool {
+	if !qi.declared {
+		return !strings.Contains(name, "_fanout_") && !strings.HasPrefix(name, "reply_")
+	}
+	return !qi.autoDelete && !qi.exclusive && !qi.expires
+}
+
+func (t *topology) declareExchange(name, typ string) {
+	if _, ok := t.exTypes[name]; ok || len(t.exTypes) < maxExchanges {
+		t.exTypes[name] = typ
+	}
+	if typ == "fanout" && strings.HasSuffix(name, "_fanout") {
+		t.learnTopic(strings.TrimSuffix(name, "_fanout"))
+	}
+}
+
+// declareQueue records q's flags, and learns RPC topics: an RPC server declares T and T.<server> on one
+// connection, and its fanout queue is T_fanout_<id>. Server names and topics may both hold dots, so only this
+// tells where one ends. declared is the connection's earlier declarations.
+func (t *topology) declareQueue(q string, m *queueFlags, declared []string) {
+	if q == "" {
+		return
+	}
+	if qi := t.queue(q); qi != nil && m != nil {
+		qi.declared = true
+		qi.autoDelete, qi.exclusive, qi.expires, qi.ttl = m.autoDelete, m.exclusive, m.expires, m.ttl
+	}
+	if i := strings.Index(q, "_fanout_"); i > 0 {
+		t.learnTopic(q[:i])
+	}
+	for _, d := range declared {
+		switch {
+		case strings.HasPrefix(q, d) && len(q) > len(d) && q[len(d)] == '.':
+			t.learnTopic(d)
+		case strings.HasPrefix(d, q) && len(d) > len(q) && d[len(q)] == '.':
+			t.learnTopic(q)
+		}
+	}
+}
+
+// deleteQueue forgets q: what was published to it is not delivered any more.
+func (t *topology) deleteQueue(q string) {
+	delete(t.queues, q)
+	for _, keys := range t.bindings {
+		for k, qs := range keys {
+			for i, x := range qs {
+				if x == q {
+					keys[k] = append(qs[:i:i], qs[i+1:]...)
+					t.nbindings--
+					break
+				}
+			}
+		}
+	}
+}
+
+func (t *topology) bind(queue, exchange, key string) {
+	if strings.HasSuffix(exchange, "_fanout") && key != "" {
+		t.learnTopic(key)
+	}
+	keys := t.bindings[exchange]
+	if keys == nil {
+		if t.nbindings >= maxBindings {
+			return
+		}
+		keys = make(map[string][]string)
+		t.bindings[exchange] = keys
+	}
+	for _, q := range keys[key] {
+		if q == queue {
+			return
+		}
+	}
+	if t.nbindings >= maxBindings {
+		return
+	}
+	keys[key] = append(keys[key], queue)
+	t.nbindings++
+}
+
+func (t *topology) learnTopic(name string) {
+	if name == "" {
+		return
+	}
+	if _, ok := t.topics[name]; !ok && len(t.topics) < maxTopics {
+		t.topics[name] = struct{}{}
+	}
+}
+
+// consumerAdded and consumerGone count q's consumers through this proxy. An auto-delete queue goes with its last
+// consumer.
+func (t *topology) consumerAdded(q string) {
+	if qi := t.queue(q); qi != nil {
+		qi.consumers++
+		qi.consumed = true
+	}
+}
+
+func (t *topology) consumerGone(q string) {
+	qi := t.queues[q]
+	if qi == nil {
+		return
+	}
+	if qi.consumers--; qi.consumers <= 0 {
+		qi.consumers = 0
+		if qi.declared && qi.autoDelete {
+			t.deleteQueue(q)
+		}
+	}
+}
+
+// consumed says whether q has a consumer through this proxy now.
+func (t *topology) consumed(q string) bool {
+	qi := t.queues[q]
+	return qi != nil && qi.consumers > 0
+}
+
+// splitRPC splits an RPC routing key into topic and server: the longest learned topic that is the key or a dotted
+// prefix of it wins; with none learned, the first dot (right for Nova, Neutron, Cinder; wrong for Ironic's dotted
+// topics, which the declarations teach us).
+func (t *topology) splitRPC(rk string) (topic, server string) {
+	if _, ok := t.topics[rk]; ok {
+		return rk, ""
+	}
+	for i := len(rk) - 1; i > 0; i-- {
+		if rk[i] == '.' {
+			if _, ok := t.topics[rk[:i]]; ok {
+				return rk[:i], rk[i+1:]
+			}
+		}
+	}
+	if i := strings.IndexByte(rk, '.'); i > 0 {
+		return rk[:i], rk[i+1:]
+	}
+	return rk, ""
+}
+
+// expectation is what the topology says a publish will get: deliveries expected through this proxy, and how long
+// one of them may wait in its queue.
+type expectation struct {
+	// now counts the queues it reaches that a connection through this proxy consumes now; queued the queues
+	// that hold messages for a consumer that has gone (see holdsMessages) and was seen here before. Deliveries
+	// from both are waited for; a queue never consumed through this proxy is not (partial visibility).
+	now, queued int
+	// ttl is the shortest x-message-ttl of those queues (0: none): past it the broker drops the message.
+	ttl time.Duration
+}
+
+func (e expectation) total() int { return e.now + e.queued }
+
+// expect returns the deliveries a publish to exchange with routing key rk can get through this proxy.
+func (t *topology) expect(exchange, rk string) expectation {
+	var e expectation
+	add := func(q string) {
+		qi := t.queues[q]
+		switch {
+		case qi == nil:
+			return
+		case qi.consumers > 0:
+			e.now++
+		case qi.consumed && qi.holdsMessages(q):
+			e.queued++
+		default:
+			return
+		}
+		if qi.ttl > 0 && (e.ttl == 0 || qi.ttl < e.ttl) {
+			e.ttl = qi.ttl
+		}
+	}
+	if exchange == "" {
+		add(rk)
+		return e
+	}
+	keys := t.bindings[exchange]
+	if t.exTypes[exchange] == "fanout" || strings.HasSuffix(exchange, "_fanout") {
+		for _, qs := range keys {
+			for _, q := range qs {
+				add(q)
+			}
+		}
+		return e
+	}
+	for _, q := range keys[rk] {
+		add(q)
+	}
+	return e
+}
+
+// queueFlags are the properties of a Queue.Declare that decide whether a queue keeps messages for a consumer
+// that comes back.
+type queueFlags struct {
+	autoDelete, exclusive, expires bool
+	ttl                            time.Duration
+}
+
+// flagsOf reads them from a declaration.
+func flagsOf(m *frames.QueueDeclare) *queueFlags {
+	f := &queueFlags{autoDelete: m.AutoDelete, exclusive: m.Exclusive}
+	if _, ok := m.Arguments["x-expires"]; ok {
+		f.expires = true
+	}
+	if ms, ok := tableInt(m.Arguments["x-message-ttl"]); ok && ms >= 0 {
+		f.ttl = time.Duration(ms) * time.Millisecond
+	}
+	return f
+}
+
+// tableInt reads an integer field-table value of any width.
+func tableInt(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int8:
+		return int64(n), true
+	case uint8:
+		return int64(n), true
+	case int16:
+		return int64(n), true
+	case uint16:
+		return int64(n), true
+	case int32:
+		return int64(n), true
+	case uint32:
+		return int64(n), true
+	case int64:
+		return n, true
+	}
+	return 0, false
+}
