@@ -20,7 +20,6 @@ const (
 	maxCallees        = 64
 	maxHeartbeatTimes = 64
 	maxPendingConsume = 64
-	recentFinals      = 4096
 )
 
 // ErrRunning is returned by Run when the Correlator is already running.
@@ -71,10 +70,8 @@ type Correlator struct {
 	nextID         uint64
 	topo           topology
 	handling       map[handKey]handEntry
-	handlingNext   time.Time         // no entry of handling ends before this (see setHandling)
-	recent         map[string]string // msg key → final reply's _unique_id, for stragglers of finished calls
-	recentRing     []string
-	recentPos      int
+	handlingNext   time.Time // no entry of handling ends before this (see setHandling)
+	finished       finished  // calls already emitted, for the replies that come after them
 }
 
 // New returns a Correlator; call Run to start pairing.
@@ -94,8 +91,7 @@ func New(cfg Config) *Correlator {
 		byMsg:        make(map[string]*pending),
 		topo:         newTopology(),
 		handling:     make(map[handKey]handEntry),
-		recent:       make(map[string]string),
-		recentRing:   make([]string, recentFinals),
+		finished:     newFinished(),
 		reorder:      cfg.reorder(),
 		orphans:      make(map[string][]*orphan),
 		maybeReply:   make(map[string]*pending),
@@ -500,7 +496,12 @@ func (c *Correlator) finishCall(p *pending) {
 	if at == nil {
 		at = r.Replied
 	}
-	if at != nil && !p.deadline.IsZero() && at.After(p.deadline) {
+	if at != nil && !p.deadline.IsZero() && at.After(p.deadline) && r.Amends != 0 {
+		// A follow-up: the call's own record said timeout already; this one says what the reply was, and when.
+		r.LateReply = true
+		r.LateByUS = at.Sub(p.deadline).Microseconds()
+		c.ctr.repliesAfterRecord.Add(1)
+	} else if at != nil && !p.deadline.IsZero() && at.After(p.deadline) {
 		status = StatusTimeout
 		r.LateReply = true
 		ever := r.Deliveries > 0 || r.Replied != nil
@@ -508,30 +509,53 @@ func (c *Correlator) finishCall(p *pending) {
 		c.ctr.lateReplies.Add(1)
 	}
 	if p.msgKey != "" && p.replyUnique != "" {
-		c.remember(p.msgKey, p.replyUnique)
+		c.finished.final(p.msgKey, p.replyUnique)
 	}
 	c.finalize(p, status)
 }
 
-// remember keeps the final reply of a finished call for a while, so the other half of that reply (its publish
-// seen after its delivery, or the reverse) is not counted as unmatched.
-func (c *Correlator) remember(msgKey, replyUnique string) {
-	if old := c.recentRing[c.recentPos]; old != "" {
-		delete(c.recent, old)
+// followUp takes a reply whose call is no longer pending (its orphan waited a window for it): the other half of
+// a reply already taken goes to the follow-up being built; a reply to a call that timed out starts a follow-up
+// record that amends the call's (Record.Amends), since the caller's record said timeout and must stay so. It
+// reports whether it took the reply.
+func (c *Correlator) followUp(o *orphan) bool {
+	key := o.ev.body.msgID
+	if p := c.byMsg[key]; p != nil && p.rec.Amends != 0 {
+		c.onReply(p, o.ev, o.delivery, o.confirm)
+		return true
 	}
-	c.recentRing[c.recentPos] = msgKey
-	c.recentPos = (c.recentPos + 1) % len(c.recentRing)
-	c.recent[msgKey] = replyUnique
-}
-
-// straggler says whether a reply is the other half of the final reply of a call that already ended.
-func (c *Correlator) straggler(msgKey, replyUnique string) bool {
-	u, ok := c.recent[msgKey]
-	return ok && u != "" && u == replyUnique
+	b := &o.ev.body
+	if b.hasEnding && !b.ending {
+		return false // a heartbeat after the call ended tells nothing new
+	}
+	t, ok := c.finished.answered(key)
+	if !ok {
+		return false
+	}
+	orig := t.rec
+	p := &pending{published: true, msgKey: key, replyQ: t.replyQ}
+	c.insert(p)
+	c.byMsg[key] = p
+	r := &p.rec
+	r.Kind, r.Protocol, r.Amends = orig.Kind, orig.Protocol, orig.ID
+	r.Method, r.Topic, r.Server, r.Exchange, r.RoutingKey = orig.Method, orig.Topic, orig.Server, orig.Exchange, orig.RoutingKey
+	r.Namespace, r.Version, r.MsgID, r.UniqueID = orig.Namespace, orig.Version, orig.MsgID, orig.UniqueID
+	r.RequestID, r.GlobalRequestID, r.ParentID = orig.RequestID, orig.GlobalRequestID, orig.ParentID
+	r.Caller, r.Callee, r.Queue = orig.Caller, orig.Callee, orig.Queue
+	r.Published, r.Confirmed, r.Delivered, r.Deliveries = orig.Published, orig.Confirmed, orig.Delivered, orig.Deliveries
+	r.TimeoutMS = orig.TimeoutMS
+	if orig.Deadline != nil {
+		p.deadline = *orig.Deadline
+		r.Deadline = &p.deadline
+	}
+	// The other half of this reply may still come: wait a window for it, as a held record does.
+	c.schedule(p, c.now().Add(c.reorder))
+	c.onReply(p, o.ev, o.delivery, o.confirm)
+	return true
 }
 
 func (c *Correlator) unmatchedReply(msgKey, replyUnique string) {
-	if !c.straggler(msgKey, replyUnique) {
+	if !c.finished.straggler(msgKey, replyUnique) {
 		c.ctr.unmatchedReplies.Add(1)
 	}
 }
@@ -559,6 +583,9 @@ func (c *Correlator) finalize(p *pending, status Status) {
 	}
 	c.nextID++
 	r.ID = c.nextID
+	if r.Kind == KindCall && status == StatusTimeout && !r.LateReply && r.Amends == 0 && p.msgKey != "" {
+		c.finished.timeout(p.msgKey, p.replyQ, r) // a reply may still come, after the record: it amends this one
+	}
 	c.ctr.records[kindIndex(r.Kind)][statusIndex(status)].Add(1)
 	c.ctr.recordsOut.Add(1)
 	c.emit(r)
@@ -609,7 +636,7 @@ func (c *Correlator) onPublish(ev *event) {
 		if p := c.byMsg[b.msgID]; p != nil {
 			entry.p, entry.reply = p, true
 			c.onReply(p, ev, false, ch.confirm)
-		} else if !c.straggler(b.msgID, b.uniqueID) {
+		} else if !c.finished.straggler(b.msgID, b.uniqueID) {
 			// Its call may still come (read earlier, tapped later than the window): wait as an orphan.
 			entry.orphan, entry.reply = c.addOrphan(b.msgID, ev, "", false, ch.confirm), true
 		}
@@ -771,7 +798,7 @@ func (c *Correlator) onDeliver(ev *event) {
 	case b.kind == mkReply:
 		if p := c.byMsg[b.msgID]; p != nil {
 			c.onReply(p, ev, true, false)
-		} else if !c.straggler(b.msgID, b.uniqueID) {
+		} else if !c.finished.straggler(b.msgID, b.uniqueID) {
 			c.addOrphan(b.msgID, ev, queue, true, false)
 		}
 	default:

@@ -103,6 +103,13 @@ type Record struct {
 	// LateReply is true when the final reply arrived after the caller's deadline; Replied/ReplyDelivered then
 	// hold the late reply's times while Status stays timeout.
 	LateReply bool `json:"late_reply,omitempty"`
+	// Amends is set on a follow-up record: the id of the call record it completes. A reply that came after its
+	// call's record was emitted as a timeout (later than the deadline plus the grace) is not lost: the follow-up
+	// carries it (Status is the reply's outcome, ok or error; Replied and ReplyDelivered are its times) and
+	// LateByUS says how long after the caller's deadline it came. Counters and the graph count the call once,
+	// in the record it amends.
+	Amends   uint64 `json:"amends,omitempty"`
+	LateByUS int64  `json:"late_by_us,omitempty"`
 	// EverDelivered tells, for a timeout, whether the request reached any consumer.
 	EverDelivered *bool `json:"ever_delivered,omitempty"`
 	// ReturnCode and ReturnText come from Basic.Return for unroutable publishes (e.g. 312 NO_ROUTE).

@@ -223,6 +223,7 @@ func (c *Correlator) expireOrphans(now time.Time, all bool) {
 func (c *Correlator) countUnmatched(o *orphan) {
 	ev := o.ev
 	switch {
+	case ev.body.kind == mkReply && c.followUp(o):
 	case ev.body.kind == mkReply:
 		c.unmatchedReply(ev.body.msgID, ev.body.uniqueID)
 	case ev.messageID != "":

@@ -13,7 +13,9 @@ type Stats struct {
 	Expired     uint64 // pending RPCs emitted at their deadline + grace (or settle) without a final reply
 	Evicted     uint64 // pending RPCs emitted early because the table was at MaxPending
 	LateReplies uint64 // final replies after the deadline, within the grace
-	Heartbeats  uint64 // call-monitor heartbeat replies (ending=false)
+	// RepliesAfterRecord counts follow-up records: replies to calls already emitted as timeouts.
+	RepliesAfterRecord uint64
+	Heartbeats         uint64 // call-monitor heartbeat replies (ending=false)
 
 	UnmatchedReplies    uint64 // replies whose call is not pending (never seen, or later than the grace)
 	UnmatchedDeliveries uint64 // deliveries of messages without an id we can pair on
@@ -79,6 +81,7 @@ type counters struct {
 	records                                [len(allKinds)][len(allStatuses)]atomic.Uint64
 	pending                                atomic.Int64
 	expired, evicted, lateReplies          atomic.Uint64
+	repliesAfterRecord                     atomic.Uint64
 	heartbeats                             atomic.Uint64
 	unmatchedReplies, unmatchedDeliveries  atomic.Uint64
 	unroutable, confirms, nacks            atomic.Uint64
@@ -98,7 +101,7 @@ func (c *Correlator) Stats() Stats {
 	s := Stats{
 		MessagesIn: k.messagesIn.Load(), QueueDrops: k.queueDrops.Load(), RecordsOut: k.recordsOut.Load(),
 		Pending: k.pending.Load(), Expired: k.expired.Load(), Evicted: k.evicted.Load(),
-		LateReplies: k.lateReplies.Load(), Heartbeats: k.heartbeats.Load(),
+		LateReplies: k.lateReplies.Load(), Heartbeats: k.heartbeats.Load(), RepliesAfterRecord: k.repliesAfterRecord.Load(),
 		UnmatchedReplies: k.unmatchedReplies.Load(), UnmatchedDeliveries: k.unmatchedDeliveries.Load(),
 		Unroutable: k.unroutable.Load(), Confirms: k.confirms.Load(), Nacks: k.nacks.Load(),
 		ChannelResets: k.channelResets.Load(), TruncatedBodies: k.truncated.Load(),

@@ -187,8 +187,8 @@ func (e *Exporter) add(r *correlate.Record) {
 
 // keep is the sampling decision: failures and slow calls always, the rest by trace id.
 func (e *Exporter) keep(r *correlate.Record) bool {
-	if r.Status != correlate.StatusOK && r.Status != "" {
-		return true
+	if r.Status != correlate.StatusOK && r.Status != "" || r.Amends != 0 {
+		return true // a follow-up always: the timeout it completes was kept
 	}
 	if r.Kind == correlate.KindCall && time.Duration(r.DurationUS)*time.Microsecond >= e.cfg.slowThreshold() {
 		return true

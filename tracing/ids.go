@@ -21,6 +21,7 @@ const (
 // call or a cast.
 const (
 	roleClient   = "client"
+	roleLate     = "late_reply"
 	roleProducer = "producer"
 	roleHandle   = "handle"
 )

@@ -66,6 +66,8 @@ const (
 	keyOSPriority        = attribute.Key("openstack.priority")
 	keyOSConnection      = attribute.Key("openstack.connection")
 	keyOSConsumerIndex   = attribute.Key("openstack.consumer_index")
+	keyOSAmends          = attribute.Key("openstack.amends")
+	keyOSLateByUS        = attribute.Key("openstack.late_by_us")
 )
 
 // Event names.
@@ -431,6 +433,9 @@ func clampEnd(start, end time.Time) time.Time {
 // build appends the spans of r to dst.
 func (b *builder) build(r *correlate.Record, dst []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
 	tid := traceIDFor(traceKey(r))
+	if r.Amends != 0 {
+		return b.buildFollowUp(r, tid, dst)
+	}
 	if r.Kind == correlate.KindCall {
 		return b.buildCall(r, tid, dst)
 	}
@@ -673,4 +678,42 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 		dst = append(dst, consumer.Snapshot())
 	}
 	return dst
+}
+
+// buildFollowUp draws a reply that came after its call's record (Record.Amends): the call's CLIENT span was exported
+// long ago, as a timeout, and a span cannot take events once it is sent, so the reply is a span of its own under
+// it (same ids: the CLIENT span's id is derived from the call), from the reply's publish to its delivery.
+func (b *builder) buildFollowUp(r *correlate.Record, tid trace.TraceID, dst []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+	start, ok := firstTime(r.Replied, r.ReplyDelivered)
+	if !ok {
+		return dst
+	}
+	key := rpcKey(r)
+	attrs := concat(commonAttrs(r), []attribute.KeyValue{keyOSAmends.Int64(int64(min(r.Amends, 1<<62))),
+		keyOSLateByUS.Int64(r.LateByUS)})
+	var events []sdktrace.Event
+	status := sdktrace.Status{Code: codes.Unset}
+	end := lastTime(r.Replied, r.ReplyDelivered)
+	if r.Status == correlate.StatusError {
+		status = errorStatus(r)
+		events = append(events, exceptionEvent(r, end))
+	}
+	name := rpcMethod(r)
+	if name == "" {
+		name = rpcSystem(r)
+	}
+	span := tracetest.SpanStub{
+		Name:                 name + " " + eventLateReply,
+		SpanContext:          spanContext(tid, spanIDFor(key, roleLate)),
+		Parent:               spanContext(tid, spanIDFor(key, roleClient)),
+		SpanKind:             trace.SpanKindInternal,
+		StartTime:            start,
+		EndTime:              clampEnd(start, end),
+		Attributes:           attrs,
+		Events:               events,
+		Status:               status,
+		Resource:             b.res.forEndpoint(r.Caller),
+		InstrumentationScope: b.scope,
+	}
+	return append(dst, span.Snapshot())
 }

@@ -625,3 +625,28 @@ func TestSplitVisibilityJoins(t *testing.T) {
 		}
 	}
 }
+
+// A reply after its call's record (a follow-up, Record.Amends) is a span of its own under the call's CLIENT span,
+// which was exported as a timeout before the reply came.
+func TestFollowUpIsASpanUnderTheTimedOutCall(t *testing.T) {
+	call := callSelectDestinations()
+	call.Status, call.EverDelivered = correlate.StatusTimeout, bp(true)
+	call.Replied, call.ReplyDelivered = nil, nil
+	call.Deadline = at(2000 + 2000)
+	follow := callSelectDestinations()
+	follow.ID, follow.Amends, follow.LateReply, follow.LateByUS = 2, 1, true, 9000
+	spans, _ := exportAll(t, Config{SampleRatio: 1e-9}, call, follow)
+	cl := byKind(spans, trace.SpanKindClient)
+	in := byKind(spans, trace.SpanKindInternal)
+	if len(cl) != 1 || len(in) != 1 {
+		t.Fatalf("want the call's CLIENT span and one INTERNAL late-reply span even at a tiny sample ratio: %v", spans)
+	}
+	l := in[0]
+	if l.Parent.SpanID() != cl[0].SpanContext.SpanID() || l.SpanContext.TraceID() != cl[0].SpanContext.TraceID() {
+		t.Errorf("late reply span parent %v, want the CLIENT span %v", l.Parent.SpanID(), cl[0].SpanContext.SpanID())
+	}
+	if !l.StartTime.Equal(*follow.Replied) || !l.EndTime.Equal(*follow.ReplyDelivered) {
+		t.Errorf("late reply span %v → %v, want replied → reply delivered", l.StartTime, l.EndTime)
+	}
+	wantAttrs(t, l, map[string]any{"openstack.amends": int64(1), "openstack.late_by_us": int64(9000)})
+}

@@ -52,6 +52,9 @@ func (st *store) addLocked(r *correlate.Record, now time.Time) {
 		st.next = 0
 		st.full = true
 	}
+	if r.Amends != 0 {
+		return // a follow-up: listed and searchable, but the call was counted in the record it amends
+	}
 	st.svc.add(r, now)
 	st.host.add(r, now)
 	st.totals.Records++

@@ -30,6 +30,7 @@ type Records struct {
 	server    *prometheus.HistogramVec
 	queue     *prometheus.HistogramVec
 	late      prometheus.Counter
+	after     *prometheus.CounterVec
 	folded    prometheus.Counter
 	maxSeries int
 
@@ -66,6 +67,10 @@ func NewRecords(reg prometheus.Registerer, maxSeries int) *Records {
 			Name: "amqptrace_rpc_late_replies_total",
 			Help: "Final replies that arrived after the caller's deadline (the call counts as a timeout).",
 		}),
+		after: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "amqptrace_rpc_replies_after_record_total",
+			Help: "Replies that came after their call's record was emitted as a timeout (later than the deadline plus --reply-grace), by method, topic and the reply's status; each is a follow-up record that amends the call's.",
+		}, []string{"method", "topic", "status"}),
 		folded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "amqptrace_metrics_label_overflow_total",
 			Help: "Records whose method/topic labels were folded into \"other\" because the series cap was reached.",
@@ -73,7 +78,7 @@ func NewRecords(reg prometheus.Registerer, maxSeries int) *Records {
 		maxSeries: maxSeries,
 		known:     map[[2]string]bool{},
 	}
-	reg.MustRegister(r.records, r.client, r.server, r.queue, r.late, r.folded)
+	reg.MustRegister(r.records, r.client, r.server, r.queue, r.late, r.after, r.folded)
 	return r
 }
 
@@ -107,6 +112,11 @@ func (r *Records) Record(rec *correlate.Record) {
 	}
 	method, topic := r.labels(name, rec.Topic)
 	status := string(rec.Status)
+	if rec.Amends != 0 {
+		// The call was counted, and timed, in the record this one amends.
+		r.after.WithLabelValues(method, topic, status).Inc()
+		return
+	}
 	r.records.WithLabelValues(string(rec.Kind), method, topic, status).Inc()
 	if rec.LateReply {
 		r.late.Inc()

@@ -145,3 +145,24 @@ amqptrace_panics_total{component="sink:metrics"} 3
 		}
 	}
 }
+
+// A follow-up (a reply after its call's record) counts once, by method, and does not count the call again.
+func TestFollowUpCountsOnceByMethod(t *testing.T) {
+	r := NewRecords(prometheus.NewRegistry(), 0)
+	r.Record(&correlate.Record{ID: 1, Kind: correlate.KindCall, Status: correlate.StatusTimeout, Method: "report_state",
+		Topic: "q-plugin", Published: at(0), Delivered: at(1)})
+	r.Record(&correlate.Record{ID: 2, Amends: 1, Kind: correlate.KindCall, Status: correlate.StatusOK, Method: "report_state",
+		Topic: "q-plugin", Published: at(0), Delivered: at(1), Replied: at(12000), ReplyDelivered: at(12001)})
+	if got := testutil.ToFloat64(r.records.WithLabelValues("call", "report_state", "q-plugin", "timeout")); got != 1 {
+		t.Errorf("timeouts = %v, want 1", got)
+	}
+	if got := testutil.CollectAndCount(r.records); got != 1 {
+		t.Errorf("%d record series, want 1 (the follow-up is not a second call)", got)
+	}
+	if got := testutil.ToFloat64(r.after.WithLabelValues("report_state", "q-plugin", "ok")); got != 1 {
+		t.Errorf("replies after record = %v, want 1", got)
+	}
+	if got := testutil.CollectAndCount(r.server); got != 0 {
+		t.Errorf("the follow-up was timed as a call: %d server series", got)
+	}
+}
