@@ -69,9 +69,8 @@ type Correlator struct {
 	expiry         expiryHeap
 	nextID         uint64
 	topo           topology
-	handling       map[handKey]handEntry
-	handlingNext   time.Time // no entry of handling ends before this (see setHandling)
-	finished       finished  // calls already emitted, for the replies that come after them
+	handling       handling
+	finished       finished // calls already emitted, for the replies that come after them
 }
 
 // New returns a Correlator; call Run to start pairing.
@@ -90,7 +89,7 @@ func New(cfg Config) *Correlator {
 		byUnique:     make(map[string]*pending),
 		byMsg:        make(map[string]*pending),
 		topo:         newTopology(),
-		handling:     make(map[handKey]handEntry),
+		handling:     newHandling(cfg.maxPending()),
 		finished:     newFinished(),
 		reorder:      cfg.reorder(),
 		orphans:      make(map[string][]*orphan),
@@ -134,14 +133,6 @@ type pending struct {
 		published, confirmed, delivered, replied, replyDelivered time.Time
 		namespace, version, server                               string
 	}
-}
-
-type handKey struct{ proc, requestID string }
-
-// handEntry says a process is handling an RPC of a request: the RPC it publishes meanwhile are its children.
-type handEntry struct {
-	id    string
-	until time.Time
 }
 
 // connState is the correlator-side state of one connection. Only the Run goroutine touches it.
@@ -777,9 +768,7 @@ func (c *Correlator) published(p *pending, ev *event) {
 		c.setDeadline(p, at, ev.expiration) // measured from the publish, not from an earlier-seen delivery
 	}
 	if r.RequestID != "" {
-		if h, ok := c.handling[handKey{id.proc, r.RequestID}]; ok && at.Before(h.until) && h.id != r.MsgID && h.id != r.UniqueID {
-			r.ParentID = h.id
-		}
+		r.ParentID, r.ParentCandidates = c.handling.parent(handKey{id.proc, r.RequestID}, at, r.MsgID, r.UniqueID)
 	}
 }
 
@@ -831,25 +820,6 @@ func (c *Correlator) delivered(p *pending, ev *event, queue string) {
 }
 
 func (c *Correlator) setHandling(k handKey, p *pending, at time.Time) {
-	if len(c.handling) >= c.cfg.maxPending() {
-		// A full table is swept for ended entries, but only once one can have ended: a table full of live ones
-		// (casts and notifications stay a DefaultTimeout) would otherwise be scanned whole at every delivery.
-		if at.Before(c.handlingNext) {
-			return
-		}
-		var next time.Time
-		for hk, h := range c.handling {
-			if !at.Before(h.until) {
-				delete(c.handling, hk)
-			} else if next.IsZero() || h.until.Before(next) {
-				next = h.until
-			}
-		}
-		c.handlingNext = next
-		if len(c.handling) >= c.cfg.maxPending() {
-			return
-		}
-	}
 	id, until := p.rec.UniqueID, at.Add(c.cfg.defaultTimeout())
 	if p.rec.Kind == KindCall {
 		id = p.rec.MsgID
@@ -857,10 +827,7 @@ func (c *Correlator) setHandling(k handKey, p *pending, at time.Time) {
 			until = p.deadline.Add(c.cfg.grace())
 		}
 	}
-	c.handling[k] = handEntry{id: id, until: until}
-	if len(c.handling) == 1 || until.Before(c.handlingNext) {
-		c.handlingNext = until
-	}
+	c.handling.add(k, id, at, until)
 }
 
 // onReply takes a reply publish (delivery=false) or reply delivery of call p.
@@ -911,8 +878,8 @@ func (c *Correlator) onReply(p *pending, ev *event, delivery, confirmChannel boo
 	if r.Callee == nil {
 		r.Callee = &id.ep
 	}
-	if k := (handKey{id.proc, r.RequestID}); r.RequestID != "" && c.handling[k].id == r.MsgID {
-		delete(c.handling, k)
+	if r.RequestID != "" {
+		c.handling.done(handKey{id.proc, r.RequestID}, r.MsgID)
 	}
 	switch {
 	case c.topo.consumed(replyQueue(ev.routingKey)):

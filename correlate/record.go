@@ -74,6 +74,9 @@ type Record struct {
 	// Parent is the record (by MsgID, else UniqueID) of the RPC whose handling made this one: the same request id,
 	// published by the process that was then serving that RPC. Empty when not known.
 	ParentID string `json:"parent_id,omitempty"`
+	// ParentCandidates is set instead of ParentID when more than one message of the request was being handled by
+	// the publishing process when it published this one: the wire cannot tell which handler made it.
+	ParentCandidates []string `json:"parent_candidates,omitempty"`
 	// Protocol is "oslo" for oslo.messaging envelopes, "amqp" for generic reply_to/correlation_id RPC.
 	Protocol string `json:"protocol"`
 

@@ -72,6 +72,9 @@ func (r *Record) clean() {
 		*f = CleanString(*f, maxIDLen)
 	}
 	r.ReturnText = CleanString(r.ReturnText, maxMessageLen)
+	for i := range r.ParentCandidates { // the record's own slice
+		r.ParentCandidates[i] = CleanString(r.ParentCandidates[i], maxIDLen)
+	}
 	for _, p := range [...]**string{&r.Server, &r.Namespace, &r.Version} {
 		if *p != nil {
 			if v := CleanString(**p, maxIDLen); v != **p {

@@ -67,6 +67,7 @@ const (
 	keyOSConnection      = attribute.Key("openstack.connection")
 	keyOSConsumerIndex   = attribute.Key("openstack.consumer_index")
 	keyOSAmends          = attribute.Key("openstack.amends")
+	keyOSParentCands     = attribute.Key("openstack.parent_candidates")
 	keyOSLateByUS        = attribute.Key("openstack.late_by_us")
 )
 
@@ -242,6 +243,13 @@ func commonAttrs(r *correlate.Record) []attribute.KeyValue {
 	a = appendString(a, keyOSMsgID, r.MsgID)
 	a = appendString(a, keyOSUniqueID, r.UniqueID)
 	a = appendString(a, keyOSParentID, r.ParentID)
+	if len(r.ParentCandidates) > 0 {
+		cands := make([]string, len(r.ParentCandidates))
+		for i, c := range r.ParentCandidates {
+			cands[i] = clip(c)
+		}
+		a = append(a, keyOSParentCands.StringSlice(cands))
+	}
 	if r.TimeoutMS > 0 {
 		a = append(a, keyOSTimeoutMS.Int64(r.TimeoutMS))
 	}

@@ -262,20 +262,6 @@ def run_client(args):
         lambda: compute.prepare(server="host1.example.org", timeout=10).call(ctxt, "ping"))
     act({"kind": "call", "method": "ping", "topic": C, "server": "host2", "status": "ok", "callee": "nova-compute"},
         lambda: compute.prepare(server="host2", timeout=10).call(ctxt, "ping"))
-    # Casts.
-    act({"kind": "cast", "method": "record_event", "topic": T, "server": None, "status": "ok",
-         "callee": "nova-conductor"},
-        lambda: conductor.cast(ctxt, "record_event", name="first"))
-    act({"kind": "cast", "method": "record_event", "topic": T, "server": "ctl1", "status": "ok",
-         "callee": "nova-conductor"},
-        lambda: conductor.prepare(server="ctl1").cast(ctxt, "record_event", name="second"))
-    act({"kind": "cast", "method": "build", "topic": C, "server": "host1.example.org", "status": "ok",
-         "callee": "nova-compute"},
-        lambda: compute.prepare(server="host1.example.org").cast(ctxt, "build", instance="i-1"))
-    # A fanout to both compute servers.
-    act({"kind": "fanout", "method": "refresh", "topic": C, "server": None, "status": "ok", "deliveries": 2,
-         "callee": "nova-compute"},
-        lambda: compute.prepare(fanout=True).cast(ctxt, "refresh"))
     # A remote exception (builtins.ValueError is re-raised as is on the caller side).
     act({"kind": "call", "method": "fail", "topic": T, "server": None, "status": "error",
          "error_class": "ValueError", "error_module": "builtins", "callee": "nova-conductor"},
@@ -306,6 +292,22 @@ def run_client(args):
     act({"kind": "call", "method": "schedule", "topic": T, "server": "ctl1", "status": "ok",
          "callee": "nova-conductor"},
         lambda: conductor.prepare(server="ctl1", timeout=10).call(ctxt, "schedule", instance="i-2"))
+    # Casts, after the nested call: a process that handled a cast of a request may still be handling it (the wire
+    # never says when a cast's handler returns), so what it publishes later in that request has no unambiguous
+    # parent. Before `schedule`, they would make its nested call's parent ambiguous, rightly.
+    act({"kind": "cast", "method": "record_event", "topic": T, "server": None, "status": "ok",
+         "callee": "nova-conductor"},
+        lambda: conductor.cast(ctxt, "record_event", name="first"))
+    act({"kind": "cast", "method": "record_event", "topic": T, "server": "ctl1", "status": "ok",
+         "callee": "nova-conductor"},
+        lambda: conductor.prepare(server="ctl1").cast(ctxt, "record_event", name="second"))
+    act({"kind": "cast", "method": "build", "topic": C, "server": "host1.example.org", "status": "ok",
+         "callee": "nova-compute"},
+        lambda: compute.prepare(server="host1.example.org").cast(ctxt, "build", instance="i-1"))
+    # A fanout to both compute servers.
+    act({"kind": "fanout", "method": "refresh", "topic": C, "server": None, "status": "ok", "deliveries": 2,
+         "callee": "nova-compute"},
+        lambda: compute.prepare(fanout=True).cast(ctxt, "refresh"))
     # Notifications (messagingv2 envelope), one publish per topic.
     act({"kind": "notification", "method": "", "event_type": "instance.create.start", "priority": "INFO",
          "topic": N, "server": None, "status": "ok", "callee": None},
