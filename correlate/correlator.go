@@ -62,7 +62,8 @@ type Correlator struct {
 	norphans       int
 	maybeReply     map[string]*pending // generic casts that may be replies of a call not seen yet, by genericKey
 	byUnique       map[string]*pending // requests by _unique_id (generic one-way: "mid\x00"+message_id)
-	byMsg          map[string]*pending // calls by _msg_id (generic RPC: genericKey)
+	byMsg          map[string]*pending // calls by osloKey (_msg_id and reply queue; generic RPC: genericKey)
+	byMsgID        map[string]*pending // oslo calls by _msg_id alone: to tell a reply sent elsewhere (foreign)
 	oldest, newest *pending            // insertion order, for eviction at MaxPending
 	npending       int
 	seq            uint64
@@ -88,6 +89,7 @@ func New(cfg Config) *Correlator {
 		bodies:       newBodyCache(),
 		byUnique:     make(map[string]*pending),
 		byMsg:        make(map[string]*pending),
+		byMsgID:      make(map[string]*pending),
 		topo:         newTopology(),
 		handling:     newHandling(cfg.maxPending()),
 		finished:     newFinished(),
@@ -412,6 +414,9 @@ func (c *Correlator) unlink(p *pending) {
 	if p.msgKey != "" && c.byMsg[p.msgKey] == p {
 		delete(c.byMsg, p.msgKey)
 	}
+	if id := p.rec.MsgID; id != "" && c.byMsgID[id] == p {
+		delete(c.byMsgID, id)
+	}
 	if p.heapIdx >= 0 {
 		heap.Remove(&c.expiry, p.heapIdx)
 	}
@@ -505,12 +510,42 @@ func (c *Correlator) finishCall(p *pending) {
 	c.finalize(p, status)
 }
 
+// osloKey is an oslo call's key in byMsg: its _msg_id and the queue its reply goes to, so that two callers that
+// reuse an id are two calls, and a reply counts for the call it was routed to.
+func osloKey(msgID, replyQ string) string { return msgID + "\x00" + replyQueue(replyQ) }
+
+// maxRecordEvents bounds Record.Events.
+const maxRecordEvents = 16
+
+// event adds an event to a pending record (bounded: the rest are counted in the last one's Count).
+func (p *pending) event(at time.Time, typ, detail string) {
+	r := &p.rec
+	if n := len(r.Events); n >= maxRecordEvents {
+		r.Events[n-1].Count++
+		return
+	}
+	r.Events = append(r.Events, RecordEvent{Time: at, Type: typ, Detail: detail, Count: 1})
+}
+
+// foreignReply books a reply with p's _msg_id that was not routed to p's caller: an event on p, never its result.
+func (c *Correlator) foreignReply(p *pending, ev *event) {
+	c.ctr.foreignReplies.Add(1)
+	where := "routing key " + ev.routingKey
+	if ev.exchange != "" {
+		where = "exchange " + ev.exchange + ", " + where
+	}
+	if ev.kind == evDeliver {
+		where = "delivered to " + ev.ident.ep.Service
+	}
+	p.event(ev.at, EventForeignReply, where+" (from "+ev.ident.ep.Service+")")
+}
+
 // followUp takes a reply whose call is no longer pending (its orphan waited a window for it): the other half of
 // a reply already taken goes to the follow-up being built; a reply to a call that timed out starts a follow-up
 // record that amends the call's (Record.Amends), since the caller's record said timeout and must stay so. It
 // reports whether it took the reply.
 func (c *Correlator) followUp(o *orphan) bool {
-	key := o.ev.body.msgID
+	key := o.key
 	if p := c.byMsg[key]; p != nil && p.rec.Amends != 0 {
 		c.onReply(p, o.ev, o.delivery, o.confirm)
 		return true
@@ -527,6 +562,7 @@ func (c *Correlator) followUp(o *orphan) bool {
 	p := &pending{published: true, msgKey: key, replyQ: t.replyQ}
 	c.insert(p)
 	c.byMsg[key] = p
+	c.byMsgID[orig.MsgID] = p
 	r := &p.rec
 	r.Kind, r.Protocol, r.Amends = orig.Kind, orig.Protocol, orig.ID
 	r.Method, r.Topic, r.Server, r.Exchange, r.RoutingKey = orig.Method, orig.Topic, orig.Server, orig.Exchange, orig.RoutingKey
@@ -624,12 +660,21 @@ func (c *Correlator) onPublish(ev *event) {
 		entry.p = p
 		c.adopt(p)
 	case b.kind == mkReply:
-		if p := c.byMsg[b.msgID]; p != nil {
+		// An oslo reply goes to the caller's reply queue through the default exchange: only one sent there
+		// answers the call. One sent elsewhere with the call's _msg_id (a forged or confused server) is not
+		// what the caller got.
+		key := osloKey(b.msgID, ev.routingKey)
+		if ev.exchange != "" {
+			key = osloKey(b.msgID, "\x00exchange "+ev.exchange)
+		}
+		if p := c.byMsg[key]; p != nil {
 			entry.p, entry.reply = p, true
 			c.onReply(p, ev, false, ch.confirm)
-		} else if !c.finished.straggler(b.msgID, b.uniqueID) {
+		} else if p := c.byMsgID[b.msgID]; p != nil {
+			c.foreignReply(p, ev)
+		} else if !c.finished.straggler(key, b.uniqueID) {
 			// Its call may still come (read earlier, tapped later than the window): wait as an orphan.
-			entry.orphan, entry.reply = c.addOrphan(b.msgID, ev, "", false, ch.confirm), true
+			entry.orphan, entry.reply = c.addOrphan(key, ev, "", false, ch.confirm), true
 		}
 	default:
 		entry.p, entry.reply = c.genericPublish(ev, ch.confirm)
@@ -709,8 +754,9 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 	if kind == KindCall {
 		p.replyQ = b.replyQ
 		if b.msgID != "" {
-			p.msgKey = b.msgID
-			c.byMsg[b.msgID] = p
+			p.msgKey = osloKey(b.msgID, b.replyQ)
+			c.byMsg[p.msgKey] = p
+			c.byMsgID[b.msgID] = p
 		}
 		if ev.kind != evPublish { // a publish sets it in published, from the same time
 			c.setDeadline(p, ev.at, ev.expiration)
@@ -785,10 +831,20 @@ func (c *Correlator) onDeliver(ev *event) {
 		c.delivered(p, ev, queue)
 		c.adopt(p)
 	case b.kind == mkReply:
-		if p := c.byMsg[b.msgID]; p != nil {
+		// What the caller received is a reply delivered from its reply queue; when the consumer's queue is not
+		// known (its Basic.Consume was not seen), the _msg_id alone has to do.
+		key := osloKey(b.msgID, queue)
+		p := c.byMsg[key]
+		if p == nil && queue == "" {
+			p = c.byMsgID[b.msgID]
+		}
+		switch {
+		case p != nil:
 			c.onReply(p, ev, true, false)
-		} else if !c.finished.straggler(b.msgID, b.uniqueID) {
-			c.addOrphan(b.msgID, ev, queue, true, false)
+		case c.byMsgID[b.msgID] != nil:
+			c.foreignReply(c.byMsgID[b.msgID], ev)
+		case !c.finished.straggler(key, b.uniqueID):
+			c.addOrphan(key, ev, queue, true, false)
 		}
 	default:
 		c.genericDeliver(ev, queue)
@@ -909,7 +965,7 @@ func (c *Correlator) onReturn(ev *event) {
 	if p == nil {
 		switch b := &ev.body; b.kind {
 		case mkReply:
-			p, reply = c.byMsg[b.msgID], true
+			p, reply = c.byMsg[osloKey(b.msgID, ev.routingKey)], true
 		case mkRequest, mkNotification:
 			p = c.byUnique[b.uniqueID]
 		}

@@ -138,10 +138,29 @@ type Record struct {
 	PublisherID string `json:"publisher_id,omitempty"`
 	Priority    string `json:"priority,omitempty"`
 
+	// Events are what happened to the RPC besides its own messages (EventForeignReply, ...), oldest first,
+	// at most 16 (the last one counts the rest).
+	Events []RecordEvent `json:"events,omitempty"`
+
 	// Args and Result are present only when the payload policy keeps them, and then only after redaction.
 	Args   json.RawMessage `json:"args,omitempty"`
 	Result json.RawMessage `json:"result,omitempty"`
 }
+
+// RecordEvent is one thing that happened to an RPC on the wire besides its own messages.
+type RecordEvent struct {
+	Time   time.Time `json:"time"`
+	Type   string    `json:"type"`
+	Detail string    `json:"detail,omitempty"`
+	Count  int       `json:"count,omitempty"` // more than 1: this many of the type were folded into this one
+}
+
+// Record event types.
+const (
+	// EventForeignReply is a reply with the call's _msg_id that was not routed to its caller (another reply
+	// queue or exchange), or was delivered from another queue: not the call's result.
+	EventForeignReply = "foreign_reply"
+)
 
 // Sink receives finished records. Record must not block and must not keep r (or anything it points to) after it
 // returns unless it copies it: the correlator may reuse nothing, but sinks are called in line with correlation and

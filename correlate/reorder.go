@@ -225,7 +225,7 @@ func (c *Correlator) countUnmatched(o *orphan) {
 	switch {
 	case ev.body.kind == mkReply && c.followUp(o):
 	case ev.body.kind == mkReply:
-		c.unmatchedReply(ev.body.msgID, ev.body.uniqueID)
+		c.unmatchedReply(o.key, ev.body.uniqueID)
 	case ev.messageID != "":
 		p := c.genericRequest(ev)
 		c.delivered(p, ev, o.queue)

@@ -15,7 +15,9 @@ type Stats struct {
 	LateReplies uint64 // final replies after the deadline, within the grace
 	// RepliesAfterRecord counts follow-up records: replies to calls already emitted as timeouts.
 	RepliesAfterRecord uint64
-	Heartbeats         uint64 // call-monitor heartbeat replies (ending=false)
+	// ForeignReplies counts replies with a pending call's _msg_id that were not routed to that call's caller.
+	ForeignReplies uint64
+	Heartbeats     uint64 // call-monitor heartbeat replies (ending=false)
 
 	UnmatchedReplies    uint64 // replies whose call is not pending (never seen, or later than the grace)
 	UnmatchedDeliveries uint64 // deliveries of messages without an id we can pair on
@@ -81,7 +83,7 @@ type counters struct {
 	records                                [len(allKinds)][len(allStatuses)]atomic.Uint64
 	pending                                atomic.Int64
 	expired, evicted, lateReplies          atomic.Uint64
-	repliesAfterRecord                     atomic.Uint64
+	repliesAfterRecord, foreignReplies     atomic.Uint64
 	heartbeats                             atomic.Uint64
 	unmatchedReplies, unmatchedDeliveries  atomic.Uint64
 	unroutable, confirms, nacks            atomic.Uint64
@@ -102,6 +104,7 @@ func (c *Correlator) Stats() Stats {
 		MessagesIn: k.messagesIn.Load(), QueueDrops: k.queueDrops.Load(), RecordsOut: k.recordsOut.Load(),
 		Pending: k.pending.Load(), Expired: k.expired.Load(), Evicted: k.evicted.Load(),
 		LateReplies: k.lateReplies.Load(), Heartbeats: k.heartbeats.Load(), RepliesAfterRecord: k.repliesAfterRecord.Load(),
+		ForeignReplies:   k.foreignReplies.Load(),
 		UnmatchedReplies: k.unmatchedReplies.Load(), UnmatchedDeliveries: k.unmatchedDeliveries.Load(),
 		Unroutable: k.unroutable.Load(), Confirms: k.confirms.Load(), Nacks: k.nacks.Load(),
 		ChannelResets: k.channelResets.Load(), TruncatedBodies: k.truncated.Load(),

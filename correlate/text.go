@@ -94,6 +94,9 @@ func (r *Record) clean() {
 	for i := range r.Callees {
 		r.Callees[i] = r.Callees[i].cleaned()
 	}
+	for i := range r.Events { // the record's own slice
+		r.Events[i].Detail = CleanString(r.Events[i].Detail, maxMessageLen)
+	}
 	r.Args = cleanBytes(r.Args)
 	r.Result = cleanBytes(r.Result)
 }
