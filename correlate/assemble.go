@@ -103,6 +103,8 @@ type event struct {
 	replyCode            uint16
 	replyText            string
 	qflags               *queueFlags // Queue.Declare (not passive)
+	broker               brokerEvent // evBroker, and a broker's Basic.Cancel
+	redelivered          bool
 
 	// Content (publish, deliver, return).
 	correlationID, replyTo, expiration, messageID, amqpType string
@@ -129,7 +131,8 @@ const (
 	evExchangeDeclare
 	evChannelOpen
 	evGet
-	evClose // the proxied connection ended (Conn.Close): its consumers go away
+	evClose  // the proxied connection ended (Conn.Close): its consumers go away
+	evBroker // the broker blocked, unblocked or closed the connection, or closed a channel
 )
 
 // assembler turns one direction's frames into events: method → content header → body frames per channel.
@@ -286,7 +289,10 @@ func (cn *Conn) handshakeFrame(f *frames.Frame) {
 			}
 			return
 		case k == 10<<16|50: // Close, either way: the login failed or was given up
-			cn.asm[f.Dir].method(f)
+			if m, err := frames.DecodeMethod(f.Payload); err == nil {
+				m := m.(*frames.ConnectionClose)
+				cn.closeSeen.CompareAndSwap(nil, &closeInfo{code: m.ReplyCode, text: CleanString(m.ReplyText, maxMessageLen), dir: f.Dir})
+			}
 			c.ctr.preOpen.Add(uint64(len(hs.held)))
 			hs.held, hs.heldLen = nil, 0
 			return
@@ -402,7 +408,7 @@ func interesting(dir frames.Direction, class, method uint16) bool {
 		return false
 	}
 	switch k {
-	case 10<<16 | 50, 60<<16 | 21, 60<<16 | 30, 60<<16 | 31, 60<<16 | 50, 60<<16 | 60, 60<<16 | 71, 60<<16 | 80,
+	case 10<<16 | 50, 10<<16 | 60, 10<<16 | 61, 20<<16 | 40, 60<<16 | 21, 60<<16 | 30, 60<<16 | 31, 60<<16 | 50, 60<<16 | 60, 60<<16 | 71, 60<<16 | 80,
 		60<<16 | 120:
 		return true
 	}
@@ -457,7 +463,16 @@ func (a *assembler) method(f *frames.Frame) {
 	switch m := m.(type) {
 	case *frames.ConnectionClose:
 		a.conn.closeSeen.CompareAndSwap(nil, &closeInfo{code: m.ReplyCode, text: CleanString(m.ReplyText, maxMessageLen), dir: a.dir})
-		return
+		if a.dir == frames.ClientToServer {
+			return
+		}
+		ev.kind, ev.broker, ev.replyCode, ev.replyText = evBroker, brokerClosedConnection, m.ReplyCode, m.ReplyText
+	case *frames.ChannelClose:
+		ev.kind, ev.broker, ev.replyCode, ev.replyText = evBroker, brokerClosedChannel, m.ReplyCode, m.ReplyText
+	case *frames.ConnectionBlocked:
+		ev.kind, ev.broker, ev.replyText = evBroker, brokerBlocked, m.Reason
+	case *frames.ConnectionUnblocked:
+		ev.kind, ev.broker = evBroker, brokerUnblocked
 	case *frames.ChannelOpen:
 		ev.kind = evChannelOpen
 	case *frames.ExchangeDeclare:
@@ -476,7 +491,8 @@ func (a *assembler) method(f *frames.Frame) {
 	case *frames.BasicConsumeOK:
 		ev.kind, ev.tag = evConsumeOK, m.ConsumerTag
 	case *frames.BasicCancel:
-		ev.kind, ev.tag = evCancel, m.ConsumerTag
+		// Only the broker's is decoded (a client's is not interesting): its queue was deleted or its node failed.
+		ev.kind, ev.tag, ev.broker = evCancel, m.ConsumerTag, brokerCancelledConsumer
 	case *frames.BasicCancelOK:
 		ev.kind, ev.tag = evCancel, m.ConsumerTag
 	case *frames.BasicGet:
@@ -492,7 +508,7 @@ func (a *assembler) method(f *frames.Frame) {
 		a.channel(f.Channel).ev = ev
 		return
 	case *frames.BasicDeliver:
-		ev.kind, ev.tag, ev.deliveryTag = evDeliver, m.ConsumerTag, m.DeliveryTag
+		ev.kind, ev.tag, ev.deliveryTag, ev.redelivered = evDeliver, m.ConsumerTag, m.DeliveryTag, m.Redelivered
 		ev.exchange, ev.routingKey = m.Exchange, m.RoutingKey
 		a.channel(f.Channel).ev = ev
 		return

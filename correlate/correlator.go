@@ -126,6 +126,7 @@ type pending struct {
 	waitConfirm bool // final reply published to a queue nobody here consumes: final at its confirm
 	replyUnique string
 	hb          []string    // heartbeat _unique_ids seen
+	brokerCause string      // the broker closed a connection of the caller or callee while this was pending
 	expect      expectation // deliveries expected from known bindings and consumers
 	gen         *genericReply
 	// vals backs the record's pointer fields, and deadline its Deadline: the record is part of the pending, so
@@ -284,6 +285,8 @@ func (c *Correlator) process(ev *event) {
 		c.resetChannel(st, ev.channel)
 	case evClose:
 		c.closeConn(st)
+	case evBroker:
+		c.onBroker(ev)
 	case evConsume:
 		if st.dead {
 			return
@@ -304,6 +307,9 @@ func (c *Correlator) process(ev *event) {
 		c.addConsumer(ch, ev.tag, req.queue)
 	case evCancel:
 		if ch := st.chans[ev.channel]; ch != nil {
+			if ev.broker == brokerCancelledConsumer {
+				c.onBroker(ev)
+			}
 			c.removeConsumer(ch, ev.tag)
 		}
 	case evGet:
@@ -464,6 +470,7 @@ func okUnless(p *pending) Status {
 func (c *Correlator) timeout(p *pending) {
 	ever := p.rec.Deliveries > 0
 	p.rec.EverDelivered = &ever
+	p.rec.Cause = p.brokerCause
 	c.finalize(p, StatusTimeout)
 }
 
@@ -856,6 +863,9 @@ func (c *Correlator) onDeliver(ev *event) {
 func (c *Correlator) delivered(p *pending, ev *event, queue string) {
 	r := &p.rec
 	r.Deliveries++
+	if ev.redelivered {
+		c.redelivered(p, ev.at, queue)
+	}
 	id := ev.ident
 	if r.Delivered == nil {
 		p.vals.delivered = ev.at
@@ -1014,6 +1024,7 @@ func (c *Correlator) onConfirm(ev *event) {
 		}
 		if nack {
 			p.rec.Nacked = true
+			p.event(ev.at, EventNacked, "")
 		}
 	}
 	if ev.multiple {

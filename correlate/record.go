@@ -113,6 +113,9 @@ type Record struct {
 	// in the record it amends.
 	Amends   uint64 `json:"amends,omitempty"`
 	LateByUS int64  `json:"late_by_us,omitempty"`
+	// Cause says why a timeout happened when the wire showed it: the broker closed a connection of the caller
+	// or of the callee while the call was in flight (its code and text).
+	Cause string `json:"cause,omitempty"`
 	// EverDelivered tells, for a timeout, whether the request reached any consumer.
 	EverDelivered *bool `json:"ever_delivered,omitempty"`
 	// ReturnCode and ReturnText come from Basic.Return for unroutable publishes (e.g. 312 NO_ROUTE).

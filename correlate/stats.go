@@ -15,6 +15,9 @@ type Stats struct {
 	LateReplies uint64 // final replies after the deadline, within the grace
 	// RepliesAfterRecord counts follow-up records: replies to calls already emitted as timeouts.
 	RepliesAfterRecord uint64
+	// Broker events, by what the broker did: Connection.Blocked and Unblocked, a Connection.Close or Channel.Close
+	// it sent, its Basic.Cancel of a consumer; and deliveries it flagged redelivered.
+	Blocked, Unblocked, BrokerClosedConnections, BrokerClosedChannels, ConsumersCancelled, Redeliveries uint64
 	// ForeignReplies counts replies with a pending call's _msg_id that were not routed to that call's caller.
 	ForeignReplies uint64
 	Heartbeats     uint64 // call-monitor heartbeat replies (ending=false)
@@ -84,6 +87,8 @@ type counters struct {
 	pending                                atomic.Int64
 	expired, evicted, lateReplies          atomic.Uint64
 	repliesAfterRecord, foreignReplies     atomic.Uint64
+	broker                                 [brokerCancelledConsumer + 1]atomic.Uint64
+	redeliveries                           atomic.Uint64
 	heartbeats                             atomic.Uint64
 	unmatchedReplies, unmatchedDeliveries  atomic.Uint64
 	unroutable, confirms, nacks            atomic.Uint64
@@ -104,7 +109,11 @@ func (c *Correlator) Stats() Stats {
 		MessagesIn: k.messagesIn.Load(), QueueDrops: k.queueDrops.Load(), RecordsOut: k.recordsOut.Load(),
 		Pending: k.pending.Load(), Expired: k.expired.Load(), Evicted: k.evicted.Load(),
 		LateReplies: k.lateReplies.Load(), Heartbeats: k.heartbeats.Load(), RepliesAfterRecord: k.repliesAfterRecord.Load(),
-		ForeignReplies:   k.foreignReplies.Load(),
+		ForeignReplies: k.foreignReplies.Load(),
+		Blocked:        k.broker[brokerBlocked].Load(), Unblocked: k.broker[brokerUnblocked].Load(),
+		BrokerClosedConnections: k.broker[brokerClosedConnection].Load(),
+		BrokerClosedChannels:    k.broker[brokerClosedChannel].Load(),
+		ConsumersCancelled:      k.broker[brokerCancelledConsumer].Load(), Redeliveries: k.redeliveries.Load(),
 		UnmatchedReplies: k.unmatchedReplies.Load(), UnmatchedDeliveries: k.unmatchedDeliveries.Load(),
 		Unroutable: k.unroutable.Load(), Confirms: k.confirms.Load(), Nacks: k.nacks.Load(),
 		ChannelResets: k.channelResets.Load(), TruncatedBodies: k.truncated.Load(),

@@ -72,6 +72,7 @@ func (r *Record) clean() {
 		*f = CleanString(*f, maxIDLen)
 	}
 	r.ReturnText = CleanString(r.ReturnText, maxMessageLen)
+	r.Cause = CleanString(r.Cause, maxMessageLen)
 	for i := range r.ParentCandidates { // the record's own slice
 		r.ParentCandidates[i] = CleanString(r.ParentCandidates[i], maxIDLen)
 	}

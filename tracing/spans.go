@@ -67,6 +67,9 @@ const (
 	keyOSConnection      = attribute.Key("openstack.connection")
 	keyOSConsumerIndex   = attribute.Key("openstack.consumer_index")
 	keyOSAmends          = attribute.Key("openstack.amends")
+	keyOSEventDetail     = attribute.Key("openstack.event.detail")
+	keyOSEventCount      = attribute.Key("openstack.event.count")
+	keyOSCause           = attribute.Key("openstack.cause")
 	keyOSParentCands     = attribute.Key("openstack.parent_candidates")
 	keyOSLateByUS        = attribute.Key("openstack.late_by_us")
 )
@@ -243,6 +246,7 @@ func commonAttrs(r *correlate.Record) []attribute.KeyValue {
 	a = appendString(a, keyOSMsgID, r.MsgID)
 	a = appendString(a, keyOSUniqueID, r.UniqueID)
 	a = appendString(a, keyOSParentID, r.ParentID)
+	a = appendString(a, keyOSCause, r.Cause)
 	if len(r.ParentCandidates) > 0 {
 		cands := make([]string, len(r.ParentCandidates))
 		for i, c := range r.ParentCandidates {
@@ -404,6 +408,19 @@ func heartbeatEvents(r *correlate.Record) []sdktrace.Event {
 	return ev
 }
 
+// recordEvents are the record's events (foreign replies, what the broker did) as span events.
+func recordEvents(r *correlate.Record) []sdktrace.Event {
+	out := make([]sdktrace.Event, 0, len(r.Events))
+	for _, e := range r.Events {
+		attrs := []attribute.KeyValue{keyOSEventDetail.String(clip(e.Detail))}
+		if e.Count > 1 {
+			attrs = append(attrs, keyOSEventCount.Int(e.Count))
+		}
+		out = append(out, sdktrace.Event{Name: e.Type, Time: e.Time, Attributes: attrs})
+	}
+	return out
+}
+
 // errorStatus is the span status for a failed record; ok records leave the status unset, as the conventions ask.
 func errorStatus(r *correlate.Record) sdktrace.Status {
 	if r.Status == correlate.StatusOK || r.Status == "" {
@@ -506,6 +523,7 @@ func (b *builder) buildCall(r *correlate.Record, tid trace.TraceID, dst []sdktra
 		clientEvents = append(clientEvents, sdktrace.Event{Name: eventTimeout, Time: end,
 			Attributes: []attribute.KeyValue{keyOSEverDelivered.Bool(everDelivered(r))}})
 	}
+	clientEvents = append(clientEvents, recordEvents(r)...)
 	if r.Status == correlate.StatusError {
 		clientEvents = append(clientEvents, exceptionEvent(r, end))
 	}
@@ -614,6 +632,7 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 		end = clampEnd(start, *r.Confirmed)
 		events = append(events, sdktrace.Event{Name: eventConfirm, Time: *r.Confirmed})
 	}
+	events = append(events, recordEvents(r)...)
 
 	callees := r.Callees
 	if len(callees) == 0 && r.Callee != nil {

@@ -650,3 +650,20 @@ func TestFollowUpIsASpanUnderTheTimedOutCall(t *testing.T) {
 	}
 	wantAttrs(t, l, map[string]any{"openstack.amends": int64(1), "openstack.late_by_us": int64(9000)})
 }
+
+// What the broker did to a call is on its CLIENT span as events, and why it timed out as an attribute.
+func TestRecordEventsAreSpanEvents(t *testing.T) {
+	r := callSelectDestinations()
+	r.Status, r.EverDelivered = correlate.StatusTimeout, bp(true)
+	r.Cause = "the broker closed a connection of nova-conductor: 320 CONNECTION_FORCED"
+	r.Events = []correlate.RecordEvent{{Time: *r.Delivered, Type: correlate.EventConnectionBlocked, Detail: "low on memory", Count: 1}}
+	spans, _ := exportAll(t, Config{}, r)
+	cl := byKind(spans, trace.SpanKindClient)
+	if len(cl) != 1 {
+		t.Fatalf("spans %v", spans)
+	}
+	if _, ok := hasEvent(cl[0], correlate.EventConnectionBlocked); !ok {
+		t.Errorf("no %s event on the CLIENT span: %+v", correlate.EventConnectionBlocked, cl[0].Events)
+	}
+	wantAttrs(t, cl[0], map[string]any{"openstack.cause": r.Cause})
+}
