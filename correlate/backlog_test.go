@@ -102,3 +102,46 @@ func TestBacklogNotificationIsOneRecord(t *testing.T) {
 		t.Errorf("backlogged notification: %s", dump([]*Record{r}))
 	}
 }
+
+// While messages wait, the in-flight view shows them: the queue's wire depth and oldest age, the server's calls
+// in hand, the caller's calls awaiting a reply; and nothing once they are delivered and answered.
+func TestInFlightShowsTheBacklog(t *testing.T) {
+	b := newBacklogCloud(t, Config{})
+	b.compute.cn.Close("nova-compute stopped", nil)
+	b.h.flush()
+	b.api.publish("nova", "compute.cmp1", false, osloProps, castBody("build_and_run_instance", "u-cast", reqID, nil))
+	call := callBody("get_console_output", "m-call", "u-call", reqID, nil)
+	b.api.publish("nova", "compute.cmp1", false, callProps(60000), call)
+	b.h.advance(20 * time.Second)
+	b.h.flush()
+	v := b.h.c.inFlightView(10)
+	if len(v.Queues) != 1 || v.Queues[0].Queue != "compute.cmp1" || v.Queues[0].Depth != 2 ||
+		v.Queues[0].OldestAgeMS != 20000 {
+		t.Errorf("queues while nova-compute is down: %+v", v.Queues)
+	}
+	if len(v.Callers) != 1 || v.Callers[0].Service != "nova-api" || v.Callers[0].InFlight != 1 {
+		t.Errorf("callers: %+v", v.Callers)
+	}
+	if len(v.Oldest) != 2 || v.Oldest[0].State != StateQueued || v.Oldest[0].AgeMS != 20000 {
+		t.Errorf("oldest: %+v", v.Oldest)
+	}
+
+	compute := b.h.conn("nova-compute", 100, "10.0.0.20")
+	tag := compute.consume("compute.cmp1")
+	compute.deliver(tag, 1, "nova", "compute.cmp1", osloProps, castBody("build_and_run_instance", "u-cast", reqID, nil))
+	compute.deliver(tag, 2, "nova", "compute.cmp1", callProps(60000), call)
+	b.h.step(time.Second)
+	b.h.flush()
+	v = b.h.c.inFlightView(10)
+	if len(v.Queues) != 0 || len(v.Servers) != 1 || v.Servers[0].PID != 100 || v.Servers[0].InFlight != 1 ||
+		v.Servers[0].OldestAgeMS != 1000 {
+		t.Errorf("after the restart: queues %+v servers %+v", v.Queues, v.Servers)
+	}
+	reply := replyBody("m-call", "u-r", "ok", nil, true)
+	compute.publish("", replyQ, false, osloProps, reply)
+	b.apiRepl.deliver(b.tag, 1, "", replyQ, osloProps, reply)
+	b.h.advance(time.Second)
+	if v := b.h.c.inFlightView(10); v.Pending != 0 || len(v.Servers)+len(v.Callers)+len(v.Queues) != 0 {
+		t.Errorf("after the reply: %+v", v)
+	}
+}

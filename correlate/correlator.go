@@ -51,6 +51,8 @@ type Correlator struct {
 	closedConns  []*event // evClose events, handed over losslessly (never through the bounded queue)
 	closedSignal chan struct{}
 	running      atomic.Bool
+	inflight     chan inflightReq // InFlight asks the Run goroutine for a view
+	stopped      chan struct{}    // closed when Run returns
 
 	// Everything below belongs to the Run goroutine.
 	reorder        time.Duration
@@ -86,6 +88,8 @@ func New(cfg Config) *Correlator {
 		q:            make(chan *event, cfg.queueSize()),
 		conns:        make(map[uint64]*Conn),
 		closedSignal: make(chan struct{}, 1),
+		inflight:     make(chan inflightReq),
+		stopped:      make(chan struct{}),
 		bodies:       newBodyCache(),
 		byUnique:     make(map[string]*pending),
 		byMsg:        make(map[string]*pending),
@@ -200,7 +204,10 @@ func (c *Correlator) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			c.shutdown()
+			close(c.stopped)
 			return nil
+		case req := <-c.inflight:
+			req.resp <- c.inFlightView(req.limit)
 		case <-drain.C:
 		case <-c.closedSignal:
 			c.reapClosed()

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/amqptrace/amqptrace/correlate"
 )
@@ -40,6 +42,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/request/{id}", s.auth(http.HandlerFunc(s.serveRequest), false))
 	mux.Handle("GET /api/graph", s.auth(http.HandlerFunc(s.serveGraph), false))
 	mux.Handle("GET /api/stats", s.auth(http.HandlerFunc(s.serveStats), false))
+	mux.Handle("GET /api/inflight", s.auth(http.HandlerFunc(s.serveInFlight), false))
 	mux.Handle("GET /api/ws", s.auth(http.HandlerFunc(s.serveWS), true))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -221,4 +224,25 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) serveStats(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, s.Stats())
+}
+
+// serveInFlight answers what is waiting now: queues by wire depth, servers and callers by calls in flight, and the
+// oldest pending RPCs (?limit=, default 100, at most 1000).
+func (s *Server) serveInFlight(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.InFlight == nil {
+		http.Error(w, "no in-flight view here", http.StatusNotFound)
+		return
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			http.Error(w, "limit: want a number from 0 to 1000", http.StatusBadRequest)
+			return
+		}
+		limit = min(n, 1000)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	writeJSON(w, s.cfg.InFlight(ctx, limit))
 }

@@ -27,6 +27,8 @@ type Config struct {
 	// Counters returns headline counters from the rest of the system; it is called once per tick, never per
 	// record, and must not block.
 	Counters func() Counters
+	// InFlight, when set, serves GET /api/inflight: what is waiting now (correlate.Correlator.InFlight).
+	InFlight func(ctx context.Context, limit int) correlate.InFlight
 	// RecentSize is the ring of recent records behind /api/calls, /api/request and call details (default 10000).
 	RecentSize int
 	// ClientQueue is the per-websocket-client queue in messages (default 64). A client whose queue is full is

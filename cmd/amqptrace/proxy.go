@@ -205,6 +205,7 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 			JaegerURL: o.jaegerURL,
 			Logger:    logger.With("component", "ui"),
 			Counters:  a.counters,
+			InFlight:  func(ctx context.Context, limit int) correlate.InFlight { return a.pipe.InFlight(ctx, limit) },
 		}
 		if a.tracer != nil || o.jaegerURL != "" {
 			cfg.TraceID = tracing.TraceIDHex
@@ -215,6 +216,7 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 	}
 
 	src.SinkNames = sinkNames
+	src.InFlight = func(ctx context.Context, limit int) correlate.InFlight { return a.pipe.InFlight(ctx, limit) }
 	a.pipe, err = pipeline.New(pipeline.Config{
 		Upstreams:     splitList(o.upstream),
 		ClientTLS:     clientTLS,

@@ -1,10 +1,12 @@
 package metrics
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,6 +25,8 @@ type Sources struct {
 	SinkNames []string // names of pipeline.Config.Sinks, in order, for the per-sink drop counter
 	Tracing   func() tracing.Stats
 	UI        func() ui.Stats
+	// InFlight, when set, gives the in-flight gauges (queue wire depth and lag, calls in flight per process).
+	InFlight func(ctx context.Context, limit int) correlate.InFlight
 	// Logger receives the collector's own panic line; nil discards.
 	Logger *slog.Logger
 }
@@ -41,6 +45,9 @@ func NewRegistry(src *Sources) (*prometheus.Registry, *Records) {
 func Handler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, ErrorHandling: promhttp.ContinueOnError})
 }
+
+// maxGaugeSeries bounds each in-flight gauge family: the deepest queues and the busiest processes.
+const maxGaugeSeries = 100
 
 type collector struct {
 	src *Sources
@@ -82,8 +89,13 @@ var (
 	dWSKicked    = desc("websocket_clients_kicked_total", "Websocket clients disconnected because they did not keep up.")
 	dHTTPRefused = desc("http_rejected_total", "HTTP requests refused, by reason (origin, auth).", "reason")
 
-	dPanics  = desc("panics_total", "Panics recovered, by component (correlator, decoder, sink:<name>, tracing, ui, metrics). Each cost one event, record, update, connection's decoding (decoder) or scrape (metrics), and nothing else: forwarding goes on.", "component")
-	dPreOpen = desc("pre_open_frames_total", "Frames clients sent before the broker accepted their login (Connection.Open-Ok), other than the handshake's: never decoded.")
+	dPanics       = desc("panics_total", "Panics recovered, by component (correlator, decoder, sink:<name>, tracing, ui, metrics). Each cost one event, record, update, connection's decoding (decoder) or scrape (metrics), and nothing else: forwarding goes on.", "component")
+	dQueueDepth   = desc("queue_wire_depth", "Messages observed published to a queue and not yet delivered, for the deepest queues.", "queue")
+	dQueueLag     = desc("queue_wire_lag_seconds", "How long the oldest message observed published to a queue and not yet delivered has waited.", "queue")
+	dServerCalls  = desc("server_calls_in_flight", "Calls delivered to a server process and not yet answered (with oslo's unlimited prefetch, including those waiting for a worker).", "service", "host")
+	dCallerCalls  = desc("caller_calls_awaiting_reply", "Calls a process published and has no reply to yet.", "service", "host")
+	dServerOldest = desc("server_oldest_call_seconds", "Age of the oldest call a server process has in hand.", "service", "host")
+	dPreOpen      = desc("pre_open_frames_total", "Frames clients sent before the broker accepted their login (Connection.Open-Ok), other than the handshake's: never decoded.")
 )
 
 // Describe sends nothing: the collector is unchecked, because which metrics exist depends on which components
@@ -165,6 +177,36 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for i, v := range st.SinkPanics {
 			counter(dPanics, float64(v), "sink:"+c.sinkName(i))
+		}
+	}
+	if c.src.InFlight != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		v := c.src.InFlight(ctx, 0)
+		cancel()
+		for _, q := range v.Queues[:min(len(v.Queues), maxGaugeSeries)] {
+			gauge(dQueueDepth, float64(q.Depth), q.Queue)
+			gauge(dQueueLag, float64(q.OldestAgeMS)/1000, q.Queue)
+		}
+		// Processes are summed by service and host: a restarted process (a new pid) keeps its series.
+		for _, ps := range []struct {
+			d, oldest *prometheus.Desc
+			list      []correlate.ProcessInFlight
+		}{{dServerCalls, dServerOldest, v.Servers}, {dCallerCalls, nil, v.Callers}} {
+			sum, age := map[[2]string]float64{}, map[[2]string]float64{}
+			for _, p := range ps.list {
+				k := [2]string{p.Service, p.Host}
+				if _, ok := sum[k]; !ok && len(sum) >= maxGaugeSeries {
+					continue
+				}
+				sum[k] += float64(p.InFlight)
+				age[k] = max(age[k], float64(p.OldestAgeMS)/1000)
+			}
+			for k, n := range sum {
+				gauge(ps.d, n, k[0], k[1])
+				if ps.oldest != nil {
+					gauge(ps.oldest, age[k], k[0], k[1])
+				}
+			}
 		}
 	}
 	if c.src.Tracing != nil {

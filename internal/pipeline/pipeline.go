@@ -344,6 +344,11 @@ func (s Stats) RecordsDropped() uint64 {
 	return n
 }
 
+// InFlight is the correlator's view of what is waiting now (correlate.Correlator.InFlight).
+func (p *Pipeline) InFlight(ctx context.Context, limit int) correlate.InFlight {
+	return p.corr.InFlight(ctx, limit)
+}
+
 // Stats returns the counters. It is safe to call from any goroutine, before, during and after Serve.
 func (p *Pipeline) Stats() Stats {
 	s := Stats{Proxy: p.proxy.Stats(), Correlate: p.corr.Stats(), SinkDrops: p.fanout.Dropped(),

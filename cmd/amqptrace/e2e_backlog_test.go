@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/amqptrace/amqptrace/correlate"
+	"github.com/amqptrace/amqptrace/internal/brokertest"
+)
+
+// osloProc is one process of testdata/oslo_backlog.py, the real oslo.messaging.
+type osloProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdout *tail
+	stderr *tail
+	done   chan struct{}
+	err    error
+}
+
+func startOslo(t *testing.T, args ...string) *osloProc {
+	t.Helper()
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Fatalf("%s: %v (make test installs python3-oslo.messaging)", py, err)
+	}
+	p := &osloProc{t: t, stdout: newTail(64 << 10), stderr: newTail(64 << 10), done: make(chan struct{})}
+	p.cmd = exec.Command(py, append([]string{filepath.Join("testdata", "oslo_backlog.py")}, args...)...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	stdin, err := p.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("--- %s stderr ---\n%s", args[0], p.stderr.String())
+		}
+	})
+	return p
+}
+
+// waitLine waits for a line of the process's standard output that matches.
+func (p *osloProc) waitLine(timeout time.Duration, match func(string) bool) string {
+	p.t.Helper()
+	line, ok := p.stdout.waitLine(timeout, p.done, match)
+	if !ok {
+		p.t.Fatalf("oslo process: no such line within %v (exited: %v)\nstdout: %s\nstderr: %s", timeout, p.err,
+			p.stdout.String(), p.stderr.String())
+	}
+	return line
+}
+
+func (p *osloProc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// getJSON fetches a JSON document from amqptrace's HTTP API.
+func getJSON(t *testing.T, client *http.Client, u string, v any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	code, body, err := httpGet(ctx, client, u)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", u, code, err)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+}
+
+// The failure amqptrace exists for: nova-compute is down for 20 s while nova-api casts to it, notifies and calls
+// it. The messages wait in RabbitMQ; while they wait, /api/inflight and the /metrics gauges show the backlog
+// growing; once a new nova-compute consumes them, each is ONE record with its whole queue wait, its caller and its
+// callee, and the call is ok because its deadline allowed it. With the real oslo.messaging, one OS process each.
+func TestE2EBacklogWhileTheServerIsDown(t *testing.T) {
+	skipShort(t)
+	const down = 20 * time.Second
+	vh := testVhost(t)
+	events := filepath.Join(t.TempDir(), "events.jsonl")
+	p := startBin(t, "proxy", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--events", events,
+		"--upstream", brokertest.Require(t))
+	proxyAddr, httpAddr := p.listening(true)
+	client := &http.Client{}
+	waitReady(t, p, client, httpAddr, 30*time.Second)
+	url := strings.Replace(vh.url(proxyAddr), "amqp://", "rabbit://", 1)
+	suffix := "_" + randHex(4)
+	common := []string{"--url", url, "--exchange", "e2e_backlog" + suffix, "--suffix", suffix}
+
+	// nova-compute starts (its queues are declared and consumed through the proxy), then dies.
+	srv := startOslo(t, append([]string{"server"}, common...)...)
+	srv.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
+	srv.kill()
+
+	api := startOslo(t, append([]string{"client"}, common...)...)
+	api.waitLine(60*time.Second, func(l string) bool { return l == "SENT" })
+	sent := time.Now()
+
+	// While nobody consumes, the backlog grows on the wire: the compute queues hold the cast and the call, the
+	// notification queue the notification, and their oldest age passes the outage.
+	serverQ, topicQ := "compute"+suffix+".host1", "compute"+suffix
+	var last correlate.InFlight
+	deadline := time.Now().Add(down + time.Minute)
+	for {
+		getJSON(t, client, "http://"+httpAddr+"/api/inflight", &last)
+		depth := map[string]correlate.QueueInFlight{}
+		for _, q := range last.Queues {
+			depth[q.Queue] = q
+		}
+		if depth[serverQ].Depth == 1 && depth[topicQ].Depth == 1 && depth[serverQ].OldestAgeMS >= down.Milliseconds() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the backlog never showed in /api/inflight: %+v", last)
+		}
+		time.Sleep(200 * time.Millisecond) // polling an HTTP API for a condition that takes 20 s to come true
+	}
+	m := scrapeMetrics(t, client, httpAddr)
+	if d := m.sum("amqptrace_queue_wire_depth", map[string]string{"queue": serverQ}); d != 1 {
+		t.Errorf("amqptrace_queue_wire_depth{queue=%q} = %v, want 1", serverQ, d)
+	}
+	if lag := m.sum("amqptrace_queue_wire_lag_seconds", map[string]string{"queue": serverQ}); lag < down.Seconds() {
+		t.Errorf("amqptrace_queue_wire_lag_seconds{queue=%q} = %v, want at least %v", serverQ, lag, down.Seconds())
+	}
+	if n := m.sum("amqptrace_caller_calls_awaiting_reply", map[string]string{"service": "nova-api"}); n != 1 {
+		t.Errorf("nova-api's calls awaiting a reply = %v, want 1", n)
+	}
+	outage := time.Since(sent)
+
+	// nova-compute comes back: the backlog drains and the call returns.
+	srv2 := startOslo(t, append([]string{"server"}, common...)...)
+	srv2.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
+	line := api.waitLine(60*time.Second, func(l string) bool { return strings.HasPrefix(l, "{") })
+	var out struct {
+		PID    int    `json:"pid"`
+		Result string `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(line), &out); err != nil || out.Result != "console of i-backlog" {
+		t.Fatalf("the call: %q (%v)", line, err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		getJSON(t, client, "http://"+httpAddr+"/api/inflight", &last)
+		if last.Pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still pending after the drain: %+v", last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if m := scrapeMetrics(t, client, httpAddr); m.sum("amqptrace_queue_wire_depth", nil) != 0 {
+		t.Errorf("wire depth after the drain: %v", m.sum("amqptrace_queue_wire_depth", nil))
+	}
+
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("amqptrace exited %d", code)
+	}
+	byKind := map[correlate.Kind][]correlate.Record{}
+	for _, r := range readEvents(t, events) {
+		if r.RequestID == "req-00000000-0000-4000-8000-000000000000" {
+			byKind[r.Kind] = append(byKind[r.Kind], r)
+		}
+	}
+	// The clock error: queue_us is measured between two reads of the proxy's monotonic clock, so it is exact to the
+	// proxy's scheduling; the bound below is the outage as the test saw it, less a second for the test's own polling.
+	minQueue := (outage - time.Second).Microseconds()
+	for _, k := range []correlate.Kind{correlate.KindCast, correlate.KindCall, correlate.KindNotification} {
+		rs := byKind[k]
+		if len(rs) != 1 {
+			t.Errorf("%s: %d records, want 1: %+v", k, len(rs), rs)
+			continue
+		}
+		r := rs[0]
+		if r.QueueUS < minQueue || r.Caller == nil || r.Callee == nil || r.Caller.Service != "nova-api" ||
+			r.Callee.Service != "nova-compute" || r.Callee.PID == 0 || r.Deliveries != 1 {
+			t.Errorf("%s: queue_us %d (want ≥ %d), caller %+v, callee %+v, deliveries %d", k, r.QueueUS, minQueue,
+				r.Caller, r.Callee, r.Deliveries)
+		}
+		if k == correlate.KindCall && (r.Status != correlate.StatusOK || r.Caller.PID != out.PID) {
+			t.Errorf("call: status %s caller pid %d, want ok from %d", r.Status, r.Caller.PID, out.PID)
+		}
+		t.Logf("%s %s: queue_us=%d server_us=%d duration_us=%d", k, recordMethod(&r), r.QueueUS, r.ServerUS, r.DurationUS)
+	}
+}

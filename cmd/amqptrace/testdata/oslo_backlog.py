@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""A sick-cloud scenario for amqptrace's end-to-end tests, with the real oslo.messaging (Debian's package).
+
+    oslo_backlog.py server --url URL --exchange X --suffix S     a nova-compute: RPC server (topic compute<S>,
+                                                                 server host1) and a notification listener
+                                                                 (notifications<S>); prints READY once consuming
+    oslo_backlog.py client --url URL --exchange X --suffix S     a nova-api: a cast, a notification and a call
+                                                                 (timeout 120 s); prints one JSON line with what
+                                                                 it sent and what the call returned
+
+The test starts the server so that its queues exist and were consumed through the proxy, kills it, runs the client
+while nobody consumes (the messages back up in the broker), then starts a server again.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import oslo_messaging
+from oslo_config import cfg
+from oslo_context import context
+from oslo_messaging._drivers import impl_rabbit
+
+
+def conf_for(args):
+    conf = cfg.CONF
+    conf([], project="amqptrace-e2e")
+    oslo_messaging.set_transport_defaults(control_exchange=args.exchange)
+    conf.register_opts(impl_rabbit.rabbit_opts, group="oslo_messaging_rabbit")
+    return conf
+
+
+class Compute:
+    target = oslo_messaging.Target(version="1.0")
+
+    def build_and_run_instance(self, ctxt, instance):
+        print("%.3f build_and_run_instance %s" % (time.time(), instance), file=sys.stderr, flush=True)
+
+    def get_console_output(self, ctxt, instance):
+        return "console of " + instance
+
+
+class Notifications:
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        print("%.3f notification %s" % (time.time(), event_type), file=sys.stderr, flush=True)
+        return oslo_messaging.NotificationResult.HANDLED
+
+
+def server(args):
+    conf = conf_for(args)
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    ntransport = oslo_messaging.get_notification_transport(conf, url=args.url)
+    rpc = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic="compute" + args.suffix, server="host1"),
+                                        [Compute()], executor="threading",
+                                        access_policy=oslo_messaging.DefaultRPCAccessPolicy)
+    listener = oslo_messaging.get_notification_listener(
+        ntransport, [oslo_messaging.Target(topic="notifications" + args.suffix)], [Notifications()],
+        executor="threading")
+    rpc.start()
+    listener.start()
+    print("READY", flush=True)
+    sys.stdin.read()  # killed by the test, or stopped by closing stdin
+    rpc.stop()
+    listener.stop()
+    rpc.wait()
+    listener.wait()
+
+
+def client(args):
+    conf = conf_for(args)
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    ntransport = oslo_messaging.get_notification_transport(conf, url=args.url)
+    ctxt = context.RequestContext(request_id=args.request_id, user_id="e2e-user", project_id="e2e-project")
+    compute = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="compute" + args.suffix))
+    notifier = oslo_messaging.Notifier(ntransport, publisher_id="compute.host1", driver="messagingv2",
+                                       topics=["notifications" + args.suffix])
+    compute.prepare(server="host1").cast(ctxt, "build_and_run_instance", instance="i-backlog")
+    notifier.info(ctxt, "compute.instance.create.start", {"instance": "i-backlog"})
+    print("SENT", flush=True)
+    start = time.time()
+    result = compute.prepare(timeout=120).call(ctxt, "get_console_output", instance="i-backlog")
+    print(json.dumps({"pid": os.getpid(), "result": result, "elapsed": round(time.time() - start, 3)}), flush=True)
+    transport.cleanup()
+    ntransport.cleanup()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("role", choices=["server", "client"])
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--exchange", required=True)
+    ap.add_argument("--suffix", default="")
+    ap.add_argument("--request-id", default="req-00000000-0000-4000-8000-000000000000")
+    args = ap.parse_args()
+    # connection_name is "<program>:<pid>:<uuid>": name the process like the service it plays.
+    sys.argv[0] = "nova-compute" if args.role == "server" else "nova-api"
+    server(args) if args.role == "server" else client(args)
+
+
+if __name__ == "__main__":
+    main()

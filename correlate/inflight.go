@@ -1,0 +1,198 @@
+package correlate
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"time"
+)
+
+// InFlight is what is waiting now, as the wire shows it: the view an operator opens when the cloud is slow, before
+// any record of the slow RPCs exists (a record is emitted only once an RPC is final).
+type InFlight struct {
+	At time.Time `json:"at"`
+	// Pending counts the RPCs that are not final yet, by state.
+	Pending int `json:"pending"`
+	// Queues are the queues holding messages published and not yet delivered (wire depth), deepest first.
+	Queues []QueueInFlight `json:"queues"`
+	// Servers are the processes handling calls: delivered and not yet answered. With oslo's default prefetch
+	// (unlimited) that includes calls the process has taken from the broker but not yet started: waiting for a
+	// worker of its executor pool.
+	Servers []ProcessInFlight `json:"servers"`
+	// Callers are the processes waiting for replies.
+	Callers []ProcessInFlight `json:"callers"`
+	// Oldest are the RPCs that have waited longest, oldest first (at most the limit asked for).
+	Oldest []RPCInFlight `json:"oldest"`
+}
+
+// QueueInFlight is one queue's backlog as seen on the wire.
+type QueueInFlight struct {
+	Queue string `json:"queue"`
+	// Depth is the messages observed published to it and not yet delivered.
+	Depth int `json:"depth"`
+	// OldestAgeMS is how long the oldest of them has waited (wire lag).
+	OldestAgeMS int64 `json:"oldest_age_ms"`
+}
+
+// ProcessInFlight is one process's calls in flight.
+type ProcessInFlight struct {
+	Endpoint
+	InFlight    int   `json:"in_flight"`
+	OldestAgeMS int64 `json:"oldest_age_ms"`
+}
+
+// RPCInFlight is one pending RPC.
+type RPCInFlight struct {
+	Kind     Kind      `json:"kind"`
+	State    string    `json:"state"` // queued (published, not delivered), handling (delivered, no reply), replied
+	Method   string    `json:"method,omitempty"`
+	Topic    string    `json:"topic,omitempty"`
+	Queue    string    `json:"queue,omitempty"`
+	MsgID    string    `json:"msg_id,omitempty"`
+	UniqueID string    `json:"unique_id,omitempty"`
+	Request  string    `json:"request_id,omitempty"`
+	Caller   *Endpoint `json:"caller"`
+	Callee   *Endpoint `json:"callee"`
+	Since    time.Time `json:"since"`
+	AgeMS    int64     `json:"age_ms"`
+}
+
+// The states of a pending RPC in the in-flight view.
+const (
+	StateQueued   = "queued"   // published, not delivered yet: it waits in the broker
+	StateHandling = "handling" // delivered, no reply yet: it waits in the server
+	StateReplied  = "replied"  // a reply is out: it waits for its delivery (or its confirm)
+)
+
+// maxInFlightList bounds every list of the view.
+const maxInFlightList = 1000
+
+// inflightReq asks the Run goroutine, which owns the pending table, for a view.
+type inflightReq struct {
+	limit int
+	resp  chan InFlight
+}
+
+// InFlight returns what is waiting now, with at most limit RPCs in Oldest (and at most 1000 entries in any list).
+// It asks the correlator goroutine, so it waits for its next tick (a few milliseconds); it returns an empty view
+// when ctx ends first or the correlator is not running.
+func (c *Correlator) InFlight(ctx context.Context, limit int) InFlight {
+	req := inflightReq{limit: min(max(limit, 0), maxInFlightList), resp: make(chan InFlight, 1)}
+	select {
+	case c.inflight <- req:
+	case <-ctx.Done():
+		return InFlight{}
+	case <-c.stopped:
+		return InFlight{}
+	}
+	select {
+	case v := <-req.resp:
+		return v
+	case <-ctx.Done():
+		return InFlight{}
+	}
+}
+
+// inFlightView walks the pending table (oldest first) once.
+func (c *Correlator) inFlightView(limit int) InFlight {
+	now := c.now()
+	v := InFlight{At: now}
+	queues := map[string]*QueueInFlight{}
+	servers := map[Endpoint]*ProcessInFlight{}
+	callers := map[Endpoint]*ProcessInFlight{}
+	age := func(t time.Time) int64 { return max(now.Sub(t).Milliseconds(), 0) }
+	for p := c.oldest; p != nil; p = p.next {
+		if p.held || p.rec.Amends != 0 {
+			continue // final already, or a follow-up: nothing waits
+		}
+		v.Pending++
+		r := &p.rec
+		state, since := c.stateOf(p)
+		if state == StateQueued {
+			q := c.targetQueue(r)
+			e := queues[q]
+			if e == nil {
+				e = &QueueInFlight{Queue: q}
+				queues[q] = e
+			}
+			e.Depth++
+			e.OldestAgeMS = max(e.OldestAgeMS, age(since))
+		}
+		if r.Kind == KindCall && state == StateHandling && r.Callee != nil {
+			addProcess(servers, *r.Callee, age(since))
+		}
+		if r.Kind == KindCall && r.Caller != nil && r.Published != nil {
+			addProcess(callers, *r.Caller, age(*r.Published))
+		}
+		if len(v.Oldest) < limit {
+			v.Oldest = append(v.Oldest, RPCInFlight{Kind: r.Kind, State: state, Method: r.Method, Topic: r.Topic,
+				Queue: r.Queue, MsgID: r.MsgID, UniqueID: r.UniqueID, Request: r.RequestID, Caller: r.Caller,
+				Callee: r.Callee, Since: since, AgeMS: age(since)})
+		}
+	}
+	for _, e := range queues {
+		v.Queues = append(v.Queues, *e)
+	}
+	slices.SortFunc(v.Queues, func(a, b QueueInFlight) int {
+		return cmp.Or(cmp.Compare(b.Depth, a.Depth), cmp.Compare(a.Queue, b.Queue))
+	})
+	v.Queues = v.Queues[:min(len(v.Queues), maxInFlightList)]
+	v.Servers = sortedProcesses(servers)
+	v.Callers = sortedProcesses(callers)
+	// Insertion order is first-sighting order; the view is by how long each has waited in its state.
+	slices.SortStableFunc(v.Oldest, func(a, b RPCInFlight) int { return a.Since.Compare(b.Since) })
+	return v
+}
+
+// stateOf names where a pending RPC waits, and since when.
+func (c *Correlator) stateOf(p *pending) (string, time.Time) {
+	r := &p.rec
+	switch {
+	case r.Replied != nil:
+		return StateReplied, *r.Replied
+	case r.Delivered != nil && (r.Kind == KindCall || r.Deliveries >= p.expect.total()):
+		return StateHandling, *r.Delivered
+	case r.Published != nil:
+		return StateQueued, *r.Published
+	case r.Delivered != nil:
+		return StateHandling, *r.Delivered
+	}
+	return StateQueued, c.now()
+}
+
+// targetQueue names the queue a published, undelivered message waits in: the first queue the topology binds its
+// routing key to, else the routing key (oslo binds each topic queue by its own name), else the exchange.
+func (c *Correlator) targetQueue(r *Record) string {
+	if r.Exchange == "" {
+		return r.RoutingKey
+	}
+	if qs := c.topo.bindings[r.Exchange][r.RoutingKey]; len(qs) > 0 {
+		return qs[0]
+	}
+	if r.RoutingKey != "" {
+		return r.RoutingKey
+	}
+	return r.Exchange
+}
+
+func addProcess(m map[Endpoint]*ProcessInFlight, ep Endpoint, ageMS int64) {
+	key := Endpoint{Service: ep.Service, PID: ep.PID, Host: ep.Host}
+	e := m[key]
+	if e == nil {
+		e = &ProcessInFlight{Endpoint: key}
+		m[key] = e
+	}
+	e.InFlight++
+	e.OldestAgeMS = max(e.OldestAgeMS, ageMS)
+}
+
+func sortedProcesses(m map[Endpoint]*ProcessInFlight) []ProcessInFlight {
+	out := make([]ProcessInFlight, 0, len(m))
+	for _, e := range m {
+		out = append(out, *e)
+	}
+	slices.SortFunc(out, func(a, b ProcessInFlight) int {
+		return cmp.Or(cmp.Compare(b.InFlight, a.InFlight), cmp.Compare(a.Service, b.Service), cmp.Compare(a.PID, b.PID))
+	})
+	return out[:min(len(out), maxInFlightList)]
+}
