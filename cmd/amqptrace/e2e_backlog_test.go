@@ -206,3 +206,68 @@ func TestE2EBacklogWhileTheServerIsDown(t *testing.T) {
 		t.Logf("%s %s: queue_us=%d server_us=%d duration_us=%d", k, recordMethod(&r), r.QueueUS, r.ServerUS, r.DurationUS)
 	}
 }
+
+// A reply 10 s after a 2 s timeout, with a 1 s grace: the call's record is a timeout, and a follow-up record names
+// it, with the reply and how late it was. With the real oslo.messaging: the caller keeps consuming its reply queue,
+// so the late reply is delivered to it (oslo drops it there, as it should).
+func TestE2ELateReplyAmendsTheTimedOutCall(t *testing.T) {
+	skipShort(t)
+	vh := testVhost(t)
+	events := filepath.Join(t.TempDir(), "events.jsonl")
+	p := startBin(t, "proxy", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--events", events,
+		"--reply-grace", "1s", "--upstream", brokertest.Require(t))
+	proxyAddr, httpAddr := p.listening(true)
+	client := &http.Client{}
+	waitReady(t, p, client, httpAddr, 30*time.Second)
+	url := strings.Replace(vh.url(proxyAddr), "amqp://", "rabbit://", 1)
+	suffix := "_" + randHex(4)
+	common := []string{"--url", url, "--exchange", "e2e_late" + suffix, "--suffix", suffix}
+	srv := startOslo(t, append([]string{"server"}, common...)...)
+	srv.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
+	api := startOslo(t, append([]string{"late", "--seconds", "10", "--timeout", "2"}, common...)...)
+	api.waitLine(60*time.Second, func(l string) bool { return strings.HasSuffix(l, "TIMED OUT") })
+
+	var calls struct {
+		Calls []correlate.Record `json:"calls"`
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		getJSON(t, client, "http://"+httpAddr+"/api/calls?method=slow", &calls)
+		if len(calls.Calls) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no follow-up of the timed-out call: %+v", calls.Calls)
+		}
+		time.Sleep(200 * time.Millisecond) // polling the API for a reply the server sends 10 s after the call
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("amqptrace exited %d", code)
+	}
+	var call, follow *correlate.Record
+	recs := readEvents(t, events)
+	for i := range recs {
+		switch r := &recs[i]; {
+		case r.Method == "slow" && r.Amends == 0:
+			call = r
+		case r.Method == "slow":
+			follow = r
+		}
+	}
+	if call == nil || follow == nil {
+		t.Fatalf("want the call and its follow-up: %+v", recs)
+	}
+	if call.Status != correlate.StatusTimeout || call.TimeoutMS != 2000 || call.LateReply {
+		t.Errorf("the call's record: status %s timeout_ms %d late %v, want a plain timeout of 2000 ms",
+			call.Status, call.TimeoutMS, call.LateReply)
+	}
+	// The server slept 10 s; the caller gave up after 2: the reply came about 8 s after the deadline.
+	if follow.Amends != call.ID || follow.Status != correlate.StatusOK || string(follow.Result) == "" ||
+		follow.LateByUS < (7*time.Second).Microseconds() || follow.ReplyDelivered == nil || follow.MsgID != call.MsgID {
+		t.Errorf("the follow-up: amends %d (call %d) status %s result %s late_by_us %d reply_delivered %v",
+			follow.Amends, call.ID, follow.Status, follow.Result, follow.LateByUS, follow.ReplyDelivered)
+	}
+	t.Logf("call %d: timeout; follow-up %d: %s, late_by_us=%d, duration_us=%d", call.ID, follow.ID, follow.Status,
+		follow.LateByUS, follow.DurationUS)
+}

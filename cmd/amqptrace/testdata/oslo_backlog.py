@@ -7,6 +7,10 @@
     oslo_backlog.py client --url URL --exchange X --suffix S     a nova-api: a cast, a notification and a call
                                                                  (timeout 120 s); prints one JSON line with what
                                                                  it sent and what the call returned
+    oslo_backlog.py late --url URL --exchange X --suffix S --seconds N --timeout T
+                                                                 a nova-api whose call to a server that takes N s
+                                                                 times out after T s; prints TIMED OUT, then keeps
+                                                                 consuming its reply queue until stdin closes
 
 The test starts the server so that its queues exist and were consumed through the proxy, kills it, runs the client
 while nobody consumes (the messages back up in the broker), then starts a server again.
@@ -40,6 +44,10 @@ class Compute:
 
     def get_console_output(self, ctxt, instance):
         return "console of " + instance
+
+    def slow(self, ctxt, seconds):
+        time.sleep(seconds)
+        return "slow done"
 
 
 class Notifications:
@@ -86,9 +94,25 @@ def client(args):
     ntransport.cleanup()
 
 
+def late(args):
+    conf = conf_for(args)
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    ctxt = context.RequestContext(request_id=args.request_id, user_id="e2e-user", project_id="e2e-project")
+    compute = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="compute" + args.suffix))
+    try:
+        compute.prepare(timeout=args.timeout).call(ctxt, "slow", seconds=args.seconds)
+        print("NOT TIMED OUT", flush=True)
+    except oslo_messaging.MessagingTimeout:
+        print("TIMED OUT", flush=True)
+    sys.stdin.read()  # the reply queue stays consumed: the late reply is delivered here
+    transport.cleanup()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["server", "client"])
+    ap.add_argument("role", choices=["server", "client", "late"])
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--timeout", type=float, default=2)
     ap.add_argument("--url", required=True)
     ap.add_argument("--exchange", required=True)
     ap.add_argument("--suffix", default="")
@@ -96,7 +120,7 @@ def main():
     args = ap.parse_args()
     # connection_name is "<program>:<pid>:<uuid>": name the process like the service it plays.
     sys.argv[0] = "nova-compute" if args.role == "server" else "nova-api"
-    server(args) if args.role == "server" else client(args)
+    {"server": server, "client": client, "late": late}[args.role](args)
 
 
 if __name__ == "__main__":
