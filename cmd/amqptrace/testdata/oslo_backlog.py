@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 
 import oslo_messaging
@@ -51,8 +52,13 @@ class Compute:
 
 
 class Notifications:
+    def __init__(self):
+        self.consuming = threading.Event()
+
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
         print("%.3f notification %s" % (time.time(), event_type), file=sys.stderr, flush=True)
+        if event_type == "amqptrace.e2e.listening":
+            self.consuming.set()
         return oslo_messaging.NotificationResult.HANDLED
 
 
@@ -63,11 +69,19 @@ def server(args):
     rpc = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic="compute" + args.suffix, server="host1"),
                                         [Compute()], executor="threading",
                                         access_policy=oslo_messaging.DefaultRPCAccessPolicy)
+    handler = Notifications()
     listener = oslo_messaging.get_notification_listener(
-        ntransport, [oslo_messaging.Target(topic="notifications" + args.suffix)], [Notifications()],
+        ntransport, [oslo_messaging.Target(topic="notifications" + args.suffix)], [handler],
         executor="threading")
     rpc.start()
     listener.start()
+    # The listener subscribes from its own thread, after start() returns: READY only once a notification sent to
+    # ourselves came back, so that the test's kill comes after the proxy saw the subscription.
+    notifier = oslo_messaging.Notifier(ntransport, publisher_id="compute.host1", driver="messagingv2",
+                                       topics=["notifications" + args.suffix])
+    while not handler.consuming.is_set():
+        notifier.info({}, "amqptrace.e2e.listening", {})
+        handler.consuming.wait(1)
     print("READY", flush=True)
     sys.stdin.read()  # killed by the test, or stopped by closing stdin
     rpc.stop()
