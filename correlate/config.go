@@ -12,6 +12,7 @@ const (
 	DefaultSettle          = 2 * time.Second
 	DefaultQueueHorizon    = 10 * time.Minute
 	DefaultMaxPending      = 100000
+	DefaultMaxPendingBytes = 256 << 20
 	DefaultQueueSize       = 65536
 	DefaultBodyCap         = 1 << 20
 	DefaultMaxPayloadBytes = 4 << 10
@@ -41,6 +42,9 @@ type Config struct {
 	// MaxPending caps the pending table; past it the oldest pending RPC is emitted as it is (counted as evicted).
 	// Default 100000.
 	MaxPending int
+	// MaxPendingBytes caps the pending table's estimated memory (about 1.3 KB per message plus its kept arguments
+	// and ids); past it the oldest are emitted as they are (counted as evicted). Default 256 MiB.
+	MaxPendingBytes int
 	// QueueSize bounds, in events, the queue from the per-connection assemblers to the correlator goroutine (each
 	// assembler hands over the events of one write as one batch). A full queue drops the batch and counts its
 	// events (Stats.QueueDrops). Default 65536.
@@ -86,6 +90,7 @@ func (c *Config) defaultTimeout() time.Duration { return orDefault(c.DefaultTime
 func (c *Config) settle() time.Duration         { return orDefault(c.Settle, DefaultSettle) }
 func (c *Config) queueHorizon() time.Duration   { return orDefault(c.QueueHorizon, DefaultQueueHorizon) }
 func (c *Config) maxPending() int               { return orDefault(c.MaxPending, DefaultMaxPending) }
+func (c *Config) maxPendingBytes() int          { return orDefault(c.MaxPendingBytes, DefaultMaxPendingBytes) }
 func (c *Config) queueSize() int                { return orDefault(c.QueueSize, DefaultQueueSize) }
 func (c *Config) reorder() time.Duration        { return orDefault(c.Reorder, DefaultReorder) }
 func (c *Config) reorderCap() int               { return orDefault(c.ReorderCap, DefaultReorderCap) }

@@ -68,6 +68,7 @@ type Correlator struct {
 	byMsgID        map[string]*pending // oslo calls by _msg_id alone: to tell a reply sent elsewhere (foreign)
 	oldest, newest *pending            // insertion order, for eviction at MaxPending
 	npending       int
+	pendingBytes   int // estimated bytes held by the pending table (see account)
 	seq            uint64
 	expiry         expiryHeap
 	nextID         uint64
@@ -130,6 +131,7 @@ type pending struct {
 	waitConfirm bool // final reply published to a queue nobody here consumes: final at its confirm
 	replyUnique string
 	hb          []string    // heartbeat _unique_ids seen
+	size        int         // estimated bytes held (see account)
 	brokerCause string      // the broker closed a connection of the caller or callee while this was pending
 	expect      expectation // deliveries expected from known bindings and consumers
 	gen         *genericReply
@@ -407,7 +409,30 @@ func (c *Correlator) insert(p *pending) {
 	c.ctr.pending.Store(int64(c.npending))
 }
 
+// pendingBase is what one pending message costs before its payload and ids: the record, the table entries, the
+// expiry slot. TestBacklogMemoryIsBounded measures the whole (about 1.5 KB for a cast with 170 bytes of args).
+const pendingBase = 1280
+
+// account adds p's estimated size to the table's, and evicts the oldest pending messages (emitted Incomplete,
+// counted) while the table is over Config.MaxPendingBytes: a backlog of large messages is bounded by memory, not
+// only by count.
+func (c *Correlator) account(p *pending) {
+	r := &p.rec
+	p.size = pendingBase + len(r.Args) + len(r.Method) + len(r.Topic) + len(r.RoutingKey) + len(r.Exchange) +
+		len(r.MsgID) + len(r.UniqueID) + len(r.MessageID) + len(r.RequestID) + len(r.GlobalRequestID) +
+		len(p.replyQ) + len(r.EventType) + len(r.PublisherID)
+	c.pendingBytes += p.size
+	for c.pendingBytes > c.cfg.maxPendingBytes() && c.oldest != nil && c.oldest != p {
+		c.ctr.evicted.Add(1)
+		c.ctr.evictedBytes.Add(1)
+		c.endEarly(c.oldest)
+	}
+	c.ctr.pendingBytes.Store(int64(c.pendingBytes))
+}
+
 func (c *Correlator) unlink(p *pending) {
+	c.pendingBytes -= p.size
+	c.ctr.pendingBytes.Store(int64(c.pendingBytes))
 	if p.prev != nil {
 		p.prev.next = p.next
 	} else {
@@ -624,7 +649,7 @@ func (c *Correlator) finalize(p *pending, status Status) {
 	}
 	c.nextID++
 	r.ID = c.nextID
-	if r.Kind == KindCall && status == StatusTimeout && !r.LateReply && r.Amends == 0 && p.msgKey != "" {
+	if r.Kind == KindCall && status == StatusTimeout && !r.LateReply && !r.Incomplete && r.Amends == 0 && p.msgKey != "" {
 		c.finished.timeout(p.msgKey, p.replyQ, r) // a reply may still come, after the record: it amends this one
 	}
 	c.ctr.records[kindIndex(r.Kind)][statusIndex(status)].Add(1)
@@ -740,7 +765,7 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 		p.vals.version = b.version
 		r.Version = &p.vals.version
 	}
-	r.Args = b.args
+	r.Args = tight(b.args) // the redactor sizes its output for the input: a pending message keeps only what it holds
 	r.RequestBytes = int(min(ev.bodySize, 1<<40))
 	r.Truncated = ev.truncated
 	switch kind {
@@ -778,6 +803,7 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 	} else {
 		c.schedule(p, ev.at.Add(c.oneWayWait(p, ev)))
 	}
+	c.account(p)
 	return p
 }
 
@@ -1172,6 +1198,7 @@ func (c *Correlator) genericRequest(ev *event) *pending {
 		}
 		c.schedule(p, ev.at.Add(c.cfg.settle()))
 	}
+	c.account(p)
 	return p
 }
 
@@ -1203,4 +1230,13 @@ func (h *expiryHeap) Pop() any {
 	*h = old[:len(old)-1]
 	p.heapIdx = -1
 	return p
+}
+
+// tight returns b in an allocation of its own size when its capacity is much larger: what a pending message keeps
+// for minutes must not pin the buffer it was cut from.
+func tight(b []byte) []byte {
+	if cap(b)-len(b) <= len(b)/4 {
+		return b
+	}
+	return append(make([]byte, 0, len(b)), b...)
 }

@@ -5,14 +5,18 @@ import "sync/atomic"
 // Stats is a snapshot of a Correlator's counters. Every message or record that is dropped, expired or left
 // unmatched is counted in exactly one of them.
 type Stats struct {
-	MessagesIn  uint64 // messages (and topology methods) handed to the correlator queue
-	QueueDrops  uint64 // messages dropped because the correlator queue was full
-	Records     []RecordCount
-	RecordsOut  uint64 // records handed to the sink
-	Pending     int64  // gauge: RPCs waiting to become final
-	Expired     uint64 // pending RPCs emitted at their deadline + grace (or settle) without a final reply
-	Evicted     uint64 // pending RPCs emitted early because the table was at MaxPending
-	LateReplies uint64 // final replies after the deadline, within the grace
+	MessagesIn uint64 // messages (and topology methods) handed to the correlator queue
+	QueueDrops uint64 // messages dropped because the correlator queue was full
+	Records    []RecordCount
+	RecordsOut uint64 // records handed to the sink
+	Pending    int64  // gauge: RPCs waiting to become final
+	Expired    uint64 // pending RPCs emitted at their deadline + grace (or settle) without a final reply
+	Evicted    uint64 // pending RPCs emitted early because the table was at MaxPending or MaxPendingBytes
+	// EvictedForBytes counts the evictions that MaxPendingBytes made (also in Evicted); PendingBytes is the
+	// table's estimated size now.
+	EvictedForBytes uint64
+	PendingBytes    int64
+	LateReplies     uint64 // final replies after the deadline, within the grace
 	// RepliesAfterRecord counts follow-up records: replies to calls already emitted as timeouts.
 	RepliesAfterRecord uint64
 	// Broker events, by what the broker did: Connection.Blocked and Unblocked, a Connection.Close or Channel.Close
@@ -87,6 +91,8 @@ type counters struct {
 	pending                                atomic.Int64
 	expired, evicted, lateReplies          atomic.Uint64
 	repliesAfterRecord, foreignReplies     atomic.Uint64
+	evictedBytes                           atomic.Uint64
+	pendingBytes                           atomic.Int64
 	broker                                 [brokerCancelledConsumer + 1]atomic.Uint64
 	redeliveries                           atomic.Uint64
 	heartbeats                             atomic.Uint64
@@ -109,8 +115,9 @@ func (c *Correlator) Stats() Stats {
 		MessagesIn: k.messagesIn.Load(), QueueDrops: k.queueDrops.Load(), RecordsOut: k.recordsOut.Load(),
 		Pending: k.pending.Load(), Expired: k.expired.Load(), Evicted: k.evicted.Load(),
 		LateReplies: k.lateReplies.Load(), Heartbeats: k.heartbeats.Load(), RepliesAfterRecord: k.repliesAfterRecord.Load(),
-		ForeignReplies: k.foreignReplies.Load(),
-		Blocked:        k.broker[brokerBlocked].Load(), Unblocked: k.broker[brokerUnblocked].Load(),
+		ForeignReplies:  k.foreignReplies.Load(),
+		EvictedForBytes: k.evictedBytes.Load(), PendingBytes: k.pendingBytes.Load(),
+		Blocked: k.broker[brokerBlocked].Load(), Unblocked: k.broker[brokerUnblocked].Load(),
 		BrokerClosedConnections: k.broker[brokerClosedConnection].Load(),
 		BrokerClosedChannels:    k.broker[brokerClosedChannel].Load(),
 		ConsumersCancelled:      k.broker[brokerCancelledConsumer].Load(), Redeliveries: k.redeliveries.Load(),

@@ -46,7 +46,7 @@ type options struct {
 	maxConns                                int
 	eventLoops                              int
 	replyGrace, queueHorizon                time.Duration
-	maxPending, bodyCap                     int
+	maxPending, maxPendingBytes, bodyCap    int
 	maxFrame                                int
 	genericCasts                            bool
 
@@ -81,6 +81,7 @@ func (o *options) register(fs *flag.FlagSet, listen, http string) {
 	fs.DurationVar(&o.replyGrace, "reply-grace", 5*time.Second, "after a call's deadline, how long a late reply still lands in the same record")
 	fs.DurationVar(&o.queueHorizon, "queue-horizon", 10*time.Minute, "how long a cast, fanout or notification queued for a consumer behind this proxy is waited for before its record is emitted without the delivery")
 	fs.IntVar(&o.maxPending, "max-pending", 100000, "cap on RPCs awaiting their reply; past it the oldest are expired (counted)")
+	fs.IntVar(&o.maxPendingBytes, "max-pending-bytes", 256<<20, "cap on the estimated memory of RPCs awaiting their reply or delivery (bytes); past it the oldest are emitted as they are (counted)")
 	fs.IntVar(&o.bodyCap, "body-cap", 1<<20, "bytes of each message body kept for decoding; larger bodies are marked truncated")
 	fs.BoolVar(&o.genericCasts, "generic-casts", false, "also record plain (non-oslo) AMQP messages without reply_to or correlation_id; off: they are only counted")
 	fs.IntVar(&o.maxFrame, "max-frame", 1<<20, "largest AMQP frame decoded before frame_max is negotiated (bytes)")
@@ -228,13 +229,14 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 		ShutdownGrace: o.shutdownGrace,
 		Frames:        frames.Options{MaxFrameSize: uint32(o.maxFrame), Logger: logger.With("component", "frames")},
 		Correlate: correlate.Config{
-			Grace:        o.replyGrace,
-			QueueHorizon: o.queueHorizon,
-			MaxPending:   o.maxPending,
-			BodyCap:      o.bodyCap,
-			Payload:      payload,
-			GenericCasts: o.genericCasts,
-			Logger:       logger.With("component", "correlate"),
+			Grace:           o.replyGrace,
+			QueueHorizon:    o.queueHorizon,
+			MaxPending:      o.maxPending,
+			MaxPendingBytes: o.maxPendingBytes,
+			BodyCap:         o.bodyCap,
+			Payload:         payload,
+			GenericCasts:    o.genericCasts,
+			Logger:          logger.With("component", "correlate"),
 		},
 		Sinks:     sinks,
 		SinkNames: sinkNames,

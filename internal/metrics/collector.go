@@ -74,6 +74,7 @@ var (
 
 	dMessages   = desc("correlator_messages_total", "Messages and topology events handed to the correlator.")
 	dPending    = desc("pending_calls", "RPCs waiting for their final reply or settle time.")
+	dPendingB   = desc("pending_bytes", "Estimated memory held by the pending RPCs (bounded by --max-pending-bytes).")
 	dCorr       = desc("correlator_events_total", "Correlator events by kind (expired, evicted, late_reply, heartbeat, unmatched_reply, unmatched_delivery, unroutable, confirm, nack, channel_reset, truncated_body, decode_failure, parse_failure, body_reused, unknown_message, plain_message, late_event, reorder_overflow, orphan_merged, reply_after_record, foreign_reply, connection_blocked, connection_unblocked, broker_closed_connection, broker_closed_channel, consumer_cancelled, redelivered).", "event")
 	dDropped    = desc("dropped_total", "Everything dropped rather than waited for, by stage (correlator_queue, sink:<name>, tracing_queue, span_export, ui).", "stage")
 	dBuffered   = desc("reorder_buffered_events", "Events waiting in the correlator's reorder window (events from different connections are put back in read-time order).")
@@ -151,6 +152,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		cs := st.Correlate
 		counter(dMessages, float64(cs.MessagesIn))
 		gauge(dPending, float64(cs.Pending))
+		gauge(dPendingB, float64(cs.PendingBytes))
 		gauge(dBuffered, float64(cs.Buffered))
 		gauge(dOrphans, float64(cs.Orphans))
 		counter(dRecordsOut, float64(cs.RecordsOut))
