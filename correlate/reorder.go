@@ -354,6 +354,7 @@ func (c *Correlator) hold(p *pending) bool {
 		return false
 	}
 	p.held = true
+	c.ctr.holds.Add(1)
 	c.schedule(p, c.now().Add(c.reorder))
 	return true
 }
