@@ -680,6 +680,7 @@ func (c *Correlator) finalize(p *pending, status Status) {
 	}
 	c.nextID++
 	r.ID = c.nextID
+	r.Source = c.cfg.Source
 	c.ctr.records[kindIndex(r.Kind)][statusIndex(status)].Add(1)
 	c.ctr.recordsOut.Add(1)
 	c.emit(r)
