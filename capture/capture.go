@@ -155,11 +155,18 @@ type Capture struct {
 	tcp layers.TCP
 
 	lastTick time.Time
+	// ended remembers, for timeWait of capture time, the connections that closed (FIN or RST), so late copies of
+	// their last packets start no new connection.
+	ended map[flowKey]time.Time
 }
+
+// timeWait is how long a closed connection's endpoints are remembered (see Capture.ended).
+const timeWait = 5 * time.Second
 
 // New returns a Capture.
 func New(cfg Config) *Capture {
-	c := &Capture{cfg: cfg, ports: map[uint16]bool{}, conns: map[flowKey]*conn{}, log: cfg.Logger}
+	c := &Capture{cfg: cfg, ports: map[uint16]bool{}, conns: map[flowKey]*conn{}, log: cfg.Logger,
+		ended: map[flowKey]time.Time{}}
 	for _, p := range cfg.Ports {
 		c.ports[p] = true
 	}
@@ -191,7 +198,7 @@ func (c *Capture) LastPacketTime() time.Time {
 }
 
 // ErrNoCapability means the process may not open a packet socket: it needs CAP_NET_RAW.
-var ErrNoCapability = errors.New("capture needs CAP_NET_RAW to open an AF_PACKET socket: run it as root, or grant the binary the capability (setcap cap_net_raw+ep amqptrace)")
+var ErrNoCapability = errors.New("live capture needs CAP_NET_RAW to open an AF_PACKET socket: run it as root, or grant the binary the capability (setcap cap_net_raw+ep amqptrace)")
 
 // ErrLinkType means a packet's link type is not one Capture decodes.
 var ErrLinkType = errors.New("capture: unsupported link type")
@@ -267,9 +274,14 @@ func (c *Capture) Packet(lt layers.LinkType, data []byte, wireLen int, at time.T
 		c.ctr.ignored.Add(1)
 		return fmt.Errorf("%w %d (%s)", ErrLinkType, int(lt), lt)
 	}
-	if at.UnixNano() > c.last.Load() {
-		c.last.Store(at.UnixNano())
-	}
+	// The clock moves on only after everything up to this packet was handed over: holes given up because of
+	// it (tick) and its own bytes. A correlator on this clock (a replay) then never expires a call whose reply was
+	// waiting behind a hole.
+	defer func() {
+		if at.UnixNano() > c.last.Load() {
+			c.last.Store(at.UnixNano())
+		}
+	}()
 	defer func() {
 		if v := recover(); v != nil {
 			c.ctr.panics.Add(1)
@@ -278,10 +290,10 @@ func (c *Capture) Packet(lt layers.LinkType, data []byte, wireLen int, at time.T
 			}
 		}
 	}()
-	c.packet(lt, data, wireLen, at)
 	if at.Sub(c.lastTick) >= 100*time.Millisecond || at.Before(c.lastTick) {
 		c.tick(at)
 	}
+	c.packet(lt, data, wireLen, at)
 	return nil
 }
 
@@ -334,6 +346,12 @@ func (c *Capture) packet(lt layers.LinkType, data []byte, wireLen int, at time.T
 	if cn == nil {
 		if t.RST || (t.FIN && len(t.Payload) == 0) {
 			return // the end of a connection we never saw: nothing to pick up
+		}
+		if ended, ok := c.ended[key]; ok && !t.SYN && at.Sub(ended) < timeWait {
+			// A late copy of a connection that just ended (a capture of several interfaces sees each packet on
+			// each, not always in order): not a new connection picked up mid-stream.
+			c.ctr.retrans.Add(uint64(len(t.Payload)))
+			return
 		}
 		cn = c.open(key, a, b, t, at)
 	}
@@ -601,6 +619,11 @@ func (c *Capture) Tick(now time.Time) {
 func (c *Capture) tick(now time.Time) {
 	c.lastTick = now
 	gt, it := c.cfg.gapTimeout(), c.cfg.idleTimeout()
+	for k, at := range c.ended {
+		if now.Sub(at) >= timeWait {
+			delete(c.ended, k)
+		}
+	}
 	for key, cn := range c.conns {
 		for d := range cn.half {
 			if h := &cn.half[d]; len(h.ooo) > 0 && now.Sub(h.holeAt) >= gt {
@@ -636,6 +659,9 @@ func (c *Capture) end(key flowKey, cn *conn, reason string) {
 		}
 	}
 	delete(c.conns, key)
+	if reason == "fin" || reason == "rst" {
+		c.ended[key] = cn.lastSeen
+	}
 	c.ctr.connsOpen.Add(-1)
 	c.log.Debug("captured connection ended", "client", cn.info.Client, "server", cn.info.Server, "reason", reason,
 		"mid_stream", cn.info.MidStream, "tls", cn.tls)

@@ -71,8 +71,21 @@ func NewPassive(cfg PassiveConfig) *Passive {
 		q = DefaultSinkQueue
 	}
 	ccorr := cfg.Correlate
+	if ccorr.Reorder <= 0 {
+		// Bytes behind a lost packet wait up to the capture's gap timeout before they are delivered: the reorder
+		// window must cover that wait as well as the usual lag, or what they carry is processed after the events
+		// read after it (a delivery after its call's record was emitted would make a second record).
+		gt := cfg.Capture.GapTimeout
+		if gt <= 0 {
+			gt = capture.DefaultGapTimeout
+		}
+		ccorr.Reorder = correlate.DefaultReorder + gt
+	}
 	if cfg.PacketClock && ccorr.Now == nil {
 		ccorr.Now = func() time.Time {
+			if p.cap == nil { // correlate.New reads the clock once, before the capture exists
+				return time.Now()
+			}
 			if t := p.cap.LastPacketTime(); !t.IsZero() {
 				return t
 			}
@@ -138,6 +151,9 @@ func (p *Passive) Run(ctx context.Context, source func(ctx context.Context, c *c
 
 	st := p.Stats()
 	c := st.Capture
+	if srcErr != nil && c.Packets == 0 {
+		return srcErr // it never started (no capability, not a capture file): the error says it all, in one line
+	}
 	p.log.Info("capture stopped", "uptime", time.Since(start).Round(time.Millisecond),
 		"packets", c.Packets, "connections", c.Conns, "mid_stream", c.MidStream, "tls", c.TLS,
 		"kernel_drops", c.KernelDrops, "gaps", c.Gaps, "gap_bytes", c.GapBytes, "resyncs",
