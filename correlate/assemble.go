@@ -19,6 +19,10 @@ type ConnInfo struct {
 	Client   string // the client's ip:port
 	Upstream string // the broker's address
 	Start    time.Time
+	// HandshakeUnseen says the connection's handshake was not observed: a packet capture picked it up in the
+	// middle. It counts as open from its first frame (the broker accepted its login before we looked), and its
+	// caller and callee are known only by their TCP peer, never by connection_name.
+	HandshakeUnseen bool
 }
 
 // ConnView is what the correlator knows of a live connection, for the UI and API.
@@ -205,6 +209,10 @@ func (c *Correlator) NewConn(info ConnInfo) *Conn {
 		ep:   Endpoint{Service: "unknown", Host: host, Connection: info.Client},
 		proc: "conn:" + strconv.FormatUint(info.ID, 10),
 	})
+	if info.HandshakeUnseen {
+		cn.opened.Store(true)
+		c.ctr.handshakeUnseen.Add(1)
+	}
 	c.mu.Lock()
 	c.conns[info.ID] = cn
 	c.mu.Unlock()
@@ -326,6 +334,32 @@ func (cn *Conn) openOK() {
 	a.flush()
 	cn.hs = handshake{}
 	cn.opened.Store(true)
+}
+
+// Resync implements frames.Resyncer: the decoder of dir lost its place (bytes missing from a capture), so every
+// message dir was assembling is abandoned (counted as a channel reset) rather than completed with frames from
+// after the hole. A connection still in its handshake then counts as picked up mid-stream (HandshakeUnseen): the
+// frames that would have opened it may be the ones lost, and what the broker does next shows it accepted them.
+// Only the goroutine writing dir calls it; the proxy never does.
+func (cn *Conn) Resync(dir frames.Direction) {
+	if dir > frames.ServerToClient {
+		return
+	}
+	a := &cn.asm[dir]
+	for _, s := range a.chans {
+		if s.ev != nil {
+			a.reset(s)
+		}
+	}
+	if cn.opened.Load() {
+		return
+	}
+	cn.hsMu.Lock()
+	defer cn.hsMu.Unlock()
+	if !cn.opened.Load() {
+		cn.openOK()
+		cn.c.ctr.handshakeUnseen.Add(1)
+	}
 }
 
 // Close ends the connection: it logs the connection's identity and close reason once and lets the correlator drop

@@ -82,7 +82,12 @@ type Config struct {
 	// Logger receives per-connection lines. Nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests may set it; under testing/synctest time.Now is already fake.
+	// A replay of a capture file sets it to the time of the last packet read, so deadlines and windows pass in
+	// the file's time, not the reader's.
 	Now func() time.Time
+	// Source is copied into every Record's Source: "capture" (live packet capture) or "replay" (a capture
+	// file). The proxy leaves it empty, and its records carry no source field.
+	Source string
 }
 
 func (c *Config) grace() time.Duration          { return orDefault(c.Grace, DefaultGrace) }

@@ -649,6 +649,7 @@ func (c *Correlator) finalize(p *pending, status Status) {
 	}
 	c.nextID++
 	r.ID = c.nextID
+	r.Source = c.cfg.Source
 	if r.Kind == KindCall && status == StatusTimeout && !r.LateReply && !r.Incomplete && r.Amends == 0 && p.msgKey != "" {
 		c.finished.timeout(p.msgKey, p.replyQ, r) // a reply may still come, after the record: it amends this one
 	}

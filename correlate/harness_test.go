@@ -168,6 +168,9 @@ func (s stampedHandler) HandleFrame(f *frames.Frame) {
 
 func (s stampedHandler) EndWrite(dir frames.Direction) { s.cn.EndWrite(dir) }
 
+// Resync passes a decoder's loss of place on, as a capture's decoders do.
+func (s stampedHandler) Resync(dir frames.Direction) { s.cn.Resync(dir) }
+
 func (tc *tconn) c2s(parts ...[]byte) {
 	tc.h.t.Helper()
 	if _, err := tc.dec.ClientDecoder().Write(wire.Concat(parts...)); err != nil {

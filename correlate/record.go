@@ -130,6 +130,9 @@ type Record struct {
 	Nacked bool `json:"nacked,omitempty"`
 	// Incomplete is set on a record emitted before it was final: at shutdown, or evicted from a full pending table.
 	Incomplete bool `json:"incomplete,omitempty"`
+	// Source says where the bytes came from when it was not the proxy: "capture" (amqptrace capture, packets
+	// read off an interface) or "replay" (amqptrace replay, a pcap or pcapng file). Absent for the proxy.
+	Source string `json:"source,omitempty"`
 
 	RequestBytes int  `json:"request_bytes"`
 	ReplyBytes   int  `json:"reply_bytes"`

@@ -54,6 +54,12 @@ type Stats struct {
 	PreOpenFrames uint64
 	// Panics counts panics recovered in the correlator, each costing one event, one record or one tick's work.
 	Panics uint64
+	// HandshakeUnseen counts connections taken as open without their handshake being seen (ConnInfo's
+	// HandshakeUnseen, or a capture's gap in the handshake, see Conn.Resync).
+	HandshakeUnseen uint64
+	// Queued is a gauge: events handed over and not yet taken in by the correlator goroutine. A replay of a
+	// capture file waits while it is high instead of letting the queue drop.
+	Queued int64
 }
 
 // RecordCount counts records emitted by kind and status.
@@ -106,7 +112,7 @@ type counters struct {
 	connections                            atomic.Int64
 	buffered, orphans                      atomic.Int64
 	late, reorderOverflow, orphansMerged   atomic.Uint64
-	preOpen                                atomic.Uint64
+	preOpen, handshakeUnseen               atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. It is safe to call from any goroutine.
@@ -131,6 +137,7 @@ func (c *Correlator) Stats() Stats {
 		Buffered: k.buffered.Load(), LateEvents: k.late.Load(), ReorderOverflow: k.reorderOverflow.Load(),
 		Orphans: k.orphans.Load(), OrphansMerged: k.orphansMerged.Load(),
 		PreOpenFrames: k.preOpen.Load(), Panics: c.panics.Count(),
+		HandshakeUnseen: k.handshakeUnseen.Load(), Queued: c.queued.Load(),
 	}
 	for i, kind := range allKinds {
 		for j, st := range allStatuses {

@@ -30,6 +30,13 @@ type Options struct {
 	MaxFrameSize uint32
 	// Logger receives one record when decoding switches off for a connection. Nil means slog.Default().
 	Logger *slog.Logger
+	// Resync is for bytes that may have holes in them (passive capture, where packets get lost): a framing error
+	// (unknown frame type, a frame over the limit, a bad frame-end octet, a method frame without ids) makes that
+	// direction hunt for the next frame boundary it can prove (see Decoder.Resync) instead of switching decoding
+	// off, and is counted in DirStats.Resyncs. A bad protocol header still switches decoding off: a stream whose
+	// start was seen and is not AMQP 0-9-1 is not AMQP. The proxy leaves it off: its bytes have no holes, so a
+	// framing error there is a peer's fault or ours, and guessing past it would be wrong.
+	Resync bool
 }
 
 func (o *Options) maxFrameSize() uint32 {
@@ -74,6 +81,10 @@ type DirStats struct {
 	Headers    uint64
 	Bodies     uint64
 	Heartbeats uint64
+	// Resyncs counts the times this direction lost its place and hunted for a frame boundary (Decoder.Resync, or
+	// a framing error under Options.Resync); Skipped counts the bytes passed over while hunting.
+	Resyncs uint64
+	Skipped uint64
 }
 
 // ConnStats is a snapshot of a Conn's counters.
@@ -146,12 +157,13 @@ func (c *Conn) fail(e *DecodeError) {
 
 // dirCounters are one direction's published counters.
 type dirCounters struct {
-	bytes, frames, methods, headers, bodies, heartbeats atomic.Uint64
+	bytes, frames, methods, headers, bodies, heartbeats, resyncs, skipped atomic.Uint64
 }
 
 func (s *dirCounters) load() DirStats {
 	return DirStats{Bytes: s.bytes.Load(), Frames: s.frames.Load(), Methods: s.methods.Load(),
-		Headers: s.headers.Load(), Bodies: s.bodies.Load(), Heartbeats: s.heartbeats.Load()}
+		Headers: s.headers.Load(), Bodies: s.bodies.Load(), Heartbeats: s.heartbeats.Load(),
+		Resyncs: s.resyncs.Load(), Skipped: s.skipped.Load()}
 }
 
 // Decoder splits one direction's byte stream into frames and hands them to the Conn's Handler. It is an io.Writer
@@ -179,6 +191,11 @@ type Decoder struct {
 
 	frame Frame     // reused for every Handler call
 	now   time.Time // read time of the bytes being decoded, for Frame.Time
+
+	// hunting says the decoder lost its place (Resync) and looks for the next provable frame boundary; huntBuf
+	// holds the bytes from the first candidate that could not be decided yet (at most a frame's worth).
+	hunting bool
+	huntBuf []byte
 
 	// Local counters, published to stats once per Write so the hot path does no atomic read-modify-write.
 	n     DirStats
@@ -215,6 +232,8 @@ func (d *Decoder) publish() {
 	s.headers.Store(d.n.Headers)
 	s.bodies.Store(d.n.Bodies)
 	s.heartbeats.Store(d.n.Heartbeats)
+	s.resyncs.Store(d.n.Resyncs)
+	s.skipped.Store(d.n.Skipped)
 }
 
 // endWrite tells a WriteEnder handler that this write is done, also after a failure in it (the frames handed over
@@ -247,6 +266,8 @@ func (d *Decoder) decode(p []byte) {
 	}()
 	for len(p) > 0 {
 		switch {
+		case d.hunting:
+			p = d.hunt(p)
 		case d.protoN < len(protocolHeader):
 			p = d.protocolHeader(p)
 		case d.carry != nil:
@@ -256,7 +277,9 @@ func (d *Decoder) decode(p []byte) {
 			p = p[k:]
 			if d.carryN == len(d.carry) {
 				err := d.emit(d.carry)
-				d.releaseCarry()
+				if d.carry != nil { // a framing error under Options.Resync released it already
+					d.releaseCarry()
+				}
 				if err != nil {
 					return
 				}
@@ -344,13 +367,17 @@ func (d *Decoder) frameStart(p []byte) ([]byte, bool) {
 			// The broker refuses a protocol header by sending its own and closing (spec 4.2.2).
 			state, err = "protocol header", fmt.Errorf("%w: the broker answered with its protocol header, so it refused the client's", ErrProtocolHeader)
 		}
-		d.failHeader(h, state, err)
+		if d.framingError(h, state, err) {
+			return p, true
+		}
 		return nil, false
 	}
 	// frame_max counts the 7-byte header and the end octet: payload ≤ frame_max − 8 (pitfall 4.7).
 	if limit := d.conn.limit(); uint64(size)+8 > uint64(limit) {
-		d.failHeader(h, "frame header", fmt.Errorf("%w: %d-byte payload, limit %d bytes in total (frame_max %d, MaxFrameSize %d)",
-			ErrFrameTooLarge, size, limit, d.conn.frameMax.Load(), d.conn.opts.maxFrameSize()))
+		if d.framingError(h, "frame header", fmt.Errorf("%w: %d-byte payload, limit %d bytes in total (frame_max %d, MaxFrameSize %d)",
+			ErrFrameTooLarge, size, limit, d.conn.frameMax.Load(), d.conn.opts.maxFrameSize())) {
+			return p, true
+		}
 		return nil, false
 	}
 	d.frame.Type = typ
@@ -373,6 +400,18 @@ func (d *Decoder) frameStart(p []byte) ([]byte, bool) {
 	return nil, true
 }
 
+// framingError handles a stream that is out of step: under Options.Resync the direction starts hunting for the
+// next frame boundary and framingError returns true (go on with the bytes after the bad frame); otherwise decoding
+// switches off and it returns false.
+func (d *Decoder) framingError(h []byte, state string, err error) bool {
+	if !d.conn.opts.Resync {
+		d.failHeader(h, state, err)
+		return false
+	}
+	d.lostSync(0)
+	return true
+}
+
 func (d *Decoder) failHeader(h []byte, state string, err error) {
 	d.conn.fail(&DecodeError{Dir: d.dir, Offset: d.fstart, FrameType: Type(h[0]), State: state,
 		Snippet: append([]byte(nil), h...), Err: err})
@@ -383,7 +422,9 @@ func (d *Decoder) emit(b []byte) error {
 	payload, end := b[:len(b)-1], b[len(b)-1]
 	if end != frameEnd {
 		err := fmt.Errorf("%w: got 0x%02x after a %d-byte payload", ErrFrameEnd, end, len(payload))
-		d.failHeader(d.hdr[:], "frame end", err)
+		if d.framingError(d.hdr[:], "frame end", err) {
+			return nil
+		}
 		return err
 	}
 	f := &d.frame
@@ -395,7 +436,9 @@ func (d *Decoder) emit(b []byte) error {
 	case TypeMethod:
 		if len(payload) < 4 {
 			err := fmt.Errorf("%w: %d-byte method frame has no class and method ids", ErrMalformed, len(payload))
-			d.failHeader(d.hdr[:], "frame", err)
+			if d.framingError(d.hdr[:], "frame", err) {
+				return nil
+			}
 			return err
 		}
 		f.ClassID = binary.BigEndian.Uint16(payload)

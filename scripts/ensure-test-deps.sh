@@ -2,7 +2,9 @@
 # ensure-test-deps.sh: install what the test suite talks to, from Debian's packages, when it is missing:
 # RabbitMQ (scripts/ensure-rabbitmq.sh), the real oslo.messaging library (python3-oslo.messaging, run with
 # /usr/bin/python3), Debian's chromium for the UI tests, systemd for `systemd-analyze verify` of the unit, and
-# haproxy, the plain TCP proxy the bench compares against (its tests run it).
+# haproxy, the plain TCP proxy the bench compares against (its tests run it), and tcpdump and tshark, which
+# write the pcap and pcapng files the capture tests replay (tshark's debconf question, whether non-root users may
+# capture, is answered "no" by the noninteractive frontend).
 # Jaeger is built separately by scripts/jaeger.sh (it is a Go module, not a Debian package).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,6 +17,8 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
+command -v tshark >/dev/null 2>&1 || missing+=(tshark)
 
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"

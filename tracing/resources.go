@@ -10,10 +10,13 @@ import (
 
 // Resource attribute keys (semantic conventions: model/service, model/host, model/process, model/telemetry).
 const (
-	keyServiceName  = attribute.Key("service.name")
-	keyHostName     = attribute.Key("host.name")
-	keyProcessPID   = attribute.Key("process.pid")
-	keyDistroName   = attribute.Key("telemetry.distro.name")
+	keyServiceName = attribute.Key("service.name")
+	keyHostName    = attribute.Key("host.name")
+	keyProcessPID  = attribute.Key("process.pid")
+	keyDistroName  = attribute.Key("telemetry.distro.name")
+	// keySource is where amqptrace read the bytes when it was not the proxy: "capture" or "replay" (the
+	// record's source field).
+	keySource       = attribute.Key("amqptrace.source")
 	distroName      = "amqptrace"
 	unknownService  = "unknown_service" // the OTel spec's name for a service that did not say
 	overflowService = "amqptrace-overflow"
@@ -23,6 +26,7 @@ type resourceKey struct {
 	service string
 	host    string
 	pid     int
+	source  string
 }
 
 // resources caches one *resource.Resource per OpenStack process so that every span of a process shares one
@@ -49,11 +53,11 @@ func newResources(max int) *resources {
 
 // forEndpoint returns the resource of ep (nil: the unknown service). Beyond max distinct processes it returns
 // the catch-all resource and counts the spill, so a flood of distinct pids cannot grow memory or the backend's
-// service list without bound.
-func (rs *resources) forEndpoint(ep *correlate.Endpoint) *resource.Resource {
-	var k resourceKey
+// service list without bound. source is the record's Source (empty for the proxy's records).
+func (rs *resources) forEndpoint(ep *correlate.Endpoint, source string) *resource.Resource {
+	k := resourceKey{source: source}
 	if ep != nil {
-		k = resourceKey{service: ep.Service, host: ep.Host, pid: ep.PID}
+		k.service, k.host, k.pid = ep.Service, ep.Host, ep.PID
 	}
 	if k.service == "" {
 		k.service = unknownService
@@ -74,6 +78,9 @@ func (rs *resources) forEndpoint(ep *correlate.Endpoint) *resource.Resource {
 		attrs = append(attrs, keyProcessPID.Int(k.pid))
 	}
 	attrs = append(attrs, keyDistroName.String(distroName))
+	if k.source != "" {
+		attrs = append(attrs, keySource.String(k.source))
+	}
 	r := resource.NewSchemaless(attrs...)
 	rs.byKey[k] = r
 	rs.size.Store(int64(len(rs.byKey)))

@@ -545,7 +545,7 @@ func (b *builder) buildCall(r *correlate.Record, tid trace.TraceID, dst []sdktra
 		Attributes:           clientAttrs,
 		Events:               clientEvents,
 		Status:               status,
-		Resource:             b.res.forEndpoint(r.Caller),
+		Resource:             b.res.forEndpoint(r.Caller, r.Source),
 		InstrumentationScope: b.scope,
 	}
 	if hasServer {
@@ -592,7 +592,7 @@ func (b *builder) buildCall(r *correlate.Record, tid trace.TraceID, dst []sdktra
 		Attributes:           serverAttrs,
 		Events:               serverEvents,
 		Status:               serverStatus,
-		Resource:             b.res.forEndpoint(r.Callee),
+		Resource:             b.res.forEndpoint(r.Callee, r.Source),
 		InstrumentationScope: b.scope,
 	}
 	return append(dst, server.Snapshot())
@@ -662,7 +662,7 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 		Events:               events,
 		Status:               status,
 		ChildSpanCount:       len(callees),
-		Resource:             b.res.forEndpoint(r.Caller),
+		Resource:             b.res.forEndpoint(r.Caller, r.Source),
 		InstrumentationScope: b.scope,
 	}
 	// As for calls: only the proxy that saw the publish draws the PRODUCER span; consumers seen elsewhere still
@@ -699,7 +699,7 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 			StartTime:            cStart,
 			EndTime:              cStart,
 			Attributes:           cAttrs,
-			Resource:             b.res.forEndpoint(ep),
+			Resource:             b.res.forEndpoint(ep, r.Source),
 			InstrumentationScope: b.scope,
 		}
 		dst = append(dst, consumer.Snapshot())
@@ -739,7 +739,7 @@ func (b *builder) buildFollowUp(r *correlate.Record, tid trace.TraceID, dst []sd
 		Attributes:           attrs,
 		Events:               events,
 		Status:               status,
-		Resource:             b.res.forEndpoint(r.Caller),
+		Resource:             b.res.forEndpoint(r.Caller, r.Source),
 		InstrumentationScope: b.scope,
 	}
 	return append(dst, span.Snapshot())

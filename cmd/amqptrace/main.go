@@ -2,6 +2,8 @@
 //
 //	amqptrace proxy --listen 127.0.0.1:5673 --upstream 127.0.0.1:5672 --http 127.0.0.1:8080 [--otlp-endpoint host:4317] [--events FILE|-]
 //	amqptrace demo      # proxy + UI + a simulated OpenStack cloud in front of the local RabbitMQ
+//	amqptrace capture --interface lo --port 5672 --events -   # passive: packets on the broker's port
+//	amqptrace replay capture.pcapng --http 127.0.0.1:8080    # a capture file someone sent you
 //	amqptrace version
 //
 // Every flag can also be set from an AMQPTRACE_* environment variable (--otlp-endpoint is
@@ -28,6 +30,8 @@ const usage = `amqptrace: a transparent AMQP 0-9-1 tracing proxy for OpenStack (
 Usage:
   amqptrace proxy [flags]    forward clients to RabbitMQ, trace every RPC (see: amqptrace proxy --help)
   amqptrace demo [flags]     proxy + UI + a simulated OpenStack cloud against the local RabbitMQ
+  amqptrace capture [flags]  trace from the packets on the broker's port, no proxy (needs CAP_NET_RAW)
+  amqptrace replay FILE...   trace the RPCs in pcap/pcapng files (tcpdump -w, tshark -w)
   amqptrace version          print the version
   amqptrace help             this text
 
@@ -55,6 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runProxy(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "capture":
+		err = runCapture(ctx, args[1:], stdout, stderr)
+	case "replay":
+		err = runReplay(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "amqptrace %s\n", version)
 		return 0

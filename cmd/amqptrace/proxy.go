@@ -51,11 +51,42 @@ type options struct {
 	genericCasts                            bool
 
 	logFormat, logLevel string
+
+	// capture and replay
+	source   string // "capture" or "replay": the records' source
+	iface    string
+	ports    string
+	realtime bool
+	ringMB   int
+	gapWait  time.Duration
 }
 
+// register adds every flag of `amqptrace proxy` (and demo): the proxy's own and the sink flags.
 func (o *options) register(fs *flag.FlagSet, listen, http string) {
+	o.registerProxy(fs, listen)
+	o.registerSinks(fs, http)
+}
+
+// registerProxy adds the flags of the proxy itself: where it listens, the brokers, TLS, timeouts.
+func (o *options) registerProxy(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&o.listen, "listen", listen, "address clients connect to (point transport_url here)")
 	fs.StringVar(&o.upstream, "upstream", "127.0.0.1:5672", "RabbitMQ address; a comma-separated list is tried in order (a cluster)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "certificate `file` (PEM): accept amqps from clients")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key `file` (PEM) for --tls-cert")
+	fs.BoolVar(&o.upstreamTLS, "upstream-tls", false, "speak TLS to the broker")
+	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "CA bundle `file` (PEM) to verify the broker (default: system roots)")
+	fs.StringVar(&o.upstreamServer, "upstream-server-name", "", "server name to verify on the broker's certificate (default: the upstream host)")
+	fs.BoolVar(&o.upstreamInsecure, "upstream-insecure-skip-verify", false, "do not verify the broker's certificate (testing only)")
+	fs.DurationVar(&o.dialTimeout, "dial-timeout", 5*time.Second, "timeout of each dial to the broker")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way (0: never; AMQP heartbeats keep live ones busy)")
+	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on concurrent client connections (0: none); extra clients are closed at once")
+	fs.IntVar(&o.eventLoops, "event-loops", 0, "epoll loops forwarding plain-TCP connections on Linux (0: GOMAXPROCS-1, at least one; -1: a goroutine pair per connection instead)")
+	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open connections may go on before they are closed")
+}
+
+// registerSinks adds the flags every tracing command shares (proxy, demo, capture, replay): the sinks (UI and
+// /metrics, events file, OTLP), payload policy, correlation bounds, decoding bound and logging.
+func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 	fs.StringVar(&o.http, "http", http, "address of the UI, API and /metrics; empty disables. Keep it on loopback or set --http-token")
 	fs.StringVar(&o.httpToken, "http-token", "", "bearer token required by the UI and API (needed when --http is not loopback)")
 	fs.StringVar(&o.jaegerURL, "jaeger-url", "", "Jaeger UI base URL, e.g. http://127.0.0.1:16686: the UI links each call to its trace")
@@ -65,19 +96,6 @@ func (o *options) register(fs *flag.FlagSet, listen, http string) {
 	fs.BoolVar(&o.otlpInsecure, "otlp-insecure", true, "plain gRPC to the collector (false: TLS; OTEL_EXPORTER_OTLP_CERTIFICATE applies)")
 	fs.Float64Var(&o.sampleRatio, "sample-ratio", 1, "fraction of RPCs exported as spans; errors, timeouts and slow calls are always kept")
 	fs.DurationVar(&o.slowThreshold, "slow-threshold", time.Second, "calls slower than this are always exported")
-
-	fs.StringVar(&o.tlsCert, "tls-cert", "", "certificate `file` (PEM): accept amqps from clients")
-	fs.StringVar(&o.tlsKey, "tls-key", "", "private key `file` (PEM) for --tls-cert")
-	fs.BoolVar(&o.upstreamTLS, "upstream-tls", false, "speak TLS to the broker")
-	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "CA bundle `file` (PEM) to verify the broker (default: system roots)")
-	fs.StringVar(&o.upstreamServer, "upstream-server-name", "", "server name to verify on the broker's certificate (default: the upstream host)")
-	fs.BoolVar(&o.upstreamInsecure, "upstream-insecure-skip-verify", false, "do not verify the broker's certificate (testing only)")
-
-	fs.DurationVar(&o.dialTimeout, "dial-timeout", 5*time.Second, "timeout of each dial to the broker")
-	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way (0: never; AMQP heartbeats keep live ones busy)")
-	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on concurrent client connections (0: none); extra clients are closed at once")
-	fs.IntVar(&o.eventLoops, "event-loops", 0, "epoll loops forwarding plain-TCP connections on Linux (0: GOMAXPROCS-1, at least one; -1: a goroutine pair per connection instead)")
-	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open connections may go on before they are closed")
 	fs.DurationVar(&o.replyGrace, "reply-grace", 5*time.Second, "after a call's deadline, how long a late reply still lands in the same record")
 	fs.DurationVar(&o.queueHorizon, "queue-horizon", 10*time.Minute, "how long a cast, fanout or notification queued for a consumer behind this proxy is waited for before its record is emitted without the delivery")
 	fs.IntVar(&o.maxPending, "max-pending", 100000, "cap on RPCs awaiting their reply; past it the oldest are expired (counted)")
@@ -85,7 +103,6 @@ func (o *options) register(fs *flag.FlagSet, listen, http string) {
 	fs.IntVar(&o.bodyCap, "body-cap", 1<<20, "bytes of each message body kept for decoding; larger bodies are marked truncated")
 	fs.BoolVar(&o.genericCasts, "generic-casts", false, "also record plain (non-oslo) AMQP messages without reply_to or correlation_id; off: they are only counted")
 	fs.IntVar(&o.maxFrame, "max-frame", 1<<20, "largest AMQP frame decoded before frame_max is negotiated (bytes)")
-
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -130,17 +147,23 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
 
 // app is one running amqptrace: the pipeline (proxy, decoders, correlator), its sinks and the HTTP server.
 type app struct {
-	o        *options
-	log      *slog.Logger
-	pipe     *pipeline.Pipeline
-	tracer   *tracing.Exporter // nil without OTLP export
-	ui       *ui.Server
-	events   *correlate.JSONLines
-	eventsW  io.WriteCloser
-	httpLn   net.Listener
-	proxyLn  net.Listener
-	handlers []extraHandler
-	registry *prometheus.Registry
+	o    *options
+	log  *slog.Logger
+	pipe *pipeline.Pipeline // the proxy's data path (nil for capture and replay)
+	// stats reads the data path's counters (metrics, UI headline); serve runs it until ctx ends, and servingAddr
+	// is what it serves on (the proxy's listener; empty for capture and replay).
+	stats       func() pipeline.Stats
+	inflight    func(ctx context.Context, limit int) correlate.InFlight // what waits now (nil: not known)
+	serve       func(ctx context.Context) error
+	servingAddr string
+	tracer      *tracing.Exporter // nil without OTLP export
+	ui          *ui.Server
+	events      *correlate.JSONLines
+	eventsW     io.WriteCloser
+	httpLn      net.Listener
+	proxyLn     net.Listener
+	handlers    []extraHandler
+	registry    *prometheus.Registry
 }
 
 type extraHandler struct {
@@ -149,38 +172,87 @@ type extraHandler struct {
 }
 
 func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writer) (*app, error) {
-	a := &app{o: o, log: logger}
-	payload, err := correlate.ParsePayloadPolicy(o.payload)
-	if err != nil {
-		return nil, fmt.Errorf("%w: --payload: %v", errUsage, err)
-	}
-	if o.http != "" && o.httpToken == "" && !isLoopback(o.http) {
-		return nil, fmt.Errorf("%w: --http %s is not a loopback address: set --http-token (or AMQPTRACE_HTTP_TOKEN) so the UI is not open to everyone", errUsage, o.http)
-	}
 	clientTLS, upstreamTLS, err := o.tlsConfigs()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	a, core, err := newSinks(ctx, o, logger, stdout, "")
+	if err != nil {
+		return nil, err
+	}
+	a.pipe, err = pipeline.New(pipeline.Config{
+		Upstreams:     splitList(o.upstream),
+		ClientTLS:     clientTLS,
+		UpstreamTLS:   upstreamTLS,
+		DialTimeout:   o.dialTimeout,
+		IdleTimeout:   o.idleTimeout,
+		MaxConns:      o.maxConns,
+		EventLoops:    o.eventLoops,
+		ShutdownGrace: o.shutdownGrace,
+		Frames:        core.frames,
+		Correlate:     core.correlate,
+		Sinks:         core.sinks,
+		SinkNames:     core.names,
+		Logger:        logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.stats = a.pipe.Stats
+	a.inflight = a.pipe.InFlight
 
-	// Sinks, in the order their drop counters are named on /metrics.
-	var sinks []correlate.Sink
-	var sinkNames []string
-	src := metrics.Sources{Pipeline: func() pipeline.Stats { return a.pipe.Stats() }, Logger: logger.With("component", "metrics")}
+	// Listen before anything runs, so that an address in use is a clear error at start-up, not a log line later.
+	if a.proxyLn, err = net.Listen("tcp", o.listen); err != nil {
+		return nil, fmt.Errorf("--listen: %w (choose another address with --listen or AMQPTRACE_LISTEN; for make demo: make demo DEMOFLAGS='--listen 127.0.0.1:5674')", err)
+	}
+	if err := a.listenHTTP(); err != nil {
+		_ = a.proxyLn.Close()
+		return nil, err
+	}
+	a.serve = func(ctx context.Context) error { return a.pipe.Serve(ctx, a.proxyLn) }
+	a.servingAddr = a.proxyLn.Addr().String()
+	return a, nil
+}
+
+// core is what newSinks prepares for the data path: the sinks in the order their drop counters are named on
+// /metrics, and the decoder and correlator settings from the flags.
+type core struct {
+	sinks     []correlate.Sink
+	names     []string
+	frames    frames.Options
+	correlate correlate.Config
+}
+
+// newSinks builds every sink the flags ask for (metrics always; events, OTLP, UI), shared by every command that
+// traces (proxy, demo, capture, replay). source goes into every record (correlate.Config.Source). The caller
+// builds the data path with what it returns, sets a.stats, a.serve and a.servingAddr, and calls a.listenHTTP.
+func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writer, source string) (*app, core, error) {
+	a := &app{o: o, log: logger}
+	var c core
+	payload, err := correlate.ParsePayloadPolicy(o.payload)
+	if err != nil {
+		return nil, c, fmt.Errorf("%w: --payload: %v", errUsage, err)
+	}
+	if o.http != "" && o.httpToken == "" && !isLoopback(o.http) {
+		return nil, c, fmt.Errorf("%w: --http %s is not a loopback address: set --http-token (or AMQPTRACE_HTTP_TOKEN) so the UI is not open to everyone", errUsage, o.http)
+	}
+
+	src := metrics.Sources{Pipeline: func() pipeline.Stats { return a.stats() }, Logger: logger.With("component", "metrics")}
 	var records *metrics.Records
 	a.registry, records = metrics.NewRegistry(&src)
-	sinks, sinkNames = append(sinks, records), append(sinkNames, "metrics")
+	c.sinks, c.names = append(c.sinks, records), append(c.names, "metrics")
 	if o.events != "" {
 		if o.events == "-" {
 			a.eventsW = nopCloser{stdout}
 		} else {
 			f, err := os.OpenFile(o.events, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 			if err != nil {
-				return nil, fmt.Errorf("--events: %w", err)
+				return nil, c, fmt.Errorf("--events: %w", err)
 			}
 			a.eventsW = f
 		}
 		a.events = correlate.NewJSONLines(a.eventsW)
-		sinks, sinkNames = append(sinks, a.events), append(sinkNames, "events")
+		c.sinks, c.names = append(c.sinks, a.events), append(c.names, "events")
 	}
 	endpoint := o.otlpEndpoint
 	if endpoint == "" {
@@ -195,9 +267,9 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 			Logger:        logger.With("component", "tracing"),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("tracing: %w", err)
+			return nil, c, fmt.Errorf("tracing: %w", err)
 		}
-		sinks, sinkNames = append(sinks, a.tracer), append(sinkNames, "tracing")
+		c.sinks, c.names = append(c.sinks, a.tracer), append(c.names, "tracing")
 		src.Tracing = a.tracer.Stats
 	}
 	if o.http != "" {
@@ -206,62 +278,55 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 			JaegerURL: o.jaegerURL,
 			Logger:    logger.With("component", "ui"),
 			Counters:  a.counters,
-			InFlight:  func(ctx context.Context, limit int) correlate.InFlight { return a.pipe.InFlight(ctx, limit) },
+			InFlight:  a.inFlight,
 		}
 		if a.tracer != nil || o.jaegerURL != "" {
 			cfg.TraceID = tracing.TraceIDHex
 		}
 		a.ui = ui.New(cfg)
-		sinks, sinkNames = append(sinks, a.ui), append(sinkNames, "ui")
+		c.sinks, c.names = append(c.sinks, a.ui), append(c.names, "ui")
 		src.UI = a.ui.Stats
 	}
+	src.SinkNames = c.names
+	src.InFlight = a.inFlight
+	c.frames = frames.Options{MaxFrameSize: uint32(o.maxFrame), Logger: logger.With("component", "frames")}
+	c.correlate = correlate.Config{
+		Grace:           o.replyGrace,
+		QueueHorizon:    o.queueHorizon,
+		MaxPending:      o.maxPending,
+		MaxPendingBytes: o.maxPendingBytes,
+		BodyCap:         o.bodyCap,
+		Payload:         payload,
+		GenericCasts:    o.genericCasts,
+		Logger:          logger.With("component", "correlate"),
+		Source:          source,
+	}
+	return a, c, nil
+}
 
-	src.SinkNames = sinkNames
-	src.InFlight = func(ctx context.Context, limit int) correlate.InFlight { return a.pipe.InFlight(ctx, limit) }
-	a.pipe, err = pipeline.New(pipeline.Config{
-		Upstreams:     splitList(o.upstream),
-		ClientTLS:     clientTLS,
-		UpstreamTLS:   upstreamTLS,
-		DialTimeout:   o.dialTimeout,
-		IdleTimeout:   o.idleTimeout,
-		MaxConns:      o.maxConns,
-		EventLoops:    o.eventLoops,
-		ShutdownGrace: o.shutdownGrace,
-		Frames:        frames.Options{MaxFrameSize: uint32(o.maxFrame), Logger: logger.With("component", "frames")},
-		Correlate: correlate.Config{
-			Grace:           o.replyGrace,
-			QueueHorizon:    o.queueHorizon,
-			MaxPending:      o.maxPending,
-			MaxPendingBytes: o.maxPendingBytes,
-			BodyCap:         o.bodyCap,
-			Payload:         payload,
-			GenericCasts:    o.genericCasts,
-			Logger:          logger.With("component", "correlate"),
-		},
-		Sinks:     sinks,
-		SinkNames: sinkNames,
-		Logger:    logger,
-	})
-	if err != nil {
-		return nil, err
+// inFlight is the data path's view of what waits now, for the UI and /metrics (empty before it is built).
+func (a *app) inFlight(ctx context.Context, limit int) correlate.InFlight {
+	if a.inflight == nil {
+		return correlate.InFlight{}
 	}
+	return a.inflight(ctx, limit)
+}
 
-	// Listen before anything runs, so that an address in use is a clear error at start-up, not a log line later.
-	if a.proxyLn, err = net.Listen("tcp", o.listen); err != nil {
-		return nil, fmt.Errorf("--listen: %w (choose another address with --listen or AMQPTRACE_LISTEN; for make demo: make demo DEMOFLAGS='--listen 127.0.0.1:5674')", err)
+// listenHTTP opens the --http listener (when set), so an address in use is an error at start-up.
+func (a *app) listenHTTP() error {
+	if a.o.http == "" {
+		return nil
 	}
-	if o.http != "" {
-		if a.httpLn, err = net.Listen("tcp", o.http); err != nil {
-			_ = a.proxyLn.Close()
-			return nil, fmt.Errorf("--http: %w (choose another address with --http or AMQPTRACE_HTTP; for make demo: make demo DEMOFLAGS='--http 127.0.0.1:8081')", err)
-		}
+	var err error
+	if a.httpLn, err = net.Listen("tcp", a.o.http); err != nil {
+		return fmt.Errorf("--http: %w (choose another address with --http or AMQPTRACE_HTTP; for make demo: make demo DEMOFLAGS='--http 127.0.0.1:8081')", err)
 	}
-	return a, nil
+	return nil
 }
 
 // counters feeds the UI's headline.
 func (a *app) counters() ui.Counters {
-	st := a.pipe.Stats()
+	st := a.stats()
 	c := ui.Counters{
 		ConnectionsOpen: st.Proxy.ConnsOpen,
 		RecordsDropped:  st.RecordsDropped(),
@@ -321,17 +386,19 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 		})
 		a.log.Info("UI and API listening", "url", "http://"+a.httpLn.Addr().String()+"/")
 	}
-	a.log.Info("proxy listening", "listen", a.proxyLn.Addr().String(), "upstream", a.o.upstream,
-		"otlp", a.tracer != nil, "events", a.o.events)
+	if a.proxyLn != nil {
+		a.log.Info("proxy listening", "listen", a.proxyLn.Addr().String(), "upstream", a.o.upstream,
+			"otlp", a.tracer != nil, "events", a.o.events)
+	}
 
 	pipeCtx, stopPipe := context.WithCancel(ctx)
 	defer stopPipe()
 	pipeDone := make(chan error, 1)
-	go func() { pipeDone <- a.pipe.Serve(pipeCtx, a.proxyLn) }()
+	go func() { pipeDone <- a.serve(pipeCtx) }()
 
 	var runErr error
 	if started != nil {
-		if err := started(pipeCtx, a.proxyLn.Addr().String()); err != nil && ctx.Err() == nil {
+		if err := started(pipeCtx, a.servingAddr); err != nil && ctx.Err() == nil {
 			runErr = err
 		}
 		stopPipe()
@@ -344,7 +411,11 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 		stopPipe()
 	}
 	if err := <-pipeDone; err != nil {
-		runErr = errors.Join(runErr, fmt.Errorf("proxy: %w", err))
+		name := "proxy"
+		if a.proxyLn == nil {
+			name = a.o.source
+		}
+		runErr = errors.Join(runErr, fmt.Errorf("%s: %w", name, err))
 	}
 
 	// The pipeline has flushed its records into the sinks; now drain them.

@@ -97,6 +97,14 @@ var (
 	dCallerCalls  = desc("caller_calls_awaiting_reply", "Calls a process published and has no reply to yet.", "service", "host")
 	dServerOldest = desc("server_oldest_call_seconds", "Age of the oldest call a server process has in hand.", "service", "host")
 	dPreOpen      = desc("pre_open_frames_total", "Frames clients sent before the broker accepted their login (Connection.Open-Ok), other than the handshake's: never decoded.")
+	dCapPackets   = desc("capture_packets_total", "Packets the capture (amqptrace capture, replay) read.")
+	dCapKernel    = desc("capture_kernel_packets_total", "Packets the kernel passed the capture's port filter (PACKET_STATISTICS, live capture).")
+	dCapKDrops    = desc("capture_kernel_drops_total", "Packets the kernel dropped because the capture ring was full (PACKET_STATISTICS, live capture).")
+	dCapGaps      = desc("capture_gaps_total", "Holes in a captured connection's stream (lost packets, or given up after the reassembly bound); each resynchronises that direction's decoder.")
+	dCapGapBytes  = desc("capture_gap_bytes_total", "Bytes known to be missing in those holes (reassembly drops).")
+	dCapConns     = desc("capture_connections_total", "Captured connections, by start: syn (seen from the start), mid_stream (picked up after it), tls (recognised as TLS, not decodable).", "kind")
+	dCapResyncs   = desc("decoder_resyncs_total", "Times a decoder lost its place in a captured stream and hunted for the next frame boundary, by direction.", "direction")
+	dCapSkipped   = desc("decoder_skipped_bytes_total", "Bytes passed over while hunting for a frame boundary, by direction.", "direction")
 )
 
 // Describe sends nothing: the collector is unchecked, because which metrics exist depends on which components
@@ -134,6 +142,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dTapFail, float64(p.TapFailures))
 
 		d := st.Decode
+		if cs := st.Capture; cs != nil {
+			counter(dCapPackets, float64(cs.Packets))
+			counter(dCapKernel, float64(cs.KernelPackets))
+			counter(dCapKDrops, float64(cs.KernelDrops))
+			counter(dCapGaps, float64(cs.Gaps))
+			counter(dCapGapBytes, float64(cs.GapBytes))
+			counter(dCapConns, float64(cs.Conns-cs.MidStream), "syn")
+			counter(dCapConns, float64(cs.MidStream), "mid_stream")
+			counter(dCapConns, float64(cs.TLS), "tls")
+			counter(dCapResyncs, float64(d.Client.Resyncs), "client_to_broker")
+			counter(dCapResyncs, float64(d.Server.Resyncs), "broker_to_client")
+			counter(dCapSkipped, float64(d.Client.Skipped), "client_to_broker")
+			counter(dCapSkipped, float64(d.Server.Skipped), "broker_to_client")
+			counter(dPanics, float64(cs.Panics), "capture")
+		}
 		gauge(dDecodeLive, float64(d.ConnsLive))
 		counter(dDecodeOff, float64(d.ConnsOff))
 		for _, dir := range []struct {

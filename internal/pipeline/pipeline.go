@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/amqptrace/amqptrace/capture"
 	"github.com/amqptrace/amqptrace/correlate"
 	"github.com/amqptrace/amqptrace/frames"
 	"github.com/amqptrace/amqptrace/proxy"
@@ -94,11 +95,66 @@ type Pipeline struct {
 	addr    atomic.Pointer[net.Addr]
 	ready   chan struct{} // closed once Serve has an address
 
-	// mu guards the decoder registry. It is taken once when a connection opens, once when it closes and by
-	// Stats; never per frame.
+	reg registry
+}
+
+// registry is the decoders of live connections plus the final counters of closed ones, so Stats can sum both. Its
+// mutex is taken once when a connection opens, once when it closes and by Stats; never per frame.
+type registry struct {
 	mu     sync.Mutex
 	live   map[uint64]*frames.Conn
 	closed decodeTotals
+}
+
+func (r *registry) add(id uint64, fc *frames.Conn) {
+	r.mu.Lock()
+	if r.live == nil {
+		r.live = make(map[uint64]*frames.Conn)
+	}
+	r.live[id] = fc
+	r.mu.Unlock()
+}
+
+// done moves a closed connection's final counters from the live registry to the totals.
+func (r *registry) done(id uint64, fc *frames.Conn) {
+	st := fc.Stats()
+	r.mu.Lock()
+	delete(r.live, id)
+	r.closed.conns++
+	if st.Off {
+		r.closed.off++
+	}
+	if errors.Is(fc.Err(), frames.ErrPanic) {
+		r.closed.panics++
+	}
+	addDir(&r.closed.client, st.Client)
+	addDir(&r.closed.server, st.Server)
+	r.mu.Unlock()
+}
+
+func (r *registry) stats() DecodeStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := DecodeStats{
+		ConnsLive:   int64(len(r.live)),
+		ConnsClosed: r.closed.conns,
+		ConnsOff:    r.closed.off,
+		Panics:      r.closed.panics,
+		Client:      r.closed.client,
+		Server:      r.closed.server,
+	}
+	for _, fc := range r.live {
+		st := fc.Stats()
+		if st.Off {
+			d.ConnsOff++
+		}
+		if errors.Is(fc.Err(), frames.ErrPanic) {
+			d.Panics++
+		}
+		addDir(&d.Client, st.Client)
+		addDir(&d.Server, st.Server)
+	}
+	return d
 }
 
 // decodeTotals accumulates the final decoder counters of closed connections.
@@ -124,29 +180,11 @@ func New(cfg Config) (*Pipeline, error) {
 		log:    log,
 		fopts:  cfg.Frames,
 		ready:  make(chan struct{}),
-		live:   make(map[uint64]*frames.Conn),
 	}
 	if p.fopts.Logger == nil {
 		p.fopts.Logger = log.With("component", "frames")
 	}
-	sinks := make([]correlate.NamedSink, 0, len(cfg.Sinks)+1)
-	for i, s := range cfg.Sinks {
-		name := strconv.Itoa(i)
-		if i < len(cfg.SinkNames) {
-			name = cfg.SinkNames[i]
-		}
-		sinks = append(sinks, correlate.NamedSink{Name: name, Sink: s})
-	}
-	if cfg.Correlate.Sink != nil {
-		sinks = append(sinks, correlate.NamedSink{Name: "correlate", Sink: cfg.Correlate.Sink})
-	}
-	p.fanout = correlate.NewNamedFanout(cfg.sinkQueue(), log.With("component", "sinks"), sinks...)
-	ccfg := cfg.Correlate
-	ccfg.Sink = p.fanout
-	if ccfg.Logger == nil {
-		ccfg.Logger = log.With("component", "correlate")
-	}
-	p.corr = correlate.New(ccfg)
+	p.fanout, p.corr = buildCore(cfg.Correlate, cfg.Sinks, cfg.SinkNames, cfg.sinkQueue(), log)
 	p.proxy = proxy.New(proxy.Config{
 		Upstreams:     cfg.Upstreams,
 		UpstreamTLS:   cfg.UpstreamTLS,
@@ -161,6 +199,28 @@ func New(cfg Config) (*Pipeline, error) {
 		Logger:        log.With("component", "proxy"),
 	})
 	return p, nil
+}
+
+// buildCore builds what every source of bytes feeds: the Fanout over the sinks (named for the panic log line) and
+// the Correlator that emits into it.
+func buildCore(ccfg correlate.Config, sinks []correlate.Sink, names []string, queue int, log *slog.Logger) (*correlate.Fanout, *correlate.Correlator) {
+	named := make([]correlate.NamedSink, 0, len(sinks)+1)
+	for i, s := range sinks {
+		name := strconv.Itoa(i)
+		if i < len(names) {
+			name = names[i]
+		}
+		named = append(named, correlate.NamedSink{Name: name, Sink: s})
+	}
+	if ccfg.Sink != nil {
+		named = append(named, correlate.NamedSink{Name: "correlate", Sink: ccfg.Sink})
+	}
+	fanout := correlate.NewNamedFanout(queue, log.With("component", "sinks"), named...)
+	ccfg.Sink = fanout
+	if ccfg.Logger == nil {
+		ccfg.Logger = log.With("component", "correlate")
+	}
+	return fanout, correlate.New(ccfg)
 }
 
 // Run listens on Config.Listen and serves until ctx ends; see Serve.
@@ -259,9 +319,7 @@ func (p *Pipeline) tap(info proxy.ConnInfo) proxy.Tap {
 		Start:    info.Start,
 	})
 	fc := frames.NewConn(cc, p.fopts)
-	p.mu.Lock()
-	p.live[info.ID] = fc
-	p.mu.Unlock()
+	p.reg.add(info.ID, fc)
 	return proxy.Tap{
 		ClientToServer: fc.ClientDecoder(),
 		ServerToClient: fc.ServerDecoder(),
@@ -275,19 +333,7 @@ func (p *Pipeline) connDone(end proxy.ConnEnd, fc *frames.Conn, cc *correlate.Co
 	reason := closeReason(end, fc.Err())
 	cc.Close(reason, end.Err)
 
-	st := fc.Stats()
-	p.mu.Lock()
-	delete(p.live, end.Info.ID)
-	p.closed.conns++
-	if st.Off {
-		p.closed.off++
-	}
-	if errors.Is(fc.Err(), frames.ErrPanic) {
-		p.closed.panics++
-	}
-	addDir(&p.closed.client, st.Client)
-	addDir(&p.closed.server, st.Server)
-	p.mu.Unlock()
+	p.reg.done(end.Info.ID, fc)
 }
 
 // closeReason is the proxy's close reason, plus what observation gave up on: the decoder (framing error) or the
@@ -310,6 +356,8 @@ func addDir(dst *frames.DirStats, s frames.DirStats) {
 	dst.Headers += s.Headers
 	dst.Bodies += s.Bodies
 	dst.Heartbeats += s.Heartbeats
+	dst.Resyncs += s.Resyncs
+	dst.Skipped += s.Skipped
 }
 
 // Stats is a snapshot of every part's counters.
@@ -322,6 +370,9 @@ type Stats struct {
 	SinkDrops []uint64
 	// SinkPanics counts, in the same order, the records each sink panicked on (also in SinkDrops).
 	SinkPanics []uint64
+	// Capture is set for a passive pipeline (amqptrace capture, replay): what the packet capture saw and lost.
+	// Proxy then holds the connection and byte counts of the captured connections.
+	Capture *capture.Stats
 }
 
 // DecodeStats sums the decoders of live and closed connections. Client counts client → broker traffic, Server
@@ -353,27 +404,6 @@ func (p *Pipeline) InFlight(ctx context.Context, limit int) correlate.InFlight {
 func (p *Pipeline) Stats() Stats {
 	s := Stats{Proxy: p.proxy.Stats(), Correlate: p.corr.Stats(), SinkDrops: p.fanout.Dropped(),
 		SinkPanics: p.fanout.Panics()}
-	p.mu.Lock()
-	d := DecodeStats{
-		ConnsLive:   int64(len(p.live)),
-		ConnsClosed: p.closed.conns,
-		ConnsOff:    p.closed.off,
-		Panics:      p.closed.panics,
-		Client:      p.closed.client,
-		Server:      p.closed.server,
-	}
-	for _, fc := range p.live {
-		st := fc.Stats()
-		if st.Off {
-			d.ConnsOff++
-		}
-		if errors.Is(fc.Err(), frames.ErrPanic) {
-			d.Panics++
-		}
-		addDir(&d.Client, st.Client)
-		addDir(&d.Server, st.Server)
-	}
-	p.mu.Unlock()
-	s.Decode = d
+	s.Decode = p.reg.stats()
 	return s
 }
