@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"unsafe"
 )
 
 // PayloadPolicy says whether RPC arguments, results and notification payloads reach records.
@@ -153,7 +154,8 @@ func (x *Redactor) String(s string) string {
 	if s == "" {
 		return s
 	}
-	out, changed := x.text(nil, []byte(s), false)
+	// text only reads its input, so it may read s in place: the common case (nothing to remove) allocates nothing.
+	out, changed := x.text(nil, unsafe.Slice(unsafe.StringData(s), len(s)), false)
 	if !changed {
 		return s
 	}
@@ -172,14 +174,17 @@ func (x *Redactor) Record(r *Record) {
 	for _, p := range [...]**string{&r.Server, &r.Namespace, &r.Version} {
 		if *p != nil {
 			if v := x.String(**p); v != **p {
-				*p = &v
+				cp := new(string)
+				*cp = v
+				*p = cp
 			}
 		}
 	}
 	if e := r.Error; e != nil {
-		c := RemoteError{Class: x.String(e.Class), Module: x.String(e.Module), Message: x.String(e.Message)}
-		if c != *e {
-			r.Error = &c
+		if c := (RemoteError{Class: x.String(e.Class), Module: x.String(e.Module), Message: x.String(e.Message)}); c != *e {
+			cp := new(RemoteError)
+			*cp = c
+			r.Error = cp
 		}
 	}
 	r.Caller = x.endpointPtr(r.Caller)
@@ -198,10 +203,13 @@ func (x *Redactor) endpointPtr(e *Endpoint) *Endpoint {
 	if e == nil {
 		return nil
 	}
-	if c := x.endpoint(*e); c != *e {
-		return &c
+	c := x.endpoint(*e)
+	if c == *e {
+		return e
 	}
-	return e
+	cp := new(Endpoint) // allocated only when something changed (&c would put c on the heap every time)
+	*cp = c
+	return cp
 }
 
 // maxRedactDepth bounds nesting so a hostile body cannot drive recursion deep. JSON held in strings counts too.
@@ -418,7 +426,7 @@ func (r *redactor) stringValue(raw []byte, depth int) {
 // nested redacts the JSON text held in the string raw and writes it back as a string, escaped again; false (and
 // nothing written) when raw does not hold exactly one JSON value or the result would not fit.
 func (r *redactor) nested(raw []byte, depth int) bool {
-	text, ok := unescapeString(nil, raw, false)
+	text, ok := unescapeString(make([]byte, 0, len(raw)), raw, false)
 	if !ok {
 		return false
 	}
@@ -515,8 +523,12 @@ func normalizeInto(dst, key []byte) []byte {
 	return dst
 }
 
-// maxKeyWords bounds the words of a key that are looked at; real keys have a handful.
-const maxKeyWords = 12
+// maxKeyWords bounds the words of a key that are looked at; real keys have a handful. maxKeyLen bounds the bytes
+// of a key that are looked at (lower-cased on the stack); a longer key is judged by its first maxKeyLen bytes.
+const (
+	maxKeyWords = 12
+	maxKeyLen   = 96
+)
 
 // secretKey decides by words, not by substrings, so that look-alikes stay: a key is split at separators and
 // camel-case humps ("adminPass" is admin+pass, "new_pass" new+pass, "_context_auth_token" context+auth+token) and
@@ -525,45 +537,32 @@ const maxKeyWords = 12
 // unless the next word says the value is about the secret rather than the secret itself (key_name, keypair_id,
 // token_expiry, secret_ref, password_expires_at, auth_url, cert_file...) or the word before says the key is not
 // a credential (public_key, routing_key, sort_key). "keypair" is one word and not "key": it names a key pair.
+//
+// It runs for every key of every payload, so it lower-cases and splits in one pass on the stack and compares
+// whole words with switch statements; substrings are looked for only in long words (compounds).
 func secretKey(key []byte) bool {
+	var low [maxKeyLen]byte
 	var w [maxKeyWords][2]int
-	n := splitWords(key, &w)
-	for i := range n {
-		word := key[w[i][0]:w[i][1]]
-		var next, prev []byte
-		if i+1 < n {
-			next = key[w[i+1][0]:w[i+1][1]]
-		}
-		if i > 0 {
-			prev = key[w[i-1][0]:w[i-1][1]]
-		}
-		if secretWord(word, prev) && (next == nil || !aboutWord(next)) {
-			return true
-		}
-	}
-	return false
-}
-
-// splitWords records the [start, end) of each word of key in w and returns how many.
-func splitWords(key []byte, w *[maxKeyWords][2]int) int {
+	key = key[:min(len(key), maxKeyLen)]
 	n, start := 0, -1
 	for i := 0; i <= len(key); i++ {
-		boundary, sep := false, false
-		if i == len(key) {
-			boundary, sep = true, true
-		} else {
+		boundary, sep := i == len(key), i == len(key)
+		if i < len(key) {
 			c := key[i]
 			switch {
-			case !isAlnum(c):
+			case isLower(c) || c >= '0' && c <= '9':
+				low[i] = c
+			case isUpper(c):
+				low[i] = c + 'a' - 'A'
+				// A camel hump (adminPass), or the last capital of a run (HTTPPassword) starts a word.
+				boundary = start >= 0 && (isLower(key[i-1]) || isUpper(key[i-1]) && i+1 < len(key) && isLower(key[i+1]))
+			default:
 				boundary, sep = true, true
-			case start >= 0 && isUpper(c) && (isLower(key[i-1]) ||
-				(isUpper(key[i-1]) && i+1 < len(key) && isLower(key[i+1]))):
-				boundary = true // camel hump: adminPass, or the last capital of a run: HTTPPassword
 			}
 		}
 		if boundary && start >= 0 {
 			if n == maxKeyWords {
-				return n
+				break
 			}
 			w[n] = [2]int{start, i}
 			n++
@@ -573,14 +572,77 @@ func splitWords(key []byte, w *[maxKeyWords][2]int) int {
 			start = i
 		}
 	}
-	return n
+	ls := unsafe.String(&low[0], len(key)) // read-only view of the lower-cased key; it does not outlive low
+	for i := range n {
+		var prev, next string
+		if i > 0 {
+			prev = ls[w[i-1][0]:w[i-1][1]]
+		}
+		if i+1 < n {
+			next = ls[w[i+1][0]:w[i+1][1]]
+		}
+		if secretWord(ls[w[i][0]:w[i][1]], prev) && (next == "" || !aboutWord(next)) {
+			return true
+		}
+	}
+	return false
 }
 
 func isUpper(c byte) bool { return c >= 'A' && c <= 'Z' }
 func isLower(c byte) bool { return c >= 'a' && c <= 'z' }
 func isAlnum(c byte) bool { return isUpper(c) || isLower(c) || c >= '0' && c <= '9' }
 
-// eqFold reports whether the ASCII word w equals the lower-case s, ignoring case.
+// secretWord says whether one lower-case word of a key names a secret; prev is the word before it ("" for the
+// first).
+func secretWord(w, prev string) bool {
+	switch w {
+	case "pass", "passwd", "password", "passwords", "passphrase", "pwd", "secret", "secrets", "token", "tokens",
+		"credential", "credentials", "creds", "auth", "hmac", "private", "privkey", "cookie", "cookies", "session",
+		"signature", "apikey", "authtoken", "apikeys", "privatekey", "hmackey", "accesskey", "authkey", "sshkey",
+		"encryptionkey", "signingkey", "masterkey", "sessionkey", "fernetkey", "secretkey", "cryptkey":
+		return true
+	case "key", "keys", "cert", "certs", "certificate":
+		// A public key or certificate, and the keys of a lookup, are not credentials.
+		switch prev {
+		case "public", "routing", "sort", "primary", "foreign", "partition", "shard", "dict", "cache", "lookup",
+			"idempotency", "ca":
+			return false
+		}
+		return true
+	}
+	if len(w) < 7 {
+		return false
+	}
+	// Compounds written as one word: adminpassword, newpass, rootpass, keystoneauthtoken, clientsecret.
+	if k := strings.Index(w, "pass"); k >= 0 {
+		if strings.HasSuffix(w, "pass") {
+			switch w {
+			case "bypass", "compass", "surpass", "overpass", "underpass", "trespass":
+				return false
+			}
+			return true
+		}
+		if strings.Contains(w[k:], "password") || strings.Contains(w[k:], "passwd") {
+			return true
+		}
+	}
+	return strings.Contains(w, "secret") || strings.Contains(w, "token") || strings.Contains(w, "credential")
+}
+
+// aboutWord names a property of a secret that is not the secret: key_name, token_expiry, secret_ref.
+func aboutWord(w string) bool {
+	switch w {
+	case "name", "names", "id", "ids", "uuid", "type", "types", "pair", "pairs", "expiry", "expires", "expiration",
+		"ttl", "ref", "href", "path", "file", "format", "length", "size", "count", "algorithm", "alg", "manager",
+		"url", "uri", "enabled", "required", "method", "version", "strategy", "policy", "provider", "location",
+		"fingerprint", "user", "username", "userid", "domain", "project", "plugin", "section", "host", "port",
+		"protocol", "scheme", "mode", "level", "status", "state":
+		return true
+	}
+	return false
+}
+
+// eqFold reports whether the ASCII bytes w equal the lower-case s, ignoring case.
 func eqFold(w []byte, s string) bool {
 	if len(w) != len(s) {
 		return false
@@ -597,80 +659,7 @@ func eqFold(w []byte, s string) bool {
 	return true
 }
 
-func anyFold(w []byte, set ...string) bool {
-	for _, s := range set {
-		if eqFold(w, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// secretWord says whether one word of a key names a secret; prev is the word before it (nil for the first).
-func secretWord(w, prev []byte) bool {
-	if len(w) < 3 {
-		return false
-	}
-	switch {
-	case anyFold(w, "pass", "passwd", "password", "passwords", "passphrase", "pwd", "secret", "secrets", "token",
-		"tokens", "credential", "credentials", "creds", "auth", "hmac", "private", "privkey", "cookie", "cookies",
-		"session", "signature", "apikey", "authtoken"):
-		return true
-	case anyFold(w, "key", "keys", "cert", "certs", "certificate"):
-		// A public key or certificate, and the keys of a lookup, are not credentials.
-		return prev == nil || !anyFold(prev, "public", "routing", "sort", "primary", "foreign", "partition",
-			"shard", "dict", "cache", "lookup", "idempotency", "ca")
-	}
-	// Compounds written as one word: adminpassword, newpass, keystoneauthtoken, secretkey.
-	if containsFold(w, "password") || containsFold(w, "passwd") || containsFold(w, "secret") ||
-		containsFold(w, "credential") || containsFold(w, "token") {
-		return true
-	}
-	if hasSuffixFold(w, "pass") {
-		return !anyFold(w, "bypass", "compass", "surpass", "overpass", "underpass", "trespass")
-	}
-	if hasSuffixFold(w, "key") && len(w) > 3 {
-		for _, p := range [...]string{"api", "private", "hmac", "access", "auth", "ssh", "encryption", "signing",
-			"master", "session", "fernet", "crypt"} {
-			if len(w) == len(p)+3 && eqFold(w[:len(p)], p) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// aboutWord names a property of a secret that is not the secret: key_name, token_expiry, secret_ref.
-func aboutWord(w []byte) bool {
-	return anyFold(w, "name", "names", "id", "ids", "uuid", "type", "types", "pair", "pairs", "expiry", "expires",
-		"expiration", "ttl", "ref", "href", "path", "file", "format", "length", "size", "count", "algorithm", "alg",
-		"manager", "url", "uri", "enabled", "required", "method", "version", "strategy", "policy", "provider",
-		"location", "fingerprint", "user", "username", "userid", "domain", "project", "plugin", "section", "host",
-		"port", "protocol", "scheme", "mode", "level", "status", "state")
-}
-
 func hasSuffixFold(w []byte, s string) bool { return len(w) >= len(s) && eqFold(w[len(w)-len(s):], s) }
-
-// containsFold reports whether s contains the lower-case ASCII word sub, ignoring ASCII case, without allocating.
-func containsFold(s []byte, sub string) bool {
-	n := len(sub)
-	for i := 0; i+n <= len(s); i++ {
-		j := 0
-		for ; j < n; j++ {
-			c := s[i+j]
-			if c >= 'A' && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != sub[j] {
-				break
-			}
-		}
-		if j == n {
-			return true
-		}
-	}
-	return false
-}
 
 // --- values in text -----------------------------------------------------------------------------------------------
 
