@@ -37,6 +37,11 @@ type Config struct {
 	// AllowedOrigins lists the websocket Origins accepted besides the request's own host, as "scheme://host[:port]"
 	// or "*" for any (not advised). Requests without an Origin header (non-browser clients) are accepted.
 	AllowedOrigins []string
+	// AllowedHosts lists the host names (without port) a request's Host header, and a websocket's Origin, may
+	// name when there is no Token, besides loopback addresses and "localhost". Anything else is refused (421):
+	// a web page on another site that re-binds its name to 127.0.0.1 would otherwise read every record.
+	// With a Token the token is the protection and any Host is served.
+	AllowedHosts []string
 	// Logger receives per-connection and rate-limited messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -85,6 +90,7 @@ type Stats struct {
 	ClientsTotal    uint64 `json:"clients_total"`    // websocket clients accepted since start
 	ClientsKicked   uint64 `json:"clients_kicked"`   // disconnected because their queue was full
 	OriginRejected  uint64 `json:"origin_rejected"`  // websocket upgrades refused for their Origin
+	HostRejected    uint64 `json:"host_rejected"`    // requests refused for their Host (no token: DNS rebinding)
 	AuthRejected    uint64 `json:"auth_rejected"`    // requests refused for a missing or wrong token
 	RecordsReceived uint64 `json:"records_received"` // accepted by Record
 	RecordsDropped  uint64 `json:"records_dropped"`  // records Record could not add (it panicked on them)
@@ -118,7 +124,7 @@ type Server struct {
 	// instance identifies this Server in websocket messages (see update.Instance).
 	instance string
 
-	received, dropped, authRejected, originRejected atomic.Uint64
+	received, dropped, authRejected, originRejected, hostRejected atomic.Uint64
 	// panics guards the aggregator: a record it cannot add is dropped (counted), an update it cannot build is skipped.
 	panics *correlate.PanicGuard
 }
@@ -278,6 +284,7 @@ func (s *Server) Stats() Stats {
 		ClientsTotal:    total,
 		ClientsKicked:   kicked,
 		OriginRejected:  s.originRejected.Load(),
+		HostRejected:    s.hostRejected.Load(),
 		AuthRejected:    s.authRejected.Load(),
 		RecordsReceived: s.received.Load(),
 		RecordsDropped:  s.dropped.Load(),

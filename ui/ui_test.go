@@ -34,6 +34,8 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 func newTestServer(t *testing.T, cfg Config) (*Server, *clock) {
 	t.Helper()
 	c := &clock{t: time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)}
+	// httptest.NewRequest's Host is example.com; a token-less server answers only names it knows.
+	cfg.AllowedHosts = append(cfg.AllowedHosts, "example.com")
 	s := New(cfg)
 	s.now = c.now
 	s.start = c.now()
