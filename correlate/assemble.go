@@ -199,7 +199,7 @@ func (c *Correlator) NewConn(info ConnInfo) *Conn {
 	cn := &Conn{c: c, info: info}
 	for d := range cn.asm {
 		cn.asm[d] = assembler{conn: cn, dir: frames.Direction(d),
-			parser: bodyParser{policy: c.cfg.Payload, maxPayload: c.cfg.maxPayloadBytes(), bodyCap: c.cfg.bodyCap()}}
+			parser: bodyParser{policy: c.cfg.Payload, red: c.cfg.Redactor, maxPayload: c.cfg.maxPayloadBytes(), bodyCap: c.cfg.bodyCap()}}
 	}
 	host, _, err := net.SplitHostPort(info.Client)
 	if err != nil {

@@ -51,6 +51,7 @@ type bodyInfo struct {
 // the hot path allocates only the strings it keeps.
 type bodyParser struct {
 	policy     PayloadPolicy
+	red        *Redactor // nil: the built-in rules, not counted
 	maxPayload int
 	bodyCap    int
 	inner      []byte // the decoded oslo.message string
@@ -334,15 +335,15 @@ func (p *bodyParser) field(out *bodyInfo, b []byte, m *member) {
 	case "result":
 		out.hasResult = true
 		if !isNull(b, m.start, m.end) {
-			out.result = redactJSON(b[m.start:m.end], p.policy, p.maxPayload)
+			out.result = p.red.JSON(b[m.start:m.end], p.policy, p.maxPayload)
 		}
 	case "failure":
 		out.hasFailure = true
 		if f, ok := stringValue(b, m.start, m.end); ok && f != "" {
-			out.failure = parseFailure([]byte(f))
+			out.failure = parseFailure(p.red, []byte(f))
 		}
 	case "args", "payload":
-		out.args = redactJSON(b[m.start:m.end], p.policy, p.maxPayload)
+		out.args = p.red.JSON(b[m.start:m.end], p.policy, p.maxPayload)
 	}
 }
 
@@ -395,10 +396,12 @@ func (b *bodyInfo) classify() {
 
 // parseFailure reads the serialized remote exception of a reply (JSON in the reply's JSON). Re-raised remote
 // exceptions carry a "_Remote" suffix on class and module, which oslo strips before use; so do we.
-func parseFailure(f []byte) *RemoteError {
+// The message passes the Redactor before it is cut to maxMessageLen, so that no cut hides part of a secret from
+// it (a database URL, a token in an exception message); the traceback is not kept.
+func parseFailure(x *Redactor, f []byte) *RemoteError {
 	s, ok := openObject(f, 0)
 	if !ok {
-		return &RemoteError{Class: "RemoteError", Message: truncate(string(f), maxMessageLen)}
+		return &RemoteError{Class: "RemoteError", Message: truncate(x.String(string(f)), maxMessageLen)}
 	}
 	e := &RemoteError{}
 	var m member
@@ -410,7 +413,7 @@ func parseFailure(f []byte) *RemoteError {
 		case "module":
 			e.Module = truncate(strings.TrimSuffix(v, "_Remote"), maxIDLen)
 		case "message":
-			e.Message = truncate(v, maxMessageLen)
+			e.Message = truncate(x.String(v), maxMessageLen)
 		}
 	}
 	if e.Class == "" {

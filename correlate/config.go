@@ -59,6 +59,10 @@ type Config struct {
 	BodyCap int
 	// Payload decides whether Args and Result reach records. Default PayloadRedacted.
 	Payload PayloadPolicy
+	// Redactor removes secrets from payloads as they are parsed and from every record before it is emitted, in
+	// every payload policy. Nil applies the built-in rules without counting; amqptrace proxy passes one built
+	// from --redact-keys and --redact-patterns, whose Counts feed amqptrace_redactions_total.
+	Redactor *Redactor
 	// MaxPayloadBytes bounds Args and Result after redaction. Default 4 KiB.
 	MaxPayloadBytes int
 	// Reorder is how long an event waits in the correlator before it is processed, so that events from different

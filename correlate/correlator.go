@@ -662,6 +662,7 @@ func (c *Correlator) finalize(p *pending, status Status) {
 func (c *Correlator) emit(r *Record) {
 	defer c.panics.Recover(nil)
 	r.clean()
+	c.cfg.Redactor.Record(r)
 	c.sink.Record(r)
 }
 

@@ -89,19 +89,42 @@
 //
 // # Secrets
 //
-// Records carry no credentials. The AMQP password never reaches this package (frames keeps only the user name).
-// Of the _context_* keys only request_id and global_request_id are read; _context_auth_token is never copied.
-// Args and Result follow Config.Payload: none; redacted (default: values of keys containing password, secret,
-// token, key, credential or auth, case-insensitive, become "***", strings over 256 bytes are cut); full (whole,
-// but auth tokens are still replaced). Both are bounded by MaxPayloadBytes and stay valid JSON.
+// Records carry no credentials, in every payload policy. The AMQP password never reaches this package (frames
+// keeps only the user name). Of the _context_* keys only request_id and global_request_id are read;
+// _context_auth_token is never copied. Everything else goes through the one Redactor (redact.go, Config.Redactor):
+//   - payloads (Args, Result: arguments, results, notification payloads, generic-RPC bodies with args or payload)
+//     as they are parsed: the value of a key that names a secret becomes "***", the key judged by its words
+//     (secretKey: admin_password, adminPass, new_pass, _context_auth_token, hmac_key, private_key, client_cert
+//     go; key_name, keypair_id, token_expiry, public_key, secret_ref stay); every string passes the value rules
+//     (URL userinfo passwords, key=value and key: value pairs with a secret key, Fernet, JWT and PKI tokens, PEM
+//     private keys, the operator's patterns); a string that holds JSON (nova's connection_info) is parsed,
+//     redacted and re-encoded within the budget;
+//   - a reply's remote exception message, before it is cut to its bound (the traceback is not kept);
+//   - every emitted Record's free text (exception class, module and message, the Return text, names, endpoint
+//     strings), in Correlator.emit next to Record.clean, before the sink sees it.
+//
+// Config.Payload decides only how much of a payload is kept: none; redacted (default: strings over 256 bytes are
+// cut); full (whole within MaxPayloadBytes). Both stay valid JSON. This package logs no body content at any level.
+//
+// # Records and sinks
+//
+// This is the one statement of what a sink may do with a record, in the OpenTelemetry consumer style:
+//   - A Record is immutable once emitted: the correlator never touches it again, nor anything it points to, and
+//     neither may a sink. It is already cleaned (CleanString) and redacted (Redactor) when any sink sees it.
+//   - A sink may keep the pointer, and everything reachable from it, for as long as it likes (the UI keeps
+//     records in its ring; the exporter keeps them until their batch is built). Sinks share one Record.
+//   - A sink that must change something works on a Clone. None of ours does.
+//   - Record must not block. The Fanout gives every sink one bounded queue and one goroutine (drop + count per
+//     sink); that queue is the only one: a sink batches (tracing) or aggregates (ui, under its store lock) on its
+//     Fanout goroutine and adds no queue of its own. A sink that panics loses that record (counted); one that
+//     blocks forever loses its own later records (counted) and nothing else.
 //
 // # Ownership
 //
 // Frames and their payloads are borrowed for the duration of HandleFrame; the assembler copies what it keeps (a
-// multi-frame body up to BodyCap, then only the parsed strings). A Record handed to the Sink is never touched by
-// the correlator again: sinks may keep the pointer but must treat it as read-only. Sinks are called on the
-// correlator goroutine and must not block; NewFanout puts slow sinks behind bounded queues (drop + count) and
-// NewJSONLines writes JSON Lines.
+// multi-frame body up to BodyCap, then only the parsed strings). Records are owned as "Records and sinks" says.
+// Sinks are called on the correlator goroutine and must not block; NewFanout puts them behind bounded queues
+// (drop + count) and NewJSONLines writes JSON Lines.
 //
 // # Non-goals
 //

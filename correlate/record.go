@@ -168,12 +168,44 @@ const (
 	EventForeignReply = "foreign_reply"
 )
 
-// Sink receives finished records. Record must not block and must not keep r (or anything it points to) after it
-// returns unless it copies it: the correlator may reuse nothing, but sinks are called in line with correlation and
-// a blocking sink would stall every connection. Fan-out to slow consumers goes through bounded queues that drop
-// and count (see Fanout).
+// Sink receives finished records. The contract (doc.go, "Records and sinks") in short: a Record is immutable once
+// emitted and already redacted; a sink may keep the pointer and anything it points to for as long as it likes,
+// and must never modify any of it (Clone first if it must change something). Record must not block: sinks sit
+// behind a Fanout, whose bounded queue per sink is the only queue between the correlator and the sink.
 type Sink interface {
 	Record(r *Record)
+}
+
+// Clone returns a deep copy of r: nothing reachable from the copy is shared with r. A sink that must change a
+// record (none of ours does) changes a Clone.
+func (r *Record) Clone() *Record {
+	c := *r
+	c.Server = clonePtr(r.Server)
+	c.Namespace = clonePtr(r.Namespace)
+	c.Version = clonePtr(r.Version)
+	c.Caller = clonePtr(r.Caller)
+	c.Callee = clonePtr(r.Callee)
+	c.Callees = append([]Endpoint(nil), r.Callees...)
+	c.Published = clonePtr(r.Published)
+	c.Confirmed = clonePtr(r.Confirmed)
+	c.Delivered = clonePtr(r.Delivered)
+	c.Replied = clonePtr(r.Replied)
+	c.ReplyDelivered = clonePtr(r.ReplyDelivered)
+	c.Deadline = clonePtr(r.Deadline)
+	c.HeartbeatTimes = append([]time.Time(nil), r.HeartbeatTimes...)
+	c.Error = clonePtr(r.Error)
+	c.EverDelivered = clonePtr(r.EverDelivered)
+	c.Args = append(json.RawMessage(nil), r.Args...)
+	c.Result = append(json.RawMessage(nil), r.Result...)
+	return &c
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 // SinkFunc adapts a function to Sink.

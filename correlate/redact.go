@@ -5,21 +5,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/bits"
+	"regexp"
 	"strings"
+	"sync/atomic"
+	"unsafe"
 )
 
 // PayloadPolicy says whether RPC arguments, results and notification payloads reach records.
 type PayloadPolicy uint8
 
-// Payload policies. The zero value is PayloadRedacted, the default.
+// Payload policies. The zero value is PayloadRedacted, the default. Secrets are removed in every policy that keeps
+// a payload: the policy decides how much of the rest is kept, never whether the Redactor runs.
 const (
-	// PayloadRedacted keeps Args and Result after the values of secret-looking keys are replaced by "***" and long
-	// strings are truncated.
+	// PayloadRedacted keeps Args and Result after the Redactor, with strings over 256 bytes cut.
 	PayloadRedacted PayloadPolicy = iota
 	// PayloadNone keeps no payload at all.
 	PayloadNone
-	// PayloadFull keeps payloads whole (within MaxPayloadBytes), except that keys naming an auth token are still
-	// replaced: a Keystone token is a credential whatever the operator asked for.
+	// PayloadFull keeps payloads whole (within MaxPayloadBytes, no string is cut), after the same Redactor.
 	PayloadFull
 )
 
@@ -48,43 +50,215 @@ func ParsePayloadPolicy(s string) (PayloadPolicy, error) {
 	return PayloadRedacted, fmt.Errorf("correlate: unknown payload policy %q (want none, redacted or full)", s)
 }
 
-// secretKeyParts are matched case-insensitively as substrings of object keys in redacted mode. They catch
-// admin_password, auth_token, _context_auth_token, osprofiler's hmac_key, credentials, secret_key, and so on; the
-// false positives (a "keypair" name) cost only a hidden value.
-var secretKeyParts = [...]string{"password", "secret", "token", "key", "credential", "auth"}
+// Redaction rules, as counted by Redactor.Counts (the rule label of amqptrace_redactions_total).
+const (
+	RuleKey          = "key"             // the value of a secret-looking key (JSON member, or key=value in text)
+	RuleURLPassword  = "url_password"    // the password of a URL's userinfo: scheme://user:PW@host
+	RuleFernet       = "fernet_token"    // a Keystone Fernet token: gAAAAA + base64url
+	RuleJWT          = "jwt"             // a JSON Web Token: eyJ… . … . …
+	RulePKIToken     = "pki_token"       // a Keystone PKI token or DER blob: MII + long base64
+	RulePEM          = "pem_private_key" // a PEM block whose type ends in PRIVATE KEY
+	RuleExtraKey     = "extra_key"       // a key named by RedactRules.Keys
+	RuleExtraPattern = "extra_pattern"   // a match of RedactRules.Patterns
+)
 
-// redactedValue replaces every secret value.
+const numRules = 8
+
+func ruleName(i int) string {
+	return [numRules]string{RuleKey, RuleURLPassword, RuleFernet, RuleJWT, RulePKIToken, RulePEM, RuleExtraKey,
+		RuleExtraPattern}[i]
+}
+
+const (
+	ruleKey = iota
+	ruleURL
+	ruleFernet
+	ruleJWT
+	rulePKI
+	rulePEM
+	ruleExtraKey
+	ruleExtraPattern
+)
+
+// RedactRules are the operator's additions to the built-in rules (amqptrace proxy --redact-keys, --redact-patterns).
+type RedactRules struct {
+	// Keys are extra key names whose values are removed. A key matches when it contains the name, ignoring case
+	// and the separators _ - . and space: "vnc_pass" matches "vncPass", "VNC-PASS" and "old_vnc_pass".
+	Keys []string
+	// Patterns are extra regular expressions (Go RE2 syntax); every match in a string value, exception message
+	// or log field is replaced by "***". Each is applied to every string, so keep them few and anchored.
+	Patterns []string
+}
+
+// Redactor is the one place that decides what is a secret. It runs over every payload as it is parsed (Args,
+// Result, remote exceptions) and over every emitted Record before any sink sees it; a sink that wants a second
+// line of defence calls the same Redactor again, never rules of its own. The zero of *Redactor (nil) applies the
+// built-in rules and counts nothing; NewRedactor adds the operator's rules and counts by rule. It is safe for
+// concurrent use.
+type Redactor struct {
+	extraKeys []string // normalised: lower case, no separators
+	extraPats []*regexp.Regexp
+	counts    [numRules]atomic.Uint64
+}
+
+// NewRedactor returns a Redactor with the built-in rules plus rules; it fails on an invalid pattern.
+func NewRedactor(rules RedactRules) (*Redactor, error) {
+	x := &Redactor{}
+	for _, k := range rules.Keys {
+		if n := normalizeKey(k); n != "" {
+			x.extraKeys = append(x.extraKeys, n)
+		}
+	}
+	for _, p := range rules.Patterns {
+		if strings.TrimSpace(p) == "" {
+			continue
+		}
+		re, err := regexp.Compile(p)
+		if err != nil {
+			return nil, fmt.Errorf("correlate: redaction pattern %q: %v", p, err)
+		}
+		x.extraPats = append(x.extraPats, re)
+	}
+	return x, nil
+}
+
+// Counts returns how many values each rule has removed since NewRedactor, by rule name (every rule is present).
+func (x *Redactor) Counts() map[string]uint64 {
+	out := make(map[string]uint64, numRules)
+	for i := range numRules {
+		if x != nil {
+			out[ruleName(i)] = x.counts[i].Load()
+		} else {
+			out[ruleName(i)] = 0
+		}
+	}
+	return out
+}
+
+func (x *Redactor) count(rule int) {
+	if x != nil {
+		x.counts[rule].Add(1)
+	}
+}
+
+// redactedText replaces every secret value.
+const redactedText = "***"
+
+// redactedValue is redactedText as a JSON value.
 const redactedValue = `"***"`
 
-// maxRedactDepth bounds nesting so a hostile body cannot drive recursion deep.
+// String returns s with every secret value removed by the value rules (URL passwords, key=value pairs with a
+// secret key, tokens, PEM private keys, the operator's patterns). It returns s itself, without allocating, when
+// there is nothing to remove. Use it for any text from the wire that goes to a log line or a record.
+func (x *Redactor) String(s string) string {
+	if s == "" {
+		return s
+	}
+	// text only reads its input, so it may read s in place: the common case (nothing to remove) allocates nothing.
+	out, changed := x.text(nil, unsafe.Slice(unsafe.StringData(s), len(s)), false)
+	if !changed {
+		return s
+	}
+	return string(out)
+}
+
+// Record removes secrets from every free-text field of r, in place, just before it is emitted: remote exception
+// class, module and message, the Basic.Return text, names taken from the body or the properties, and the
+// endpoints' strings. Args and Result were redacted as they were parsed (JSON), by the same rules. A pointed-to
+// value that changes is copied first: it may be shared with the connection's identity.
+func (x *Redactor) Record(r *Record) {
+	for _, f := range [...]*string{&r.Method, &r.Topic, &r.Exchange, &r.RoutingKey, &r.Queue, &r.EventType,
+		&r.PublisherID, &r.ReturnText} {
+		*f = x.String(*f)
+	}
+	for _, p := range [...]**string{&r.Server, &r.Namespace, &r.Version} {
+		if *p != nil {
+			if v := x.String(**p); v != **p {
+				cp := new(string)
+				*cp = v
+				*p = cp
+			}
+		}
+	}
+	if e := r.Error; e != nil {
+		if c := (RemoteError{Class: x.String(e.Class), Module: x.String(e.Module), Message: x.String(e.Message)}); c != *e {
+			cp := new(RemoteError)
+			*cp = c
+			r.Error = cp
+		}
+	}
+	r.Caller = x.endpointPtr(r.Caller)
+	r.Callee = x.endpointPtr(r.Callee)
+	for i := range r.Callees {
+		r.Callees[i] = x.endpoint(r.Callees[i])
+	}
+}
+
+func (x *Redactor) endpoint(e Endpoint) Endpoint {
+	return Endpoint{Service: x.String(e.Service), PID: e.PID, Host: x.String(e.Host),
+		Connection: x.String(e.Connection), User: x.String(e.User), Vhost: x.String(e.Vhost)}
+}
+
+func (x *Redactor) endpointPtr(e *Endpoint) *Endpoint {
+	if e == nil {
+		return nil
+	}
+	c := x.endpoint(*e)
+	if c == *e {
+		return e
+	}
+	cp := new(Endpoint) // allocated only when something changed (&c would put c on the heap every time)
+	*cp = c
+	return cp
+}
+
+// maxRedactDepth bounds nesting so a hostile body cannot drive recursion deep. JSON held in strings counts too.
 const maxRedactDepth = 32
+
+// maxNestedJSON bounds the JSON text held in one string that is parsed again (nova's connection_info,
+// block_device_info, network_info are a few KiB). A longer string is treated as text: value rules only.
+const maxNestedJSON = 256 << 10
+
+// JSON returns a redacted, bounded copy of the JSON value src, or nil when the policy keeps nothing or src is
+// not a JSON value this scanner can read. The result is valid JSON and at most maxBytes long: when the budget runs
+// out every open container is closed after a "…" marker. Values of secret keys become "***"; every string is
+// passed through the value rules; a string that holds JSON (an object or array) is parsed, redacted and
+// re-encoded. PayloadRedacted also cuts strings over 256 bytes; PayloadFull keeps them whole.
+func (x *Redactor) JSON(src []byte, policy PayloadPolicy, maxBytes int) json.RawMessage {
+	if policy == PayloadNone || len(src) == 0 {
+		return nil
+	}
+	r := redactor{x: x, maxBytes: maxBytes, maxStr: 256}
+	if policy == PayloadFull {
+		r.maxStr = maxBytes
+	}
+	r.out = make([]byte, 0, min(len(src), maxBytes)+16)
+	if !r.document(src, 0) {
+		return nil
+	}
+	return r.out
+}
+
+// redactJSON is JSON with the built-in rules only.
+func redactJSON(src []byte, policy PayloadPolicy, maxBytes int) json.RawMessage {
+	return (*Redactor)(nil).JSON(src, policy, maxBytes)
+}
 
 // redactor copies one JSON value token by token, replacing secret values and truncating, within a byte budget.
 // The output is always valid JSON: when the budget runs out it closes every open container after a "…" marker.
 type redactor struct {
-	full     bool
+	x        *Redactor
 	maxBytes int
 	maxStr   int
 	out      []byte
 	over     bool
+	scratch  []byte // a string's content after the value rules
 }
 
-// redactJSON returns a redacted, bounded copy of the JSON value src, or nil when the policy keeps nothing or src is
-// not a JSON value this scanner can read.
-func redactJSON(src []byte, policy PayloadPolicy, maxBytes int) json.RawMessage {
-	if policy == PayloadNone || len(src) == 0 {
-		return nil
-	}
-	r := redactor{full: policy == PayloadFull, maxBytes: maxBytes, maxStr: 256}
-	if r.full {
-		r.maxStr = maxBytes
-	}
-	r.out = make([]byte, 0, min(len(src), maxBytes)+16)
-	end, ok := r.value(src, 0, 0)
-	if !ok || (!r.over && skipWS(src, end) != len(src)) {
-		return nil
-	}
-	return r.out
+// document redacts the whole of src as one value at nesting depth; false when src is not one JSON value.
+func (r *redactor) document(src []byte, depth int) bool {
+	end, ok := r.value(src, 0, depth)
+	return ok && (r.over || skipWS(src, end) == len(src))
 }
 
 // budgetLeft says whether another element fits (with room to close the containers above).
@@ -110,7 +284,7 @@ func (r *redactor) value(b []byte, i, depth int) (int, bool) {
 		if !ok || !validStringContent(raw) {
 			return end, false
 		}
-		r.str(raw)
+		r.stringValue(raw, depth)
 		return end, true
 	default:
 		end, ok := skipValue(b, i)
@@ -119,6 +293,10 @@ func (r *redactor) value(b []byte, i, depth int) (int, bool) {
 		}
 		if !json.Valid(b[i:end]) { // a number, true, false or null, and nothing else
 			return end, false
+		}
+		if len(r.out)+end-i+depth+16 > r.maxBytes {
+			r.out = append(r.out, `"…"`...) // a number too long for what is left
+			return end, true
 		}
 		r.out = append(r.out, b[i:end]...)
 		return end, true
@@ -152,7 +330,7 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 			return i, false
 		}
 		i++
-		if !r.budgetLeft(depth) {
+		if !r.budgetLeft(depth + len(key) + 8) {
 			if n > 0 {
 				r.out = append(r.out, ',')
 			}
@@ -166,12 +344,17 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 		r.out = append(r.out, '"')
 		r.out = append(r.out, key...)
 		r.out = append(r.out, '"', ':')
-		if r.secretKey(key) {
+		if rule := r.x.keyRule(key); rule >= 0 {
 			end, ok := skipValue(b, i)
 			if !ok {
 				return end, false
 			}
-			r.out = append(r.out, redactedValue...)
+			if j := skipWS(b, i); end-j == 4 && string(b[j:end]) == "null" {
+				r.out = append(r.out, "null"...) // nothing to hide: keep saying there was nothing
+			} else {
+				r.out = append(r.out, redactedValue...)
+				r.x.count(rule)
+			}
 			i = end
 			continue
 		}
@@ -225,6 +408,50 @@ func (r *redactor) array(b []byte, i, depth int) (int, bool) {
 	}
 }
 
+// stringValue writes one string value: JSON held in it is redacted as JSON; anything else passes the value rules
+// and is cut to maxStr.
+func (r *redactor) stringValue(raw []byte, depth int) {
+	if j := skipWS(raw, 0); j < len(raw) && (raw[j] == '{' || raw[j] == '[') && len(raw) <= maxNestedJSON &&
+		depth+1 < maxRedactDepth && r.nested(raw, depth) {
+		return
+	}
+	if out, changed := r.x.text(r.scratch[:0], raw, true); changed {
+		r.scratch = out
+		r.str(out)
+		return
+	}
+	r.str(raw)
+}
+
+// nested redacts the JSON text held in the string raw and writes it back as a string, escaped again; false (and
+// nothing written) when raw does not hold exactly one JSON value or the result would not fit.
+func (r *redactor) nested(raw []byte, depth int) bool {
+	text, ok := unescapeString(make([]byte, 0, len(raw)), raw, false)
+	if !ok {
+		return false
+	}
+	// Re-escaping can double the length (every quote gains a backslash): give the inner copy half of what is left.
+	room := (r.maxBytes - len(r.out) - depth - 24) / 2
+	if room < 16 {
+		return false
+	}
+	sub := redactor{x: r.x, maxBytes: room, maxStr: r.maxStr, out: make([]byte, 0, min(len(text), room)+16)}
+	if !sub.document(text, depth+1) {
+		return false
+	}
+	r.out = append(r.out, '"')
+	for _, c := range sub.out {
+		// The inner copy has no raw control characters (strings are copied as they were escaped, and no whitespace
+		// is written between tokens): only quotes and backslashes need escaping.
+		if c == '"' || c == '\\' {
+			r.out = append(r.out, '\\')
+		}
+		r.out = append(r.out, c)
+	}
+	r.out = append(r.out, '"')
+	return true
+}
+
 // str writes a string value from its raw (still escaped) content, cut to maxStr bytes at an escape and UTF-8
 // boundary.
 func (r *redactor) str(raw []byte) {
@@ -262,37 +489,430 @@ func (r *redactor) str(raw []byte) {
 	r.out = append(r.out, `…"`...)
 }
 
-func (r *redactor) secretKey(key []byte) bool {
-	if r.full {
-		return containsFold(key, "auth_token")
+// --- keys ---------------------------------------------------------------------------------------------------------
+
+// keyRule returns the rule a key's value is removed by, or -1 when the key is not secret.
+func (x *Redactor) keyRule(key []byte) int {
+	if secretKey(key) {
+		return ruleKey
 	}
-	for _, p := range secretKeyParts {
-		if containsFold(key, p) {
+	if x != nil && len(x.extraKeys) > 0 {
+		var buf [64]byte
+		n := normalizeInto(buf[:0], key)
+		for _, k := range x.extraKeys {
+			if strings.Contains(string(n), k) {
+				return ruleExtraKey
+			}
+		}
+	}
+	return -1
+}
+
+func normalizeKey(k string) string { return string(normalizeInto(nil, []byte(k))) }
+
+func normalizeInto(dst, key []byte) []byte {
+	for _, c := range key {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			dst = append(dst, c+'a'-'A')
+		case c == '_' || c == '-' || c == '.' || c == ' ' || c == '\\':
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// maxKeyWords bounds the words of a key that are looked at; real keys have a handful. maxKeyLen bounds the bytes
+// of a key that are looked at (lower-cased on the stack); a longer key is judged by its first maxKeyLen bytes.
+const (
+	maxKeyWords = 12
+	maxKeyLen   = 96
+)
+
+// secretKey decides by words, not by substrings, so that look-alikes stay: a key is split at separators and
+// camel-case humps ("adminPass" is admin+pass, "new_pass" new+pass, "_context_auth_token" context+auth+token) and
+// is secret when one of its words names a secret (pass, passwd, password, secret, token, credential, auth, hmac,
+// private, cert, cookie, session, signature, key; or a compound like "adminpassword", "authtoken", "apikey") -
+// unless the next word says the value is about the secret rather than the secret itself (key_name, keypair_id,
+// token_expiry, secret_ref, password_expires_at, auth_url, cert_file...) or the word before says the key is not
+// a credential (public_key, routing_key, sort_key). "keypair" is one word and not "key": it names a key pair.
+//
+// It runs for every key of every payload, so it lower-cases and splits in one pass on the stack and compares
+// whole words with switch statements; substrings are looked for only in long words (compounds).
+func secretKey(key []byte) bool {
+	var low [maxKeyLen]byte
+	var w [maxKeyWords][2]int
+	key = key[:min(len(key), maxKeyLen)]
+	n, start := 0, -1
+	for i := 0; i <= len(key); i++ {
+		boundary, sep := i == len(key), i == len(key)
+		if i < len(key) {
+			c := key[i]
+			switch {
+			case isLower(c) || c >= '0' && c <= '9':
+				low[i] = c
+			case isUpper(c):
+				low[i] = c + 'a' - 'A'
+				// A camel hump (adminPass), or the last capital of a run (HTTPPassword) starts a word.
+				boundary = start >= 0 && (isLower(key[i-1]) || isUpper(key[i-1]) && i+1 < len(key) && isLower(key[i+1]))
+			default:
+				boundary, sep = true, true
+			}
+		}
+		if boundary && start >= 0 {
+			if n == maxKeyWords {
+				break
+			}
+			w[n] = [2]int{start, i}
+			n++
+			start = -1
+		}
+		if !sep && start < 0 {
+			start = i
+		}
+	}
+	ls := unsafe.String(&low[0], len(key)) // read-only view of the lower-cased key; it does not outlive low
+	for i := range n {
+		var prev, next string
+		if i > 0 {
+			prev = ls[w[i-1][0]:w[i-1][1]]
+		}
+		if i+1 < n {
+			next = ls[w[i+1][0]:w[i+1][1]]
+		}
+		if secretWord(ls[w[i][0]:w[i][1]], prev) && (next == "" || !aboutWord(next)) {
 			return true
 		}
 	}
 	return false
 }
 
-// containsFold reports whether s contains the lower-case ASCII word sub, ignoring ASCII case, without allocating.
-func containsFold(s []byte, sub string) bool {
-	n := len(sub)
-	for i := 0; i+n <= len(s); i++ {
-		j := 0
-		for ; j < n; j++ {
-			c := s[i+j]
-			if c >= 'A' && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != sub[j] {
-				break
-			}
+func isUpper(c byte) bool { return c >= 'A' && c <= 'Z' }
+func isLower(c byte) bool { return c >= 'a' && c <= 'z' }
+func isAlnum(c byte) bool { return isUpper(c) || isLower(c) || c >= '0' && c <= '9' }
+
+// secretWord says whether one lower-case word of a key names a secret; prev is the word before it ("" for the
+// first).
+func secretWord(w, prev string) bool {
+	switch w {
+	case "pass", "passwd", "password", "passwords", "passphrase", "pwd", "secret", "secrets", "token", "tokens",
+		"credential", "credentials", "creds", "auth", "hmac", "private", "privkey", "cookie", "cookies", "session",
+		"signature", "apikey", "authtoken", "apikeys", "privatekey", "hmackey", "accesskey", "authkey", "sshkey",
+		"encryptionkey", "signingkey", "masterkey", "sessionkey", "fernetkey", "secretkey", "cryptkey":
+		return true
+	case "key", "keys", "cert", "certs", "certificate":
+		// A public key or certificate, and the keys of a lookup, are not credentials.
+		switch prev {
+		case "public", "routing", "sort", "primary", "foreign", "partition", "shard", "dict", "cache", "lookup",
+			"idempotency", "ca":
+			return false
 		}
-		if j == n {
+		return true
+	}
+	if len(w) < 7 {
+		return false
+	}
+	// Compounds written as one word: adminpassword, newpass, rootpass, keystoneauthtoken, clientsecret.
+	if k := strings.Index(w, "pass"); k >= 0 {
+		if strings.HasSuffix(w, "pass") {
+			switch w {
+			case "bypass", "compass", "surpass", "overpass", "underpass", "trespass":
+				return false
+			}
+			return true
+		}
+		if strings.Contains(w[k:], "password") || strings.Contains(w[k:], "passwd") {
 			return true
 		}
 	}
+	return strings.Contains(w, "secret") || strings.Contains(w, "token") || strings.Contains(w, "credential")
+}
+
+// aboutWord names a property of a secret that is not the secret: key_name, token_expiry, secret_ref.
+func aboutWord(w string) bool {
+	switch w {
+	case "name", "names", "id", "ids", "uuid", "type", "types", "pair", "pairs", "expiry", "expires", "expiration",
+		"ttl", "ref", "href", "path", "file", "format", "length", "size", "count", "algorithm", "alg", "manager",
+		"url", "uri", "enabled", "required", "method", "version", "strategy", "policy", "provider", "location",
+		"fingerprint", "user", "username", "userid", "domain", "project", "plugin", "section", "host", "port",
+		"protocol", "scheme", "mode", "level", "status", "state":
+		return true
+	}
 	return false
+}
+
+// eqFold reports whether the ASCII bytes w equal the lower-case s, ignoring case.
+func eqFold(w []byte, s string) bool {
+	if len(w) != len(s) {
+		return false
+	}
+	for i := range w {
+		c := w[i]
+		if isUpper(c) {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func hasSuffixFold(w []byte, s string) bool { return len(w) >= len(s) && eqFold(w[len(w)-len(s):], s) }
+
+// --- values in text -----------------------------------------------------------------------------------------------
+
+// trigger marks the bytes where a value rule can start: ':' (a URL's "://", "key: value"), '=' ("key=value"),
+// 'g' (gAAAAA), 'e' (eyJ), 'M' (MII), '-' (-----BEGIN).
+func trigger(c byte) bool {
+	switch c {
+	case ':', '=', 'g', 'e', 'M', '-':
+		return true
+	}
+	return false
+}
+
+// text appends s to dst with every secret value replaced by "***" and reports whether anything was replaced;
+// when nothing was, dst is returned as it came (s is not copied). esc says s is the raw content of a JSON string
+// (escapes still in it: an escaped quote \" is a quote, and a backslash ends a value so that no escape is split).
+func (x *Redactor) text(dst, s []byte, esc bool) ([]byte, bool) {
+	start := len(dst)
+	changed := false
+	last := 0 // s[last:] is not copied yet
+	for i := 0; i < len(s); i++ {
+		if !trigger(s[i]) {
+			continue
+		}
+		from, to, rule := x.valueAt(s, i, esc)
+		if rule < 0 {
+			continue
+		}
+		if !changed {
+			dst = append(dst[:start], s[:from]...)
+			changed = true
+		} else {
+			dst = append(dst, s[last:from]...)
+		}
+		dst = append(dst, redactedText...)
+		x.count(rule)
+		last = to
+		i = max(to, i+1) - 1
+	}
+	if changed {
+		dst = append(dst, s[last:]...)
+	}
+	if x != nil && len(x.extraPats) > 0 {
+		cur := s
+		if changed {
+			cur = dst[start:]
+		}
+		for _, re := range x.extraPats {
+			if !re.Match(cur) {
+				continue
+			}
+			n := 0
+			repl := re.ReplaceAllFunc(cur, func([]byte) []byte { n++; return []byte(redactedText) })
+			if n > 0 {
+				x.counts[ruleExtraPattern].Add(uint64(n))
+				dst = append(dst[:start], repl...)
+				cur, changed = dst[start:], true
+			}
+		}
+	}
+	return dst, changed
+}
+
+// valueAt looks for a secret value at the trigger s[i] and returns the span to replace and its rule, or rule -1.
+func (x *Redactor) valueAt(s []byte, i int, esc bool) (from, to, rule int) {
+	switch s[i] {
+	case ':':
+		if i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/' {
+			return urlPassword(s, i)
+		}
+		return x.pair(s, i, esc)
+	case '=':
+		return x.pair(s, i, esc)
+	case 'g':
+		if hasPrefixAt(s, i, "gAAAAA") && tokenStart(s, i) {
+			if end := runOf(s, i, isB64URL); end-i >= 40 {
+				return i, end, ruleFernet
+			}
+		}
+	case 'e':
+		if hasPrefixAt(s, i, "eyJ") && tokenStart(s, i) {
+			if end := jwtEnd(s, i); end > 0 {
+				return i, end, ruleJWT
+			}
+		}
+	case 'M':
+		if hasPrefixAt(s, i, "MII") && tokenStart(s, i) {
+			if end := runOf(s, i, isB64Std); end-i >= 64 {
+				return i, end, rulePKI
+			}
+		}
+	case '-':
+		if hasPrefixAt(s, i, "-----BEGIN ") {
+			if end := pemPrivateEnd(s, i); end > 0 {
+				return i, end, rulePEM
+			}
+		}
+	}
+	return 0, 0, -1
+}
+
+func hasPrefixAt(s []byte, i int, p string) bool {
+	return len(s)-i >= len(p) && string(s[i:i+len(p)]) == p
+}
+
+// tokenStart says s[i] starts a word: a token glued to letters before it is part of something else.
+func tokenStart(s []byte, i int) bool { return i == 0 || !isAlnum(s[i-1]) }
+
+func isB64URL(c byte) bool { return isAlnum(c) || c == '-' || c == '_' || c == '=' }
+func isB64Std(c byte) bool { return isAlnum(c) || c == '+' || c == '/' || c == '=' }
+
+func runOf(s []byte, i int, in func(byte) bool) int {
+	for i < len(s) && in(s[i]) {
+		i++
+	}
+	return i
+}
+
+// jwtEnd returns the end of a JWT (three base64url segments joined by dots, the first two at least 8 long) that
+// starts at s[i], or 0.
+func jwtEnd(s []byte, i int) int {
+	isSeg := func(c byte) bool { return isAlnum(c) || c == '-' || c == '_' }
+	a := runOf(s, i, isSeg)
+	if a-i < 8 || a >= len(s) || s[a] != '.' {
+		return 0
+	}
+	b := runOf(s, a+1, isSeg)
+	if b-a-1 < 8 || b >= len(s) || s[b] != '.' {
+		return 0
+	}
+	return runOf(s, b+1, isSeg)
+}
+
+// pemPrivateEnd returns the end of a PEM private key block starting at s[i] ("-----BEGIN ... PRIVATE KEY-----"
+// through the matching END line), or the end of s when the END line is missing (a cut message), or 0 when the
+// block is not a private key.
+func pemPrivateEnd(s []byte, i int) int {
+	head := s[i+len("-----BEGIN "):]
+	k := indexBytes(head[:min(len(head), 64)], "-----")
+	if k < 0 || !hasSuffixFold(head[:k], "private key") {
+		return 0
+	}
+	rest := i + len("-----BEGIN ") + k + 5
+	e := indexBytes(s[rest:], "-----END ")
+	if e < 0 {
+		return len(s)
+	}
+	e += rest + len("-----END ")
+	if k := indexBytes(s[e:], "-----"); k >= 0 {
+		return e + k + 5
+	}
+	return len(s)
+}
+
+func indexBytes(s []byte, sub string) int { return strings.Index(string(s), sub) }
+
+// urlPassword handles "://" at s[i]: the password of scheme://user:PW@host, or rule -1. The authority ends at '/',
+// '?', '#', white space, a quote or a backslash; its userinfo is everything before its last '@'.
+func urlPassword(s []byte, i int) (from, to, rule int) {
+	if i == 0 || !isAlnum(s[i-1]) {
+		return 0, 0, -1
+	}
+	start := i + 3
+	end := start
+	for end < len(s) {
+		c := s[end]
+		if c == '/' || c == '?' || c == '#' || c == ' ' || c == '\t' || c == '\n' || c == '"' || c == '\'' ||
+			c == '\\' || c == '<' || c == '>' || c < 0x20 {
+			break
+		}
+		end++
+	}
+	at := -1
+	for j := end - 1; j >= start; j-- {
+		if s[j] == '@' {
+			at = j
+			break
+		}
+	}
+	if at < 0 {
+		return 0, 0, -1
+	}
+	for j := start; j < at; j++ {
+		if s[j] == ':' {
+			if j+1 == at || string(s[j+1:at]) == redactedText {
+				return 0, 0, -1
+			}
+			return j + 1, at, ruleURL
+		}
+	}
+	return 0, 0, -1
+}
+
+// pair handles "key=value" and "key: value" at the separator s[i]: when the key before it is secret (the key
+// rules above, after an optional closing quote and "--" prefix), the value after it is replaced. A quoted value
+// runs to its closing quote; a bare one to white space or one of , ; & ) } ] or a quote.
+func (x *Redactor) pair(s []byte, i int, esc bool) (from, to, rule int) {
+	// The key, backwards: spaces, an optional closing quote, then identifier bytes.
+	k := i - 1
+	for k >= 0 && s[k] == ' ' {
+		k--
+	}
+	if k >= 0 && (s[k] == '"' || s[k] == '\'') {
+		k--
+		if esc && k >= 0 && s[k] == '\\' {
+			k--
+		}
+	}
+	kend := k + 1
+	for k >= 0 && kend-k <= 64 && (isAlnum(s[k]) || s[k] == '_' || s[k] == '-' || s[k] == '.') {
+		k--
+	}
+	key := s[k+1 : kend]
+	if len(key) < 3 || kend-k > 64 {
+		return 0, 0, -1
+	}
+	rule = x.keyRule(key)
+	if rule < 0 {
+		return 0, 0, -1
+	}
+	// The value.
+	v := i + 1
+	for v < len(s) && s[v] == ' ' {
+		v++
+	}
+	var quote byte
+	if v < len(s) && (s[v] == '"' || s[v] == '\'') {
+		quote = s[v]
+		v++
+	} else if esc && v+1 < len(s) && s[v] == '\\' && s[v+1] == '"' {
+		quote = '"'
+		v += 2
+	}
+	end := v
+	for end < len(s) {
+		c := s[end]
+		if quote != 0 {
+			if c == quote || (esc && c == '\\') {
+				break
+			}
+		} else if c == ' ' || c == ',' || c == ';' || c == '&' || c == ')' || c == '}' || c == ']' || c == '"' ||
+			c == '\'' || c == '\\' || c < 0x20 {
+			break
+		}
+		end++
+	}
+	if end == v || string(s[v:end]) == redactedText {
+		return 0, 0, -1
+	}
+	if quote == 0 && (string(s[v:end]) == "None" || string(s[v:end]) == "null") {
+		return 0, 0, -1
+	}
+	return v, end, rule
 }
 
 // validStringContent checks what the redactor copies verbatim: no raw control characters and only JSON escapes, so

@@ -14,7 +14,10 @@ import (
 
 // Fanout is a Sink that hands each record to several sinks, each behind its own bounded queue and goroutine: a slow
 // sink loses records (counted by Dropped) and never slows the correlator or the other sinks. A sink that panics
-// loses the record it panicked on, counted by Dropped and by Panics, and goes on with the next one.
+// loses the record it panicked on, counted by Dropped and by Panics, and goes on with the next one. A sink that
+// blocks forever costs its own queue (every later record counted in its Dropped) and its one goroutine, nothing
+// else. These queues are the only ones between the correlator and a sink: a sink does its work (batching,
+// aggregating, writing) on its Fanout goroutine and adds no queue of its own.
 type Fanout struct {
 	outs    []fanoutOut
 	started atomic.Bool
@@ -57,8 +60,8 @@ func NewNamedFanout(queueSize int, log *slog.Logger, sinks ...NamedSink) *Fanout
 	return f
 }
 
-// Record queues a shallow copy of r for every sink, without blocking. The correlator never touches a record after
-// emitting it, so sharing what it points to is safe as long as sinks only read.
+// Record queues r for every sink, without blocking: the same pointer for all of them, since a record is
+// immutable once emitted (doc.go, "Records and sinks"). A full queue drops r for that sink only, counted.
 func (f *Fanout) Record(r *Record) {
 	for i := range f.outs {
 		o := &f.outs[i]
@@ -66,9 +69,8 @@ func (f *Fanout) Record(r *Record) {
 			o.dropped.Add(1)
 			continue
 		}
-		cp := *r
 		select {
-		case o.q <- &cp:
+		case o.q <- r:
 		default:
 			o.dropped.Add(1)
 		}

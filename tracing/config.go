@@ -22,8 +22,6 @@ type Config struct {
 	SampleRatio float64
 	// SlowThreshold: calls at least this slow are always kept. Default 1s.
 	SlowThreshold time.Duration
-	// QueueSize bounds the records waiting for Run. Full → drop and count, never block. Default 8192.
-	QueueSize int
 	// BatchSize is the most spans handed to the exporter at once. Default 512.
 	BatchSize int
 	// BatchTimeout is the longest a span waits for its batch to fill. Default 2s.
@@ -38,7 +36,6 @@ type Config struct {
 
 const (
 	defaultSlowThreshold = time.Second
-	defaultQueueSize     = 8192
 	defaultBatchSize     = 512
 	defaultBatchTimeout  = 2 * time.Second
 	defaultExportTimeout = 10 * time.Second
@@ -62,13 +59,6 @@ func (c *Config) slowThreshold() time.Duration {
 		return defaultSlowThreshold
 	}
 	return c.SlowThreshold
-}
-
-func (c *Config) queueSize() int {
-	if c.QueueSize <= 0 {
-		return defaultQueueSize
-	}
-	return c.QueueSize
 }
 
 func (c *Config) batchSize() int {

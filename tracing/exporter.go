@@ -18,10 +18,10 @@ var ErrShutdown = errors.New("tracing: exporter shut down")
 // Stats are the Exporter's counters since New. All are monotonic except Services.
 type Stats struct {
 	RecordsIn      uint64 // records offered to Record
-	RecordsDropped uint64 // records dropped because the queue was full (or the exporter was shut down)
+	RecordsDropped uint64 // records offered after Shutdown, or whose building panicked
 	SampledOut     uint64 // records not exported by the sampling decision
 	SpansExported  uint64 // spans the exporter accepted
-	SpansDropped   uint64 // spans lost to failed exports (including export timeouts)
+	SpansDropped   uint64 // spans lost to failed exports (including export timeouts) or left at Shutdown
 	ExportErrors   uint64 // failed export calls
 	Services       int    // distinct resources (OpenStack processes) currently cached
 	ServicesSpill  uint64 // spans attributed to the catch-all resource because MaxServices was reached
@@ -29,27 +29,33 @@ type Stats struct {
 	Panics         uint64 // panics recovered while building (the record is dropped) or exporting (the chunk is)
 }
 
-// Exporter turns records into spans and exports them in batches. Record is safe for concurrent use and never
-// blocks; Run is the single goroutine that builds, batches and exports; Shutdown stops Run and flushes.
+// Exporter turns records into spans and exports them in batches. It is a correlate.Sink that does its work on the
+// caller's goroutine: behind a correlate.Fanout that is the exporter's own Fanout goroutine, and the Fanout's
+// bounded queue is the only queue in front of it (a slow or dead collector fills that queue, which drops and
+// counts). Record builds the record's spans at once (it keeps nothing of the record) and exports when a batch is
+// full; Run exports what is pending every BatchTimeout; Shutdown exports the rest.
 type Exporter struct {
 	cfg      Config
 	log      *slog.Logger
 	exporter sdktrace.SpanExporter
 
-	queue chan *correlate.Record
-	donec chan struct{} // closed when Run returns
-
-	// mu guards the lifecycle fields. It is never held while sending on queue or exporting.
-	mu        sync.Mutex
-	started   bool               // Run was called (or Shutdown preempted it)
-	stopping  bool               // Shutdown was called
-	runCancel context.CancelFunc // cancels Run's context, so an in-flight export stops at Shutdown
-
-	closed atomic.Bool // set by Shutdown: Record drops from then on
-
-	// Owned by Run while it runs, then by Shutdown once donec is closed (or Run never started): no lock.
+	// mu guards the builder, the pending batch and closed, and is held while a batch is exported: whoever calls
+	// Record (the Fanout goroutine) waits for an export in progress, as a batching processor's worker would.
+	mu      sync.Mutex
 	b       *builder
 	pending []sdktrace.ReadOnlySpan
+	closed  bool
+
+	// exportCtx bounds exports made by Record and Run; Shutdown cancels it so an export to a dead collector stops.
+	exportCtx    context.Context
+	cancelExport context.CancelFunc
+
+	// life guards the lifecycle fields. It is never held while exporting.
+	life      sync.Mutex
+	started   bool               // Run was called (or Shutdown preempted it)
+	stopping  bool               // Shutdown was called
+	runCancel context.CancelFunc // cancels Run's context
+	donec     chan struct{}      // closed when Run returns
 
 	recordsIn, recordsDropped, sampledOut   atomic.Uint64
 	spansExported, spansDropped, exportErrs atomic.Uint64
@@ -63,82 +69,48 @@ type Exporter struct {
 // NewWithExporter returns an Exporter that hands its batches to exp (an otlptracegrpc exporter in production, a
 // tracetest.InMemoryExporter in tests). Shutdown shuts exp down.
 func NewWithExporter(cfg Config, exp sdktrace.SpanExporter) *Exporter {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Exporter{
-		cfg:      cfg,
-		log:      cfg.logger(),
-		exporter: exp,
-		queue:    make(chan *correlate.Record, cfg.queueSize()),
-		donec:    make(chan struct{}),
-		b:        newBuilder(cfg.maxServices()),
-		panics:   correlate.NewPanicGuard("tracing", cfg.logger()),
+		cfg:          cfg,
+		log:          cfg.logger(),
+		exporter:     exp,
+		donec:        make(chan struct{}),
+		b:            newBuilder(cfg.maxServices()),
+		exportCtx:    ctx,
+		cancelExport: cancel,
+		panics:       correlate.NewPanicGuard("tracing", cfg.logger()),
 	}
 }
 
-// Record is the correlate.Sink method. It copies r and queues the copy without blocking; a full queue drops it
-// (counted in Stats.RecordsDropped).
+// Record is the correlate.Sink method. It builds r's spans into the pending batch and exports the batch when it is
+// full; r is read during the call and not kept (the record contract would allow keeping it). After Shutdown it
+// drops and counts.
 func (e *Exporter) Record(r *correlate.Record) {
 	if r == nil {
 		return
 	}
 	e.recordsIn.Add(1)
-	if e.closed.Load() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
 		e.recordsDropped.Add(1)
 		return
 	}
-	if n := len(r.Callees) - maxConsumersPerRecord; n > 0 {
-		e.consumersTrim.Add(uint64(n)) // copyRecord keeps the first maxConsumersPerRecord
-	}
-	select {
-	case e.queue <- copyRecord(r):
-	default:
-		e.recordsDropped.Add(1)
+	e.add(r)
+	if len(e.pending) >= e.cfg.batchSize() {
+		e.exportPending(e.exportCtx)
 	}
 }
 
-// copyRecord copies everything the span builder reads, so the caller may reuse r and what it points to once
-// Record returns. Args and Result are left out on purpose: payloads are never exported.
-func copyRecord(r *correlate.Record) *correlate.Record {
-	c := *r
-	c.Args, c.Result = nil, nil
-	c.Server = copyPtr(r.Server)
-	c.Namespace = copyPtr(r.Namespace)
-	c.Version = copyPtr(r.Version)
-	c.Caller = copyPtr(r.Caller)
-	c.Callee = copyPtr(r.Callee)
-	c.Error = copyPtr(r.Error)
-	c.EverDelivered = copyPtr(r.EverDelivered)
-	c.Published = copyPtr(r.Published)
-	c.Confirmed = copyPtr(r.Confirmed)
-	c.Delivered = copyPtr(r.Delivered)
-	c.Replied = copyPtr(r.Replied)
-	c.ReplyDelivered = copyPtr(r.ReplyDelivered)
-	c.Deadline = copyPtr(r.Deadline)
-	if r.Callees != nil {
-		c.Callees = append([]correlate.Endpoint(nil), r.Callees[:min(len(r.Callees), maxConsumersPerRecord)]...)
-	}
-	if r.HeartbeatTimes != nil {
-		c.HeartbeatTimes = append([]time.Time(nil), r.HeartbeatTimes[:min(len(r.HeartbeatTimes), maxHeartbeatEvents)]...)
-	}
-	return &c
-}
-
-func copyPtr[T any](p *T) *T {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
-}
-
-// Run builds, batches and exports until ctx is done or Shutdown is called, and returns nil then; what is still
-// queued is Shutdown's to flush. It returns ErrShutdown when Shutdown came first. Call it once.
+// Run exports what is pending every BatchTimeout until ctx is done or Shutdown is called, and returns nil then;
+// what is still pending is Shutdown's to flush. It returns ErrShutdown when Shutdown came first. Call it once.
 func (e *Exporter) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	e.mu.Lock()
+	e.life.Lock()
 	if e.started {
 		stopping := e.stopping
-		e.mu.Unlock()
+		e.life.Unlock()
 		if stopping {
 			return ErrShutdown
 		}
@@ -146,27 +118,21 @@ func (e *Exporter) Run(ctx context.Context) error {
 	}
 	e.started = true
 	e.runCancel = cancel
-	e.mu.Unlock()
+	e.life.Unlock()
 	defer close(e.donec)
 
-	batchTimeout := e.cfg.batchTimeout()
-	timer := time.NewTimer(batchTimeout)
-	defer timer.Stop()
+	tick := time.NewTicker(e.cfg.batchTimeout())
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case r := <-e.queue:
-			e.add(r)
-			if len(e.pending) >= e.cfg.batchSize() {
-				e.exportPending(ctx)
-				timer.Reset(batchTimeout)
+		case <-tick.C:
+			e.mu.Lock()
+			if len(e.pending) > 0 && !e.closed {
+				e.exportPending(e.exportCtx)
 			}
-		case <-timer.C:
-			if len(e.pending) > 0 {
-				e.exportPending(ctx)
-			}
-			timer.Reset(batchTimeout)
+			e.mu.Unlock()
 		}
 	}
 }
@@ -252,57 +218,41 @@ func (e *Exporter) warn(msg string, err error, spans int) {
 		"spans_dropped_total", e.spansDropped.Load(), "export_errors_total", e.exportErrs.Load())
 }
 
-// Shutdown stops Run, builds and exports everything still queued, and shuts the underlying exporter down, all
-// bounded by ctx. What ctx leaves no time for is dropped and counted. Records offered after Shutdown are dropped
-// and counted. It is idempotent and safe before Run (and then a later Run returns ErrShutdown).
+// Shutdown stops Run, exports everything still pending, and shuts the underlying exporter down, all bounded by
+// ctx. What ctx leaves no time for is dropped and counted. Records offered after Shutdown are dropped and counted.
+// It is idempotent and safe before Run (and then a later Run returns ErrShutdown).
 func (e *Exporter) Shutdown(ctx context.Context) error {
-	e.mu.Lock()
+	e.life.Lock()
 	if e.stopping {
-		e.mu.Unlock()
+		e.life.Unlock()
 		return nil
 	}
 	e.stopping = true
 	wasStarted := e.started
 	e.started = true
 	runCancel := e.runCancel
-	e.mu.Unlock()
+	e.life.Unlock()
 
-	e.closed.Store(true)
 	if wasStarted {
 		runCancel()
 		select {
 		case <-e.donec:
 		case <-ctx.Done():
-			// Run cannot have stopped: it owns the batch still. Stopping the exporter kills its export.
+			e.cancelExport()
 			return errors.Join(ctx.Err(), e.exporter.Shutdown(ctx))
 		}
 	}
-
-	// This goroutine now owns the builder and the pending batch. Records that raced with closed are in the
-	// queue; drain what is there without waiting for more.
-	for drained := false; !drained && ctx.Err() == nil; {
-		select {
-		case r := <-e.queue:
-			e.add(r)
-			if len(e.pending) >= e.cfg.batchSize() {
-				e.exportPending(ctx)
-			}
-		default:
-			drained = true
-		}
-	}
+	// An export in progress in Record is bounded by ExportTimeout; Shutdown's ctx may be shorter.
+	stop := context.AfterFunc(ctx, e.cancelExport)
+	defer stop()
+	e.mu.Lock()
+	e.closed = true
 	e.exportPending(ctx)
 	// Whatever ctx left no time for is lost; count it.
 	e.spansDropped.Add(uint64(len(e.pending)))
 	e.pending = nil
-	for drained := false; !drained; {
-		select {
-		case <-e.queue:
-			e.recordsDropped.Add(1)
-		default:
-			drained = true
-		}
-	}
+	e.mu.Unlock()
+	e.cancelExport()
 	err := e.exporter.Shutdown(ctx)
 	if ctx.Err() != nil {
 		return errors.Join(ctx.Err(), err)
@@ -319,7 +269,7 @@ func (e *Exporter) Stats() Stats {
 		SpansExported:  e.spansExported.Load(),
 		SpansDropped:   e.spansDropped.Load(),
 		ExportErrors:   e.exportErrs.Load(),
-		Services:       int(e.b.res.size.Load()),
+		Services:       int(e.b.res.size.Load()), // atomic: read without mu
 		ServicesSpill:  e.b.res.spilled.Load(),
 		ConsumersTrim:  e.consumersTrim.Load(),
 		Panics:         e.panics.Count(),

@@ -40,29 +40,32 @@ func runExporter(t *testing.T, e *Exporter) (stop func()) {
 	}
 }
 
-// TestQueueFullDropsWithoutBlocking: with nobody draining, Record fills the queue and then drops and counts,
-// returning every time; Shutdown later exports exactly what was queued.
-func TestQueueFullDropsWithoutBlocking(t *testing.T) {
+// TestRecordBuildsNoQueue: the exporter has no queue of its own (the Fanout's is the only one): Record builds the
+// spans at once, on the caller's goroutine, without Run; Shutdown exports exactly what was recorded, and a record
+// after Shutdown is dropped and counted.
+func TestRecordBuildsNoQueue(t *testing.T) {
 	mem := newMemExporter()
-	e := NewWithExporter(Config{QueueSize: 4}, mem)
+	e := NewWithExporter(Config{BatchSize: 512}, mem)
 	for range 10 {
 		e.Record(castBuildAndRun())
 	}
-	st := e.Stats()
-	if st.RecordsIn != 10 || st.RecordsDropped != 6 {
-		t.Fatalf("in %d dropped %d, want 10 and 6", st.RecordsIn, st.RecordsDropped)
+	e.mu.Lock()
+	pending := len(e.pending)
+	e.mu.Unlock()
+	if st := e.Stats(); st.RecordsIn != 10 || st.RecordsDropped != 0 || pending != 20 {
+		t.Fatalf("in %d dropped %d pending spans %d, want 10, 0 and 20", st.RecordsIn, st.RecordsDropped, pending)
 	}
 	if err := e.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(mem.GetSpans()); got != 8 {
-		t.Errorf("exported %d spans, want 4 casts × 2", got)
+	if got := len(mem.GetSpans()); got != 20 {
+		t.Errorf("exported %d spans, want 10 casts × 2", got)
 	}
-	if st := e.Stats(); st.SpansExported != 8 {
+	if st := e.Stats(); st.SpansExported != 20 {
 		t.Errorf("SpansExported %d", st.SpansExported)
 	}
 	e.Record(castBuildAndRun())
-	if st := e.Stats(); st.RecordsDropped != 7 {
+	if st := e.Stats(); st.RecordsDropped != 1 {
 		t.Errorf("a record after Shutdown was not dropped: %+v", st)
 	}
 	if mem.shutdowns.Load() != 1 {
@@ -241,14 +244,14 @@ func (b *blackhole) close() {
 	}
 }
 
-// TestBlackholeCollector: against a collector that accepts and never answers, Record never blocks, the queue
-// overflows into counted drops, exports fail within ExportTimeout and are counted, and Shutdown returns within
-// its context.
+// TestBlackholeCollector: against a collector that accepts and never answers, Record waits at most ExportTimeout
+// (for a full batch; the Fanout in front of it is what drops), exports fail and are counted, and Shutdown returns
+// within its context.
 func TestBlackholeCollector(t *testing.T) {
 	bh := newBlackhole(t)
 	defer bh.close()
 	e, err := New(context.Background(), Config{
-		Endpoint: bh.ln.Addr().String(), QueueSize: 8, BatchSize: 4,
+		Endpoint: bh.ln.Addr().String(), BatchSize: 4,
 		BatchTimeout: time.Millisecond, ExportTimeout: 50 * time.Millisecond,
 	})
 	if err != nil {
@@ -257,14 +260,14 @@ func TestBlackholeCollector(t *testing.T) {
 	stop := runExporter(t, e)
 	defer stop()
 
-	// Offer records until the queue has overflowed and an export has failed. Record is called in line: if it
-	// blocked, this loop would never end.
-	waitFor(t, "drops and a failed export", func() bool {
-		for range 100 {
+	// Offer records until an export has failed. Record is called in line: if it blocked past its export
+	// timeout, this loop would never end.
+	waitFor(t, "a failed export", func() bool {
+		for range 4 {
 			e.Record(callSelectDestinations())
 		}
 		st := e.Stats()
-		return st.RecordsDropped > 0 && st.ExportErrors > 0 && st.SpansDropped > 0
+		return st.ExportErrors > 0 && st.SpansDropped > 0
 	})
 	if bh.accepted() == 0 {
 		t.Error("the exporter never connected to the collector")

@@ -3,14 +3,14 @@
 //
 // # What it does
 //
-//   - Server.Record is a correlate.Sink. It copies the record (the correlator keeps ownership of what it passed)
-//     and hands the copy to the aggregator through a bounded channel; when the channel is full the record is
-//     dropped and counted. Record never blocks and never logs.
-//   - Server.Run owns every long-lived goroutine: the aggregator, and one writer goroutine per websocket client.
-//     Every UpdateEvery (500ms by default) the aggregator moves the batch of new records into the ring of recent
-//     records and into the graph aggregates, then publishes one delta to every client. Work per record is a map
-//     lookup and a few counter increments; JSON is built once per tick, not per record and not per client, so
-//     thousands of records per second stay cheap.
+//   - Server.Record is a correlate.Sink. It keeps the record as it was given (correlate's record contract: immutable
+//     once emitted, already redacted, shared by every sink) and adds it to the ring of recent records and the
+//     graph aggregates under the store's lock, on the caller's goroutine: behind the Fanout that is this sink's own
+//     goroutine, and the Fanout's bounded queue is the only queue in front of the UI. Record never logs.
+//   - Server.Run owns every long-lived goroutine: the ticker, and one writer goroutine per websocket client.
+//     Every UpdateEvery (500ms by default) it takes the records added since the last tick and publishes one delta
+//     to every client. Work per record is a map lookup and a few counter increments; JSON is built once per tick,
+//     not per record and not per client, so thousands of records per second stay cheap.
 //   - The websocket protocol is: a "snapshot" message on connect (graph, counters, recent calls, sequence number
 //     N), then "delta" messages N+1, N+2, ... (graph, counters, the calls added since the last tick). A client that
 //     sees a gap reconnects and gets a fresh snapshot. Every message names the Server instance: record ids are
@@ -28,15 +28,15 @@
 //   - It keeps no history beyond the ring (RecentSize records) and the sliding window of the graph (60s of
 //     counts and latency histograms per edge, edges forgotten after 5 minutes without traffic, capped in number).
 //   - It does not trust wire strings: the page inserts every one as text (textContent, SVG text nodes), never as
-//     HTML, and the server sends a strict Content-Security-Policy. Args and results are redacted again here
-//     (secret-looking keys, Keystone tokens, passwords in URLs) even though correlate redacts them first: the UI
-//     is the last place a secret could leak from, and defence in depth is cheap.
+//     HTML, and the server sends a strict Content-Security-Policy. It has no redaction rules of its own: correlate's
+//     one Redactor has run on every record before any sink sees it.
+//   - It answers nobody a DNS-rebinding page could send: without a token, only requests whose Host is a loopback
+//     address, "localhost" or one of Config.AllowedHosts are served, and a websocket's Origin must name one too.
 //
 // # Who owns which bytes
 //
-// A record passed to Record belongs to the caller; the Server keeps its own deep copy. Records in the ring are
-// immutable once stored (the aggregator redacts before storing), so HTTP handlers may marshal them under a read
-// lock. Messages queued to websocket clients are immutable byte slices shared by all clients.
+// Records passed to Record are immutable (correlate's record contract) and kept as they are, so HTTP handlers may
+// marshal them under a read lock. Messages queued to websocket clients are immutable byte slices shared by all clients.
 //
 // # Locks
 //

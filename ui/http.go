@@ -6,6 +6,7 @@ import (
 	"embed"
 	"encoding/json"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -28,7 +29,7 @@ const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
 	"font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 // Handler returns the UI's HTTP handler: "/", "/api/calls", "/api/calls/{id}", "/api/request/{id}",
-// "/api/graph", "/api/ws" and "/healthz".
+// "/api/graph", "/api/stats", "/api/ws" and "/healthz". With a Token every path but /healthz needs it.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(webFS, "web")
@@ -48,7 +49,51 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return securityHeaders(s.recoverHTTP(mux))
+	return s.Guard(s.recoverHTTP(mux))
+}
+
+// Guard is what every path of the HTTP server goes through, the UI's and the ones cmd adds (/metrics, /readyz):
+// the security headers, and without a Token the Host check against DNS rebinding (see Config.AllowedHosts).
+func (s *Server) Guard(next http.Handler) http.Handler {
+	return securityHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Token == "" && !s.hostAllowed(r.Host) {
+			s.hostRejected.Add(1)
+			http.Error(w, "unknown host: amqptrace answers only loopback names without --http-token "+
+				"(add the name with --http-allowed-hosts)", http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	}))
+}
+
+// RequireToken is auth for a path cmd adds (/metrics): with a Token it needs the same bearer token or cookie as
+// the API; without one it is open (on loopback, behind Guard).
+func (s *Server) RequireToken(next http.Handler) http.Handler { return s.auth(next, false) }
+
+// hostAllowed says whether a Host header (or an Origin's host) names this server for a token-less UI: a loopback
+// address, "localhost" (and *.localhost, which resolvers must keep on loopback), or Config.AllowedHosts.
+func (s *Server) hostAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if host == "" {
+		return false
+	}
+	lower := strings.ToLower(host)
+	if lower == "localhost" || strings.HasSuffix(lower, ".localhost") {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return true
+	}
+	for _, a := range s.cfg.AllowedHosts {
+		if strings.EqualFold(strings.TrimSpace(a), host) {
+			return true
+		}
+	}
+	return false
 }
 
 // recoverHTTP answers 500 to a request whose handler panicked, counted like every other panic of the UI. net/http
@@ -118,7 +163,8 @@ func (s *Server) auth(next http.Handler, bootstrap bool) http.Handler {
 	})
 }
 
-// checkOrigin accepts requests without Origin (non-browser clients), the request's own host, and AllowedOrigins.
+// checkOrigin accepts requests without Origin (non-browser clients), AllowedOrigins, and the request's own host -
+// which, without a Token, must also pass hostAllowed.
 func (s *Server) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -128,15 +174,15 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 	if err != nil || u.Host == "" {
 		return false
 	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
 	for _, a := range s.cfg.AllowedOrigins {
 		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
 			return true
 		}
 	}
-	return false
+	if s.cfg.Token == "" && !s.hostAllowed(u.Host) {
+		return false // a page served from another name, even one that re-binds to us (its Host matches its Origin)
+	}
+	return strings.EqualFold(u.Host, r.Host)
 }
 
 func (s *Server) jaegerEnabled() bool {

@@ -39,6 +39,11 @@ type Config struct {
 	// AllowedOrigins lists the websocket Origins accepted besides the request's own host, as "scheme://host[:port]"
 	// or "*" for any (not advised). Requests without an Origin header (non-browser clients) are accepted.
 	AllowedOrigins []string
+	// AllowedHosts lists the host names (without port) a request's Host header, and a websocket's Origin, may
+	// name when there is no Token, besides loopback addresses and "localhost". Anything else is refused (421):
+	// a web page on another site that re-binds its name to 127.0.0.1 would otherwise read every record.
+	// With a Token the token is the protection and any Host is served.
+	AllowedHosts []string
 	// Logger receives per-connection and rate-limited messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -87,9 +92,10 @@ type Stats struct {
 	ClientsTotal    uint64 `json:"clients_total"`    // websocket clients accepted since start
 	ClientsKicked   uint64 `json:"clients_kicked"`   // disconnected because their queue was full
 	OriginRejected  uint64 `json:"origin_rejected"`  // websocket upgrades refused for their Origin
+	HostRejected    uint64 `json:"host_rejected"`    // requests refused for their Host (no token: DNS rebinding)
 	AuthRejected    uint64 `json:"auth_rejected"`    // requests refused for a missing or wrong token
 	RecordsReceived uint64 `json:"records_received"` // accepted by Record
-	RecordsDropped  uint64 `json:"records_dropped"`  // Record found the aggregator queue (or batch) full
+	RecordsDropped  uint64 `json:"records_dropped"`  // records Record could not add (it panicked on them)
 	EdgesDropped    uint64 `json:"edges_dropped"`    // graph edges not tracked because of the edge cap
 	Seq             uint64 `json:"seq"`              // sequence number of the last published update
 	Panics          uint64 `json:"panics"`           // panics recovered in aggregation and publishing (each cost a record or an update)
@@ -112,7 +118,6 @@ type Headline struct {
 type Server struct {
 	cfg   Config
 	log   *slog.Logger
-	in    chan *correlate.Record
 	st    *store
 	hub   *hub
 	now   func() time.Time // injectable clock for tests
@@ -121,16 +126,13 @@ type Server struct {
 	// instance identifies this Server in websocket messages (see update.Instance).
 	instance string
 
-	received, dropped, authRejected, originRejected atomic.Uint64
+	received, dropped, authRejected, originRejected, hostRejected atomic.Uint64
 	// panics guards the aggregator: a record it cannot add is dropped (counted), an update it cannot build is skipped.
 	panics *correlate.PanicGuard
 }
 
-// inQueue bounds the hand-off from Record to the aggregator. It is sized for a burst of about two ticks at
-// several thousand records per second; beyond that records are dropped and counted rather than queued.
-const inQueue = 8192
-
-// maxBatch bounds the records kept between two ticks. The ring would evict older ones anyway.
+// maxBatch bounds the records kept between two ticks for the next delta (they are all in the ring already); past
+// it they are counted as skipped in that delta, as the ones over maxCallsPerMessage are.
 const maxBatch = 20000
 
 // maxCallsPerMessage bounds the calls carried by one websocket update (a few a second). At thousands of records a
@@ -144,7 +146,7 @@ const snapshotCalls = 300
 
 // New returns a Server. Nothing runs until Run.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, log: cfg.logger(), in: make(chan *correlate.Record, inQueue), now: time.Now}
+	s := &Server{cfg: cfg, log: cfg.logger(), now: time.Now}
 	s.panics = correlate.NewPanicGuard("ui", s.log)
 	s.start = s.now()
 	s.instance = strconv.FormatInt(s.start.UnixNano(), 36) + "-" + strconv.FormatUint(rand.Uint64()&0xffffff, 36)
@@ -153,51 +155,43 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// Record implements correlate.Sink. It copies r and hands the copy to the aggregator without blocking: when the
-// queue is full the record is dropped and counted.
+// Record implements correlate.Sink. It adds r to the ring and the graph aggregates under the store's lock, on the
+// caller's goroutine (the Fanout's goroutine for this sink: its queue is the only one in front of the UI), and
+// keeps r as it is: a record is immutable once emitted and already redacted (correlate's record contract), so the
+// ring shares it with every other sink. A panic while adding costs that record, counted in RecordsDropped.
 func (s *Server) Record(r *correlate.Record) {
 	if r == nil {
 		return
 	}
-	c := cloneRecord(r)
-	select {
-	case s.in <- c:
-		s.received.Add(1)
-	default:
-		s.dropped.Add(1)
+	defer s.panics.Recover(&s.dropped)
+	now := s.now()
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.addLocked(r, now)
+	if len(st.batch) < maxBatch {
+		st.batch = append(st.batch, r)
+	} else {
+		st.batchSkipped++
 	}
+	s.received.Add(1)
 }
 
-// Run aggregates records and publishes updates until ctx ends, then closes every websocket and waits for their
-// writer goroutines. It returns nil on a clean stop. Run must be called once.
+// Run publishes updates until ctx ends, then closes every websocket and waits for their writer goroutines. It
+// returns nil on a clean stop. Run must be called once.
 func (s *Server) Run(ctx context.Context) error {
 	if !s.ran.CompareAndSwap(false, true) {
 		return errors.New("ui: Run called twice")
 	}
 	tick := time.NewTicker(s.cfg.updateEvery())
 	defer tick.Stop()
-	var batch []*correlate.Record
-	var lastDropLog time.Time
-	var lastDrops uint64
 	for {
 		select {
 		case <-ctx.Done():
 			s.hub.closeAll()
 			return nil
-		case r := <-s.in:
-			if len(batch) >= maxBatch {
-				s.dropped.Add(1)
-				continue
-			}
-			batch = append(batch, r)
 		case <-tick.C:
-			s.flush(batch)
-			clear(batch)
-			batch = batch[:0]
-			if d := s.dropped.Load(); d != lastDrops && s.now().Sub(lastDropLog) > time.Minute {
-				s.log.Warn("ui: records dropped (aggregator queue full)", "dropped_total", d)
-				lastDrops, lastDropLog = d, s.now()
-			}
+			s.flush()
 		}
 	}
 }
@@ -217,20 +211,12 @@ type update struct {
 	Instance string `json:"instance"`
 }
 
-// flush moves a batch into the store, renders the graph and headline once, and publishes one delta. A panic while
-// rendering skips this update (counted); the next tick renders from the store again.
-func (s *Server) flush(batch []*correlate.Record) {
+// flush takes the records added since the last tick, renders the graph and headline once, and publishes one
+// delta. A panic while rendering skips this update (counted); the next tick renders from the store again.
+func (s *Server) flush() {
 	defer s.panics.Recover(nil)
 	now := s.now()
-	kept := batch[:0]
-	for _, r := range batch {
-		if s.sanitize(r) {
-			kept = append(kept, r)
-		}
-	}
-	batch = kept
-	g, tot := s.ingest(batch, now)
-
+	batch, skipped, g, tot := s.take(now)
 	hl := s.headline(g, tot)
 	graphJSON, err1 := json.Marshal(g)
 	hlJSON, err2 := json.Marshal(hl)
@@ -238,10 +224,9 @@ func (s *Server) flush(batch []*correlate.Record) {
 		s.log.Error("ui: encode update", "err", err)
 		return
 	}
-	skipped := 0
 	if len(batch) > maxCallsPerMessage {
-		skipped = len(batch) - maxCallsPerMessage
-		batch = batch[skipped:]
+		skipped += len(batch) - maxCallsPerMessage
+		batch = batch[len(batch)-maxCallsPerMessage:]
 	}
 	calls := make([]json.RawMessage, 0, len(batch))
 	for _, r := range batch {
@@ -252,31 +237,16 @@ func (s *Server) flush(batch []*correlate.Record) {
 	s.hub.publish(graphJSON, hlJSON, calls, skipped, now)
 }
 
-// ingest adds a batch to the store and renders the service graph, under the store's lock. A record whose adding
-// panics is dropped (counted); a panic in rendering reaches flush with the lock released.
-func (s *Server) ingest(batch []*correlate.Record, now time.Time) (Graph, totals) {
+// take hands over the records added since the last tick and renders the service graph, under the store's lock.
+func (s *Server) take(now time.Time) (batch []*correlate.Record, skipped int, g Graph, tot totals) {
 	st := s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for _, r := range batch {
-		s.add(r, now)
-	}
-	g := st.svc.view(now, s.start, true)
+	batch, skipped = st.batch, st.batchSkipped
+	st.batch, st.batchSkipped = nil, 0
+	g = st.svc.view(now, s.start, true)
 	st.host.prune(now)
-	return g, st.totals
-}
-
-// add adds one record to the store; the caller holds the store's lock.
-func (s *Server) add(r *correlate.Record, now time.Time) {
-	defer s.panics.Recover(&s.dropped)
-	s.st.addLocked(r, now)
-}
-
-// sanitize redacts one record for display; false means it panicked and the record is dropped (counted).
-func (s *Server) sanitize(r *correlate.Record) (ok bool) {
-	defer s.panics.Recover(&s.dropped)
-	sanitize(r)
-	return true
+	return batch, skipped, g, st.totals
 }
 
 func (s *Server) headline(g Graph, tot totals) Headline {
@@ -316,6 +286,7 @@ func (s *Server) Stats() Stats {
 		ClientsTotal:    total,
 		ClientsKicked:   kicked,
 		OriginRejected:  s.originRejected.Load(),
+		HostRejected:    s.hostRejected.Load(),
 		AuthRejected:    s.authRejected.Load(),
 		RecordsReceived: s.received.Load(),
 		RecordsDropped:  s.dropped.Load(),

@@ -9,8 +9,9 @@ import (
 	"github.com/amqptrace/amqptrace/correlate"
 )
 
-// store is the ring of recent records plus the graph aggregates. The aggregator is its only writer (once per
-// tick); HTTP handlers read it under the read lock. Records in the ring are sanitized and never modified again.
+// store is the ring of recent records plus the graph aggregates. Record is its only writer (under mu, one record
+// at a time); the tick takes the batch and renders under mu; HTTP handlers read it under the read lock. Records in
+// the ring are shared with the other sinks and never modified (correlate's record contract).
 type store struct {
 	mu     sync.RWMutex
 	ring   []*correlate.Record // fixed capacity; next is the slot to overwrite
@@ -21,6 +22,10 @@ type store struct {
 	host   *graphAgg // by service and host: rendered on request
 	start  time.Time
 	totals totals
+	// batch holds the records added since the last tick, for the next websocket delta; batchSkipped counts the
+	// ones over maxBatch.
+	batch        []*correlate.Record
+	batchSkipped int
 }
 
 // totals are counts since start, for the headline counters.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -266,5 +267,97 @@ func TestShutdownClosesWebsockets(t *testing.T) {
 	}
 	if err := s.Run(context.Background()); err == nil {
 		t.Error("second Run succeeded")
+	}
+}
+
+// DNS rebinding: a token-less server on loopback refuses a foreign Host on every path (the page of evil.example,
+// re-bound to 127.0.0.1, sends Host: evil.example) and a websocket whose Origin and Host are both foreign; the
+// loopback names and the configured ones are served.
+func TestForeignHostRefusedWithoutToken(t *testing.T) {
+	s := New(Config{UpdateEvery: 10 * time.Millisecond, AllowedHosts: []string{"amqptrace.internal"}})
+	ts := runServer(t, s)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(ts.URL, "http://"))
+	get := func(path, host string) int {
+		req, err := http.NewRequest("GET", ts.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, path := range []string{"/", "/app.js", "/api/calls", "/api/calls/1", "/api/request/req-1", "/api/graph",
+		"/api/stats", "/api/ws", "/healthz"} {
+		for _, host := range []string{"evil.example", "evil.example:" + port, "127.0.0.1.evil.example", "10.0.0.1"} {
+			if code := get(path, host); code != http.StatusMisdirectedRequest {
+				t.Errorf("GET %s Host %s: %d, want 421", path, host, code)
+			}
+		}
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "amqptrace.internal:" + port,
+		"ui.localhost"} {
+		if code := get("/api/calls", host); code != http.StatusOK {
+			t.Errorf("GET /api/calls Host %s: %d, want 200", host, code)
+		}
+	}
+	// The websocket of a re-bound page: Origin and Host both evil.example.
+	dialer := websocket.Dialer{NetDial: func(network, _ string) (net.Conn, error) {
+		return net.Dial(network, strings.TrimPrefix(ts.URL, "http://"))
+	}}
+	_, res, err := dialer.Dial("ws://evil.example:"+port+"/api/ws", http.Header{"Origin": {"http://evil.example:" + port}})
+	if err == nil || res == nil || res.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("re-bound websocket: err %v, response %v; want 421", err, res)
+	}
+	// A foreign Origin on a loopback Host (a page elsewhere that knows the port) is refused too.
+	_, res, err = websocket.DefaultDialer.Dial(wsURL(ts, "/api/ws"), http.Header{"Origin": {"http://evil.example:" + port}})
+	if err == nil || res == nil || res.StatusCode != http.StatusForbidden {
+		t.Errorf("foreign Origin: err %v, response %v; want 403", err, res)
+	}
+	if st := s.Stats(); st.HostRejected < 37 || st.OriginRejected != 1 {
+		t.Errorf("host rejected %d (want 37), origin rejected %d (want 1)", st.HostRejected, st.OriginRejected)
+	}
+}
+
+// With a token every path needs it but /healthz, whatever the Host; the token opens them all.
+func TestTokenRequiredPerPath(t *testing.T) {
+	s := New(Config{UpdateEvery: 10 * time.Millisecond, Token: "tok"})
+	ts := runServer(t, s)
+	open := map[string]bool{"/healthz": true}
+	for _, path := range []string{"/", "/app.js", "/style.css", "/favicon.svg", "/api/calls", "/api/calls/1",
+		"/api/request/req-1", "/api/graph", "/api/stats", "/api/ws", "/healthz"} {
+		for _, auth := range []string{"", "Bearer tok"} {
+			req, _ := http.NewRequest("GET", ts.URL+path, nil)
+			req.Host = "evil.example" // the token is the protection: any Host is served with it
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			want := http.StatusUnauthorized
+			if auth != "" || open[path] {
+				want = http.StatusOK
+				if path == "/api/calls/1" {
+					want = http.StatusNotFound // authorized; there is no record 1
+				}
+				if path == "/api/ws" {
+					want = http.StatusBadRequest // authorized; not a websocket handshake
+				}
+			}
+			if res.StatusCode != want {
+				t.Errorf("GET %s (%q): %d, want %d", path, auth, res.StatusCode, want)
+			}
+			if res.Header.Get("Content-Security-Policy") == "" || res.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("GET %s: security headers missing", path)
+			}
+		}
 	}
 }

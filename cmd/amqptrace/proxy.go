@@ -32,6 +32,9 @@ type options struct {
 	httpToken, jaegerURL   string
 	events                 string
 	payload                string
+	redactKeys             string
+	redactPatterns         string
+	httpAllowedHosts       string
 	otlpEndpoint           string
 	otlpInsecure           bool
 	sampleRatio            float64
@@ -88,10 +91,13 @@ func (o *options) registerProxy(fs *flag.FlagSet, listen string) {
 // /metrics, events file, OTLP), payload policy, correlation bounds, decoding bound and logging.
 func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 	fs.StringVar(&o.http, "http", http, "address of the UI, API and /metrics; empty disables. Keep it on loopback or set --http-token")
-	fs.StringVar(&o.httpToken, "http-token", "", "bearer token required by the UI and API (needed when --http is not loopback)")
+	fs.StringVar(&o.httpToken, "http-token", "", "bearer token required by the UI, the API and /metrics; /healthz and /readyz stay open (needed when --http is not loopback)")
 	fs.StringVar(&o.jaegerURL, "jaeger-url", "", "Jaeger UI base URL, e.g. http://127.0.0.1:16686: the UI links each call to its trace")
 	fs.StringVar(&o.events, "events", "", "write one JSON line per finished RPC record to `FILE` (- for standard output)")
-	fs.StringVar(&o.payload, "payload", "redacted", "keep RPC arguments and results in records: none, redacted or full (secrets are removed in every mode)")
+	fs.StringVar(&o.payload, "payload", "redacted", "keep RPC arguments and results in records: none, redacted (long strings cut) or full (whole); secrets are removed in every mode")
+	fs.StringVar(&o.redactKeys, "redact-keys", "", "extra key `names`, comma-separated, whose values are removed (matched inside keys, ignoring case and _ - .)")
+	fs.StringVar(&o.redactPatterns, "redact-patterns", "", "extra `regexps` (Go RE2), separated by newlines or ';;', whose matches are removed from every string")
+	fs.StringVar(&o.httpAllowedHosts, "http-allowed-hosts", "", "host `names`, comma-separated, the token-less UI answers besides loopback and localhost (DNS rebinding guard)")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "OTLP gRPC collector `host:port` (Jaeger: 4317); empty: OTEL_EXPORTER_OTLP_ENDPOINT, else no export")
 	fs.BoolVar(&o.otlpInsecure, "otlp-insecure", true, "plain gRPC to the collector (false: TLS; OTEL_EXPORTER_OTLP_CERTIFICATE applies)")
 	fs.Float64Var(&o.sampleRatio, "sample-ratio", 1, "fraction of RPCs exported as spans; errors, timeouts and slow calls are always kept")
@@ -233,6 +239,11 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 	if err != nil {
 		return nil, c, fmt.Errorf("%w: --payload: %v", errUsage, err)
 	}
+	redactor, err := correlate.NewRedactor(correlate.RedactRules{Keys: splitList(o.redactKeys),
+		Patterns: splitPatterns(o.redactPatterns)})
+	if err != nil {
+		return nil, c, fmt.Errorf("%w: --redact-patterns: %v", errUsage, err)
+	}
 	if o.http != "" && o.httpToken == "" && !isLoopback(o.http) {
 		return nil, c, fmt.Errorf("%w: --http %s is not a loopback address: set --http-token (or AMQPTRACE_HTTP_TOKEN) so the UI is not open to everyone", errUsage, o.http)
 	}
@@ -240,6 +251,7 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 	src := metrics.Sources{Pipeline: func() pipeline.Stats { return a.stats() }, Logger: logger.With("component", "metrics")}
 	var records *metrics.Records
 	a.registry, records = metrics.NewRegistry(&src)
+	a.registry.MustRegister(redactionCollector{redactor})
 	c.sinks, c.names = append(c.sinks, records), append(c.names, "metrics")
 	if o.events != "" {
 		if o.events == "-" {
@@ -274,11 +286,12 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 	}
 	if o.http != "" {
 		cfg := ui.Config{
-			Token:     o.httpToken,
-			JaegerURL: o.jaegerURL,
-			Logger:    logger.With("component", "ui"),
-			Counters:  a.counters,
-			InFlight:  a.inFlight,
+			Token:        o.httpToken,
+			AllowedHosts: splitList(o.httpAllowedHosts),
+			JaegerURL:    o.jaegerURL,
+			Logger:       logger.With("component", "ui"),
+			Counters:     a.counters,
+			InFlight:     a.inFlight,
 		}
 		if a.tracer != nil || o.jaegerURL != "" {
 			cfg.TraceID = tracing.TraceIDHex
@@ -297,6 +310,7 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 		MaxPendingBytes: o.maxPendingBytes,
 		BodyCap:         o.bodyCap,
 		Payload:         payload,
+		Redactor:        redactor,
 		GenericCasts:    o.genericCasts,
 		Logger:          logger.With("component", "correlate"),
 		Source:          source,
@@ -371,14 +385,7 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 	var srv *http.Server
 	if a.ui != nil {
 		wg.Go(func() { errc <- a.ui.Run(sinkCtx) })
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics.Handler(a.registry))
-		mux.Handle("/readyz", http.HandlerFunc(a.readyz))
-		for _, h := range a.handlers {
-			mux.Handle(h.pattern, h.h)
-		}
-		mux.Handle("/", a.ui.Handler())
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		srv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)
@@ -451,6 +458,20 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 	return runErr
 }
 
+// httpHandler is every HTTP path: the UI's (ui.Handler), /metrics (needs --http-token when one is set), /readyz
+// (always open, like /healthz), and the demo's extra handlers. All of them go through ui.Guard: the same
+// security headers, and without a token the Host check against DNS rebinding.
+func (a *app) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", a.ui.RequireToken(metrics.Handler(a.registry)))
+	mux.Handle("/readyz", http.HandlerFunc(a.readyz))
+	for _, h := range a.handlers {
+		mux.Handle(h.pattern, h.h)
+	}
+	mux.Handle("/", a.ui.Handler())
+	return a.ui.Guard(mux)
+}
+
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 	// Ready once the proxy accepts; the broker itself is dialled per client connection.
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -493,6 +514,31 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// splitPatterns splits --redact-patterns at newlines and ";;" (a comma may well be part of a regexp).
+func splitPatterns(s string) []string {
+	var out []string
+	for _, line := range strings.Split(strings.ReplaceAll(s, ";;", "\n"), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// redactionCollector exports the Redactor's counts as amqptrace_redactions_total{rule}.
+type redactionCollector struct{ r *correlate.Redactor }
+
+var redactionsDesc = prometheus.NewDesc("amqptrace_redactions_total",
+	"Secret values removed from payloads, exception messages and records, by rule.", []string{"rule"}, nil)
+
+func (c redactionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- redactionsDesc }
+
+func (c redactionCollector) Collect(ch chan<- prometheus.Metric) {
+	for rule, n := range c.r.Counts() {
+		ch <- prometheus.MustNewConstMetric(redactionsDesc, prometheus.CounterValue, float64(n), rule)
+	}
 }
 
 func isLoopback(addr string) bool {

@@ -25,7 +25,7 @@ func TestJaegerDeadCollector(t *testing.T) {
 	bh := startBlackhole(t)
 	// A small queue and batches, and a short export timeout, so that the dead collector's effect (a full queue,
 	// failed exports) shows within a short test; the assertions do not depend on these figures.
-	x := startExporter(t, tracing.Config{Endpoint: bh.addr(), Insecure: true, QueueSize: 16, BatchSize: 8,
+	x := startExporter(t, tracing.Config{Endpoint: bh.addr(), Insecure: true, BatchSize: 8,
 		BatchTimeout: 10 * time.Millisecond, ExportTimeout: 300 * time.Millisecond})
 	counted := &countingSink{next: x.exp}
 	h := startPipeline(t, brokerAddr, func(c *pipeline.Config) { c.Sinks = append(c.Sinks, counted) })
