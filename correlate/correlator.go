@@ -265,9 +265,9 @@ func (c *Correlator) shutdown() {
 	c.expireOrphans(time.Time{}, true)
 	for c.oldest != nil {
 		if p := c.oldest; p.held {
-			c.endHeld(p) // final already: it only waited for stragglers
+			c.end(p, endHoldOver) // final already: it only waited for stragglers
 		} else {
-			c.endEarly(p)
+			c.end(p, endShutdown)
 		}
 	}
 }
@@ -393,7 +393,7 @@ func (c *Correlator) closeConn(st *connState) {
 func (c *Correlator) insert(p *pending) {
 	if c.npending >= c.cfg.maxPending() && c.oldest != nil {
 		c.ctr.evicted.Add(1)
-		c.endEarly(c.oldest)
+		c.end(c.oldest, endEvicted)
 	}
 	p.heapIdx = -1
 	c.seq++
@@ -425,7 +425,7 @@ func (c *Correlator) account(p *pending) {
 	for c.pendingBytes > c.cfg.maxPendingBytes() && c.oldest != nil && c.oldest != p {
 		c.ctr.evicted.Add(1)
 		c.ctr.evictedBytes.Add(1)
-		c.endEarly(c.oldest)
+		c.end(c.oldest, endEvicted)
 	}
 	c.ctr.pendingBytes.Store(int64(c.pendingBytes))
 }
@@ -478,75 +478,12 @@ func (c *Correlator) expire(now time.Time) {
 	c.expireOrphans(now, false)
 	for len(c.expiry) > 0 && !c.expiry[0].expireAt.After(now) {
 		p := c.expiry[0]
-		switch {
-		case p.held:
-			c.endHeld(p)
-		case p.rec.Kind != KindCall:
-			c.finalize(p, okUnless(p))
-		case p.finalSeen:
-			c.finishCall(p) // the reply was published but its delivery never showed up
-		default:
-			c.ctr.expired.Add(1)
-			c.timeout(p)
+		if p.held {
+			c.end(p, endHoldOver)
+		} else {
+			c.end(p, endDue)
 		}
 	}
-}
-
-func okUnless(p *pending) Status {
-	if p.rec.Status != "" {
-		return p.rec.Status
-	}
-	return StatusOK
-}
-
-func (c *Correlator) timeout(p *pending) {
-	ever := p.rec.Deliveries > 0
-	p.rec.EverDelivered = &ever
-	p.rec.Cause = p.brokerCause
-	c.finalize(p, StatusTimeout)
-}
-
-// endEarly emits a pending RPC before it is final (shutdown, eviction).
-func (c *Correlator) endEarly(p *pending) {
-	p.rec.Incomplete = true
-	switch {
-	case p.rec.Kind != KindCall:
-		c.finalize(p, okUnless(p))
-	case p.finalSeen:
-		c.finishCall(p)
-	default:
-		c.timeout(p)
-	}
-}
-
-// finishCall ends a call at its final reply. The caller's view decides the status: a reply after the deadline
-// leaves the call timed out (LateReply set).
-func (c *Correlator) finishCall(p *pending) {
-	r := &p.rec
-	status := StatusOK
-	if r.Error != nil {
-		status = StatusError
-	}
-	at := r.ReplyDelivered
-	if at == nil {
-		at = r.Replied
-	}
-	if at != nil && !p.deadline.IsZero() && at.After(p.deadline) && r.Amends != 0 {
-		// A follow-up: the call's own record said timeout already; this one says what the reply was, and when.
-		r.LateReply = true
-		r.LateByUS = at.Sub(p.deadline).Microseconds()
-		c.ctr.repliesAfterRecord.Add(1)
-	} else if at != nil && !p.deadline.IsZero() && at.After(p.deadline) {
-		status = StatusTimeout
-		r.LateReply = true
-		ever := r.Deliveries > 0 || r.Replied != nil
-		r.EverDelivered = &ever
-		c.ctr.lateReplies.Add(1)
-	}
-	if p.msgKey != "" && p.replyUnique != "" {
-		c.finished.final(p.msgKey, p.replyUnique)
-	}
-	c.finalize(p, status)
 }
 
 // osloKey is an oslo call's key in byMsg: its _msg_id and the queue its reply goes to, so that two callers that
@@ -916,7 +853,7 @@ func (c *Correlator) delivered(p *pending, ev *event, queue string) {
 	}
 	// A generic message that may yet turn out to be a reply (gen) waits out its settle time in any case.
 	if r.Kind != KindCall && p.expect.total() > 0 && r.Deliveries >= p.expect.total() && p.gen == nil {
-		c.finishOneWay(p)
+		c.end(p, endFinal)
 	}
 }
 
@@ -968,7 +905,7 @@ func (c *Correlator) onReply(p *pending, ev *event, delivery, confirmChannel boo
 			p.vals.replyDelivered = at
 			r.ReplyDelivered = &p.vals.replyDelivered
 		}
-		c.finish(p)
+		c.end(p, endFinal)
 		return
 	}
 	p.vals.replied = at
@@ -988,7 +925,7 @@ func (c *Correlator) onReply(p *pending, ev *event, delivery, confirmChannel boo
 	case confirmChannel:
 		p.waitConfirm = true // ends at the broker's confirm, unless the broker returns the reply first
 	default:
-		c.finish(p)
+		c.end(p, endFinal)
 	}
 }
 
@@ -1024,7 +961,7 @@ func (c *Correlator) onReturn(ev *event) {
 		return
 	}
 	p.rec.ReturnCode, p.rec.ReturnText = int(ev.replyCode), truncate(ev.replyText, maxMessageLen)
-	c.finalize(p, StatusUnroutable)
+	c.end(p, endReturned)
 }
 
 func (c *Correlator) onConfirm(ev *event) {
@@ -1049,7 +986,7 @@ func (c *Correlator) onConfirm(ev *event) {
 		}
 		if reply {
 			if p.waitConfirm && !e.returned && !nack {
-				c.finish(p)
+				c.end(p, endFinal)
 			}
 			return
 		}

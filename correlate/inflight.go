@@ -44,7 +44,7 @@ type ProcessInFlight struct {
 // RPCInFlight is one pending RPC.
 type RPCInFlight struct {
 	Kind     Kind      `json:"kind"`
-	State    string    `json:"state"` // queued (published, not delivered), handling (delivered, no reply), replied
+	State    string    `json:"state"` // one of the State constants
 	Method   string    `json:"method,omitempty"`
 	Topic    string    `json:"topic,omitempty"`
 	Queue    string    `json:"queue,omitempty"`
@@ -57,11 +57,14 @@ type RPCInFlight struct {
 	AgeMS    int64     `json:"age_ms"`
 }
 
-// The states of a pending RPC in the in-flight view.
+// The states of a pending RPC, as the in-flight view names them. Every pending RPC is in exactly one (stateOf);
+// it leaves the table through Correlator.end, the one way out.
 const (
-	StateQueued   = "queued"   // published, not delivered yet: it waits in the broker
-	StateHandling = "handling" // delivered, no reply yet: it waits in the server
-	StateReplied  = "replied"  // a reply is out: it waits for its delivery (or its confirm)
+	StateQueued          = "queued"           // published, not delivered yet: it waits in the broker
+	StateHandling        = "handling"         // delivered, no reply yet: it waits in the server
+	StateReplied         = "replied"          // the final reply is published: it waits for its delivery
+	StateAwaitingConfirm = "awaiting_confirm" // the final reply is published to a queue no one here consumes: it waits for the broker's confirm
+	StateFinal           = "final"            // final, waiting one reorder window for a piece this proxy should see
 )
 
 // maxInFlightList bounds every list of the view.
@@ -102,8 +105,8 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 	callers := map[Endpoint]*ProcessInFlight{}
 	age := func(t time.Time) int64 { return max(now.Sub(t).Milliseconds(), 0) }
 	for p := c.oldest; p != nil; p = p.next {
-		if p.held || p.rec.Amends != 0 {
-			continue // final already, or a follow-up: nothing waits
+		if p.rec.Amends != 0 {
+			continue // a follow-up: the call it amends is over
 		}
 		v.Pending++
 		r := &p.rec
@@ -148,6 +151,10 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 func (c *Correlator) stateOf(p *pending) (string, time.Time) {
 	r := &p.rec
 	switch {
+	case p.held:
+		return StateFinal, c.now()
+	case p.waitConfirm && r.Replied != nil:
+		return StateAwaitingConfirm, *r.Replied
 	case r.Replied != nil:
 		return StateReplied, *r.Replied
 	case r.Delivered != nil && (r.Kind == KindCall || r.Deliveries >= p.expect.total()):

@@ -261,7 +261,7 @@ func (c *Correlator) adopt(p *pending) {
 		c.ctr.orphansMerged.Add(1)
 		c.onReply(p, o.ev, o.delivery, o.confirm)
 		if o.acked && p.waitConfirm && !p.done {
-			c.finish(p)
+			c.end(p, endFinal)
 		}
 	}
 	c.ctr.orphans.Store(int64(c.norphans))
@@ -308,7 +308,7 @@ func (c *Correlator) reclassify(m, p *pending) {
 	c.ctr.orphansMerged.Add(1)
 	c.onReply(p, g.pub, false, g.confirm)
 	if !p.done && p.waitConfirm && m.rec.Confirmed != nil && !m.rec.Nacked {
-		c.finish(p)
+		c.end(p, endFinal)
 	}
 	if !p.done && g.deliv != nil {
 		c.onReply(p, g.deliv, true, false)
@@ -337,7 +337,7 @@ func (c *Correlator) entryTarget(e *pubEntry) (*pending, bool) {
 //   - the server's delivery, when a consumer behind this proxy should have got it;
 //   - the server's reply publish, when the server's delivery was seen.
 //
-// A held record ends when the hold ends (endHeld), not earlier: a late publisher confirm still lands too.
+// A held record ends when the hold ends (endHoldOver), not earlier: a late publisher confirm still lands too.
 func (c *Correlator) hold(p *pending) bool {
 	if p.held {
 		return true
@@ -357,29 +357,6 @@ func (c *Correlator) hold(p *pending) bool {
 	c.ctr.holds.Add(1)
 	c.schedule(p, c.now().Add(c.reorder))
 	return true
-}
-
-// finish ends a call at its final reply, unless it must be held.
-func (c *Correlator) finish(p *pending) {
-	if !c.hold(p) {
-		c.finishCall(p)
-	}
-}
-
-// finishOneWay ends a cast, fanout or notification once its expected deliveries are in, unless it must be held.
-func (c *Correlator) finishOneWay(p *pending) {
-	if !c.hold(p) {
-		c.finalize(p, okUnless(p))
-	}
-}
-
-// endHeld ends a held record with what came during the hold.
-func (c *Correlator) endHeld(p *pending) {
-	if p.rec.Kind == KindCall {
-		c.finishCall(p)
-		return
-	}
-	c.finalize(p, okUnless(p))
 }
 
 // replyQueue names the queue a reply destination is consumed as: direct reply-to destinations all belong to the
