@@ -107,6 +107,7 @@ type event struct {
 	replyCode            uint16
 	replyText            string
 	qflags               *queueFlags // Queue.Declare (not passive)
+	bodyHash             uint64      // of a whole body (publish, deliver, return): the key of an id-less message
 	broker               brokerEvent // evBroker, and a broker's Basic.Cancel
 	redelivered          bool
 
@@ -677,6 +678,7 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 		case a.dir == frames.ClientToServer && ev.kind == evPublish:
 			key, remember = c.bodies.key(body, s.comp), true
 		}
+		ev.bodyHash = key.hash
 	}
 	if reuse {
 		if failed, ok := c.bodies.load(key, &ev.body); ok {

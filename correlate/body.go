@@ -18,6 +18,9 @@ const (
 	mkRequest              // has "method": a call when it also has _msg_id, else a cast or fanout
 	mkReply                // _msg_id with result/failure/ending and no method
 	mkNotification         // event_type with publisher_id or priority
+	// mkLegacyReply is result/failure/ending with no _msg_id and no method: the reply of 2012-era nova rpc
+	// (Folsom), which names its call only by where it is sent, a direct exchange named after the call's _msg_id.
+	mkLegacyReply
 )
 
 // Bounds on what is kept from a body. A hostile body could hold a megabyte "method"; ids and names are short.
@@ -389,6 +392,8 @@ func (b *bodyInfo) classify() {
 		b.kind = mkNotification
 	case b.msgID != "" && (b.hasEnding || b.hasResult || b.hasFailure):
 		b.kind = mkReply
+	case b.hasEnding || b.hasResult || b.hasFailure:
+		b.kind = mkLegacyReply
 	default:
 		b.kind = mkUnknown
 	}

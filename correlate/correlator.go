@@ -623,7 +623,34 @@ func (c *Correlator) track(ch *chanState, e pubEntry) {
 	ch.tracked = append(ch.tracked, e)
 }
 
+// legacyReply reads a 2012-era (Folsom) reply: published to, and delivered from, a direct exchange named after the
+// call's _msg_id, with that name as its routing key. It becomes an oslo reply of that _msg_id sent to the call's
+// reply destination (a Folsom call has no _reply_q, so osloKey(msgID, "")).
+func legacyReply(ev *event) {
+	b := &ev.body
+	if b.kind != mkLegacyReply || ev.exchange == "" || ev.exchange != ev.routingKey {
+		return
+	}
+	b.kind, b.msgID = mkReply, ev.exchange
+}
+
+// replyKey is where a reply was sent, as a byMsg key: the default exchange and the routing key for oslo, the
+// per-call direct exchange for a Folsom reply, and for a delivery the queue it came from.
+func replyKey(ev *event, queue string, delivery bool) string {
+	b := &ev.body
+	switch {
+	case ev.exchange == b.msgID:
+		return osloKey(b.msgID, "") // Folsom: the call's own exchange
+	case delivery:
+		return osloKey(b.msgID, queue)
+	case ev.exchange != "":
+		return osloKey(b.msgID, "\x00exchange "+ev.exchange)
+	}
+	return osloKey(b.msgID, ev.routingKey)
+}
+
 func (c *Correlator) onPublish(ev *event) {
+	legacyReply(ev)
 	ch := ev.conn.st.channel(ev.channel)
 	entry := pubEntry{exchange: ev.exchange, rk: ev.routingKey, mandatory: ev.mandatory}
 	if ch.confirm {
@@ -641,10 +668,7 @@ func (c *Correlator) onPublish(ev *event) {
 		// An oslo reply goes to the caller's reply queue through the default exchange: only one sent there
 		// answers the call. One sent elsewhere with the call's _msg_id (a forged or confused server) is not
 		// what the caller got.
-		key := osloKey(b.msgID, ev.routingKey)
-		if ev.exchange != "" {
-			key = osloKey(b.msgID, "\x00exchange "+ev.exchange)
-		}
+		key := replyKey(ev, "", false)
 		if p := c.byMsg[key]; p != nil {
 			entry.p, entry.reply = p, true
 			c.onReply(p, ev, false, ch.confirm)
@@ -679,8 +703,15 @@ func requestKind(ev *event) Kind {
 func (c *Correlator) request(ev *event, kind Kind) *pending {
 	b := &ev.body
 	key := b.uniqueID
-	if key == "" && b.messageID != "" {
+	switch {
+	case key != "":
+	case b.messageID != "":
 		key = "nid\x00" + b.messageID // a notification without _unique_id: its message_id is as unique
+	case b.msgID != "":
+		key = "msg\x00" + b.msgID // a 2012-era call: no _unique_id, its _msg_id is as unique
+	case ev.bodyHash != 0:
+		// A 2012-era cast: nothing in it is unique but the body, which its deliveries carry unchanged.
+		key = "body\x00" + strconv.FormatUint(ev.bodyHash, 16)
 	}
 	if p := c.byUnique[key]; key != "" && p != nil {
 		return p
@@ -798,6 +829,7 @@ func (c *Correlator) published(p *pending, ev *event) {
 }
 
 func (c *Correlator) onDeliver(ev *event) {
+	legacyReply(ev)
 	ch := ev.conn.st.channel(ev.channel)
 	queue := ch.getQueue
 	if ev.tag != "" {
@@ -812,7 +844,7 @@ func (c *Correlator) onDeliver(ev *event) {
 	case b.kind == mkReply:
 		// What the caller received is a reply delivered from its reply queue; when the consumer's queue is not
 		// known (its Basic.Consume was not seen), the _msg_id alone has to do.
-		key := osloKey(b.msgID, queue)
+		key := replyKey(ev, queue, true)
 		p := c.byMsg[key]
 		if p == nil && queue == "" {
 			p = c.byMsgID[b.msgID]
