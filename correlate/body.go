@@ -7,6 +7,7 @@ import (
 	"compress/zlib"
 	"encoding/json"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -38,6 +39,7 @@ type bodyInfo struct {
 
 	method, namespace, version string
 	hasNamespace, hasVersion   bool
+	monitorS                   int // _timeout: the caller's call-monitor timeout in seconds
 	msgID, replyQ, uniqueID    string
 	requestID, globalRequestID string
 
@@ -320,6 +322,10 @@ func (p *bodyParser) field(out *bodyInfo, b []byte, m *member) {
 		p.str(&out.replyQ, b, m)
 	case "_unique_id":
 		p.str(&out.uniqueID, b, m)
+	case "_timeout":
+		if n, err := strconv.Atoi(string(b[m.start:m.end])); err == nil && n > 0 && n < 1<<20 {
+			out.monitorS = n
+		}
 	case "_context_request_id":
 		p.str(&out.requestID, b, m)
 	case "_context_global_request_id":

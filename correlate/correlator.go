@@ -74,7 +74,8 @@ type Correlator struct {
 	nextID         uint64
 	topo           topology
 	handling       handling
-	finished       finished // calls already emitted, for the replies that come after them
+	servers        map[Endpoint]*serverLoad // what the wire shows of each server process's workers
+	finished       finished                 // calls already emitted, for the replies that come after them
 }
 
 // New returns a Correlator; call Run to start pairing.
@@ -97,6 +98,7 @@ func New(cfg Config) *Correlator {
 		byMsgID:      make(map[string]*pending),
 		topo:         newTopology(),
 		handling:     newHandling(cfg.maxPending()),
+		servers:      make(map[Endpoint]*serverLoad),
 		finished:     newFinished(),
 		reorder:      cfg.reorder(),
 		orphans:      make(map[string][]*orphan),
@@ -132,6 +134,9 @@ type pending struct {
 	replyUnique string
 	hb          []string    // heartbeat _unique_ids seen
 	size        int         // estimated bytes held (see account)
+	startedAt   time.Time   // a worker took it (proven by its first call-monitor heartbeat); see saturation.go
+	monitorS    int         // the caller's call-monitor timeout in seconds (oslo _timeout), 0 if none
+	loaded      *serverLoad // the server process it keeps busy while it is handled
 	brokerCause string      // the broker closed a connection of the caller or callee while this was pending
 	expect      expectation // deliveries expected from known bindings and consumers
 	gen         *genericReply
@@ -296,6 +301,7 @@ func (c *Correlator) process(ev *event) {
 		c.closeConn(st)
 	case evBroker:
 		c.onBroker(ev)
+
 	case evConsume:
 		if st.dead {
 			return
@@ -567,6 +573,10 @@ func (c *Correlator) unmatchedReply(msgKey, replyUnique string) {
 // touches the record again, so sinks may keep the pointer (read-only).
 func (c *Correlator) finalize(p *pending, status Status) {
 	c.unlink(p)
+	if l := p.loaded; l != nil {
+		l.handling-- // its record is over; a worker still on it shows again when the server answers it
+		p.loaded = nil
+	}
 	p.done = true
 	r := &p.rec
 	r.Status = status
@@ -761,7 +771,7 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 	}
 	p.expect = c.topo.expect(ev.exchange, ev.routingKey)
 	if kind == KindCall {
-		p.replyQ = b.replyQ
+		p.replyQ, p.monitorS = b.replyQ, b.monitorS
 		if b.msgID != "" {
 			p.msgKey = osloKey(b.msgID, b.replyQ)
 			c.byMsg[p.msgKey] = p
@@ -916,6 +926,9 @@ func (c *Correlator) onReply(p *pending, ev *event, delivery, confirmChannel boo
 			p.hb = append(p.hb, b.uniqueID)
 			r.HeartbeatTimes = append(r.HeartbeatTimes, at)
 		}
+		if len(p.hb) == 1 {
+			c.heartbeatStart(p, ev) // the first one (its publish, or its delivery when that is read first)
+		}
 		r.Heartbeats++
 		c.ctr.heartbeats.Add(1)
 		return
@@ -944,6 +957,7 @@ func (c *Correlator) onReply(p *pending, ev *event, delivery, confirmChannel boo
 	r.Replied = &p.vals.replied
 	r.Replies++
 	p.finalSeen = true
+	c.answered(p, at)
 	id := ev.ident
 	if r.Callee == nil {
 		r.Callee = &id.ep

@@ -39,6 +39,11 @@ type ProcessInFlight struct {
 	Endpoint
 	InFlight    int   `json:"in_flight"`
 	OldestAgeMS int64 `json:"oldest_age_ms"`
+	// Handling (servers only) counts the calls a worker has taken (acknowledged, not answered): busy workers.
+	// PeakHandling is the most at once over the last one to two minutes: a server whose peak stays at the
+	// same number while calls wait (in_flight above it) has a full executor pool of that size.
+	Handling     int `json:"handling,omitempty"`
+	PeakHandling int `json:"peak_handling,omitempty"`
 }
 
 // RPCInFlight is one pending RPC.
@@ -122,7 +127,10 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 			e.OldestAgeMS = max(e.OldestAgeMS, age(since))
 		}
 		if r.Kind == KindCall && state == StateHandling && r.Callee != nil {
-			addProcess(servers, *r.Callee, age(since))
+			e := addProcess(servers, *r.Callee, age(since))
+			if p.loaded != nil {
+				e.Handling++
+			}
 		}
 		if r.Kind == KindCall && r.Caller != nil && r.Published != nil {
 			addProcess(callers, *r.Caller, age(*r.Published))
@@ -140,6 +148,11 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 		return cmp.Or(cmp.Compare(b.Depth, a.Depth), cmp.Compare(a.Queue, b.Queue))
 	})
 	v.Queues = v.Queues[:min(len(v.Queues), maxInFlightList)]
+	for k, e := range servers {
+		if l := c.servers[k]; l != nil {
+			e.PeakHandling = max(l.peak, l.peakPrev)
+		}
+	}
 	v.Servers = sortedProcesses(servers)
 	v.Callers = sortedProcesses(callers)
 	// Insertion order is first-sighting order; the view is by how long each has waited in its state.
@@ -182,7 +195,7 @@ func (c *Correlator) targetQueue(r *Record) string {
 	return r.Exchange
 }
 
-func addProcess(m map[Endpoint]*ProcessInFlight, ep Endpoint, ageMS int64) {
+func addProcess(m map[Endpoint]*ProcessInFlight, ep Endpoint, ageMS int64) *ProcessInFlight {
 	key := Endpoint{Service: ep.Service, PID: ep.PID, Host: ep.Host}
 	e := m[key]
 	if e == nil {
@@ -191,6 +204,7 @@ func addProcess(m map[Endpoint]*ProcessInFlight, ep Endpoint, ageMS int64) {
 	}
 	e.InFlight++
 	e.OldestAgeMS = max(e.OldestAgeMS, ageMS)
+	return e
 }
 
 func sortedProcesses(m map[Endpoint]*ProcessInFlight) []ProcessInFlight {

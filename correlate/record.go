@@ -98,7 +98,12 @@ type Record struct {
 	DurationUS int64 `json:"duration_us"` // published → reply delivered (or the best span observed)
 	QueueUS    int64 `json:"queue_us"`    // published → delivered
 	ServerUS   int64 `json:"server_us"`   // delivered → replied
-	Heartbeats int   `json:"heartbeats"`
+	// ServerWaitUS is the part of ServerUS the call waited for a worker of the server's executor pool: delivered
+	// to acknowledged (oslo acknowledges from the worker, just before it dispatches), given only when the wire
+	// proves the wait: the same process answered another call in between, so a worker came free and then took
+	// this one. Zero when not proven. Handling is ServerUS − ServerWaitUS.
+	ServerWaitUS int64 `json:"server_wait_us,omitempty"`
+	Heartbeats   int   `json:"heartbeats"`
 	// HeartbeatTimes are the call-monitor heartbeat replies (ending=false) as published by the server.
 	HeartbeatTimes []time.Time `json:"heartbeat_times,omitempty"`
 

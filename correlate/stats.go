@@ -39,6 +39,7 @@ type Stats struct {
 	Orphans         int64  // gauge: replies and deliveries waiting for their request (unmatched if it never comes)
 	OrphansMerged   uint64 // orphans, and generic replies first taken for casts, joined to their request late
 	Holds           uint64 // final records that waited one more window for a piece this proxy should see
+	ServerWaits     uint64 // calls that provably waited for a worker of their server (Record.ServerWaitUS)
 
 	ChannelResets   uint64 // a method or stray frame interrupted a content on a channel
 	TruncatedBodies uint64 // bodies over BodyCap (head and tail kept)
@@ -98,7 +99,7 @@ type counters struct {
 	pending                                atomic.Int64
 	expired, evicted, lateReplies          atomic.Uint64
 	repliesAfterRecord, foreignReplies     atomic.Uint64
-	evictedBytes, holds                    atomic.Uint64
+	evictedBytes, holds, serverWaits       atomic.Uint64
 	pendingBytes                           atomic.Int64
 	broker                                 [brokerCancelledConsumer + 1]atomic.Uint64
 	redeliveries                           atomic.Uint64
@@ -123,7 +124,7 @@ func (c *Correlator) Stats() Stats {
 		Pending: k.pending.Load(), Expired: k.expired.Load(), Evicted: k.evicted.Load(),
 		LateReplies: k.lateReplies.Load(), Heartbeats: k.heartbeats.Load(), RepliesAfterRecord: k.repliesAfterRecord.Load(),
 		ForeignReplies:  k.foreignReplies.Load(),
-		EvictedForBytes: k.evictedBytes.Load(), Holds: k.holds.Load(), PendingBytes: k.pendingBytes.Load(),
+		EvictedForBytes: k.evictedBytes.Load(), Holds: k.holds.Load(), ServerWaits: k.serverWaits.Load(), PendingBytes: k.pendingBytes.Load(),
 		Blocked: k.broker[brokerBlocked].Load(), Unblocked: k.broker[brokerUnblocked].Load(),
 		BrokerClosedConnections: k.broker[brokerClosedConnection].Load(),
 		BrokerClosedChannels:    k.broker[brokerClosedChannel].Load(),

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -270,4 +271,78 @@ func TestE2ELateReplyAmendsTheTimedOutCall(t *testing.T) {
 	}
 	t.Logf("call %d: timeout; follow-up %d: %s, late_by_us=%d, duration_us=%d", call.ID, follow.ID, follow.Status,
 		follow.LateByUS, follow.DurationUS)
+}
+
+// A saturated server is told from a slow one: nova-compute with executor_thread_pool_size 1, then 4, gets 8
+// monitored report_state calls at once (call_monitor_timeout 2), each handled in 1.5 s. A monitored call's first
+// heartbeat says when a worker took it, so the calls that waited for a worker carry server_wait_us and the first
+// ones do not, and the workers known busy peak at the pool size. With the real oslo.messaging.
+func TestE2ESaturatedServer(t *testing.T) {
+	skipShort(t)
+	for _, pool := range []int{1, 4} {
+		t.Run(fmt.Sprintf("pool %d", pool), func(t *testing.T) {
+			const calls = 8
+			vh := testVhost(t)
+			events := filepath.Join(t.TempDir(), "events.jsonl")
+			p := startBin(t, "proxy", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--events", events,
+				"--upstream", brokertest.Require(t))
+			proxyAddr, httpAddr := p.listening(true)
+			client := &http.Client{}
+			waitReady(t, p, client, httpAddr, 30*time.Second)
+			url := strings.Replace(vh.url(proxyAddr), "amqp://", "rabbit://", 1)
+			suffix := "_" + randHex(4)
+			common := []string{"--url", url, "--exchange", "e2e_pool" + suffix, "--suffix", suffix}
+			srv := startOslo(t, append([]string{"server", "--pool", fmt.Sprint(pool)}, common...)...)
+			srv.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
+			burst := startOslo(t, append([]string{"burst", "--calls", fmt.Sprint(calls), "--seconds", "1.5"}, common...)...)
+			// While the burst is handled, the server's busy workers never exceed the pool.
+			peak := 0
+			done := false
+			for !done {
+				var v correlate.InFlight
+				getJSON(t, client, "http://"+httpAddr+"/api/inflight", &v)
+				for _, s := range v.Servers {
+					if s.Service == "nova-compute" {
+						peak = max(peak, s.Handling, s.PeakHandling)
+					}
+				}
+				select {
+				case <-burst.done:
+					done = true
+				case <-time.After(100 * time.Millisecond): // sampling the live view while the burst runs
+				}
+			}
+			if !strings.Contains(burst.stdout.String(), `"results"`) {
+				t.Fatalf("the burst did not complete: %s", burst.stdout.String())
+			}
+			srv.kill() // its records are out; a clean oslo stop only costs the test time
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(30 * time.Second); code != 0 {
+				t.Fatalf("amqptrace exited %d", code)
+			}
+			if peak != pool {
+				t.Errorf("peak handling %d, want the pool size %d", peak, pool)
+			}
+			var waits []int64
+			for _, r := range readEvents(t, events) {
+				if r.Method != "report_state" {
+					continue
+				}
+				if r.Status != correlate.StatusOK || r.ServerWaitUS >= r.ServerUS {
+					t.Errorf("call %s: status %s server_wait_us %d server_us %d", r.MsgID, r.Status, r.ServerWaitUS, r.ServerUS)
+				}
+				waits = append(waits, r.ServerWaitUS)
+			}
+			waited := 0
+			for _, w := range waits {
+				if w > 0 {
+					waited++
+				}
+			}
+			if len(waits) != calls || waited != calls-pool {
+				t.Errorf("%d calls, %d with server_wait_us, want %d and %d: %v", len(waits), waited, calls, calls-pool, waits)
+			}
+			t.Logf("pool %d: peak handling %d; server_wait_us %v", pool, peak, waits)
+		})
+	}
 }

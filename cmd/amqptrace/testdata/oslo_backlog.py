@@ -7,6 +7,11 @@
     oslo_backlog.py client --url URL --exchange X --suffix S     a nova-api: a cast, a notification and a call
                                                                  (timeout 120 s); prints one JSON line with what
                                                                  it sent and what the call returned
+    oslo_backlog.py burst --url URL --exchange X --suffix S --calls N --seconds T
+                                                                 a nova-conductor: N monitored report_state calls
+                                                                 at once (one thread each, call_monitor_timeout 2),
+                                                                 each handled in T s; prints
+                                                                 one JSON line when all returned
     oslo_backlog.py late --url URL --exchange X --suffix S --seconds N --timeout T
                                                                  a nova-api whose call to a server that takes N s
                                                                  times out after T s; prints TIMED OUT, then keeps
@@ -46,6 +51,10 @@ class Compute:
     def get_console_output(self, ctxt, instance):
         return "console of " + instance
 
+    def report_state(self, ctxt, seconds):
+        time.sleep(seconds)
+        return "reported"
+
     def slow(self, ctxt, seconds):
         time.sleep(seconds)
         return "slow done"
@@ -64,6 +73,11 @@ class Notifications:
 
 def server(args):
     conf = conf_for(args)
+    if args.pool:
+        # The executor's worker pool: with 1, calls that arrive together are handled one after the other.
+        from oslo_messaging import server as msg_server
+        conf.register_opts(msg_server._pool_opts)  # the server registers them itself, too late for an override
+        conf.set_override("executor_thread_pool_size", args.pool)
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
     ntransport = oslo_messaging.get_notification_transport(conf, url=args.url)
     rpc = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic="compute" + args.suffix, server="host1"),
@@ -108,6 +122,30 @@ def client(args):
     ntransport.cleanup()
 
 
+def burst(args):
+    conf = conf_for(args)
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    ctxt = context.RequestContext(request_id=args.request_id, user_id="e2e-user", project_id="e2e-project")
+    compute = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="compute" + args.suffix))
+    results = [None] * args.calls
+    barrier = threading.Barrier(args.calls)
+
+    def one(i):
+        barrier.wait()
+        # call_monitor_timeout makes the server heartbeat while a worker handles the call: the wire's only sign
+        # of when a worker took it.
+        results[i] = compute.prepare(server="host1", timeout=120, call_monitor_timeout=2).call(
+            ctxt, "report_state", seconds=args.seconds)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(args.calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"results": results}), flush=True)
+    transport.cleanup()
+
+
 def late(args):
     conf = conf_for(args)
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
@@ -124,7 +162,9 @@ def late(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["server", "client", "late"])
+    ap.add_argument("role", choices=["server", "client", "late", "burst"])
+    ap.add_argument("--pool", type=int, default=0, help="executor_thread_pool_size of a server")
+    ap.add_argument("--calls", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--timeout", type=float, default=2)
     ap.add_argument("--url", required=True)
@@ -133,8 +173,8 @@ def main():
     ap.add_argument("--request-id", default="req-00000000-0000-4000-8000-000000000000")
     args = ap.parse_args()
     # connection_name is "<program>:<pid>:<uuid>": name the process like the service it plays.
-    sys.argv[0] = "nova-compute" if args.role == "server" else "nova-api"
-    {"server": server, "client": client, "late": late}[args.role](args)
+    sys.argv[0] = {"server": "nova-compute", "burst": "nova-conductor"}.get(args.role, "nova-api")
+    {"server": server, "client": client, "late": late, "burst": burst}[args.role](args)
 
 
 if __name__ == "__main__":
