@@ -30,13 +30,6 @@ func newBacklogCloud(t *testing.T, cfg Config) *backlogCloud {
 	return b
 }
 
-// restartCompute ends the compute's connection and opens a new one that consumes the same queues.
-func (b *backlogCloud) restartCompute() *tconn {
-	b.compute.cn.Close("killed", nil)
-	b.h.flush()
-	return b.h.conn("nova-compute", 100, "10.0.0.20")
-}
-
 func TestBacklogCastIsOneRecordWithItsQueueWait(t *testing.T) {
 	b := newBacklogCloud(t, Config{})
 	b.compute.cn.Close("nova-compute stopped", nil)
