@@ -61,6 +61,7 @@ type bodyParser struct {
 	bodyCap    int
 	inner      []byte // the decoded oslo.message string
 	dec        []byte // decompressed body
+	rs         redactScratch
 	// strs holds the decoded string values taken from the current object and spans says which field each one
 	// goes to: keep makes them one string, one allocation per body instead of one per id.
 	strs  []byte
@@ -86,6 +87,7 @@ func (p *bodyParser) trim() {
 	if cap(p.dec) > keepScratch {
 		p.dec = nil
 	}
+	p.rs.trim()
 }
 
 // parse reads a whole body.
@@ -344,7 +346,7 @@ func (p *bodyParser) field(out *bodyInfo, b []byte, m *member) {
 	case "result":
 		out.hasResult = true
 		if !isNull(b, m.start, m.end) {
-			out.result = p.red.JSON(b[m.start:m.end], p.policy, p.maxPayload)
+			out.result = p.red.json(&p.rs, b[m.start:m.end], p.policy, p.maxPayload)
 		}
 	case "failure":
 		out.hasFailure = true
@@ -352,7 +354,7 @@ func (p *bodyParser) field(out *bodyInfo, b []byte, m *member) {
 			out.failure = parseFailure(p.red, []byte(f))
 		}
 	case "args", "payload":
-		out.args = p.red.JSON(b[m.start:m.end], p.policy, p.maxPayload)
+		out.args = p.red.json(&p.rs, b[m.start:m.end], p.policy, p.maxPayload)
 	}
 }
 

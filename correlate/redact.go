@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"unsafe"
@@ -225,10 +226,18 @@ const maxNestedJSON = 256 << 10
 // passed through the value rules; a string that holds JSON (an object or array) is parsed, redacted and
 // re-encoded. PayloadRedacted also cuts strings over 256 bytes; PayloadFull keeps them whole.
 func (x *Redactor) JSON(src []byte, policy PayloadPolicy, maxBytes int) json.RawMessage {
+	return x.json(nil, src, policy, maxBytes)
+}
+
+// json is JSON with scratch buffers kept in sc between calls (nil: new ones). The result is never in sc.
+func (x *Redactor) json(sc *redactScratch, src []byte, policy PayloadPolicy, maxBytes int) json.RawMessage {
 	if policy == PayloadNone || len(src) == 0 {
 		return nil
 	}
-	r := redactor{x: x, maxBytes: maxBytes, maxStr: 256}
+	if sc == nil {
+		sc = new(redactScratch)
+	}
+	r := redactor{x: x, maxBytes: maxBytes, maxStr: 256, sc: sc}
 	if policy == PayloadFull {
 		r.maxStr = maxBytes
 	}
@@ -252,7 +261,30 @@ type redactor struct {
 	maxStr   int
 	out      []byte
 	over     bool
-	scratch  []byte // a string's content after the value rules
+	sc       *redactScratch
+	level    int // how many strings holding JSON this copy is inside
+}
+
+// redactScratch is what a redaction writes and then drops: the owner of one (a bodyParser, so one per connection
+// direction, used by one goroutine) keeps its buffers from one payload to the next.
+type redactScratch struct {
+	text []byte // a string's content after the value rules, until it is copied out
+	// nested holds, for each level of JSON held in a string, the string's unescaped text and its redacted copy.
+	nested [][2][]byte
+}
+
+// trim lets go of buffers that grew past keepScratch.
+func (sc *redactScratch) trim() {
+	if cap(sc.text) > keepScratch {
+		sc.text = nil
+	}
+	for i := range sc.nested {
+		for j := range sc.nested[i] {
+			if cap(sc.nested[i][j]) > keepScratch {
+				sc.nested[i][j] = nil
+			}
+		}
+	}
 }
 
 // document redacts the whole of src as one value at nesting depth; false when src is not one JSON value.
@@ -291,7 +323,7 @@ func (r *redactor) value(b []byte, i, depth int) (int, bool) {
 		if !ok {
 			return end, false
 		}
-		if !json.Valid(b[i:end]) { // a number, true, false or null, and nothing else
+		if !validScalar(b[i:end]) { // a number, true, false or null, and nothing else
 			return end, false
 		}
 		if len(r.out)+end-i+depth+16 > r.maxBytes {
@@ -415,8 +447,8 @@ func (r *redactor) stringValue(raw []byte, depth int) {
 		depth+1 < maxRedactDepth && r.nested(raw, depth) {
 		return
 	}
-	if out, changed := r.x.text(r.scratch[:0], raw, true); changed {
-		r.scratch = out
+	if out, changed := r.x.text(r.sc.text[:0], raw, true); changed {
+		r.sc.text = out
 		r.str(out)
 		return
 	}
@@ -426,30 +458,97 @@ func (r *redactor) stringValue(raw []byte, depth int) {
 // nested redacts the JSON text held in the string raw and writes it back as a string, escaped again; false (and
 // nothing written) when raw does not hold exactly one JSON value or the result would not fit.
 func (r *redactor) nested(raw []byte, depth int) bool {
-	text, ok := unescapeString(make([]byte, 0, len(raw)), raw, false)
-	if !ok {
-		return false
-	}
 	// Re-escaping can double the length (every quote gains a backslash): give the inner copy half of what is left.
 	room := (r.maxBytes - len(r.out) - depth - 24) / 2
 	if room < 16 {
 		return false
 	}
-	sub := redactor{x: r.x, maxBytes: room, maxStr: r.maxStr, out: make([]byte, 0, min(len(text), room)+16)}
-	if !sub.document(text, depth+1) {
+	for len(r.sc.nested) <= r.level {
+		r.sc.nested = append(r.sc.nested, [2][]byte{})
+	}
+	bufs := &r.sc.nested[r.level] // this level's: a string inside the inner copy uses the next level's
+	if cap(bufs[0]) < len(raw) {
+		bufs[0] = make([]byte, 0, len(raw))
+	}
+	text, ok := unescapeString(bufs[0][:0], raw, false)
+	bufs[0] = text
+	if !ok {
 		return false
 	}
-	r.out = append(r.out, '"')
-	for _, c := range sub.out {
-		// The inner copy has no raw control characters (strings are copied as they were escaped, and no whitespace
-		// is written between tokens): only quotes and backslashes need escaping.
-		if c == '"' || c == '\\' {
-			r.out = append(r.out, '\\')
-		}
-		r.out = append(r.out, c)
+	if n := min(len(text), room) + 16; cap(bufs[1]) < n {
+		bufs[1] = make([]byte, 0, n)
 	}
-	r.out = append(r.out, '"')
+	sub := redactor{x: r.x, maxBytes: room, maxStr: r.maxStr, out: bufs[1][:0], sc: r.sc, level: r.level + 1}
+	ok = sub.document(text, depth+1)
+	bufs = &r.sc.nested[r.level] // the inner copy may have grown r.sc.nested
+	bufs[1] = sub.out
+	if !ok {
+		return false
+	}
+	// The inner copy has no raw control characters (strings are copied as they were escaped, and no whitespace
+	// is written between tokens): only quotes and backslashes need escaping, which at most doubles it. Room for
+	// that is made once, and the bytes are written in place.
+	n := len(r.out)
+	out := slices.Grow(r.out, 2*len(sub.out)+2)[:n+2*len(sub.out)+2]
+	out[n] = '"'
+	n++
+	for _, c := range sub.out {
+		if c == '"' || c == '\\' {
+			out[n] = '\\'
+			n++
+		}
+		out[n] = c
+		n++
+	}
+	out[n] = '"'
+	r.out = out[:n+1]
 	return true
+}
+
+// validScalar says whether b is one JSON number, true, false or null and nothing else, as json.Valid would (b has
+// no white space around it: skipValue ends it there).
+func validScalar(b []byte) bool {
+	switch string(b) {
+	case "true", "false", "null":
+		return true
+	}
+	digits := func(i int) int {
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		i = digits(i + 1)
+	default:
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		if j := digits(i + 1); j > i+1 {
+			i = j
+		} else {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if j := digits(i); j > i {
+			i = j
+		} else {
+			return false
+		}
+	}
+	return i == len(b)
 }
 
 // str writes a string value from its raw (still escaped) content, cut to maxStr bytes at an escape and UTF-8
@@ -540,7 +639,46 @@ const (
 //
 // It runs for every key of every payload, so it lower-cases and splits in one pass on the stack and compares
 // whole words with switch statements; substrings are looked for only in long words (compounds).
-func secretKey(key []byte) bool {
+func secretKey(key []byte) bool { return keyMayBeSecret(key) && secretKeyWords(key) }
+
+// keyTrigrams holds, as bits indexed by trigramIndex, the first three letters of every stem a secret word of
+// secretWord contains: pass, pwd, secret, session, token, cred(ential), auth, hmac, priv(ate), cookie, signature,
+// key, cert. A word that secretWord accepts contains one of these stems (TestSecretKeyPrefilter checks it against
+// secretKeyWords over generated keys), and a word is a run of the key's bytes, so a key with none of these trigrams,
+// in any case, is not secret.
+var keyTrigrams = func() (t [1 << 15 / 64]uint64) {
+	for _, w := range [...]string{"pas", "pwd", "sec", "ses", "tok", "cre", "aut", "hma", "pri", "coo", "sig", "key",
+		"cer"} {
+		x := trigramIndex(w[0], w[1], w[2])
+		t[x/64] |= 1 << (x % 64)
+	}
+	return t
+}()
+
+// trigramIndex folds three bytes into 15 bits, five each: an ASCII letter's low five bits are the same in both
+// cases. Other bytes share indexes with letters, which can only make keyMayBeSecret say yes more often.
+func trigramIndex(a, b, c byte) uint { return uint(a&31)<<10 | uint(b&31)<<5 | uint(c&31) }
+
+// keyMayBeSecret is secretKey's prefilter: false when no three bytes of the key (within maxKeyLen) are one of
+// keyTrigrams, which most keys of a payload (host, instance_uuid, display_name) are not. It reads each byte once,
+// with one table lookup.
+func keyMayBeSecret(key []byte) bool {
+	key = key[:min(len(key), maxKeyLen)]
+	if len(key) < 3 {
+		return false
+	}
+	x := uint(key[0]&31)<<5 | uint(key[1]&31)
+	for _, c := range key[2:] {
+		x = (x<<5 | uint(c&31)) & (1<<15 - 1)
+		if keyTrigrams[x/64]&(1<<(x%64)) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// secretKeyWords is secretKey without its prefilter.
+func secretKeyWords(key []byte) bool {
 	var low [maxKeyLen]byte
 	var w [maxKeyWords][2]int
 	key = key[:min(len(key), maxKeyLen)]
@@ -663,28 +801,70 @@ func hasSuffixFold(w []byte, s string) bool { return len(w) >= len(s) && eqFold(
 
 // --- values in text -----------------------------------------------------------------------------------------------
 
-// trigger marks the bytes where a value rule can start: ':' (a URL's "://", "key: value"), '=' ("key=value"),
-// 'g' (gAAAAA), 'e' (eyJ), 'M' (MII), '-' (-----BEGIN).
-func trigger(c byte) bool {
-	switch c {
-	case ':', '=', 'g', 'e', 'M', '-':
-		return true
+// valueTrigger marks, for each byte, whether it can place a built-in value rule, so that text reads a string with
+// one table lookup per byte: ':' (a URL's "://", "key: value") and '=' ("key=value") are where their rule is
+// tried; for a token the rarest byte of its fixed head is: the 'J' of "eyJ", an 'A' (the first after the 'g' of
+// "gAAAAA"), the 'M' of "MII" and the 'B' after the five dashes of "-----BEGIN ". Lower-case prose, ids and
+// timestamps have few of these, and none of the letters e, g and '-' that start the tokens.
+var valueTrigger = func() (t [256]bool) {
+	for _, c := range ":=JAMB" {
+		t[c] = true
 	}
-	return false
+	return t
+}()
+
+// nextValueStart returns the first trigger at or after i and where the value rule it places would start (before
+// the trigger for a token: "eyJ" starts two bytes before its 'J'), or len(s) when there is none. The bytes between
+// a start and its trigger are the token's fixed head, none of them a trigger of another rule, so text tries every
+// start in the same order as a scan of every byte would.
+func nextValueStart(s []byte, i int) (trig, start int) {
+	for ; i < len(s); i++ {
+		if !valueTrigger[s[i]] {
+			continue
+		}
+		switch s[i] {
+		case ':', '=', 'M':
+			return i, i
+		case 'J':
+			if i >= 2 && s[i-2] == 'e' && s[i-1] == 'y' {
+				return i, i - 2
+			}
+		case 'A':
+			if i >= 1 && s[i-1] == 'g' {
+				return i, i - 1
+			}
+		case 'B':
+			if i >= 5 && string(s[i-5:i]) == "-----" {
+				return i, i - 5
+			}
+		}
+	}
+	return len(s), len(s)
 }
 
 // text appends s to dst with every secret value replaced by "***" and reports whether anything was replaced;
 // when nothing was, dst is returned as it came (s is not copied). esc says s is the raw content of a JSON string
 // (escapes still in it: an escaped quote \" is a quote, and a backslash ends a value so that no escape is split).
 func (x *Redactor) text(dst, s []byte, esc bool) ([]byte, bool) {
+	return x.textFrom(dst, s, esc, nextValueStart)
+}
+
+// textFrom is text with the places where a value rule is tried given by next (nextValueStart; the tests compare it
+// with trying at every byte).
+func (x *Redactor) textFrom(dst, s []byte, esc bool, next func(s []byte, i int) (trig, start int)) ([]byte, bool) {
 	start := len(dst)
 	changed := false
 	last := 0 // s[last:] is not copied yet
-	for i := 0; i < len(s); i++ {
-		if !trigger(s[i]) {
-			continue
+	for i := 0; i < len(s); {
+		trig, at := next(s, i)
+		if trig >= len(s) {
+			break
 		}
-		from, to, rule := x.valueAt(s, i, esc)
+		i = trig + 1
+		if at < last {
+			continue // inside the value replaced last
+		}
+		from, to, rule := x.valueAt(s, at, esc)
 		if rule < 0 {
 			continue
 		}
@@ -697,7 +877,7 @@ func (x *Redactor) text(dst, s []byte, esc bool) ([]byte, bool) {
 		dst = append(dst, redactedText...)
 		x.count(rule)
 		last = to
-		i = max(to, i+1) - 1
+		i = max(to, i)
 	}
 	if changed {
 		dst = append(dst, s[last:]...)

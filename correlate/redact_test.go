@@ -1,7 +1,9 @@
 package correlate
 
 import (
+	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -212,4 +214,165 @@ func FuzzRedactJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// everyByte is where the value rules were tried before nextValueStart: at every byte that can start one.
+func everyByte(s []byte, i int) (trig, start int) {
+	for ; i < len(s); i++ {
+		switch s[i] {
+		case ':', '=', 'g', 'e', 'M', '-':
+			return i, i
+		}
+	}
+	return len(s), len(s)
+}
+
+// redactFragments are the pieces the generated keys and strings are made of: every word secretWord and aboutWord
+// name, the heads of the value rules and what surrounds them, and bytes of every kind.
+var redactFragments = []string{
+	"pass", "passwd", "password", "passwords", "passphrase", "pwd", "secret", "secrets", "token", "tokens",
+	"credential", "credentials", "creds", "auth", "hmac", "private", "privkey", "cookie", "cookies", "session",
+	"signature", "apikey", "authtoken", "apikeys", "privatekey", "hmackey", "accesskey", "authkey", "sshkey",
+	"encryptionkey", "signingkey", "masterkey", "sessionkey", "fernetkey", "secretkey", "cryptkey", "key", "keys",
+	"cert", "certs", "certificate", "public", "routing", "sort", "primary", "ca", "bypass", "compass", "admin", "new",
+	"root", "name", "id", "expiry", "ref", "url", "file", "user", "pair", "host", "instance", "uuid", "connection",
+	"info", "_", "-", ".", " ", "\\", "\"", "'", ":", "=", "://", "@", "/", "--", "gAAAAA", "gAAAAAB", "eyJ", "MII",
+	"-----BEGIN ", "-----END ", "PRIVATE KEY-----", "RSA ", "CERTIFICATE-----", "\n", "None", "null", "***", ",",
+	"}", "&", "é", "\x00", "\xff", "A", "J", "B", "y", "Zm9vYmFyYmF6cXV4", "abcdefgh.", "0123456789",
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "eyJhbGciOi.", "eyJzdWIiOiJub3ZhIn0.c2ln",
+	"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJub3ZhIn0.c2lnbmF0dXJl", "rabbit://", "mysql+pymysql://nova:", "u:p@h", "PW@",
+	"MIIDdzCCAl+gAwIBAgIEAgAAuTANBgkqhkiG9w0BAQUFADBaMQswCQYDVQQGEwJJRTESMBAGA1UEChMJ",
+}
+
+// genRedactInput joins a few fragments, each in its own case (as is, upper, or capitalised), sometimes with a
+// random byte between them.
+func genRedactInput(rng *rand.Rand) []byte {
+	var b []byte
+	for n := 1 + rng.IntN(8); n > 0; n-- {
+		f := redactFragments[rng.IntN(len(redactFragments))]
+		switch rng.IntN(4) {
+		case 0:
+			f = strings.ToUpper(f)
+		case 1:
+			if f != "" {
+				f = strings.ToUpper(f[:1]) + f[1:]
+			}
+		}
+		b = append(b, f...)
+		if rng.IntN(6) == 0 {
+			b = append(b, byte(rng.IntN(256)))
+		}
+	}
+	return b
+}
+
+// The key prefilter never says "not secret" of a key that secretKeyWords calls secret.
+func TestSecretKeyPrefilter(t *testing.T) {
+	for _, w := range redactFragments {
+		for _, k := range []string{w, strings.ToUpper(w), "x_" + w, "admin" + w, w + "_x"} {
+			if secretKeyWords([]byte(k)) && !keyMayBeSecret([]byte(k)) {
+				t.Errorf("prefilter hides secret key %q", k)
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(14, 1))
+	secret := 0
+	for range 200000 {
+		k := genRedactInput(rng)
+		slow := secretKeyWords(k)
+		if secretKey(k) != slow {
+			t.Fatalf("secretKey(%q) = %v, secretKeyWords says %v", k, !slow, slow)
+		}
+		if slow {
+			secret++
+		}
+	}
+	if secret < 10000 {
+		t.Errorf("only %d of the generated keys are secret: the test says little", secret)
+	}
+}
+
+// Trying the value rules only where nextValueStart says finds what trying them at every byte finds.
+func TestTextTriggers(t *testing.T) {
+	x, err := NewRedactor(RedactRules{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(14, 2))
+	changed := 0
+	for range 200000 {
+		s := genRedactInput(rng)
+		for _, esc := range []bool{false, true} {
+			fast, fc := x.textFrom([]byte("pre"), s, esc, nextValueStart)
+			slow, sc := x.textFrom([]byte("pre"), s, esc, everyByte)
+			if fc != sc || !bytes.Equal(fast, slow) {
+				t.Fatalf("text(%q, esc %v) = %q %v, trying every byte gives %q %v", s, esc, fast, fc, slow, sc)
+			}
+			if sc {
+				changed++
+			}
+		}
+	}
+	// Each rule is exercised (the counts are of both scans).
+	for rule, n := range x.Counts() {
+		if n < 200 && rule != RuleExtraKey && rule != RuleExtraPattern {
+			t.Errorf("rule %s removed %d values in the generated strings: the test says little of it", rule, n)
+		}
+	}
+	if changed < 5000 {
+		t.Errorf("only %d of the generated strings had a secret: the test says little", changed)
+	}
+	t.Logf("%d of %d strings had a secret; counts %v", changed, 2*200000, x.Counts())
+}
+
+// FuzzRedactFastPaths: the prefilters of keys and values never hide what the slow paths find.
+func FuzzRedactFastPaths(f *testing.F) {
+	for _, s := range []string{"adminPass", "x=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJub3ZhIn0.c2ln", "a -----BEGIN EC PRIVATE KEY-----",
+		"rabbit://u:p@h/", "tok gAAAAABmZ2Fub3RhcmVhbHRva2VuYnV0bG9uZ2Vub3VnaA", "--password=x"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		if secretKey(s) != secretKeyWords(s) {
+			t.Fatalf("secretKey(%q) = %v, secretKeyWords differs", s, secretKey(s))
+		}
+		for _, esc := range []bool{false, true} {
+			fast, fc := (*Redactor)(nil).textFrom(nil, s, esc, nextValueStart)
+			slow, sc := (*Redactor)(nil).textFrom(nil, s, esc, everyByte)
+			if fc != sc || !bytes.Equal(fast, slow) {
+				t.Fatalf("text(%q, esc %v) = %q, trying every byte gives %q", s, esc, fast, slow)
+			}
+		}
+	})
+}
+
+// validScalar agrees with json.Valid on the scalars skipValue can return to value (no white space, comma or
+// closing bracket in them, and no quote or opening bracket first).
+func TestValidScalar(t *testing.T) {
+	const alphabet = "0123456789-+.eEtrufalsn\"{[:x"
+	rng := rand.New(rand.NewPCG(14, 3))
+	valid := 0
+	for _, s := range []string{"0", "-0", "1.5e+3", "01", "1.", ".5", "-", "1e", "true", "nul", "truee", "1E-0", ""} {
+		if validScalar([]byte(s)) != json.Valid([]byte(s)) {
+			t.Errorf("validScalar(%q) = %v, json.Valid differs", s, validScalar([]byte(s)))
+		}
+	}
+	for range 200000 {
+		b := make([]byte, 1+rng.IntN(8))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		if rng.IntN(3) == 0 {
+			b[0] = "123456789-tfn"[rng.IntN(13)]
+		} else if b[0] == '"' || b[0] == '{' || b[0] == '[' {
+			b[0] = 'x' // value reads strings, objects and arrays itself
+		}
+		if got := validScalar(b); got != json.Valid(b) {
+			t.Fatalf("validScalar(%q) = %v, json.Valid differs", b, got)
+		} else if got {
+			valid++
+		}
+	}
+	if valid < 1000 {
+		t.Errorf("only %d valid scalars generated", valid)
+	}
 }
