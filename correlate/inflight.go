@@ -23,6 +23,15 @@ type InFlight struct {
 	Callers []ProcessInFlight `json:"callers"`
 	// Oldest are the RPCs that have waited longest, oldest first (at most the limit asked for).
 	Oldest []RPCInFlight `json:"oldest"`
+	// Flows count the pending calls by caller and callee process (callee empty: not delivered yet), for the graph.
+	Flows []FlowInFlight `json:"flows"`
+}
+
+// FlowInFlight is the pending calls from one caller process to one callee process.
+type FlowInFlight struct {
+	Caller  Endpoint `json:"caller"`
+	Callee  Endpoint `json:"callee"`
+	Pending int      `json:"pending"`
 }
 
 // QueueInFlight is one queue's backlog as seen on the wire.
@@ -107,6 +116,7 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 	v := InFlight{At: now}
 	queues := map[string]*QueueInFlight{}
 	servers := map[Endpoint]*ProcessInFlight{}
+	flows := map[[2]Endpoint]int{}
 	callers := map[Endpoint]*ProcessInFlight{}
 	age := func(t time.Time) int64 { return max(now.Sub(t).Milliseconds(), 0) }
 	for p := c.oldest; p != nil; p = p.next {
@@ -134,6 +144,13 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 		}
 		if r.Kind == KindCall && r.Caller != nil && r.Published != nil {
 			addProcess(callers, *r.Caller, age(*r.Published))
+			var callee Endpoint
+			if r.Callee != nil {
+				callee = procOf(r.Callee)
+			}
+			if k := [2]Endpoint{procOf(r.Caller), callee}; len(flows) < maxInFlightList || flows[k] > 0 {
+				flows[k]++
+			}
 		}
 		if len(v.Oldest) < limit {
 			v.Oldest = append(v.Oldest, RPCInFlight{Kind: r.Kind, State: state, Method: r.Method, Topic: r.Topic,
@@ -154,6 +171,13 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 		}
 	}
 	v.Servers = sortedProcesses(servers)
+	for k, n := range flows {
+		v.Flows = append(v.Flows, FlowInFlight{Caller: k[0], Callee: k[1], Pending: n})
+	}
+	slices.SortFunc(v.Flows, func(a, b FlowInFlight) int {
+		return cmp.Or(cmp.Compare(b.Pending, a.Pending), cmp.Compare(a.Caller.Service, b.Caller.Service),
+			cmp.Compare(a.Callee.Service, b.Callee.Service))
+	})
 	v.Callers = sortedProcesses(callers)
 	// Insertion order is first-sighting order; the view is by how long each has waited in its state.
 	slices.SortStableFunc(v.Oldest, func(a, b RPCInFlight) int { return a.Since.Compare(b.Since) })

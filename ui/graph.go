@@ -263,6 +263,11 @@ type GraphNode struct {
 	InRate  float64 `json:"in_rate"`
 	OutRate float64 `json:"out_rate"`
 	Errors  uint64  `json:"errors"`
+	// Live, from the correlator's in-flight view: calls the service has in hand (delivered, not answered), the
+	// monitored ones a worker is known to have taken, and calls it awaits replies to.
+	InFlight int `json:"in_flight"`
+	Handling int `json:"handling,omitempty"`
+	Awaiting int `json:"awaiting"`
 }
 
 // GraphEdge is one flow caller → consumer of one type, with counts over the window.
@@ -287,6 +292,7 @@ type GraphEdge struct {
 	New           int       `json:"new"` // records since the previous update
 	LastSeen      time.Time `json:"last_seen"`
 	Methods       []string  `json:"methods,omitempty"`
+	InFlight      int       `json:"in_flight"` // calls along this edge waiting for their reply now
 }
 
 // covered is the span of time the window really covers at now: the full window, or less when the server started
@@ -451,4 +457,48 @@ func layerOf(n nodeInfo) int {
 	default:
 		return 2
 	}
+}
+
+// withInFlight adds what waits now (correlate.InFlight) to the graph's nodes and edges. A waiting call whose callee
+// is not known yet (still queued) counts on its caller only.
+func (g Graph) withInFlight(v correlate.InFlight) Graph {
+	byHost := g.By == "host"
+	id := func(e correlate.Endpoint) string {
+		svc := e.Service
+		if svc == "" {
+			svc = "unknown"
+		}
+		if byHost && e.Host != "" {
+			return svc + "@" + e.Host
+		}
+		return svc
+	}
+	nodes := make(map[string]*GraphNode, len(g.Nodes))
+	for i := range g.Nodes {
+		nodes[g.Nodes[i].ID] = &g.Nodes[i]
+	}
+	for _, s := range v.Servers {
+		if n := nodes[id(s.Endpoint)]; n != nil {
+			n.InFlight += s.InFlight
+			n.Handling += s.Handling
+		}
+	}
+	for _, c := range v.Callers {
+		if n := nodes[id(c.Endpoint)]; n != nil {
+			n.Awaiting += c.InFlight
+		}
+	}
+	edges := make(map[string]*GraphEdge, len(g.Edges))
+	for i := range g.Edges {
+		edges[g.Edges[i].ID] = &g.Edges[i]
+	}
+	for _, f := range v.Flows {
+		if f.Callee.Service == "" {
+			continue
+		}
+		if e := edges[id(f.Caller)+">"+id(f.Callee)+">"+edgeRPC]; e != nil {
+			e.InFlight += f.Pending
+		}
+	}
+	return g
 }

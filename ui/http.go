@@ -265,7 +265,7 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, s.st.graph(r.URL.Query().Get("by") == "host", s.now()))
+	writeJSON(w, s.withInFlight(s.st.graph(r.URL.Query().Get("by") == "host", s.now())))
 }
 
 func (s *Server) serveStats(w http.ResponseWriter, _ *http.Request) {

@@ -217,6 +217,7 @@ func (s *Server) flush() {
 	defer s.panics.Recover(nil)
 	now := s.now()
 	batch, skipped, g, tot := s.take(now)
+	g = s.withInFlight(g)
 	hl := s.headline(g, tot)
 	graphJSON, err1 := json.Marshal(g)
 	hlJSON, err2 := json.Marshal(hl)
@@ -318,4 +319,15 @@ func wgGo(wg *sync.WaitGroup, f func()) {
 		defer wg.Done()
 		f()
 	}()
+}
+
+// withInFlight adds the live in-flight counts to a graph, when the data path gives them (Config.InFlight); it waits
+// at most a second for the correlator.
+func (s *Server) withInFlight(g Graph) Graph {
+	if s.cfg.InFlight == nil {
+		return g
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return g.withInFlight(s.cfg.InFlight(ctx, 0))
 }
