@@ -5,7 +5,7 @@
 //
 //	make bench                                   # build bin/amqptrace, make sure the broker runs, then:
 //	go run ./cmd/amqptrace-bench --amqptrace bin/amqptrace [--rounds 3] [--duration 5s] [--idle-conns 1000]
-//	    [--workloads throughput,rpc,idle,large] [--json] [--otlp-endpoint 127.0.0.1:9]
+//	    [--workloads throughput,rpc,idle,large,capture] [--json] [--otlp-endpoint 127.0.0.1:9]
 //
 // What it does. One invocation runs R rounds. Each round visits the three paths in a fixed order (direct, haproxy,
 // amqptrace), so slow drift of the machine (other load, broker state, thermal) hits all three alike. For each path
@@ -30,6 +30,13 @@
 //     envelope to a topic exchange and wait for the confirm and for the reply on their process's reply queue;
 //     servers consume the topic queue, ack on receipt and reply on the default exchange (mandatory, confirmed).
 //     calls/s, p50 and p99 latency; a slice's calls in flight finish (and count) before the next path starts.
+//   - capture (last; needs root, tcpdump and the amqptrace binary): amqptrace's passive mode, which has no
+//     haproxy counterpart, so its figures sit in the amqptrace column. Live: `amqptrace capture --interface lo
+//     --port <broker port>` runs while the throughput workload's clients talk to the broker directly (R rounds of
+//     D); its CPU per message is stated beside the proxy's CPU per message of the throughput rows, and its kernel
+//     drops (from its stop line) are judged against 0. Replay: tcpdump records the rpc workload on lo for up to
+//     3 s, then `amqptrace replay` reads the file R times on one core (taskset -c 0, GOMAXPROCS=1); MB/s and
+//     records/s over each replay's wall time, process start included. See workload_capture.go.
 //
 // For each workload it reads the proxy's utime+stime from /proc/<pid>/stat at the start and the end of the
 // measurement window (for the interleaved workloads, of each of the path's slices) and divides by the messages (or

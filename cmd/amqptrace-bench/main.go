@@ -48,7 +48,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each visits direct, haproxy and amqptrace in turn")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measurement window per round, path and workload")
 	fs.IntVar(&o.idleConns, "idle-conns", 1000, "idle connections opened through each proxy (10000 for the full figure)")
-	wl := fs.String("workloads", "throughput,rpc,idle,large", "comma-separated subset of throughput, rpc, idle, large")
+	wl := fs.String("workloads", "throughput,rpc,idle,large,capture", "comma-separated subset of throughput, rpc, idle, large, capture")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON on stdout")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "passed to amqptrace as --otlp-endpoint (e.g. an unreachable 127.0.0.1:9 to check that a dead collector costs nothing)")
 	fs.StringVar(&o.prefix, "name-prefix", "", "prefix of the queues and exchanges declared (default amqptrace-bench-<pid>-<random>)")
@@ -58,7 +58,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	known := []string{"idle", "throughput", "rpc", "large"}
+	known := []string{"idle", "throughput", "rpc", "large", "capture"}
 	for w := range strings.SplitSeq(*wl, ",") {
 		w = strings.TrimSpace(w)
 		if w == "" {
@@ -255,6 +255,17 @@ rounds:
 		}
 		for _, t := range targets {
 			stop(t, w.name)
+		}
+	}
+	if slices.Contains(o.workloads, "capture") && ctx.Err() == nil {
+		if amqptraceBin == devHAProxy {
+			note("capture: not measured in DEV MODE (--amqptrace haproxy): it needs the amqptrace binary")
+		} else {
+			log.Info("running", "workload", "capture", "rounds", o.rounds)
+			if err := runCaptureWorkload(ctx, e, o.rounds, amqptraceBin, brokerURL, upstream, res, note); err != nil && ctx.Err() == nil {
+				failures++
+				note("capture: %v", err)
+			}
 		}
 	}
 	interrupted := ctx.Err() != nil

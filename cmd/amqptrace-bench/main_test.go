@@ -220,7 +220,7 @@ func TestParseOptions(t *testing.T) {
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%q: %v", tc.args, err)
-		case tc.want == "" && (o.rounds != 3 || o.duration != 5*time.Second || o.idleConns != 1000 || len(o.workloads) != 4):
+		case tc.want == "" && (o.rounds != 3 || o.duration != 5*time.Second || o.idleConns != 1000 || len(o.workloads) != 5):
 			t.Errorf("%q: defaults %+v", tc.args, o)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%q: error %v, want one containing %q", tc.args, err, tc.want)

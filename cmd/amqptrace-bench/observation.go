@@ -24,32 +24,40 @@ var stopLineFields = [...]string{"messages", "messages_dropped", "records", "rec
 // parseStopLine finds the "pipeline stopped" line in amqptrace's output (slog text format) and returns its
 // counters. ok is false when the line, or any counter in it, is missing.
 func parseStopLine(out string) (o observation, ok bool) {
+	vals, ok := logCounters(out, "pipeline stopped", stopLineFields[:])
+	if !ok {
+		return o, false
+	}
+	return observation{Runs: 1, Messages: vals["messages"], MessagesDropped: vals["messages_dropped"],
+		Records: vals["records"], RecordsDropped: vals["records_dropped"], DecodeOff: vals["decode_off"]}, true
+}
+
+// logCounters finds the last line of out (slog text format) whose message is msg and returns its numeric fields.
+// ok is false when there is no such line or one of need is missing from it.
+func logCounters(out, msg string, need []string) (map[string]uint64, bool) {
 	var line string
 	for l := range strings.Lines(out) {
-		if strings.Contains(l, `msg="pipeline stopped"`) {
+		if strings.Contains(l, "msg="+strconv.Quote(msg)) {
 			line = l
 		}
 	}
 	if line == "" {
-		return o, false
+		return nil, false
 	}
 	vals := map[string]uint64{}
 	for _, f := range strings.Fields(line) {
-		k, v, found := strings.Cut(f, "=")
-		if !found {
-			continue
-		}
-		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
-			vals[k] = n
+		if k, v, found := strings.Cut(f, "="); found {
+			if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+				vals[k] = n
+			}
 		}
 	}
-	for _, k := range stopLineFields {
+	for _, k := range need {
 		if _, found := vals[k]; !found {
-			return o, false
+			return nil, false
 		}
 	}
-	return observation{Runs: 1, Messages: vals["messages"], MessagesDropped: vals["messages_dropped"],
-		Records: vals["records"], RecordsDropped: vals["records_dropped"], DecodeOff: vals["decode_off"]}, true
+	return vals, true
 }
 
 func (o *observation) add(x observation) {

@@ -25,19 +25,28 @@ type metricSpec struct {
 	workload, key, label, unit string
 	kind                       targetKind
 	limit                      float64
+	// beside names the proxy's figure ("workload/key", amqptrace column) that this row is stated next to: the
+	// capture workload has no haproxy to compare with, so its CPU row says what the proxy costs for the same unit.
+	beside string
 }
 
 var metricSpecs = []metricSpec{
-	{"throughput", "msgs_per_s", "1 KiB msgs/s end to end", "msg/s", atLeastHAProxy, 0.95},
-	{"throughput", "cpu_us_per_msg", "proxy CPU per message", "µs", atMostHAProxy, 1.5},
-	{"rpc", "calls_per_s", "RPC calls/s", "call/s", atLeastHAProxy, 0.95},
-	{"rpc", "p50_ms", "RPC latency p50", "ms", atMostHAProxy, 1.05},
-	{"rpc", "p99_ms", "RPC latency p99", "ms", atMostHAProxy, 1.05},
-	{"rpc", "cpu_us_per_call", "proxy CPU per call", "µs", atMostHAProxy, 1.5},
-	{"idle", "kib_per_conn", "proxy memory per idle conn", "KiB", atMostAbsolute, 24},
-	{"idle", "conns_opened", "idle connections opened", "conns", noTarget, 0},
-	{"large", "mb_per_s", "8 MiB msgs MB/s", "MB/s", noTarget, 0},
-	{"large", "cpu_us_per_msg", "proxy CPU per 8 MiB message", "µs", atMostHAProxy, 1.5},
+	{"throughput", "msgs_per_s", "1 KiB msgs/s end to end", "msg/s", atLeastHAProxy, 0.95, ""},
+	{"throughput", "cpu_us_per_msg", "proxy CPU per message", "µs", atMostHAProxy, 1.5, ""},
+	{"rpc", "calls_per_s", "RPC calls/s", "call/s", atLeastHAProxy, 0.95, ""},
+	{"rpc", "p50_ms", "RPC latency p50", "ms", atMostHAProxy, 1.05, ""},
+	{"rpc", "p99_ms", "RPC latency p99", "ms", atMostHAProxy, 1.05, ""},
+	{"rpc", "cpu_us_per_call", "proxy CPU per call", "µs", atMostHAProxy, 1.5, ""},
+	{"idle", "kib_per_conn", "proxy memory per idle conn", "KiB", atMostAbsolute, 24, ""},
+	{"idle", "conns_opened", "idle connections opened", "conns", noTarget, 0, ""},
+	{"large", "mb_per_s", "8 MiB msgs MB/s", "MB/s", noTarget, 0, ""},
+	{"large", "cpu_us_per_msg", "proxy CPU per 8 MiB message", "µs", atMostHAProxy, 1.5, ""},
+	{"capture", "live_msgs_per_s", "live capture: 1 KiB msgs/s on lo", "msg/s", noTarget, 0, ""},
+	{"capture", "cpu_us_per_msg", "live capture CPU per message", "µs", noTarget, 0, "throughput/cpu_us_per_msg"},
+	{"capture", "kernel_drops", "live capture kernel drops", "pkts", atMostAbsolute, 0, ""},
+	{"capture", "gaps", "live capture reassembly gaps", "gaps", noTarget, 0, ""},
+	{"capture", "replay_mb_per_s", "replay of rpc pcap, 1 core", "MB/s", noTarget, 0, ""},
+	{"capture", "replay_records_per_s", "replay records/s, 1 core", "rec/s", noTarget, 0, ""},
 }
 
 func (s metricSpec) target() string {
@@ -83,6 +92,10 @@ type row struct {
 	Spread  *float64 `json:"spread,omitempty"`
 	Target  string   `json:"target,omitempty"`
 	Verdict string   `json:"verdict,omitempty"`
+	// Beside is the proxy's figure this row is stated next to (metricSpec.beside), and OverBeside this row's
+	// amqptrace median over it.
+	Beside     *float64 `json:"beside_proxy,omitempty"`
+	OverBeside *float64 `json:"over_beside_proxy,omitempty"`
 }
 
 func median(v []float64) *float64 {
@@ -169,6 +182,13 @@ func buildRows(res results, selected []string) []row {
 		r.OverHAProxy = ratio(r.Median[pathAmqptrace], r.Median[pathHAProxy])
 		r.OverDirect = ratio(r.Median[pathAmqptrace], r.Median[pathDirect])
 		r.Verdict = verdict(s, r.Median[pathAmqptrace], r.OverHAProxy)
+		if s.beside != "" {
+			if w, k, _ := strings.Cut(s.beside, "/"); slices.Contains(selected, w) {
+				r.Beside = median(res[w][pathAmqptrace][k])
+			}
+			r.OverBeside = ratio(r.Median[pathAmqptrace], r.Beside)
+			r.Target = fmt.Sprintf("proxy: %s %s (%s×)", num(r.Beside), s.unit, ratioStr(r.OverBeside))
+		}
 		rows = append(rows, r)
 	}
 	return rows

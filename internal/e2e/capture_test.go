@@ -207,13 +207,21 @@ func TestOsloCapture(t *testing.T) {
 				st.Capture.Packets, st.Capture.Conns, st.Capture.Retransmitted, st.Capture.Gaps)
 		})
 	}
+	pkts, streams := readOracle(t, pcap)
+	wholeRs, _ := replayFile(t, pcap)
+	whole := ours(&m, wholeRs)
 	for _, loss := range []float64{0.01, 0.05} {
 		t.Run("loss "+strconv.FormatFloat(loss*100, 'f', 0, 64)+"%", func(t *testing.T) {
 			lossy := filepath.Join(dir, "lossy.pcap")
-			removed := dropPackets(t, pcap, lossy, loss, 0, 42)
+			removed := pickLoss(len(pkts), loss, 42)
+			dropPacketsAt(t, pcap, lossy, removed)
+			damaged, delayed := damagedByLoss(t, &m, pkts, streams, removed)
 			rs, st := replayFile(t, lossy)
 			checkNoFalsePair(t, &m, ours(&m, rs))
-			t.Logf("%d packets removed: %d of %d records intact; %d gaps, %d resyncs, %d records in all", removed,
+			changed, changedDelayed := checkLossExactly(t, &m, whole, ours(&m, rs), damaged, delayed)
+			t.Logf("%d of %d packets removed: they carried messages of %d actions, %d have messages delayed behind a hole; "+
+				"%d actions' records changed or missing (%d of them delayed, not lost); %d of %d intact; %d gaps, "+
+				"%d resyncs, %d records in all", len(removed), len(pkts), len(damaged), len(delayed), changed, changedDelayed,
 				intact(t, &m, ours(&m, rs)), want, st.Capture.Gaps, st.Decode.Client.Resyncs+st.Decode.Server.Resyncs,
 				st.Correlate.RecordsOut)
 		})
@@ -242,15 +250,35 @@ func TestOsloCapture(t *testing.T) {
 // dropPackets copies a pcap, leaving out each packet with probability loss and every packet in the first skip of
 // the capture; it returns how many it left out.
 func dropPackets(t *testing.T, in, out string, loss float64, skip time.Duration, seed int64) int {
-	f, err := os.Open(in)
+	rng := rand.New(rand.NewSource(seed))
+	var first time.Time
+	return copyPcap(t, in, out, func(_ int, ts time.Time) bool {
+		if first.IsZero() {
+			first = ts
+		}
+		return ts.Sub(first) >= skip && rng.Float64() >= loss
+	})
+}
+
+// openPcap opens a pcap file for reading; it is closed when the test ends.
+func openPcap(t *testing.T, path string) *pcapgo.Reader {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { _ = f.Close() })
 	r, err := pcapgo.NewReader(f)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// copyPcap copies the packets of in that keep keeps (by index and time) to out and returns how many it left out.
+func copyPcap(t *testing.T, in, out string, keep func(i int, ts time.Time) bool) int {
+	t.Helper()
+	r := openPcap(t, in)
 	o, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)
@@ -260,18 +288,13 @@ func dropPackets(t *testing.T, in, out string, loss float64, skip time.Duration,
 	if err := w.WriteFileHeader(65536, r.LinkType()); err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewSource(seed))
-	var first time.Time
 	removed := 0
-	for {
+	for i := 0; ; i++ {
 		data, ci, err := r.ReadPacketData()
 		if err != nil {
 			break
 		}
-		if first.IsZero() {
-			first = ci.Timestamp
-		}
-		if ci.Timestamp.Sub(first) < skip || rng.Float64() < loss {
+		if !keep(i, ci.Timestamp) {
 			removed++
 			continue
 		}
