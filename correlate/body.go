@@ -325,8 +325,11 @@ func (p *bodyParser) field(out *bodyInfo, b []byte, m *member) {
 	case "_unique_id":
 		p.str(&out.uniqueID, b, m)
 	case "_timeout":
-		if n, err := strconv.Atoi(string(b[m.start:m.end])); err == nil && n > 0 && n < 1<<20 {
-			out.monitorS = n
+		// Usually null: only a digit is worth parsing (a failed Atoi allocates its error).
+		if v := b[m.start:m.end]; len(v) > 0 && v[0] >= '1' && v[0] <= '9' {
+			if n, err := strconv.Atoi(string(v)); err == nil && n < 1<<20 {
+				out.monitorS = n
+			}
 		}
 	case "_context_request_id":
 		p.str(&out.requestID, b, m)

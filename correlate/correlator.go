@@ -76,6 +76,7 @@ type Correlator struct {
 	handling       handling
 	servers        map[Endpoint]*serverLoad // what the wire shows of each server process's workers
 	finished       finished                 // calls already emitted, for the replies that come after them
+	keyBuf         []byte                   // scratch for reply keys (appendReplyKey)
 }
 
 // New returns a Correlator; call Run to start pairing.
@@ -646,17 +647,20 @@ func legacyReply(ev *event) {
 
 // replyKey is where a reply was sent, as a byMsg key: the default exchange and the routing key for oslo, the
 // per-call direct exchange for a Folsom reply, and for a delivery the queue it came from.
-func replyKey(ev *event, queue string, delivery bool) string {
+// It appends the key to dst, so that the lookup of every reply costs no allocation (a map index by string(bytes)
+// does not copy); only a reply that must wait as an orphan makes it a string.
+func appendReplyKey(dst []byte, ev *event, queue string, delivery bool) []byte {
 	b := &ev.body
+	dst = append(append(dst, b.msgID...), 0)
 	switch {
 	case ev.exchange == b.msgID:
-		return osloKey(b.msgID, "") // Folsom: the call's own exchange
+		return dst // Folsom: the call's own exchange, osloKey(msgID, "")
 	case delivery:
-		return osloKey(b.msgID, queue)
+		return append(dst, replyQueue(queue)...)
 	case ev.exchange != "":
-		return osloKey(b.msgID, "\x00exchange "+ev.exchange)
+		return append(append(dst, "\x00exchange "...), ev.exchange...)
 	}
-	return osloKey(b.msgID, ev.routingKey)
+	return append(dst, replyQueue(ev.routingKey)...)
 }
 
 func (c *Correlator) onPublish(ev *event) {
@@ -678,13 +682,13 @@ func (c *Correlator) onPublish(ev *event) {
 		// An oslo reply goes to the caller's reply queue through the default exchange: only one sent there
 		// answers the call. One sent elsewhere with the call's _msg_id (a forged or confused server) is not
 		// what the caller got.
-		key := replyKey(ev, "", false)
-		if p := c.byMsg[key]; p != nil {
+		c.keyBuf = appendReplyKey(c.keyBuf[:0], ev, "", false)
+		if p := c.byMsg[string(c.keyBuf)]; p != nil {
 			entry.p, entry.reply = p, true
 			c.onReply(p, ev, false, ch.confirm)
 		} else if p := c.byMsgID[b.msgID]; p != nil {
 			c.foreignReply(p, ev)
-		} else if !c.finished.straggler(key, b.uniqueID) {
+		} else if key := string(c.keyBuf); !c.finished.straggler(key, b.uniqueID) {
 			// Its call may still come (read earlier, tapped later than the window): wait as an orphan.
 			entry.orphan, entry.reply = c.addOrphan(key, ev, "", false, ch.confirm), true
 		}
@@ -854,8 +858,8 @@ func (c *Correlator) onDeliver(ev *event) {
 	case b.kind == mkReply:
 		// What the caller received is a reply delivered from its reply queue; when the consumer's queue is not
 		// known (its Basic.Consume was not seen), the _msg_id alone has to do.
-		key := replyKey(ev, queue, true)
-		p := c.byMsg[key]
+		c.keyBuf = appendReplyKey(c.keyBuf[:0], ev, queue, true)
+		p := c.byMsg[string(c.keyBuf)]
 		if p == nil && queue == "" {
 			p = c.byMsgID[b.msgID]
 		}
@@ -864,8 +868,8 @@ func (c *Correlator) onDeliver(ev *event) {
 			c.onReply(p, ev, true, false)
 		case c.byMsgID[b.msgID] != nil:
 			c.foreignReply(c.byMsgID[b.msgID], ev)
-		case !c.finished.straggler(key, b.uniqueID):
-			c.addOrphan(key, ev, queue, true, false)
+		case !c.finished.straggler(string(c.keyBuf), b.uniqueID):
+			c.addOrphan(string(c.keyBuf), ev, queue, true, false)
 		}
 	default:
 		c.genericDeliver(ev, queue)

@@ -79,7 +79,8 @@ func (r *Record) clean() {
 	for _, p := range [...]**string{&r.Server, &r.Namespace, &r.Version} {
 		if *p != nil {
 			if v := CleanString(**p, maxIDLen); v != **p {
-				*p = &v
+				mended := v // only a mended value escapes: the common case allocates nothing
+				*p = &mended
 			}
 		}
 	}
@@ -110,11 +111,19 @@ func (e Endpoint) cleaned() Endpoint {
 }
 
 func cleanEndpointPtr(e *Endpoint) *Endpoint {
-	if e == nil {
-		return nil
+	if e == nil || e.clean() {
+		return e // the common case costs no copy
 	}
-	if c := e.cleaned(); c != *e {
-		return &c
+	c := e.cleaned()
+	return &c
+}
+
+// clean says whether every string of e is already valid and within its bound.
+func (e *Endpoint) clean() bool {
+	for _, s := range [...]string{e.Service, e.Host, e.Connection, e.User, e.Vhost} {
+		if len(s) > maxIDLen || !utf8.ValidString(s) {
+			return false
+		}
 	}
-	return e
+	return true
 }
