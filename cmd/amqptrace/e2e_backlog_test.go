@@ -312,10 +312,26 @@ func TestE2ESaturatedServer(t *testing.T) {
 				case <-time.After(100 * time.Millisecond): // sampling the live view while the burst runs
 				}
 			}
-			if !strings.Contains(burst.stdout.String(), `"results"`) {
-				t.Fatalf("the burst did not complete: %s", burst.stdout.String())
+			// oslo's caller gives a monitored call up when no heartbeat comes within call_monitor_timeout, and a call
+			// queued behind a full pool has none yet: with a pool of one some callers may give up (a real outcome of
+			// saturation). The server handles every call all the same; wait until it has answered them all.
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				var v correlate.InFlight
+				getJSON(t, client, "http://"+httpAddr+"/api/inflight", &v)
+				busy := 0
+				for _, s := range v.Servers {
+					busy += s.InFlight
+				}
+				if busy == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the server never answered every call: %+v", v.Servers)
+				}
+				time.Sleep(100 * time.Millisecond) // polling the live view until the server is done
 			}
-			srv.kill() // its records are out; a clean oslo stop only costs the test time
+			srv.kill() // every call is answered; a clean oslo stop only costs the test time
 			p.signal(syscall.SIGTERM)
 			if code := p.wait(30 * time.Second); code != 0 {
 				t.Fatalf("amqptrace exited %d", code)
@@ -328,8 +344,9 @@ func TestE2ESaturatedServer(t *testing.T) {
 				if r.Method != "report_state" {
 					continue
 				}
-				if r.Status != correlate.StatusOK || r.ServerWaitUS >= r.ServerUS {
-					t.Errorf("call %s: status %s server_wait_us %d server_us %d", r.MsgID, r.Status, r.ServerWaitUS, r.ServerUS)
+				if r.Replied == nil || r.ServerWaitUS >= r.ServerUS {
+					t.Errorf("call %s: status %s replied %v server_wait_us %d server_us %d", r.MsgID, r.Status,
+						r.Replied, r.ServerWaitUS, r.ServerUS)
 				}
 				waits = append(waits, r.ServerWaitUS)
 			}
