@@ -113,7 +113,9 @@ func (c *Correlator) InFlight(ctx context.Context, limit int) InFlight {
 // inFlightView walks the pending table (oldest first) once.
 func (c *Correlator) inFlightView(limit int) InFlight {
 	now := c.now()
-	v := InFlight{At: now}
+	// Empty lists, not nulls: the API's readers iterate them.
+	v := InFlight{At: now, Queues: []QueueInFlight{}, Servers: []ProcessInFlight{}, Callers: []ProcessInFlight{},
+		Oldest: []RPCInFlight{}, Flows: []FlowInFlight{}}
 	queues := map[string]*QueueInFlight{}
 	servers := map[Endpoint]*ProcessInFlight{}
 	flows := map[[2]Endpoint]int{}
