@@ -92,6 +92,49 @@ func getJSON(t *testing.T, client *http.Client, u string, v any) {
 	}
 }
 
+// osloRig is amqptrace proxying to upstream in a vhost of its own, with the UI and an events file, and the
+// arguments that point oslo_backlog.py at it (its own exchange and topic suffix).
+type osloRig struct {
+	p        *proc
+	client   *http.Client
+	httpAddr string
+	events   string
+	suffix   string // appended to every topic and exchange of the scenario
+	common   []string
+}
+
+func startOsloRig(t *testing.T, name, upstream string, flags ...string) *osloRig {
+	t.Helper()
+	vh := testVhost(t)
+	r := &osloRig{client: &http.Client{}, events: filepath.Join(t.TempDir(), "events.jsonl")}
+	args := append([]string{"proxy", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--events", r.events,
+		"--upstream", upstream}, flags...)
+	r.p = startBin(t, args...)
+	var proxyAddr string
+	proxyAddr, r.httpAddr = r.p.listening(true)
+	waitReady(t, r.p, r.client, r.httpAddr, 30*time.Second)
+	url := strings.Replace(vh.url(proxyAddr), "amqp://", "rabbit://", 1)
+	r.suffix = "_" + randHex(4)
+	r.common = []string{"--url", url, "--exchange", name + r.suffix, "--suffix", r.suffix}
+	return r
+}
+
+// oslo starts a process of oslo_backlog.py against the rig.
+func (r *osloRig) oslo(t *testing.T, role string, args ...string) *osloProc {
+	t.Helper()
+	return startOslo(t, append(append([]string{role}, args...), r.common...)...)
+}
+
+// stop ends amqptrace with SIGTERM and returns the records it wrote.
+func (r *osloRig) stop(t *testing.T) []correlate.Record {
+	t.Helper()
+	r.p.signal(syscall.SIGTERM)
+	if code := r.p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("amqptrace exited %d", code)
+	}
+	return readEvents(t, r.events)
+}
+
 // The failure amqptrace exists for: nova-compute is down for 20 s while nova-api casts to it, notifies and calls
 // it. The messages wait in RabbitMQ; while they wait, /api/inflight and the /metrics gauges show the backlog
 // growing; once a new nova-compute consumes them, each is ONE record with its whole queue wait, its caller and its
@@ -99,23 +142,15 @@ func getJSON(t *testing.T, client *http.Client, u string, v any) {
 func TestE2EBacklogWhileTheServerIsDown(t *testing.T) {
 	skipShort(t)
 	const down = 20 * time.Second
-	vh := testVhost(t)
-	events := filepath.Join(t.TempDir(), "events.jsonl")
-	p := startBin(t, "proxy", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--events", events,
-		"--upstream", brokertest.Require(t))
-	proxyAddr, httpAddr := p.listening(true)
-	client := &http.Client{}
-	waitReady(t, p, client, httpAddr, 30*time.Second)
-	url := strings.Replace(vh.url(proxyAddr), "amqp://", "rabbit://", 1)
-	suffix := "_" + randHex(4)
-	common := []string{"--url", url, "--exchange", "e2e_backlog" + suffix, "--suffix", suffix}
+	rig := startOsloRig(t, "e2e_backlog", brokertest.Require(t))
+	client, httpAddr, suffix := rig.client, rig.httpAddr, rig.suffix
 
 	// nova-compute starts (its queues are declared and consumed through the proxy), then dies.
-	srv := startOslo(t, append([]string{"server"}, common...)...)
+	srv := rig.oslo(t, "server")
 	srv.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
 	srv.kill()
 
-	api := startOslo(t, append([]string{"client"}, common...)...)
+	api := rig.oslo(t, "client")
 	api.waitLine(60*time.Second, func(l string) bool { return l == "SENT" })
 	sent := time.Now()
 
@@ -151,7 +186,7 @@ func TestE2EBacklogWhileTheServerIsDown(t *testing.T) {
 	outage := time.Since(sent)
 
 	// nova-compute comes back: the backlog drains and the call returns.
-	srv2 := startOslo(t, append([]string{"server"}, common...)...)
+	srv2 := rig.oslo(t, "server")
 	srv2.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
 	line := api.waitLine(60*time.Second, func(l string) bool { return strings.HasPrefix(l, "{") })
 	var out struct {
@@ -176,12 +211,8 @@ func TestE2EBacklogWhileTheServerIsDown(t *testing.T) {
 		t.Errorf("wire depth after the drain: %v", m.sum("amqptrace_queue_wire_depth", nil))
 	}
 
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(30 * time.Second); code != 0 {
-		t.Fatalf("amqptrace exited %d", code)
-	}
 	byKind := map[correlate.Kind][]correlate.Record{}
-	for _, r := range readEvents(t, events) {
+	for _, r := range rig.stop(t) {
 		if r.RequestID == "req-00000000-0000-4000-8000-000000000000" {
 			byKind[r.Kind] = append(byKind[r.Kind], r)
 		}
@@ -213,19 +244,11 @@ func TestE2EBacklogWhileTheServerIsDown(t *testing.T) {
 // so the late reply is delivered to it (oslo drops it there, as it should).
 func TestE2ELateReplyAmendsTheTimedOutCall(t *testing.T) {
 	skipShort(t)
-	vh := testVhost(t)
-	events := filepath.Join(t.TempDir(), "events.jsonl")
-	p := startBin(t, "proxy", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--events", events,
-		"--reply-grace", "1s", "--upstream", brokertest.Require(t))
-	proxyAddr, httpAddr := p.listening(true)
-	client := &http.Client{}
-	waitReady(t, p, client, httpAddr, 30*time.Second)
-	url := strings.Replace(vh.url(proxyAddr), "amqp://", "rabbit://", 1)
-	suffix := "_" + randHex(4)
-	common := []string{"--url", url, "--exchange", "e2e_late" + suffix, "--suffix", suffix}
-	srv := startOslo(t, append([]string{"server"}, common...)...)
+	rig := startOsloRig(t, "e2e_late", brokertest.Require(t), "--reply-grace", "1s")
+	client, httpAddr := rig.client, rig.httpAddr
+	srv := rig.oslo(t, "server")
 	srv.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
-	api := startOslo(t, append([]string{"late", "--seconds", "10", "--timeout", "2"}, common...)...)
+	api := rig.oslo(t, "late", "--seconds", "10", "--timeout", "2")
 	api.waitLine(60*time.Second, func(l string) bool { return strings.HasSuffix(l, "TIMED OUT") })
 
 	var calls struct {
@@ -242,12 +265,8 @@ func TestE2ELateReplyAmendsTheTimedOutCall(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond) // polling the API for a reply the server sends 10 s after the call
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(30 * time.Second); code != 0 {
-		t.Fatalf("amqptrace exited %d", code)
-	}
 	var call, follow *correlate.Record
-	recs := readEvents(t, events)
+	recs := rig.stop(t)
 	for i := range recs {
 		switch r := &recs[i]; {
 		case r.Method == "slow" && r.Amends == 0:
@@ -282,19 +301,11 @@ func TestE2ESaturatedServer(t *testing.T) {
 	for _, pool := range []int{1, 4} {
 		t.Run(fmt.Sprintf("pool %d", pool), func(t *testing.T) {
 			const calls = 8
-			vh := testVhost(t)
-			events := filepath.Join(t.TempDir(), "events.jsonl")
-			p := startBin(t, "proxy", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--events", events,
-				"--upstream", brokertest.Require(t))
-			proxyAddr, httpAddr := p.listening(true)
-			client := &http.Client{}
-			waitReady(t, p, client, httpAddr, 30*time.Second)
-			url := strings.Replace(vh.url(proxyAddr), "amqp://", "rabbit://", 1)
-			suffix := "_" + randHex(4)
-			common := []string{"--url", url, "--exchange", "e2e_pool" + suffix, "--suffix", suffix}
-			srv := startOslo(t, append([]string{"server", "--pool", fmt.Sprint(pool)}, common...)...)
+			rig := startOsloRig(t, "e2e_pool", brokertest.Require(t))
+			client, httpAddr := rig.client, rig.httpAddr
+			srv := rig.oslo(t, "server", "--pool", fmt.Sprint(pool))
 			srv.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
-			burst := startOslo(t, append([]string{"burst", "--calls", fmt.Sprint(calls), "--seconds", "1.5"}, common...)...)
+			burst := rig.oslo(t, "burst", "--calls", fmt.Sprint(calls), "--seconds", "1.5")
 			// While the burst is handled, the server's busy workers never exceed the pool.
 			peak := 0
 			done := false
@@ -332,15 +343,12 @@ func TestE2ESaturatedServer(t *testing.T) {
 				time.Sleep(100 * time.Millisecond) // polling the live view until the server is done
 			}
 			srv.kill() // every call is answered; a clean oslo stop only costs the test time
-			p.signal(syscall.SIGTERM)
-			if code := p.wait(30 * time.Second); code != 0 {
-				t.Fatalf("amqptrace exited %d", code)
-			}
+			recs := rig.stop(t)
 			if peak != pool {
 				t.Errorf("peak handling %d, want the pool size %d", peak, pool)
 			}
 			var waits []int64
-			for _, r := range readEvents(t, events) {
+			for _, r := range recs {
 				if r.Method != "report_state" {
 					continue
 				}

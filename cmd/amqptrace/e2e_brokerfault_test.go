@@ -5,11 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -136,19 +132,11 @@ func (r *faultRelay) forceClose() {
 func TestE2EBrokerTroubleLandsOnTheCallsInFlight(t *testing.T) {
 	skipShort(t)
 	relay := startFaultRelay(t, brokertest.Require(t))
-	vh := testVhost(t)
-	events := filepath.Join(t.TempDir(), "events.jsonl")
-	p := startBin(t, "proxy", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--events", events,
-		"--upstream", relay.ln.Addr().String())
-	proxyAddr, httpAddr := p.listening(true)
-	client := &http.Client{}
-	waitReady(t, p, client, httpAddr, 30*time.Second)
-	url := strings.Replace(vh.url(proxyAddr), "amqp://", "rabbit://", 1)
-	suffix := "_" + randHex(4)
-	common := []string{"--url", url, "--exchange", "e2e_fault" + suffix, "--suffix", suffix}
-	srv := startOslo(t, append([]string{"server", "--pool", "1"}, common...)...)
+	rig := startOsloRig(t, "e2e_fault", relay.ln.Addr().String())
+	client, httpAddr := rig.client, rig.httpAddr
+	srv := rig.oslo(t, "server", "--pool", "1")
 	srv.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
-	burst := startOslo(t, append([]string{"burst", "--calls", "1", "--seconds", "3"}, common...)...)
+	burst := rig.oslo(t, "burst", "--calls", "1", "--seconds", "3")
 
 	// Once the call is in the server's hands, the broker raises a memory alarm, then forces every connection closed.
 	deadline := time.Now().Add(60 * time.Second)
@@ -175,12 +163,8 @@ func TestE2EBrokerTroubleLandsOnTheCallsInFlight(t *testing.T) {
 	case <-burst.done:
 	case <-time.After(30 * time.Second):
 	}
-	p.signal(syscall.SIGTERM)
-	if code := p.wait(30 * time.Second); code != 0 {
-		t.Fatalf("amqptrace exited %d", code)
-	}
 	var call *correlate.Record
-	recs := readEvents(t, events)
+	recs := rig.stop(t)
 	for i := range recs {
 		if recs[i].Method == "report_state" {
 			call = &recs[i]
