@@ -371,3 +371,69 @@ func TestE2ESaturatedServer(t *testing.T) {
 		})
 	}
 }
+
+// Parents that are never wrong, with the real oslo.messaging: 50 times, one nova-compute (a pool of 4) handles two
+// calls of one request at once, and each handler casts a child while both are open. The wire cannot tell whose
+// child each cast is: none may get a parent, and each names both calls as candidates. A call handled alone still
+// parents its child.
+func TestE2EParentsAreNeverAGuess(t *testing.T) {
+	skipShort(t)
+	const runs = 50
+	rig := startOsloRig(t, "e2e_parents", brokertest.Require(t))
+	srv := rig.oslo(t, "server", "--pool", "4")
+	srv.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
+	api := rig.oslo(t, "parents", "--runs", fmt.Sprint(runs))
+	api.waitLine(5*time.Minute, func(l string) bool { return l == "DONE" })
+	// The last child is cast before its call returns; give the correlator the reorder window, via its live view.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var v correlate.InFlight
+		getJSON(t, rig.client, "http://"+rig.httpAddr+"/api/inflight", &v)
+		if v.Pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still pending: %+v", v)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the live view until the last child settles
+	}
+	srv.kill()
+	recs := rig.stop(t)
+	// The truth is in the arguments (kept, redacted, by default): a call's "n" and its child's "of".
+	arg := func(r correlate.Record, key string) string {
+		var m map[string]any
+		_ = json.Unmarshal(r.Args, &m)
+		v, _ := m[key].(string)
+		return v
+	}
+	callN := map[string]string{} // msg_id → n
+	for _, r := range recs {
+		if r.Method == "handle" {
+			callN[r.MsgID] = arg(r, "n")
+		}
+	}
+	wrong, ambiguous, parented, none, children := 0, 0, 0, 0, 0
+	for _, r := range recs {
+		if r.Method != "child" {
+			continue
+		}
+		children++
+		switch {
+		case r.ParentID != "" && callN[r.ParentID] != arg(r, "of"):
+			wrong++
+			t.Errorf("child of %s got parent %s (call %s)", arg(r, "of"), r.ParentID, callN[r.ParentID])
+		case r.ParentID != "":
+			parented++
+		case len(r.ParentCandidates) > 0:
+			ambiguous++
+		default:
+			none++
+		}
+	}
+	if children != 2*runs+1 || wrong != 0 || parented < 1 {
+		t.Errorf("%d children (want %d), %d wrong parents (want 0), %d parented (want at least the call alone's)",
+			children, 2*runs+1, wrong, parented)
+	}
+	t.Logf("%d runs: %d children, %d wrong parents, %d ambiguous (candidates named), %d parented, %d with neither",
+		runs, children, wrong, ambiguous, parented, none)
+}

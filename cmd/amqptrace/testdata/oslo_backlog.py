@@ -12,6 +12,10 @@
                                                                  at once (one thread each, call_monitor_timeout 2),
                                                                  each handled in T s; prints
                                                                  one JSON line when all returned
+    oslo_backlog.py parents --url URL --exchange X --suffix S --runs N
+                                                                 a nova-api: N times, two calls of one request at
+                                                                 once to a server (pool 4) whose handler casts a
+                                                                 child while both are open, then one call alone
     oslo_backlog.py late --url URL --exchange X --suffix S --seconds N --timeout T
                                                                  a nova-api whose call to a server that takes N s
                                                                  times out after T s; prints TIMED OUT, then keeps
@@ -55,6 +59,16 @@ class Compute:
         time.sleep(seconds)
         return "reported"
 
+    def handle(self, ctxt, n, seconds):
+        # A child cast made while handling: its parent is this call, if the wire can tell.
+        time.sleep(seconds)
+        self.children.prepare(server="host1").cast(ctxt, "child", of=n)
+        time.sleep(seconds)
+        return n
+
+    def child(self, ctxt, of):
+        pass
+
     def slow(self, ctxt, seconds):
         time.sleep(seconds)
         return "slow done"
@@ -80,8 +94,10 @@ def server(args):
         conf.set_override("executor_thread_pool_size", args.pool)
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
     ntransport = oslo_messaging.get_notification_transport(conf, url=args.url)
+    endpoint = Compute()
+    endpoint.children = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="compute" + args.suffix))
     rpc = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic="compute" + args.suffix, server="host1"),
-                                        [Compute()], executor="threading",
+                                        [endpoint], executor="threading",
                                         access_policy=oslo_messaging.DefaultRPCAccessPolicy)
     handler = Notifications()
     listener = oslo_messaging.get_notification_listener(
@@ -146,6 +162,30 @@ def burst(args):
     transport.cleanup()
 
 
+def parents(args):
+    conf = conf_for(args)
+    transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
+    compute = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="compute" + args.suffix))
+    for run in range(args.runs):
+        ctxt = context.RequestContext(request_id="req-%08d-0000-4000-8000-%012d" % (run, run), user_id="u",
+                                      project_id="p")
+        barrier = threading.Barrier(2)
+
+        def one(n):
+            barrier.wait()
+            compute.prepare(server="host1", timeout=30).call(ctxt, "handle", n="both-%d-%d" % (run, n), seconds=0.2)
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    ctxt = context.RequestContext(request_id="req-alone000-0000-4000-8000-000000000000", user_id="u", project_id="p")
+    compute.prepare(server="host1", timeout=30).call(ctxt, "handle", n="alone", seconds=0.05)
+    print("DONE", flush=True)
+    transport.cleanup()
+
+
 def late(args):
     conf = conf_for(args)
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
@@ -162,7 +202,8 @@ def late(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["server", "client", "late", "burst"])
+    ap.add_argument("role", choices=["server", "client", "late", "burst", "parents"])
+    ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--pool", type=int, default=0, help="executor_thread_pool_size of a server")
     ap.add_argument("--calls", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10)
@@ -174,7 +215,7 @@ def main():
     args = ap.parse_args()
     # connection_name is "<program>:<pid>:<uuid>": name the process like the service it plays.
     sys.argv[0] = {"server": "nova-compute", "burst": "nova-conductor"}.get(args.role, "nova-api")
-    {"server": server, "client": client, "late": late, "burst": burst}[args.role](args)
+    {"server": server, "client": client, "late": late, "burst": burst, "parents": parents}[args.role](args)
 
 
 if __name__ == "__main__":
