@@ -8,11 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
-
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/amqptrace/amqptrace/frames"
 	"github.com/amqptrace/amqptrace/internal/recorded"
@@ -87,119 +82,15 @@ func decodeDirect(t *testing.T, c osloConn) *frameLog {
 	return l
 }
 
-// wirePacket is one packet of a generated capture. off is the stream offset of its payload's first byte, -1 for
-// packets without payload.
-type wirePacket struct {
-	data []byte
-	dir  Direction
-	off  int
-}
-
-// awkward are the segment sizes, cycled: around the 7-byte frame header and the frame-end octet, and a few
-// larger ones.
-var awkward = []int{1, 6, 7, 8, 9, 13, 100, 3, 57, 2, 300, 5}
-
-// connPackets cuts one recorded connection into packets: SYN, SYN-ACK, ACK, then both directions' bytes in
-// segments of awkward sizes, interleaved by how far each direction has got, every 11th segment retransmitted
-// (once whole, right after it, and once two segments late), then a FIN each way. The client's initial sequence
-// number sits just below 2^32, so its stream's sequence numbers wrap.
-func connPackets(t *testing.T, i int, c osloConn) []wirePacket {
-	client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(1 + i)}), uint16(40000+i))
-	server := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, 100}), 5672)
-	isn := [2]uint32{0xffffff00 - uint32(i)*17, 1000 + uint32(i)*1000003}
-	ends := [2]netip.AddrPort{client, server}
-	streams := [2][]byte{c.C2S, c.S2C}
-	mk := func(d Direction, seq uint32, flags string, payload []byte, off int) wirePacket {
-		return wirePacket{data: pkt(t, ends[d], ends[1-d], seq, flags, payload), dir: d, off: off}
-	}
-	out := []wirePacket{
-		mk(ClientToServer, isn[0], "S", nil, -1),
-		mk(ServerToClient, isn[1], "SA", nil, -1),
-		mk(ClientToServer, isn[0]+1, "A", nil, -1),
-	}
-	var pos [2]int
-	var segs [2][][2]int // each direction's segments so far: [start, end)
-	k := 0
-	for pos[0] < len(streams[0]) || pos[1] < len(streams[1]) {
-		// The direction less far through its stream goes next.
-		d := ClientToServer
-		if pos[0] >= len(streams[0]) ||
-			(pos[1] < len(streams[1]) && pos[1]*len(streams[0]) < pos[0]*len(streams[1])) {
-			d = ServerToClient
-		}
-		n := min(awkward[k%len(awkward)], len(streams[d])-pos[d])
-		k++
-		a, b := pos[d], pos[d]+n
-		out = append(out, mk(d, isn[d]+1+uint32(a), "A", streams[d][a:b], a))
-		segs[d] = append(segs[d], [2]int{a, b})
-		pos[d] = b
-		if k%11 == 0 {
-			out = append(out, mk(d, isn[d]+1+uint32(a), "A", streams[d][a:b], a)) // retransmitted at once
-		}
-		if s := segs[d]; k%11 == 5 && len(s) >= 3 {
-			r := s[len(s)-3] // retransmitted late, after two newer segments
-			out = append(out, mk(d, isn[d]+1+uint32(r[0]), "A", streams[d][r[0]:r[1]], r[0]))
-		}
-	}
-	out = append(out,
-		mk(ClientToServer, isn[0]+1+uint32(len(c.C2S)), "FA", nil, -1),
-		mk(ServerToClient, isn[1]+1+uint32(len(c.S2C)), "FA", nil, -1))
-	return out
-}
-
-// interleave merges the connections' packets one from each in turn, dropping the first skip packets of each.
-func interleave(conns [][]wirePacket, skip int) []wirePacket {
-	var out []wirePacket
-	for r := skip; ; r++ {
-		more := false
-		for _, c := range conns {
-			if r < len(c) {
-				out = append(out, c[r])
-				more = true
-			}
-		}
-		if !more {
-			return out
-		}
-	}
-}
-
-// writeCapture writes the packets to a pcap (ng false) or pcapng file, 100 µs apart.
-func writeCapture(t *testing.T, path string, pkts []wirePacket, ng bool) {
+// writeCapture writes the packets to a pcap (ng false) or pcapng file.
+func writeCapture(t *testing.T, path string, pkts []recorded.Packet, ng bool) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	at := time.Unix(1700000000, 0)
-	ci := func(p wirePacket) gopacket.CaptureInfo {
-		at = at.Add(100 * time.Microsecond)
-		return gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(p.data), Length: len(p.data)}
-	}
-	var w interface {
-		WritePacket(gopacket.CaptureInfo, []byte) error
-	}
-	flush := func() error { return nil }
-	if ng {
-		nw, err := pcapgo.NewNgWriter(f, layers.LinkTypeEthernet)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, flush = nw, nw.Flush
-	} else {
-		pw := pcapgo.NewWriter(f)
-		if err := pw.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-			t.Fatal(err)
-		}
-		w = pw
-	}
-	for _, p := range pkts {
-		if err := w.WritePacket(ci(p), p.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := flush(); err != nil {
+	if err := recorded.WriteCapture(f, pkts, ng); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
@@ -273,19 +164,17 @@ func diffFrames(t *testing.T, what string, want, got []frameEvent) {
 	}
 }
 
-func clientOf(i int) netip.AddrPort {
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(1 + i)}), uint16(40000+i))
-}
+func clientOf(i int) netip.AddrPort { return recorded.Client(i) }
 
 // TestOwnPcapReplay: a pcap and a pcapng file of the four recorded oslo connections, from their SYNs, give
 // exactly the frames of decoding the recorded streams directly, at the same offsets, with no gap.
 func TestOwnPcapReplay(t *testing.T) {
 	conns := loadOslo(t)
-	var all [][]wirePacket
+	var all [][]recorded.Packet
 	for i, c := range conns {
-		all = append(all, connPackets(t, i, c))
+		all = append(all, recorded.Packets(i, c))
 	}
-	pkts := interleave(all, 0)
+	pkts := recorded.Interleave(all, 0)
 	for _, ng := range []bool{false, true} {
 		path := filepath.Join(t.TempDir(), "oslo.pcap")
 		if ng {
@@ -327,20 +216,20 @@ func TestOwnPcapReplay(t *testing.T) {
 func TestOwnPcapMidStream(t *testing.T) {
 	conns := loadOslo(t)
 	for _, skip := range []int{3 + 1, 3 + 12, 3 + 25} {
-		var all [][]wirePacket
+		var all [][]recorded.Packet
 		var first [][2]int // per connection, the stream offset of the first byte captured each way
 		for i, c := range conns {
-			p := connPackets(t, i, c)
+			p := recorded.Packets(i, c)
 			f := [2]int{-1, -1}
 			for _, q := range p[skip:] {
-				if q.off >= 0 && f[q.dir] < 0 {
-					f[q.dir] = q.off
+				if q.Off >= 0 && f[q.Dir] < 0 {
+					f[q.Dir] = q.Off
 				}
 			}
 			all, first = append(all, p), append(first, f)
 		}
 		path := filepath.Join(t.TempDir(), "late.pcap")
-		writeCapture(t, path, interleave(all, skip), false)
+		writeCapture(t, path, recorded.Interleave(all, skip), false)
 		r := replay(t, path)
 		st := r.stats
 		if st.MidStream != uint64(len(conns)) || st.Gaps != 0 {
