@@ -3,14 +3,14 @@ package capture
 import (
 	"bytes"
 	"math/rand"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"go.uber.org/goleak"
+
+	"github.com/amqptrace/amqptrace/internal/recorded"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -49,32 +49,8 @@ var (
 )
 
 // pkt builds an Ethernet/IPv4/TCP packet.
-func pkt(t testing.TB, from, to netip.AddrPort, seq uint32, flags string, payload []byte) []byte {
-	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{0, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{0, 0, 0, 0, 0, 2},
-		EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: from.Addr().AsSlice(),
-		DstIP: to.Addr().AsSlice()}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(from.Port()), DstPort: layers.TCPPort(to.Port()), Seq: seq, Window: 65535}
-	for _, f := range flags {
-		switch f {
-		case 'S':
-			tcp.SYN = true
-		case 'A':
-			tcp.ACK = true
-		case 'F':
-			tcp.FIN = true
-		case 'R':
-			tcp.RST = true
-		}
-	}
-	_ = tcp.SetNetworkLayerForChecksum(ip)
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip, tcp, gopacket.Payload(payload)); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+func pkt(_ testing.TB, from, to netip.AddrPort, seq uint32, flags string, payload []byte) []byte {
+	return recorded.TCPPacket(from, to, seq, flags, payload)
 }
 
 type feeder struct {
