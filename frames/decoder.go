@@ -444,7 +444,10 @@ func (d *Decoder) emit(b []byte) error {
 		f.ClassID = binary.BigEndian.Uint16(payload)
 		f.MethodID = binary.BigEndian.Uint16(payload[2:])
 		d.n.Methods++
-		if f.ClassID == ClassConnection && (f.MethodID == 30 || f.MethodID == 31) && len(payload) >= 10 {
+		// A direction that lost its place (a capture picked up mid-stream, or a hole) believes no Tune: a real one
+		// comes only at the start of a connection, and one found in garbage would set a frame_max that no real
+		// frame fits, so the direction would never find its frames again.
+		if f.ClassID == ClassConnection && (f.MethodID == 30 || f.MethodID == 31) && len(payload) >= 10 && d.n.Resyncs == 0 {
 			// Tune / Tune-Ok: channel-max(2) frame-max(4) heartbeat(2). Read in place: this is the one method the
 			// decoder needs for itself.
 			fm := binary.BigEndian.Uint32(payload[6:10])
