@@ -29,12 +29,18 @@ type osloProc struct {
 
 func startOslo(t *testing.T, args ...string) *osloProc {
 	t.Helper()
+	return startPy(t, "oslo_backlog.py", args...)
+}
+
+// startPy runs a script of testdata with Debian's python3 (and its oslo.messaging, kombu and py-amqp).
+func startPy(t *testing.T, script string, args ...string) *osloProc {
+	t.Helper()
 	py := "/usr/bin/python3"
 	if _, err := os.Stat(py); err != nil {
 		t.Fatalf("%s: %v (make test installs python3-oslo.messaging)", py, err)
 	}
 	p := &osloProc{t: t, stdout: newTail(64 << 10), stderr: newTail(64 << 10), done: make(chan struct{})}
-	p.cmd = exec.Command(py, append([]string{filepath.Join("testdata", "oslo_backlog.py")}, args...)...)
+	p.cmd = exec.Command(py, append([]string{filepath.Join("testdata", script)}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	stdin, err := p.cmd.StdinPipe()
 	if err != nil {
@@ -436,4 +442,55 @@ func TestE2EParentsAreNeverAGuess(t *testing.T) {
 	}
 	t.Logf("%d runs: %d children, %d wrong parents, %d ambiguous (candidates named), %d parented, %d with neither",
 		runs, children, wrong, ambiguous, parented, none)
+}
+
+// 2012-era nova rpc, written with kombu the way Folsom's impl_kombu did it: no oslo envelope, no _unique_id, no
+// _reply_q, replies to a direct exchange named after the call's _msg_id. Each call is one record with its result or
+// its remote error, and the cast is one record.
+func TestE2EFolsomRPC(t *testing.T) {
+	skipShort(t)
+	rig := startOsloRig(t, "e2e_folsom", brokertest.Require(t))
+	amqpURL := strings.Replace(rig.common[1], "rabbit://", "amqp://", 1)
+	common := []string{"--url", amqpURL, "--exchange", "e2e_folsom" + rig.suffix, "--topic", "compute" + rig.suffix + ".host1"}
+	srv := startPy(t, "folsom_rpc.py", append([]string{"server"}, common...)...)
+	srv.waitLine(60*time.Second, func(l string) bool { return l == "READY" })
+	api := startPy(t, "folsom_rpc.py", append([]string{"client"}, common...)...)
+	line := api.waitLine(60*time.Second, func(l string) bool { return strings.HasPrefix(l, "{") })
+	var out map[string]struct {
+		MsgID   string           `json:"msg_id"`
+		Replies []map[string]any `json:"replies"`
+	}
+	if err := json.Unmarshal([]byte(line), &out); err != nil || len(out["get_info"].Replies) != 2 {
+		t.Fatalf("the Folsom client: %q (%v)", line, err)
+	}
+	// The cast settles once its delivery is in; wait on the live view, then stop.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var v correlate.InFlight
+		getJSON(t, rig.client, "http://"+rig.httpAddr+"/api/inflight", &v)
+		if v.Pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still pending: %+v", v)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the live view until the cast settles
+	}
+	srv.kill()
+	by := map[string][]correlate.Record{}
+	for _, r := range rig.stop(t) {
+		by[r.Method] = append(by[r.Method], r)
+	}
+	if rs := by["get_info"]; len(rs) != 1 || rs[0].Status != correlate.StatusOK || rs[0].MsgID != out["get_info"].MsgID ||
+		string(rs[0].Result) != `"info of i-1"` || rs[0].Callee == nil {
+		t.Errorf("the answered call: %+v", rs)
+	}
+	if rs := by["fail"]; len(rs) != 1 || rs[0].Status != correlate.StatusError || rs[0].Error == nil ||
+		rs[0].Error.Class != "InstanceNotFound" {
+		t.Errorf("the failing call: %+v", rs)
+	}
+	if rs := by["run_instance"]; len(rs) != 1 || rs[0].Kind != correlate.KindCast || rs[0].Deliveries != 1 ||
+		rs[0].Caller == nil || rs[0].Callee == nil {
+		t.Errorf("the cast: %+v", rs)
+	}
 }
