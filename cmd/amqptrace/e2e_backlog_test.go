@@ -131,6 +131,23 @@ func (r *osloRig) oslo(t *testing.T, role string, args ...string) *osloProc {
 	return startOslo(t, append(append([]string{role}, args...), r.common...)...)
 }
 
+// waitSettled waits, on the live view, until nothing is pending: every record is out.
+func (r *osloRig) waitSettled(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var v correlate.InFlight
+		getJSON(t, r.client, "http://"+r.httpAddr+"/api/inflight", &v)
+		if v.Pending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still pending: %+v", v)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the live view for a condition the correlator reaches by itself
+	}
+}
+
 // stop ends amqptrace with SIGTERM and returns the records it wrote.
 func (r *osloRig) stop(t *testing.T) []correlate.Record {
 	t.Helper()
@@ -391,18 +408,7 @@ func TestE2EParentsAreNeverAGuess(t *testing.T) {
 	api := rig.oslo(t, "parents", "--runs", fmt.Sprint(runs))
 	api.waitLine(5*time.Minute, func(l string) bool { return l == "DONE" })
 	// The last child is cast before its call returns; give the correlator the reorder window, via its live view.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var v correlate.InFlight
-		getJSON(t, rig.client, "http://"+rig.httpAddr+"/api/inflight", &v)
-		if v.Pending == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still pending: %+v", v)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the live view until the last child settles
-	}
+	rig.waitSettled(t)
 	srv.kill()
 	recs := rig.stop(t)
 	// The truth is in the arguments (kept, redacted, by default): a call's "n" and its child's "of".
@@ -464,18 +470,7 @@ func TestE2EFolsomRPC(t *testing.T) {
 		t.Fatalf("the Folsom client: %q (%v)", line, err)
 	}
 	// The cast settles once its delivery is in; wait on the live view, then stop.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var v correlate.InFlight
-		getJSON(t, rig.client, "http://"+rig.httpAddr+"/api/inflight", &v)
-		if v.Pending == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still pending: %+v", v)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the live view until the cast settles
-	}
+	rig.waitSettled(t)
 	srv.kill()
 	by := map[string][]correlate.Record{}
 	for _, r := range rig.stop(t) {
