@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -132,22 +131,9 @@ func (p *Passive) Run(ctx context.Context, source func(ctx context.Context, c *c
 	if !p.started.CompareAndSwap(false, true) {
 		return ErrServed
 	}
-	corrCtx, stopCorr := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopCorr()
-	fanCtx, stopFan := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopFan()
-	corrDone := make(chan error, 1)
-	fanDone := make(chan error, 1)
-	go runPart(p.fanout.Run, fanCtx, fanDone)
-	go runPart(p.corr.Run, corrCtx, corrDone)
-
 	start := time.Now()
-	srcErr := source(ctx, p.cap)
-	stopCorr()
-	corrErr := <-corrDone
-	stopFan()
-	fanErr := <-fanDone
-	p.fanout.Stop()
+	var srcErr error
+	partsErr := runAround(ctx, p.corr, p.fanout, func() { srcErr = source(ctx, p.cap) })
 
 	st := p.Stats()
 	c := st.Capture
@@ -160,14 +146,7 @@ func (p *Passive) Run(ctx context.Context, source func(ctx context.Context, c *c
 		st.Decode.Client.Resyncs+st.Decode.Server.Resyncs, "messages", st.Correlate.MessagesIn,
 		"messages_dropped", st.Correlate.QueueDrops, "records", st.Correlate.RecordsOut,
 		"records_dropped", st.RecordsDropped(), "decode_off", st.Decode.ConnsOff)
-	err := srcErr
-	if corrErr != nil && !errors.Is(corrErr, context.Canceled) {
-		err = errors.Join(err, fmt.Errorf("pipeline: correlate: %w", corrErr))
-	}
-	if fanErr != nil && !errors.Is(fanErr, context.Canceled) {
-		err = errors.Join(err, fmt.Errorf("pipeline: fanout: %w", fanErr))
-	}
-	return err
+	return errors.Join(srcErr, partsErr)
 }
 
 // tap is the capture.TapFunc: a decoder pair in resynchronising mode and a correlator connection per captured

@@ -245,27 +245,10 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener) error {
 	p.addr.Store(&addr)
 	close(p.ready)
 
-	// The correlator and the fan-out outlive the proxy: they must take in what the last connections said and
-	// what the correlator flushes. Each has its own stop switch, pulled in order below.
-	corrCtx, stopCorr := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopCorr()
-	fanCtx, stopFan := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopFan()
-	corrDone := make(chan error, 1)
-	fanDone := make(chan error, 1)
-	go runPart(p.fanout.Run, fanCtx, fanDone)
-	go runPart(p.corr.Run, corrCtx, corrDone)
-
 	p.log.Info("pipeline serving", "listen", addr.String())
 	start := time.Now()
-	proxyErr := p.proxy.Serve(ctx, ln)
-	// Every connection has ended and its Done has closed its correlate.Conn: nothing more can reach the
-	// correlator, so it may flush.
-	stopCorr()
-	corrErr := <-corrDone
-	stopFan()
-	fanErr := <-fanDone
-	p.fanout.Stop() // nothing should come now; if it does, it is counted, not queued forever
+	var proxyErr error
+	partsErr := runAround(ctx, p.corr, p.fanout, func() { proxyErr = p.proxy.Serve(ctx, ln) })
 
 	st := p.Stats()
 	// What observation saw and what it lost, once: an operator (and make bench) reads it from the last line.
@@ -273,10 +256,35 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener) error {
 		"connections", st.Proxy.ConnsTotal, "messages", st.Correlate.MessagesIn,
 		"messages_dropped", st.Correlate.QueueDrops, "records", st.Correlate.RecordsOut,
 		"records_dropped", st.RecordsDropped(), "decode_off", st.Decode.ConnsOff)
-	var err error
 	if proxyErr != nil {
-		err = errors.Join(err, fmt.Errorf("pipeline: proxy: %w", proxyErr))
+		return errors.Join(fmt.Errorf("pipeline: proxy: %w", proxyErr), partsErr)
 	}
+	return partsErr
+}
+
+// runAround runs the correlator and the fan-out around source, the part that feeds them (the proxy, or a
+// capture), and stops them in data-flow order once source has returned: the correlator first, so that it takes in
+// what the last connections said and flushes its pending records into the fan-out, then the fan-out, which
+// delivers what its queues hold. Both outlive ctx for that. It returns their errors (a stop by cancellation is
+// none).
+func runAround(ctx context.Context, corr *correlate.Correlator, fanout *correlate.Fanout, source func()) error {
+	corrCtx, stopCorr := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCorr()
+	fanCtx, stopFan := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopFan()
+	corrDone := make(chan error, 1)
+	fanDone := make(chan error, 1)
+	go runPart(fanout.Run, fanCtx, fanDone)
+	go runPart(corr.Run, corrCtx, corrDone)
+
+	source()
+	// Every connection has ended and closed its correlate.Conn: nothing more can reach the correlator.
+	stopCorr()
+	corrErr := <-corrDone
+	stopFan()
+	fanErr := <-fanDone
+	fanout.Stop() // nothing should come now; if it does, it is counted, not queued forever
+	var err error
 	if corrErr != nil && !errors.Is(corrErr, context.Canceled) {
 		err = errors.Join(err, fmt.Errorf("pipeline: correlate: %w", corrErr))
 	}
