@@ -129,7 +129,9 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 		r := &p.rec
 		state, since := c.stateOf(p)
 		if state == StateQueued {
-			q := c.targetQueue(r)
+			// A pending record is not cleaned yet (Record.clean runs at emit): the view leaves correlate, so its
+			// strings follow the same rule as a record's.
+			q := CleanString(c.targetQueue(r), maxIDLen)
 			e := queues[q]
 			if e == nil {
 				e = &QueueInFlight{Queue: q}
@@ -155,9 +157,11 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 			}
 		}
 		if len(v.Oldest) < limit {
-			v.Oldest = append(v.Oldest, RPCInFlight{Kind: r.Kind, State: state, Method: r.Method, Topic: r.Topic,
-				Queue: r.Queue, MsgID: r.MsgID, UniqueID: r.UniqueID, Request: r.RequestID, Caller: r.Caller,
-				Callee: r.Callee, Since: since, AgeMS: age(since)})
+			v.Oldest = append(v.Oldest, RPCInFlight{Kind: r.Kind, State: state, Method: CleanString(r.Method, maxIDLen),
+				Topic: CleanString(r.Topic, maxIDLen), Queue: CleanString(r.Queue, maxIDLen),
+				MsgID: CleanString(r.MsgID, maxIDLen), UniqueID: CleanString(r.UniqueID, maxIDLen),
+				Request: CleanString(r.RequestID, maxIDLen), Caller: r.Caller, Callee: r.Callee, Since: since,
+				AgeMS: age(since)})
 		}
 	}
 	for _, e := range queues {
@@ -222,7 +226,7 @@ func (c *Correlator) targetQueue(r *Record) string {
 }
 
 func addProcess(m map[Endpoint]*ProcessInFlight, ep Endpoint, ageMS int64) *ProcessInFlight {
-	key := Endpoint{Service: ep.Service, PID: ep.PID, Host: ep.Host}
+	key := procOf(&ep)
 	e := m[key]
 	if e == nil {
 		e = &ProcessInFlight{Endpoint: key}

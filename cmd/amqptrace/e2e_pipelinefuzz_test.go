@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +25,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/amqptrace/amqptrace/internal/recorded"
 )
 
 // TestE2EPipelineFuzz runs the real binary with every sink on (events file, UI with a live websocket client and
@@ -249,6 +249,10 @@ func TestE2EPipelineFuzz(t *testing.T) {
 	if panics < 0 {
 		panics = 0
 	}
+	if panics > 0 {
+		// A recovered panic keeps the proxy up, but it is a bug some input reached: the scrape above names where.
+		t.Errorf("%v panics recovered (amqptrace_panics_total), want 0", panics)
+	}
 	covered, total, passes := sw.coverage()
 	t.Logf("sweep: %d of %d byte positions flipped (%d full passes); observers: %d websocket messages (%d reconnects), %d polls of /api/calls, /api/graph and /metrics",
 		covered, total, passes, ws.messages.Load(), ws.reconnects.Load(), poll.polls.Load())
@@ -282,47 +286,26 @@ type strRegion struct {
 // and a fanout, a notifier) and finds handshakes and strings in them.
 func loadFuzzCaptures(t *testing.T) []*fuzzCapture {
 	t.Helper()
-	names, err := filepath.Glob(filepath.Join("..", "..", "frames", "testdata", "oslo", "conn-*.c2s.gz"))
-	if err != nil || len(names) == 0 {
-		t.Fatalf("no captures in frames/testdata/oslo: %v", err)
+	conns, err := recorded.Load(filepath.Join("..", "..", "frames", "testdata", "oslo"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Strings(names)
 	var caps []*fuzzCapture
-	for _, n := range names {
-		base := strings.TrimSuffix(n, ".c2s.gz")
-		c := &fuzzCapture{name: filepath.Base(base)}
-		for d, suffix := range []string{".c2s.gz", ".s2c.gz"} {
-			c.streams[d] = gunzipFile(t, base+suffix)
+	for _, rc := range conns {
+		c := &fuzzCapture{name: rc.Name, streams: [2][]byte{rc.C2S, rc.S2C}}
+		for d := range c.streams {
 			var err error
 			c.hs[d], c.strs[d], err = scanStream(c.streams[d])
 			if err != nil {
-				t.Fatalf("%s%s: %v", base, suffix, err)
+				t.Fatalf("%s direction %d: %v", rc.Name, d, err)
 			}
 		}
 		if c.hs[0] == 0 || c.hs[1] == 0 {
-			t.Fatalf("%s: no Connection.Open / Open-Ok", base)
+			t.Fatalf("%s: no Connection.Open / Open-Ok", rc.Name)
 		}
 		caps = append(caps, c)
 	}
 	return caps
-}
-
-func gunzipFile(t *testing.T, name string) []byte {
-	t.Helper()
-	f, err := os.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	z, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	b, err := io.ReadAll(io.LimitReader(z, 16<<20))
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return b
 }
 
 // methodStrings says where a method's short strings are, after class and method id: r skips a short (reserved or

@@ -209,8 +209,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		v := c.src.InFlight(ctx, 0)
 		cancel()
 		for _, q := range v.Queues[:min(len(v.Queues), maxGaugeSeries)] {
-			gauge(dQueueDepth, float64(q.Depth), q.Queue)
-			gauge(dQueueLag, float64(q.OldestAgeMS)/1000, q.Queue)
+			name := correlate.CleanString(q.Queue, maxLabelLen) // clean already; the client panics on anything else
+			gauge(dQueueDepth, float64(q.Depth), name)
+			gauge(dQueueLag, float64(q.OldestAgeMS)/1000, name)
 		}
 		// Processes are summed by service and host: a restarted process (a new pid) keeps its series.
 		for _, ps := range []struct {
@@ -219,7 +220,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}{{dServerCalls, dServerOldest, v.Servers}, {dCallerCalls, nil, v.Callers}} {
 			sum, age := map[[2]string]float64{}, map[[2]string]float64{}
 			for _, p := range ps.list {
-				k := [2]string{p.Service, p.Host}
+				k := [2]string{correlate.CleanString(p.Service, maxLabelLen), correlate.CleanString(p.Host, maxLabelLen)}
 				if _, ok := sum[k]; !ok && len(sum) >= maxGaugeSeries {
 					continue
 				}
