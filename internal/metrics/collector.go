@@ -75,7 +75,7 @@ var (
 	dMessages   = desc("correlator_messages_total", "Messages and topology events handed to the correlator.")
 	dPending    = desc("pending_calls", "RPCs waiting for their final reply or settle time.")
 	dPendingB   = desc("pending_bytes", "Estimated memory held by the pending RPCs (bounded by --max-pending-bytes).")
-	dCorr       = desc("correlator_events_total", "Correlator events by kind (expired, evicted, late_reply, heartbeat, unmatched_reply, unmatched_delivery, unroutable, confirm, nack, channel_reset, truncated_body, decode_failure, parse_failure, body_reused, unknown_message, plain_message, late_event, reorder_overflow, orphan_merged, held, reply_after_record, foreign_reply, connection_blocked, connection_unblocked, broker_closed_connection, broker_closed_channel, consumer_cancelled, redelivered).", "event")
+	dCorr       = desc("correlator_events_total", "Correlator events by kind (expired, evicted, late_reply, heartbeat, unmatched_reply, unmatched_delivery, unroutable, confirm, nack, channel_reset, truncated_body, decode_failure, parse_failure, body_reused, unknown_message, plain_message, late_event, reorder_overflow, orphan_merged, held, server_wait, reply_after_record, foreign_reply, connection_blocked, connection_unblocked, broker_closed_connection, broker_closed_channel, consumer_cancelled, redelivered).", "event")
 	dDropped    = desc("dropped_total", "Everything dropped rather than waited for, by stage (correlator_queue, sink:<name>, tracing_queue, span_export, ui).", "stage")
 	dBuffered   = desc("reorder_buffered_events", "Events waiting in the correlator's reorder window (events from different connections are put back in read-time order).")
 	dOrphans    = desc("orphan_events", "Replies and deliveries waiting for the request they belong to.")
@@ -186,7 +186,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"unroutable": cs.Unroutable, "confirm": cs.Confirms, "nack": cs.Nacks, "channel_reset": cs.ChannelResets,
 			"truncated_body": cs.TruncatedBodies, "decode_failure": cs.DecodeFailures,
 			"parse_failure": cs.ParseFailures, "body_reused": cs.BodiesReused, "unknown_message": cs.UnknownMessages,
-			"plain_message": cs.PlainMessages, "late_event": cs.LateEvents, "reorder_overflow": cs.ReorderOverflow, "orphan_merged": cs.OrphansMerged, "held": cs.Holds,
+			"plain_message": cs.PlainMessages, "late_event": cs.LateEvents, "reorder_overflow": cs.ReorderOverflow, "orphan_merged": cs.OrphansMerged, "held": cs.Holds, "server_wait": cs.ServerWaits,
 			"reply_after_record": cs.RepliesAfterRecord, "foreign_reply": cs.ForeignReplies,
 			"connection_blocked": cs.Blocked, "connection_unblocked": cs.Unblocked,
 			"broker_closed_connection": cs.BrokerClosedConnections, "broker_closed_channel": cs.BrokerClosedChannels,
