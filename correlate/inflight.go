@@ -48,7 +48,8 @@ type ProcessInFlight struct {
 	Endpoint
 	InFlight    int   `json:"in_flight"`
 	OldestAgeMS int64 `json:"oldest_age_ms"`
-	// Handling (servers only) counts the calls a worker has taken (acknowledged, not answered): busy workers.
+	// Handling (servers only) counts the monitored calls a worker is known to have taken and not answered: busy
+	// workers (see saturation.go; an unmonitored call's start does not show on the wire).
 	// PeakHandling is the most at once over the last one to two minutes: a server whose peak stays at the
 	// same number while calls wait (in_flight above it) has a full executor pool of that size.
 	Handling     int `json:"handling,omitempty"`

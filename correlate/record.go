@@ -99,9 +99,9 @@ type Record struct {
 	QueueUS    int64 `json:"queue_us"`    // published → delivered
 	ServerUS   int64 `json:"server_us"`   // delivered → replied
 	// ServerWaitUS is the part of ServerUS the call waited for a worker of the server's executor pool: delivered
-	// to acknowledged (oslo acknowledges from the worker, just before it dispatches), given only when the wire
-	// proves the wait: the same process answered another call in between, so a worker came free and then took
-	// this one. Zero when not proven. Handling is ServerUS − ServerWaitUS.
+	// to taken, where taken is known only for a monitored call (its first heartbeat comes _timeout/2 after a
+	// worker dispatched it; see saturation.go). Given only when the wire proves the wait: a worker of the same
+	// process came free in between. Zero when not proven. Handling is ServerUS − ServerWaitUS.
 	ServerWaitUS int64 `json:"server_wait_us,omitempty"`
 	Heartbeats   int   `json:"heartbeats"`
 	// HeartbeatTimes are the call-monitor heartbeat replies (ending=false) as published by the server.
