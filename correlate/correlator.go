@@ -56,12 +56,8 @@ type Correlator struct {
 
 	// Everything below belongs to the Run goroutine.
 	reorder        time.Duration
-	buf            eventHeap // the reorder window: events by read time
-	bufSeq         uint64
-	lastKey        time.Time // order key of the newest event processed from the window
-	orphans        map[string][]*orphan
-	orphanQ        []*orphan // by expiry
-	norphans       int
+	window         reorderWindow       // events by read time, until they are Reorder old
+	orphans        orphanage           // replies whose call was not known yet
 	maybeReply     map[string]*pending // generic casts that may be replies of a call not seen yet, by genericKey
 	byUnique       map[string]*pending // requests by _unique_id (generic one-way: "mid\x00"+message_id)
 	byMsg          map[string]*pending // calls by osloKey (_msg_id and reply queue; generic RPC: genericKey)
@@ -102,7 +98,7 @@ func New(cfg Config) *Correlator {
 		servers:      make(map[Endpoint]*serverLoad),
 		finished:     newFinished(),
 		reorder:      cfg.reorder(),
-		orphans:      make(map[string][]*orphan),
+		orphans:      orphanage{byKey: make(map[string][]*orphan)},
 		maybeReply:   make(map[string]*pending),
 	}
 	c.events.New = func() any { return new(event) }

@@ -12,12 +12,12 @@ import (
 // the correlator in the order the taps ran, not the order the bytes were read: a server's reply publish can arrive
 // before the delivery it answers. Three layers put them back in causal order:
 //
-//  1. The reorder window (admit, release): every event waits in a min-heap by its order key (the read time of the
-//     frame that completed it) until the key is Config.Reorder old, and is processed then, oldest first. Expiry
-//     runs interleaved with the released events, and never past the oldest event still waiting, so a deadline is
+//  1. The reorder window (reorderWindow; admit, release): every event waits in a min-heap by its order key (the read
+//     time of the frame that completed it) until the key is Config.Reorder old, and is processed then, oldest first.
+//     Expiry runs interleaved with the released events, and never past the oldest event still waiting, so a deadline is
 //     judged against every event read before it that has reached the correlator.
-//  2. Orphans (addOrphan, adopt): an event later than the window is processed at once (Stats.LateEvents). If it
-//     is a reply (or a generic reply delivery) whose call is not known yet, it waits, bounded, for another
+//  2. Orphans (orphanage; addOrphan, adopt): an event later than the window is processed at once (Stats.LateEvents).
+//     If it is a reply (or a generic reply delivery) whose call is not known yet, it waits, bounded, for another
 //     Reorder, and joins its call if the call shows up; only an orphan that expires counts as unmatched. A generic
 //     publish that looks like a one-way message but carries a correlation_id may be the reply of a call not seen
 //     yet: it is a cast that never ends before its settle time (mayBeReply) and turns into the reply if the call
@@ -89,6 +89,44 @@ func (h *eventHeap) pop() *event {
 	return top
 }
 
+// reorderWindow holds events until their order key is Config.Reorder old and hands them out oldest first. It
+// knows nothing of what processing an event means: the Correlator decides when to take them (admit, release).
+type reorderWindow struct {
+	heap eventHeap
+	seq  uint64    // arrival count: the tie-break for events read in the same instant
+	last time.Time // order key of the newest event taken out, so a later arrival older than it is late
+}
+
+// late says whether ev was read before an event already taken out of the window.
+func (w *reorderWindow) late(ev *event) bool { return ev.order.Before(w.last) }
+
+func (w *reorderWindow) len() int { return len(w.heap) }
+
+// put adds ev with key (its order key as sinceEpoch gives it).
+func (w *reorderWindow) put(ev *event, key int64) {
+	w.seq++
+	ev.seq = w.seq
+	ev.key = key
+	w.heap.push(ev)
+}
+
+// take removes and returns the oldest event.
+func (w *reorderWindow) take() *event {
+	ev := w.heap.pop()
+	if ev.order.After(w.last) {
+		w.last = ev.order
+	}
+	return ev
+}
+
+// oldest is the order key of the oldest event waiting; ok is false when the window is empty.
+func (w *reorderWindow) oldest() (t time.Time, ok bool) {
+	if len(w.heap) == 0 {
+		return time.Time{}, false
+	}
+	return w.heap[0].ev.order, true
+}
+
 // sinceEpoch turns t into an integer heap key. Sub uses the monotonic clock when both times carry it (as the
 // proxy's read stamps and the epoch do), exactly like Before, so the order is the one Before would give.
 func (c *Correlator) sinceEpoch(t time.Time) int64 { return int64(t.Sub(c.epoch)) }
@@ -96,31 +134,25 @@ func (c *Correlator) sinceEpoch(t time.Time) int64 { return int64(t.Sub(c.epoch)
 // admit takes an event into the reorder window. An event read before one already processed from the window is
 // late: processing it at once is the nearest we can still get to its place.
 func (c *Correlator) admit(ev *event) {
-	if ev.order.Before(c.lastKey) {
+	if c.window.late(ev) {
 		c.ctr.late.Add(1)
 		c.process(ev)
 		c.recycle(ev)
 		return
 	}
-	if len(c.buf) >= c.cfg.reorderCap() {
+	if c.window.len() >= c.cfg.reorderCap() {
 		c.ctr.reorderOverflow.Add(1)
 		c.processNext()
 	}
-	c.bufSeq++
-	ev.seq = c.bufSeq
-	ev.key = c.sinceEpoch(ev.order)
-	c.buf.push(ev)
-	c.ctr.buffered.Store(int64(len(c.buf)))
+	c.window.put(ev, c.sinceEpoch(ev.order))
+	c.ctr.buffered.Store(int64(c.window.len()))
 }
 
 // processNext processes the oldest event in the window, after everything due before it was read.
 func (c *Correlator) processNext() {
-	ev := c.buf.pop()
-	c.ctr.buffered.Store(int64(len(c.buf)))
+	ev := c.window.take()
+	c.ctr.buffered.Store(int64(c.window.len()))
 	c.expire(ev.order)
-	if ev.order.After(c.lastKey) {
-		c.lastKey = ev.order
-	}
 	c.process(ev)
 	c.recycle(ev)
 }
@@ -141,19 +173,23 @@ func (c *Correlator) recycle(ev *event) {
 // oldest event still waiting: it may be the reply that saves a call from its deadline.
 func (c *Correlator) release(now time.Time) {
 	mark := now.Add(-c.reorder)
-	for len(c.buf) > 0 && !c.buf[0].ev.order.After(mark) {
+	for {
+		t, ok := c.window.oldest()
+		if !ok || t.After(mark) {
+			break
+		}
 		c.processNext()
 	}
 	limit := now
-	if len(c.buf) > 0 && !c.buf[0].ev.order.After(limit) {
-		limit = c.buf[0].ev.order.Add(-1)
+	if t, ok := c.window.oldest(); ok && !t.After(limit) {
+		limit = t.Add(-1)
 	}
 	c.expire(limit)
 }
 
 // drain processes every event in the window, in order (shutdown, and tests that play a zero-lag tap).
 func (c *Correlator) drain() {
-	for len(c.buf) > 0 {
+	for c.window.len() > 0 {
 		c.processNext()
 	}
 }
@@ -173,10 +209,59 @@ type orphan struct {
 	expireAt time.Time
 }
 
+// orphanage holds the orphans: by key, for the call that may still show up, and by expiry. It is bounded by
+// maxOrphans; what an orphan's fate means (merged, unmatched) is the Correlator's business.
+type orphanage struct {
+	byKey map[string][]*orphan
+	queue []*orphan // by expiry: orphans are processed a window after they were read, so expiry times come in order
+	n     int       // waiting, neither merged nor expired
+}
+
+func (o *orphanage) full() bool { return o.n >= maxOrphans }
+
+func (o *orphanage) add(x *orphan) {
+	o.byKey[x.key] = append(o.byKey[x.key], x)
+	o.queue = append(o.queue, x)
+	o.n++
+}
+
+// claim removes and returns the orphans waiting under key; each must then be settled (settle).
+func (o *orphanage) claim(key string) []*orphan {
+	xs := o.byKey[key]
+	delete(o.byKey, key)
+	return xs
+}
+
+// settle marks x as no longer waiting: merged into a record, or counted unmatched.
+func (o *orphanage) settle(x *orphan) {
+	x.done = true
+	o.n--
+}
+
+// expired removes and returns the next orphan whose time has come at now (any orphan when all), or nil.
+func (o *orphanage) expired(now time.Time, all bool) *orphan {
+	for len(o.queue) > 0 && (all || !o.queue[0].expireAt.After(now)) {
+		x := o.queue[0]
+		o.queue[0] = nil
+		o.queue = o.queue[1:]
+		if x.done {
+			continue // merged: only the expiry queue still held it
+		}
+		o.settle(x)
+		if xs := slices.DeleteFunc(o.byKey[x.key], func(y *orphan) bool { return y == x }); len(xs) > 0 {
+			o.byKey[x.key] = xs
+		} else {
+			delete(o.byKey, x.key)
+		}
+		return x
+	}
+	return nil
+}
+
 // addOrphan keeps a reply until its call shows up or Reorder passes. It returns nil, counting the reply as
 // unmatched, when maxOrphans are already waiting.
 func (c *Correlator) addOrphan(key string, ev *event, queue string, delivery, confirm bool) *orphan {
-	if c.norphans >= maxOrphans {
+	if c.orphans.full() {
 		c.countUnmatched(&orphan{ev: ev, key: key})
 		return nil
 	}
@@ -185,35 +270,15 @@ func (c *Correlator) addOrphan(key string, ev *event, queue string, delivery, co
 	ev.kept = true
 	o := &orphan{ev: ev, key: key, queue: queue, delivery: delivery, confirm: confirm,
 		expireAt: c.now().Add(c.reorder)}
-	c.orphans[key] = append(c.orphans[key], o)
-	c.orphanQ = append(c.orphanQ, o)
-	c.norphans++
-	c.ctr.orphans.Store(int64(c.norphans))
+	c.orphans.add(o)
+	c.ctr.orphans.Store(int64(c.orphans.n))
 	return o
 }
 
-func (c *Correlator) popOrphan() {
-	c.orphanQ[0] = nil
-	c.orphanQ = c.orphanQ[1:]
-}
-
-// expireOrphans drops the orphans whose time has come (all of them at shutdown), counting each as unmatched. An
-// orphan is processed a window after it was read, so expiry times come in order; a merged orphan is skipped.
+// expireOrphans drops the orphans whose time has come (all of them at shutdown), counting each as unmatched.
 func (c *Correlator) expireOrphans(now time.Time, all bool) {
-	for len(c.orphanQ) > 0 && (all || !c.orphanQ[0].expireAt.After(now)) {
-		o := c.orphanQ[0]
-		c.popOrphan()
-		if o.done {
-			continue
-		}
-		o.done = true
-		c.norphans--
-		c.ctr.orphans.Store(int64(c.norphans))
-		if os := slices.DeleteFunc(c.orphans[o.key], func(x *orphan) bool { return x == o }); len(os) > 0 {
-			c.orphans[o.key] = os
-		} else {
-			delete(c.orphans, o.key)
-		}
+	for o := c.orphans.expired(now, all); o != nil; o = c.orphans.expired(now, all) {
+		c.ctr.orphans.Store(int64(c.orphans.n))
 		c.countUnmatched(o)
 	}
 }
@@ -243,15 +308,13 @@ func (c *Correlator) adopt(p *pending) {
 	if m := c.maybeReply[p.msgKey]; m != nil && p.generic && p.rec.Kind == KindCall {
 		c.reclassify(m, p)
 	}
-	os := c.orphans[p.msgKey]
+	os := c.orphans.claim(p.msgKey)
 	if len(os) == 0 {
 		return
 	}
-	delete(c.orphans, p.msgKey)
 	slices.SortStableFunc(os, func(a, b *orphan) int { return a.ev.order.Compare(b.ev.order) })
 	for _, o := range os {
-		o.done = true
-		c.norphans--
+		c.orphans.settle(o)
 		if p.done {
 			// The call ended on an earlier orphan (its final reply): the rest are its stragglers.
 			c.countUnmatched(o)
@@ -264,7 +327,7 @@ func (c *Correlator) adopt(p *pending) {
 			c.end(p, endFinal)
 		}
 	}
-	c.ctr.orphans.Store(int64(c.norphans))
+	c.ctr.orphans.Store(int64(c.orphans.n))
 }
 
 // genericReply is what a generic one-way record that may be a reply keeps to turn into one (reclassify).
@@ -286,17 +349,15 @@ func (c *Correlator) mayBeReply(p *pending, key string, ev *event, confirm bool)
 	ev.kept = true
 	p.gen = &genericReply{key: key, pub: ev, confirm: confirm}
 	c.maybeReply[key] = p
-	os := c.orphans[key]
-	delete(c.orphans, key)
-	for _, o := range os {
-		o.done, o.into = true, p
-		c.norphans--
+	for _, o := range c.orphans.claim(key) {
+		c.orphans.settle(o)
+		o.into = p
 		c.delivered(p, o.ev, o.queue)
 		if p.gen.deliv == nil {
 			p.gen.deliv, p.gen.queue = o.ev, o.queue
 		}
 	}
-	c.ctr.orphans.Store(int64(c.norphans))
+	c.ctr.orphans.Store(int64(c.orphans.n))
 }
 
 // reclassify turns the possible reply m into the reply of the generic call p: m's record is dropped unseen, and

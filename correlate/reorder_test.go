@@ -410,3 +410,78 @@ func TestRunExpiryWaitsForWindow(t *testing.T) {
 		}
 	})
 }
+
+// TestReorderWindowOrder checks the window alone: events come out by order key, then by arrival for equal keys,
+// and an event read before one already taken out is late.
+func TestReorderWindowOrder(t *testing.T) {
+	base := time.Unix(1_700_000_000, 0)
+	var w reorderWindow
+	in := []struct {
+		name string
+		at   time.Duration
+	}{{"c", 3}, {"a", 1}, {"b1", 2}, {"b2", 2}, {"d", 4}}
+	for _, e := range in {
+		ev := &event{order: base.Add(e.at), exchange: e.name}
+		w.put(ev, int64(e.at))
+	}
+	if t0, ok := w.oldest(); !ok || !t0.Equal(base.Add(1)) {
+		t.Fatalf("oldest = %v, %v; want %v", t0, ok, base.Add(1))
+	}
+	var got []string
+	for w.len() > 2 {
+		got = append(got, w.take().exchange)
+	}
+	if want := []string{"a", "b1", "b2"}; !slices.Equal(got, want) {
+		t.Fatalf("took %v, want %v", got, want)
+	}
+	if !w.late(&event{order: base.Add(1)}) || w.late(&event{order: base.Add(2)}) {
+		t.Fatal("an event read before the newest taken one must be late, one read with it must not")
+	}
+	w.take()
+	w.take()
+	if _, ok := w.oldest(); ok || w.len() != 0 {
+		t.Fatal("window not empty after taking everything")
+	}
+}
+
+// TestOrphanageLifecycle checks the orphan store alone: claim takes every orphan of a key, a settled orphan is
+// skipped by expiry, expiry comes in order and removes the orphan from its key, and the bound holds.
+func TestOrphanageLifecycle(t *testing.T) {
+	base := time.Unix(1_700_000_000, 0)
+	o := orphanage{byKey: make(map[string][]*orphan)}
+	a1 := &orphan{key: "a", expireAt: base.Add(1)}
+	b := &orphan{key: "b", expireAt: base.Add(2)}
+	a2 := &orphan{key: "a", expireAt: base.Add(3)}
+	for _, x := range []*orphan{a1, b, a2} {
+		o.add(x)
+	}
+	if o.n != 3 {
+		t.Fatalf("n = %d, want 3", o.n)
+	}
+	if x := o.expired(base, false); x != nil {
+		t.Fatalf("expired %v before its time", x.key)
+	}
+	if x := o.expired(base.Add(1), false); x != a1 || len(o.byKey["a"]) != 1 || o.n != 2 {
+		t.Fatalf("first expiry: got %v, a holds %d, n %d", x, len(o.byKey["a"]), o.n)
+	}
+	claimed := o.claim("a")
+	if len(claimed) != 1 || claimed[0] != a2 {
+		t.Fatalf("claim(a) = %v, want [a2]", claimed)
+	}
+	o.settle(a2)
+	if x := o.expired(base.Add(10), false); x != b || o.n != 0 {
+		t.Fatalf("second expiry: got %v, n %d; want b, 0", x, o.n)
+	}
+	if x := o.expired(base.Add(10), true); x != nil {
+		t.Fatalf("a settled orphan expired again: %v", x.key)
+	}
+	for i := 0; !o.full(); i++ {
+		o.add(&orphan{key: "k", expireAt: base})
+		if i > maxOrphans {
+			t.Fatal("orphanage never reports full")
+		}
+	}
+	if o.n != maxOrphans {
+		t.Fatalf("full at %d, want %d", o.n, maxOrphans)
+	}
+}
