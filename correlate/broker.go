@@ -66,7 +66,7 @@ func (c *Correlator) onBroker(ev *event) {
 	who := &ev.ident.ep
 	detail = CleanString(detail+" ("+who.Service+" "+who.Connection+")", maxMessageLen)
 	typ := ev.broker.eventType()
-	for p := c.oldest; p != nil; p = p.next {
+	for p := c.table.oldest; p != nil; p = p.next {
 		if !sameProcess(p.rec.Caller, who) && !sameProcess(p.rec.Callee, who) {
 			continue
 		}

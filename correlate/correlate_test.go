@@ -591,7 +591,7 @@ func TestFloodKeepsPendingAtCap(t *testing.T) {
 	for i := range 250 {
 		api.publish("nova", "conductor", false, callProps(60000), callBody("m", fmt.Sprint("m", i), fmt.Sprint("u", i), reqID, nil))
 		h.flush()
-		if n := h.c.npending; n > 100 {
+		if n := h.c.table.n; n > 100 {
 			t.Fatalf("pending %d over cap", n)
 		}
 	}

@@ -1,7 +1,6 @@
 package correlate
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"log/slog"
@@ -55,24 +54,16 @@ type Correlator struct {
 	stopped      chan struct{}    // closed when Run returns
 
 	// Everything below belongs to the Run goroutine.
-	reorder        time.Duration
-	window         reorderWindow       // events by read time, until they are Reorder old
-	orphans        orphanage           // replies whose call was not known yet
-	maybeReply     map[string]*pending // generic casts that may be replies of a call not seen yet, by genericKey
-	byUnique       map[string]*pending // requests by _unique_id (generic one-way: "mid\x00"+message_id)
-	byMsg          map[string]*pending // calls by osloKey (_msg_id and reply queue; generic RPC: genericKey)
-	byMsgID        map[string]*pending // oslo calls by _msg_id alone: to tell a reply sent elsewhere (foreign)
-	oldest, newest *pending            // insertion order, for eviction at MaxPending
-	npending       int
-	pendingBytes   int // estimated bytes held by the pending table (see account)
-	seq            uint64
-	expiry         expiryHeap
-	nextID         uint64
-	topo           topology
-	handling       handling
-	servers        map[Endpoint]*serverLoad // what the wire shows of each server process's workers
-	finished       finished                 // calls already emitted, for the replies that come after them
-	keyBuf         []byte                   // scratch for reply keys (appendReplyKey)
+	reorder  time.Duration
+	window   reorderWindow // events by read time, until they are Reorder old
+	orphans  orphanage     // replies whose call was not known yet
+	table    pendingTable  // every record not yet emitted
+	nextID   uint64
+	topo     topology
+	handling handling
+	servers  map[Endpoint]*serverLoad // what the wire shows of each server process's workers
+	finished finished                 // calls already emitted, for the replies that come after them
+	keyBuf   []byte                   // scratch for reply keys (appendReplyKey)
 }
 
 // New returns a Correlator; call Run to start pairing.
@@ -90,16 +81,13 @@ func New(cfg Config) *Correlator {
 		inflight:     make(chan inflightReq),
 		stopped:      make(chan struct{}),
 		bodies:       newBodyCache(),
-		byUnique:     make(map[string]*pending),
-		byMsg:        make(map[string]*pending),
-		byMsgID:      make(map[string]*pending),
 		topo:         newTopology(),
 		handling:     newHandling(cfg.maxPending()),
 		servers:      make(map[Endpoint]*serverLoad),
 		finished:     newFinished(),
 		reorder:      cfg.reorder(),
 		orphans:      orphanage{byKey: make(map[string][]*orphan)},
-		maybeReply:   make(map[string]*pending),
+		table:        newPendingTable(),
 	}
 	c.events.New = func() any { return new(event) }
 	if c.sink == nil {
@@ -265,8 +253,8 @@ func (c *Correlator) shutdown() {
 	c.reapClosed()
 	c.drain()
 	c.expireOrphans(time.Time{}, true)
-	for c.oldest != nil {
-		if p := c.oldest; p.held {
+	for c.table.oldest != nil {
+		if p := c.table.oldest; p.held {
 			c.end(p, endHoldOver) // final already: it only waited for stragglers
 		} else {
 			c.end(p, endShutdown)
@@ -392,95 +380,44 @@ func (c *Correlator) closeConn(st *connState) {
 }
 
 // --- pending table ----------------------------------------------------------------------------------------------
+//
+// The table itself (pendingTable, pending.go) only keeps records and their indexes; what is evicted, and when a
+// record is due, is decided here.
 
 func (c *Correlator) insert(p *pending) {
-	if c.npending >= c.cfg.maxPending() && c.oldest != nil {
+	if c.table.n >= c.cfg.maxPending() && c.table.oldest != nil {
 		c.ctr.evicted.Add(1)
-		c.end(c.oldest, endEvicted)
+		c.end(c.table.oldest, endEvicted)
 	}
-	p.heapIdx = -1
-	c.seq++
-	p.seq = c.seq
-	p.prev = c.newest
-	if c.newest != nil {
-		c.newest.next = p
-	} else {
-		c.oldest = p
-	}
-	c.newest = p
-	c.npending++
-	c.ctr.pending.Store(int64(c.npending))
+	c.table.link(p)
+	c.ctr.pending.Store(int64(c.table.n))
 }
-
-// pendingBase is what one pending message costs before its payload and ids: the record, the table entries, the
-// expiry slot. TestBacklogMemoryIsBounded measures the whole (about 1.5 KB for a cast with 170 bytes of args).
-const pendingBase = 1280
 
 // account adds p's estimated size to the table's, and evicts the oldest pending messages (emitted Incomplete,
 // counted) while the table is over Config.MaxPendingBytes: a backlog of large messages is bounded by memory, not
 // only by count.
 func (c *Correlator) account(p *pending) {
-	r := &p.rec
-	p.size = pendingBase + len(r.Args) + len(r.Method) + len(r.Topic) + len(r.RoutingKey) + len(r.Exchange) +
-		len(r.MsgID) + len(r.UniqueID) + len(r.MessageID) + len(r.RequestID) + len(r.GlobalRequestID) +
-		len(p.replyQ) + len(r.EventType) + len(r.PublisherID)
-	c.pendingBytes += p.size
-	for c.pendingBytes > c.cfg.maxPendingBytes() && c.oldest != nil && c.oldest != p {
+	c.table.charge(p)
+	for c.table.bytes > c.cfg.maxPendingBytes() && c.table.oldest != nil && c.table.oldest != p {
 		c.ctr.evicted.Add(1)
 		c.ctr.evictedBytes.Add(1)
-		c.end(c.oldest, endEvicted)
+		c.end(c.table.oldest, endEvicted)
 	}
-	c.ctr.pendingBytes.Store(int64(c.pendingBytes))
+	c.ctr.pendingBytes.Store(int64(c.table.bytes))
 }
 
 func (c *Correlator) unlink(p *pending) {
-	c.pendingBytes -= p.size
-	c.ctr.pendingBytes.Store(int64(c.pendingBytes))
-	if p.prev != nil {
-		p.prev.next = p.next
-	} else {
-		c.oldest = p.next
-	}
-	if p.next != nil {
-		p.next.prev = p.prev
-	} else {
-		c.newest = p.prev
-	}
-	p.prev, p.next = nil, nil
-	c.npending--
-	c.ctr.pending.Store(int64(c.npending))
-	if p.uniqueKey != "" && c.byUnique[p.uniqueKey] == p {
-		delete(c.byUnique, p.uniqueKey)
-	}
-	if p.msgKey != "" && c.byMsg[p.msgKey] == p {
-		delete(c.byMsg, p.msgKey)
-	}
-	if id := p.rec.MsgID; id != "" && c.byMsgID[id] == p {
-		delete(c.byMsgID, id)
-	}
-	if p.heapIdx >= 0 {
-		heap.Remove(&c.expiry, p.heapIdx)
-	}
-	if p.gen != nil && c.maybeReply[p.gen.key] == p {
-		delete(c.maybeReply, p.gen.key)
-	}
+	c.table.unlink(p)
+	c.ctr.pendingBytes.Store(int64(c.table.bytes))
+	c.ctr.pending.Store(int64(c.table.n))
 }
 
-func (c *Correlator) schedule(p *pending, at time.Time) {
-	p.expireAt = at
-	p.expireKey = c.sinceEpoch(at)
-	if p.heapIdx >= 0 {
-		heap.Fix(&c.expiry, p.heapIdx)
-	} else {
-		heap.Push(&c.expiry, p)
-	}
-}
+func (c *Correlator) schedule(p *pending, at time.Time) { c.table.schedule(p, at, c.sinceEpoch(at)) }
 
 // expire ends every pending RPC, and drops every orphan, whose time has come.
 func (c *Correlator) expire(now time.Time) {
 	c.expireOrphans(now, false)
-	for len(c.expiry) > 0 && !c.expiry[0].expireAt.After(now) {
-		p := c.expiry[0]
+	for p := c.table.due(now); p != nil; p = c.table.due(now) {
 		if p.held {
 			c.end(p, endHoldOver)
 		} else {
@@ -525,7 +462,7 @@ func (c *Correlator) foreignReply(p *pending, ev *event) {
 // reports whether it took the reply.
 func (c *Correlator) followUp(o *orphan) bool {
 	key := o.key
-	if p := c.byMsg[key]; p != nil && p.rec.Amends != 0 {
+	if p := c.table.byMsg[key]; p != nil && p.rec.Amends != 0 {
 		c.onReply(p, o.ev, o.delivery, o.confirm)
 		return true
 	}
@@ -540,8 +477,8 @@ func (c *Correlator) followUp(o *orphan) bool {
 	orig := t.rec
 	p := &pending{published: true, msgKey: key, replyQ: t.replyQ}
 	c.insert(p)
-	c.byMsg[key] = p
-	c.byMsgID[orig.MsgID] = p
+	c.table.byMsg[key] = p
+	c.table.byMsgID[orig.MsgID] = p
 	r := &p.rec
 	r.Kind, r.Protocol, r.Amends = orig.Kind, orig.Protocol, orig.ID
 	r.Method, r.Topic, r.Server, r.Exchange, r.RoutingKey = orig.Method, orig.Topic, orig.Server, orig.Exchange, orig.RoutingKey
@@ -679,10 +616,10 @@ func (c *Correlator) onPublish(ev *event) {
 		// answers the call. One sent elsewhere with the call's _msg_id (a forged or confused server) is not
 		// what the caller got.
 		c.keyBuf = appendReplyKey(c.keyBuf[:0], ev, "", false)
-		if p := c.byMsg[string(c.keyBuf)]; p != nil {
+		if p := c.table.byMsg[string(c.keyBuf)]; p != nil {
 			entry.p, entry.reply = p, true
 			c.onReply(p, ev, false, ch.confirm)
-		} else if p := c.byMsgID[b.msgID]; p != nil {
+		} else if p := c.table.byMsgID[b.msgID]; p != nil {
 			c.foreignReply(p, ev)
 		} else if key := string(c.keyBuf); !c.finished.straggler(key, b.uniqueID) {
 			// Its call may still come (read earlier, tapped later than the window): wait as an orphan.
@@ -723,14 +660,14 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 		// A 2012-era cast: nothing in it is unique but the body, which its deliveries carry unchanged.
 		key = "body\x00" + strconv.FormatUint(ev.bodyHash, 16)
 	}
-	if p := c.byUnique[key]; key != "" && p != nil {
+	if p := c.table.byUnique[key]; key != "" && p != nil {
 		return p
 	}
 	p := &pending{}
 	c.insert(p)
 	if key != "" {
 		p.uniqueKey = key
-		c.byUnique[key] = p
+		c.table.byUnique[key] = p
 	}
 	r := &p.rec
 	r.Kind, r.Protocol = kind, "oslo"
@@ -774,8 +711,8 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 		p.replyQ, p.monitorS = b.replyQ, b.monitorS
 		if b.msgID != "" {
 			p.msgKey = osloKey(b.msgID, b.replyQ)
-			c.byMsg[p.msgKey] = p
-			c.byMsgID[b.msgID] = p
+			c.table.byMsg[p.msgKey] = p
+			c.table.byMsgID[b.msgID] = p
 		}
 		if ev.kind != evPublish { // a publish sets it in published, from the same time
 			c.setDeadline(p, ev.at, ev.expiration)
@@ -855,15 +792,15 @@ func (c *Correlator) onDeliver(ev *event) {
 		// What the caller received is a reply delivered from its reply queue; when the consumer's queue is not
 		// known (its Basic.Consume was not seen), the _msg_id alone has to do.
 		c.keyBuf = appendReplyKey(c.keyBuf[:0], ev, queue, true)
-		p := c.byMsg[string(c.keyBuf)]
+		p := c.table.byMsg[string(c.keyBuf)]
 		if p == nil && queue == "" {
-			p = c.byMsgID[b.msgID]
+			p = c.table.byMsgID[b.msgID]
 		}
 		switch {
 		case p != nil:
 			c.onReply(p, ev, true, false)
-		case c.byMsgID[b.msgID] != nil:
-			c.foreignReply(c.byMsgID[b.msgID], ev)
+		case c.table.byMsgID[b.msgID] != nil:
+			c.foreignReply(c.table.byMsgID[b.msgID], ev)
 		case !c.finished.straggler(string(c.keyBuf), b.uniqueID):
 			c.addOrphan(string(c.keyBuf), ev, queue, true, false)
 		}
@@ -993,9 +930,9 @@ func (c *Correlator) onReturn(ev *event) {
 	if p == nil {
 		switch b := &ev.body; b.kind {
 		case mkReply:
-			p, reply = c.byMsg[osloKey(b.msgID, ev.routingKey)], true
+			p, reply = c.table.byMsg[osloKey(b.msgID, ev.routingKey)], true
 		case mkRequest, mkNotification:
-			p = c.byUnique[b.uniqueID]
+			p = c.table.byUnique[b.uniqueID]
 		}
 	}
 	if p == nil || p.done {
@@ -1085,7 +1022,7 @@ func (c *Correlator) genericPublish(ev *event, confirmChannel bool) (*pending, b
 	var key string
 	if replyLike {
 		key = genericKey(ev.correlationID, ev.routingKey)
-		if p := c.byMsg[key]; p != nil && p.generic {
+		if p := c.table.byMsg[key]; p != nil && p.generic {
 			c.onReply(p, ev, false, confirmChannel)
 			return p, true
 		}
@@ -1104,11 +1041,11 @@ func (c *Correlator) genericPublish(ev *event, confirmChannel bool) (*pending, b
 func (c *Correlator) genericDeliver(ev *event, queue string) {
 	if ev.replyTo == "" && ev.correlationID != "" {
 		key := genericKey(ev.correlationID, ev.routingKey)
-		if p := c.byMsg[key]; p != nil && p.generic {
+		if p := c.table.byMsg[key]; p != nil && p.generic {
 			c.onReply(p, ev, true, false)
 			return
 		}
-		if m := c.maybeReply[key]; m != nil {
+		if m := c.table.maybeReply[key]; m != nil {
 			c.delivered(m, ev, queue)
 			if m.gen.deliv == nil {
 				ev.kept = true
@@ -1145,12 +1082,12 @@ func (c *Correlator) genericRequest(ev *event) *pending {
 	switch {
 	case call:
 		key = genericKey(id, ev.replyTo)
-		if p := c.byMsg[key]; p != nil {
+		if p := c.table.byMsg[key]; p != nil {
 			return p
 		}
 	case ev.messageID != "":
 		key = "mid\x00" + ev.messageID
-		if p := c.byUnique[key]; p != nil {
+		if p := c.table.byUnique[key]; p != nil {
 			return p
 		}
 	}
@@ -1171,7 +1108,7 @@ func (c *Correlator) genericRequest(ev *event) *pending {
 		r.Kind = KindCall
 		r.MsgID = id
 		p.msgKey, p.replyQ = key, ev.replyTo
-		c.byMsg[key] = p
+		c.table.byMsg[key] = p
 		if ev.kind != evPublish { // a publish sets it in published, from the same time
 			c.setDeadline(p, ev.at, ev.expiration)
 		}
@@ -1179,41 +1116,11 @@ func (c *Correlator) genericRequest(ev *event) *pending {
 		r.Kind = KindCast
 		if key != "" {
 			p.uniqueKey = key
-			c.byUnique[key] = p
+			c.table.byUnique[key] = p
 		}
 		c.schedule(p, ev.at.Add(c.cfg.settle()))
 	}
 	c.account(p)
-	return p
-}
-
-// --- expiry heap ------------------------------------------------------------------------------------------------
-
-type expiryHeap []*pending
-
-func (h expiryHeap) Len() int { return len(h) }
-func (h expiryHeap) Less(i, j int) bool {
-	if h[i].expireKey != h[j].expireKey {
-		return h[i].expireKey < h[j].expireKey
-	}
-	return h[i].seq < h[j].seq
-}
-func (h expiryHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = i
-	h[j].heapIdx = j
-}
-func (h *expiryHeap) Push(x any) {
-	p := x.(*pending)
-	p.heapIdx = len(*h)
-	*h = append(*h, p)
-}
-func (h *expiryHeap) Pop() any {
-	old := *h
-	p := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	p.heapIdx = -1
 	return p
 }
 

@@ -21,12 +21,13 @@
 // The correlator's state is split by what it knows, each in its own file and testable without frames:
 //   - topology.go: the broker's routing as the wire showed it: exchanges, queues with their flags and arguments,
 //     bindings, consumers through this proxy, oslo topics; it says which deliveries a publish can still get.
-//   - the pending table (correlator.go): RPCs not final yet, by _unique_id, by _msg_id and reply queue, by
-//     correlation id; an expiry heap; eviction by count (MaxPending) and by estimated memory (MaxPendingBytes).
+//   - pending.go: the pending table (pendingTable), records not final yet, by _unique_id, by _msg_id and reply
+//     queue, by correlation id, with an expiry heap and their estimated size; the Correlator evicts from it by count
+//     (MaxPending) and by estimated memory (MaxPendingBytes), and ending.go is the one way out.
 //   - handling.go: which messages each process is handling, per request, for parent links that are never a guess.
 //   - finished.go: calls already emitted, for the replies that come after them (stragglers, follow-up records).
 //   - broker.go: what the broker did to connections (blocked, closed, cancelled), put on the RPCs it hurt.
-//   - reorder.go: the reorder window, orphans and holds (below).
+//   - reorder.go: the reorder window (reorderWindow), orphans (orphanage) and holds (below).
 //   - inflight.go: the view of what is waiting now (InFlight).
 //
 // # Order

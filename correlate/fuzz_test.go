@@ -93,8 +93,8 @@ func FuzzAssembler(f *testing.F) {
 				c.admitBatch(<-c.q)
 			}
 			c.drain()
-			if c.npending > 8 {
-				t.Fatalf("pending %d over cap", c.npending)
+			if c.table.n > 8 {
+				t.Fatalf("pending %d over cap", c.table.n)
 			}
 		}
 		c.expire(time.Now().Add(time.Hour))
@@ -193,8 +193,8 @@ func BenchmarkPendingMemory(b *testing.B) {
 		h.flush()
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		if h.c.npending != n {
-			b.Fatalf("pending %d", h.c.npending)
+		if h.c.table.n != n {
+			b.Fatalf("pending %d", h.c.table.n)
 		}
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/pending")
 		runtime.KeepAlive(h)

@@ -122,7 +122,7 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 	flows := map[[2]Endpoint]int{}
 	callers := map[Endpoint]*ProcessInFlight{}
 	age := func(t time.Time) int64 { return max(now.Sub(t).Milliseconds(), 0) }
-	for p := c.oldest; p != nil; p = p.next {
+	for p := c.table.oldest; p != nil; p = p.next {
 		if p.rec.Amends != 0 {
 			continue // a follow-up: the call it amends is over
 		}

@@ -305,7 +305,7 @@ func (c *Correlator) adopt(p *pending) {
 	if p.done || p.msgKey == "" {
 		return
 	}
-	if m := c.maybeReply[p.msgKey]; m != nil && p.generic && p.rec.Kind == KindCall {
+	if m := c.table.maybeReply[p.msgKey]; m != nil && p.generic && p.rec.Kind == KindCall {
 		c.reclassify(m, p)
 	}
 	os := c.orphans.claim(p.msgKey)
@@ -343,12 +343,12 @@ type genericReply struct {
 // mayBeReply marks a generic one-way publish with a correlation_id as a possible reply: it does not end before
 // its settle time, and takes the deliveries that came before it.
 func (c *Correlator) mayBeReply(p *pending, key string, ev *event, confirm bool) {
-	if p.gen != nil || c.maybeReply[key] != nil || len(c.maybeReply) >= maxOrphans {
+	if p.gen != nil || c.table.maybeReply[key] != nil || len(c.table.maybeReply) >= maxOrphans {
 		return
 	}
 	ev.kept = true
 	p.gen = &genericReply{key: key, pub: ev, confirm: confirm}
-	c.maybeReply[key] = p
+	c.table.maybeReply[key] = p
 	for _, o := range c.orphans.claim(key) {
 		c.orphans.settle(o)
 		o.into = p
