@@ -222,6 +222,11 @@ func progress(w io.Writer, read *atomic.Int64, total int64, pp *pipeline.Passive
 	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
 		return func() {}
 	}
+	return progressLine(w, read, total, func() uint64 { return pp.Stats().Correlate.RecordsOut })
+}
+
+// progressLine is progress on any writer, with the record count from records.
+func progressLine(w io.Writer, read *atomic.Int64, total int64, records func() uint64) func() {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	printed := false
@@ -242,7 +247,7 @@ func progress(w io.Writer, read *atomic.Int64, total int64, pp *pipeline.Passive
 				}
 				printed = true
 				fmt.Fprintf(w, "\rreplay: %.1f of %.1f MB, %d records", float64(read.Load())/1e6, float64(total)/1e6,
-					pp.Stats().Correlate.RecordsOut)
+					records())
 			}
 		}
 	})

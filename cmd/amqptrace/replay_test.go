@@ -2,13 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/amqptrace/amqptrace/correlate"
+	"github.com/amqptrace/amqptrace/internal/recorded"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
@@ -89,4 +97,105 @@ func TestReplayBadInput(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, stderr.String())
 		}
 	})
+}
+
+// TestReplayProgressLine: a replay shorter than two seconds prints nothing; a longer one rewrites one line with
+// the bytes read, the file sizes and the records so far, twice a second, and ends it with a newline when stopped.
+func TestReplayProgressLine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		var read atomic.Int64
+		stop := progressLine(&out, &read, 3e6, func() uint64 { return 7 })
+		time.Sleep(1500 * time.Millisecond)
+		stop()
+		if out.Len() != 0 {
+			t.Fatalf("a 1.5 s replay printed %q", out.String())
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		var read atomic.Int64
+		records := atomic.Uint64{}
+		stop := progressLine(&out, &read, 3e6, records.Load)
+		read.Store(1_500_000)
+		records.Store(42)
+		time.Sleep(2600 * time.Millisecond)
+		synctest.Wait()
+		if got, want := out.String(), "\rreplay: 1.5 of 3.0 MB, 42 records"; !strings.HasPrefix(got, want) {
+			t.Fatalf("after 2.6 s the progress line is %q, want it to start %q", got, want)
+		}
+		read.Store(3_000_000)
+		records.Store(99)
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		stop()
+		got := out.String()
+		if !strings.HasSuffix(got, "\rreplay: 3.0 of 3.0 MB, 99 records\n") || strings.Count(got, "\n") != 1 {
+			t.Fatalf("the line after stopping is %q: want the last figures and one newline", got)
+		}
+	})
+}
+
+// TestReplayKeepsServingUI replays a recorded oslo.messaging conversation with the real binary and --http: once
+// the files are read it says so, keeps serving the records it made on /api/calls, and exits 0 on SIGTERM.
+func TestReplayKeepsServingUI(t *testing.T) {
+	skipShort(t)
+	conns, err := recorded.Load(filepath.Join("..", "..", "frames", "testdata", "oslo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streams [][]recorded.Packet
+	for i, c := range conns {
+		streams = append(streams, recorded.Packets(i, c))
+	}
+	path := filepath.Join(t.TempDir(), "oslo.pcap")
+	if err := recorded.WriteCaptureFile(path, recorded.Interleave(streams, 0), false); err != nil {
+		t.Fatal(err)
+	}
+
+	p := startBin(t, "replay", "--http", "127.0.0.1:0", "--log-level", "info", path)
+	line, ok := p.stderr.waitLine(60*time.Second, p.done, httpLine.MatchString)
+	if !ok {
+		t.Fatalf("no %q line (exited: %v)", "UI and API listening", p.err)
+	}
+	httpAddr := httpLine.FindStringSubmatch(line)[1]
+	if _, ok := p.stderr.waitLine(60*time.Second, p.done, func(l string) bool {
+		return strings.Contains(l, "replay done; the UI keeps serving")
+	}); !ok {
+		t.Fatalf("replay did not report that it finished (exited: %v)", p.err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	code, body, err := httpGet(ctx, http.DefaultClient, "http://"+httpAddr+"/api/calls")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("GET /api/calls after the replay: %d %v", code, err)
+	}
+	var page struct {
+		Calls []correlate.Record `json:"calls"`
+	}
+	if err := json.Unmarshal(body, &page); err != nil {
+		t.Fatalf("/api/calls: %v: %.200s", err, body)
+	}
+	recs, calls := page.Calls, 0
+	for _, r := range recs {
+		if r.Source != "replay" {
+			t.Fatalf("record %d from %q, want replay", r.ID, r.Source)
+		}
+		if r.Kind == correlate.KindCall && r.Status == correlate.StatusOK && r.Method != "" {
+			calls++
+		}
+	}
+	if calls == 0 {
+		t.Fatalf("the UI serves %d records after the replay, no completed call among them", len(recs))
+	}
+	select {
+	case <-p.done:
+		t.Fatalf("amqptrace exited after the replay although --http was given: %v", p.err)
+	default:
+	}
+	p.signal(syscall.SIGTERM)
+	if rc := p.wait(30 * time.Second); rc != 0 {
+		t.Fatalf("exit status %d after SIGTERM, want 0", rc)
+	}
+	t.Logf("%d records served after the replay, %d completed calls", len(recs), calls)
 }

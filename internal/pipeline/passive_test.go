@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -44,14 +43,7 @@ func TestPassiveOwnPcap(t *testing.T) {
 		_, _ = fc.ServerDecoder().Write(c.S2C)
 	}
 	path := filepath.Join(t.TempDir(), "oslo.pcap")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := recorded.WriteCapture(f, recorded.Interleave(all, 0), false); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
+	if err := recorded.WriteCaptureFile(path, recorded.Interleave(all, 0), false); err != nil {
 		t.Fatal(err)
 	}
 

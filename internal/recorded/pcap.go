@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -116,6 +117,19 @@ func WriteCapture(w io.Writer, pkts []Packet, ng bool) error {
 		}
 	}
 	return flush()
+}
+
+// WriteCaptureFile is WriteCapture to a new file at path.
+func WriteCaptureFile(path string, pkts []Packet, ng bool) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := WriteCapture(f, pkts, ng); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // TCPPacket builds an Ethernet/IPv4/TCP packet with correct lengths and checksums; flags holds S, A, F, R.
