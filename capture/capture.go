@@ -362,8 +362,12 @@ func (c *Capture) packet(lt layers.LinkType, data []byte, wireLen int, at time.T
 	}
 	h := &cn.half[dir]
 	switch {
-	case t.SYN:
+	case t.SYN && !h.valid:
 		h.nextSeq, h.valid = t.Seq+1, true
+	case t.SYN:
+		// A copy of the SYN after the stream began (retransmitted, or the same packet seen on a second
+		// interface, whose copies can come later in the file): starting over would deliver the stream's first
+		// bytes again.
 	case !h.valid:
 		// The first segment seen of this direction (mid-stream, or its SYN was lost): its data starts the stream.
 		h.nextSeq, h.valid = t.Seq, true

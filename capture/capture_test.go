@@ -71,6 +71,35 @@ func newFeeder(t testing.TB, tap TapFunc) *feeder {
 	return &feeder{t: t, c: New(Config{Ports: []uint16{5672}, Tap: tap}), at: time.Unix(1700000000, 0)}
 }
 
+// A capture of two interfaces (tshark -i lo -i any) holds each packet twice, and one interface's copies can come
+// after the other's first data: a second SYN does not start the stream over, so its first bytes come once.
+func TestSYNCopyAfterDataIsIgnored(t *testing.T) {
+	all, tap := newSinks()
+	f := newFeeder(t, tap)
+	hdr := []byte("AMQP\x00\x00\x09\x01")
+	f.send(clientAP, brokerAP, 999, "S", nil)
+	f.send(brokerAP, clientAP, 4999, "SA", nil)
+	f.send(clientAP, brokerAP, 1000, "A", hdr)
+	f.send(clientAP, brokerAP, 999, "S", nil) // the second interface's copies
+	f.send(brokerAP, clientAP, 4999, "SA", nil)
+	f.send(clientAP, brokerAP, 1000, "A", hdr)
+	f.send(brokerAP, clientAP, 5000, "A", []byte("start"))
+	f.send(clientAP, brokerAP, 1008, "A", []byte("start-ok"))
+	if len(*all) != 1 {
+		t.Fatalf("%d connections, want 1", len(*all))
+	}
+	s := (*all)[0]
+	if got := s.streams[ClientToServer].String(); got != string(hdr)+"start-ok" {
+		t.Errorf("client stream %q", got)
+	}
+	if got := s.streams[ServerToClient].String(); got != "start" {
+		t.Errorf("server stream %q", got)
+	}
+	if len(s.gaps[0])+len(s.gaps[1]) != 0 {
+		t.Errorf("gaps %v", s.gaps)
+	}
+}
+
 // A connection from its SYN, with retransmissions, reordering and a FIN each way: both streams exactly.
 func TestReassemblyInOrderAndReordered(t *testing.T) {
 	all, tap := newSinks()
