@@ -297,7 +297,13 @@ func (cn *Conn) handshakeFrame(f *frames.Frame) {
 				c.ctr.decodeFailures.Add(1)
 			}
 			return
-		case k == 10<<16|50: // Close, either way: the login failed or was given up
+		case k == 10<<16|50: // Close, either way
+			if f.Dir == frames.ClientToServer && hs.openSent {
+				// A client that closes right after its first publish may be read before the Open-Ok that let it
+				// publish: its Close waits with its other frames for the broker's answer.
+				break
+			}
+			// The broker refused the login, or the client gave up before asking to open.
 			if m, err := frames.DecodeMethod(f.Payload); err == nil {
 				m := m.(*frames.ConnectionClose)
 				cn.closeSeen.CompareAndSwap(nil, &closeInfo{code: m.ReplyCode, text: CleanString(m.ReplyText, maxMessageLen), dir: f.Dir})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -292,19 +293,34 @@ func (c *Correlator) process(ev *event) {
 			return
 		}
 		ch := st.channel(ev.channel)
-		if ev.noWait && ev.tag != "" {
+		if ev.tag != "" {
+			// A tag the client chose is the consumer's from now on: the broker's Consume-Ok only confirms it
+			// (a refusal closes the channel, which drops it), and a capture that lost the Consume-Ok still
+			// knows whose deliveries these are.
 			c.addConsumer(ch, ev.tag, ev.queue)
-		} else if len(ch.pendingConsume) < maxPendingConsume {
+		}
+		if !ev.noWait && len(ch.pendingConsume) < maxPendingConsume {
 			ch.pendingConsume = append(ch.pendingConsume, consumeReq{queue: ev.queue, tag: ev.tag})
 		}
 	case evConsumeOK:
 		ch := st.channel(ev.channel)
-		if st.dead || len(ch.pendingConsume) == 0 {
+		if st.dead {
 			return
 		}
-		req := ch.pendingConsume[0]
-		ch.pendingConsume = ch.pendingConsume[1:]
-		c.addConsumer(ch, ev.tag, req.queue)
+		// Consume-Oks answer in order; the answer is matched by its tag first, so one that a capture lost does
+		// not shift every later consumer onto the wrong queue. The requests before the match went unanswered.
+		i := slices.IndexFunc(ch.pendingConsume, func(r consumeReq) bool { return r.tag == ev.tag })
+		if i < 0 {
+			i = slices.IndexFunc(ch.pendingConsume, func(r consumeReq) bool { return r.tag == "" })
+		}
+		if i < 0 {
+			return
+		}
+		req := ch.pendingConsume[i]
+		ch.pendingConsume = ch.pendingConsume[i+1:]
+		if req.tag == "" {
+			c.addConsumer(ch, ev.tag, req.queue) // the broker named it
+		}
 	case evCancel:
 		if ch := st.chans[ev.channel]; ch != nil {
 			if ev.broker == brokerCancelledConsumer {
@@ -781,6 +797,12 @@ func (c *Correlator) onDeliver(ev *event) {
 	queue := ch.getQueue
 	if ev.tag != "" {
 		queue = ch.consumers[ev.tag]
+		if queue == "" && ev.exchange == "" && ev.routingKey != "" {
+			// The default exchange routes by queue name: a consumer whose Basic.Consume a capture lost is named
+			// by its first such delivery (a reply queue's always are).
+			queue = ev.routingKey
+			c.addConsumer(ch, ev.tag, queue)
+		}
 	}
 	b := &ev.body
 	switch {

@@ -119,3 +119,27 @@ func TestHeldFramesAreBounded(t *testing.T) {
 	}
 	cn.Close("done", nil)
 }
+
+// A client that publishes once and closes right after Open-Ok (a notifier, a CLI) may be read whole before the
+// Open-Ok that let it publish: its Close waits with its other frames, and the publish is not lost.
+func TestCloseRightAfterOpenOKKeepsThePublish(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.ids++
+	cn := h.c.NewConn(ConnInfo{ID: h.ids, Client: "10.0.0.69:40000"})
+	tc := &tconn{h: h, cn: cn, dec: frames.NewConn(h.stamped(cn), frames.Options{})}
+	tc.c2s(wire.ProtocolHeader(), wire.StartOKPlain(wire.Table{"connection_name": "nova-compute:1:x"}, "guest", "guest"),
+		wire.TuneOK(2047, frameMax, 60), wire.Open("/"), wire.ChannelOpen(1),
+		wire.Message(1, "nova", "notifications.info", osloProps, castBody("ignored", "u7", "req-7", nil), frameMax),
+		wire.Method(1, 20, 40, wire.Short(200), wire.ShortStr("bye"), wire.Short(0), wire.Short(0)),
+		wire.Method(0, 10, 50, wire.Short(200), wire.ShortStr("bye"), wire.Short(0), wire.Short(0)))
+	tc.s2c(wire.Start(wire.Table{}), wire.Tune(2047, frameMax, 60), wire.OpenOK(), wire.ChannelOpenOK(1))
+	cn.Close("done", nil)
+	h.advance(time.Minute)
+	r := h.only()
+	if r.UniqueID != "u7" || r.Published == nil {
+		t.Fatalf("record %s", dump([]*Record{r}))
+	}
+	if st := h.c.Stats(); st.PreOpenFrames != 0 {
+		t.Errorf("PreOpenFrames %d: the frames were dropped, not held", st.PreOpenFrames)
+	}
+}

@@ -1,7 +1,10 @@
 package correlate
 
 import (
+	"fmt"
+	"maps"
 	"testing"
+	"time"
 
 	"github.com/amqptrace/amqptrace/frames"
 	"github.com/amqptrace/amqptrace/internal/wire"
@@ -87,5 +90,73 @@ func TestResyncInHandshakeOpens(t *testing.T) {
 	}
 	if st := h.c.Stats(); st.HandshakeUnseen != 1 || st.PreOpenFrames != 0 {
 		t.Fatalf("HandshakeUnseen %d PreOpenFrames %d", st.HandshakeUnseen, st.PreOpenFrames)
+	}
+}
+
+// A capture that lost a reply listener's Basic.Consume-Ok, or its Basic.Consume, still knows the consumer's queue:
+// a tag the client chose names it at the Consume, and a delivery through the default exchange names it otherwise.
+// Either way the call waits for its reply to reach the caller, instead of ending at the reply's publish.
+func TestLostConsumeKeepsTheReplyQueue(t *testing.T) {
+	for _, lost := range []string{"consume-ok", "consume"} {
+		t.Run(lost, func(t *testing.T) {
+			h := newHarness(t, Config{Source: "capture"})
+			server := h.conn("nova-conductor", 7, "10.0.0.2")
+			server.rpcServer("conductor", "ctl1")
+			caller := h.conn("nova-api", 8, "10.0.0.1")
+			caller.c2s(wire.QueueDeclare(1, replyQ, false, false, false, wire.Table{"x-expires": int32(1800000)}))
+			if lost == "consume-ok" {
+				caller.c2s(wire.Consume(1, replyQ, "1", false, false, nil))
+			} else {
+				caller.s2c(wire.ConsumeOK(1, "1"))
+			}
+			// Both calls: the first delivery through the default exchange teaches the queue when the
+			// Consume was lost, so only the call before it waits in vain.
+			for i, id := range []string{"m1", "m2"} {
+				u := fmt.Sprint(i)
+				caller.publish("nova", "conductor", false, callProps(30000), callBody("ping", id, "u"+u, "req-1", nil))
+				h.step(1e6)
+				server.deliver("1", uint64(i+1), "nova", "conductor", callProps(30000), callBody("ping", id, "u"+u, "req-1", nil))
+				h.step(1e6)
+				server.publish("", replyQ, false, osloProps, replyBody(id, "r"+u, "pong", nil, true))
+				h.step(1e6)
+				caller.deliver("1", uint64(i+1), "", replyQ, osloProps, replyBody(id, "r"+u, "pong", nil, true))
+				h.step(1e6)
+			}
+			h.advance(time.Minute)
+			got := map[string]bool{}
+			for _, r := range h.records() {
+				got[r.MsgID] = r.ReplyDelivered != nil
+			}
+			want := map[string]bool{"m1": true, "m2": true}
+			if lost == "consume" {
+				want["m1"] = false // ended at the reply's publish: nothing said the caller consumed there
+			}
+			if !maps.Equal(got, want) {
+				t.Fatalf("reply delivered, by call: %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// Consume-Oks are matched by tag: one that a capture lost does not shift a later consumer onto the queue of the
+// request before it.
+func TestConsumeOKMatchedByTag(t *testing.T) {
+	h := newHarness(t, Config{Source: "capture"})
+	c := h.conn("nova-compute", 9, "10.0.0.3")
+	// A client-named consumer whose Consume-Ok was lost, then a broker-named one, answered.
+	c.c2s(wire.Consume(1, "first", "a", false, false, nil), wire.Consume(1, "second", "", false, false, nil))
+	c.s2c(wire.ConsumeOK(1, "amq.ctag-B"))
+	for i, tag := range []string{"a", "amq.ctag-B"} {
+		u := fmt.Sprint(i)
+		c.deliver(tag, uint64(i+1), "nova", "compute", osloProps, castBody("build", "u"+u, "req-"+u, nil))
+		h.step(1e6)
+	}
+	h.advance(time.Minute)
+	got := map[string]string{}
+	for _, r := range h.records() {
+		got[r.UniqueID] = r.Queue
+	}
+	if want := map[string]string{"u0": "first", "u1": "second"}; !maps.Equal(got, want) {
+		t.Fatalf("queue by delivery: %v, want %v", got, want)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +41,8 @@ type oraclePacket struct {
 type oracleMessage struct {
 	off, end uint64
 	body     []byte
+	// deliver says it is a Basic.Deliver; viaDefault that its exchange is the default one ("").
+	deliver, viaDefault bool
 }
 
 // readOracle reads every packet of a pcap file and returns them in file order, and the stream of each direction
@@ -101,13 +105,31 @@ func readOracle(t *testing.T, path string) ([]oraclePacket, map[pcapStream][]byt
 	return pkts, streams
 }
 
-// amqpMessages walks one direction's stream (after the client's protocol header, if any) and returns its messages.
-func amqpMessages(t *testing.T, s []byte) []oracleMessage {
+// walkFrames calls fn with each whole frame of one direction's stream (after the client's protocol header, if
+// any): its place, type, channel and payload.
+func walkFrames(t *testing.T, s []byte, fn func(off, end uint64, typ byte, ch uint16, pl []byte)) {
 	t.Helper()
 	var off uint64
 	if bytes.HasPrefix(s, []byte("AMQP")) {
 		off = 8
 	}
+	for off+7 <= uint64(len(s)) {
+		typ, ch, size := s[off], binary.BigEndian.Uint16(s[off+1:]), uint64(binary.BigEndian.Uint32(s[off+3:]))
+		end := off + 7 + size + 1
+		if end > uint64(len(s)) {
+			return // the recording ended inside a frame
+		}
+		if s[end-1] != 0xCE {
+			t.Fatalf("oracle: no frame end at %d", end-1)
+		}
+		fn(off, end, typ, ch, s[off+7:end-1])
+		off = end
+	}
+}
+
+// amqpMessages returns the messages of one direction's stream.
+func amqpMessages(t *testing.T, s []byte) []oracleMessage {
+	t.Helper()
 	type inProgress struct {
 		msg       oracleMessage
 		remaining uint64
@@ -115,22 +137,19 @@ func amqpMessages(t *testing.T, s []byte) []oracleMessage {
 	}
 	open := map[uint16]*inProgress{}
 	var out []oracleMessage
-	for off+7 <= uint64(len(s)) {
-		typ, ch, size := s[off], binary.BigEndian.Uint16(s[off+1:]), uint64(binary.BigEndian.Uint32(s[off+3:]))
-		end := off + 7 + size + 1
-		if end > uint64(len(s)) {
-			break // the recording ended inside a frame
-		}
-		if s[end-1] != 0xCE {
-			t.Fatalf("oracle: no frame end at %d", end-1)
-		}
-		pl := s[off+7 : end-1]
+	walkFrames(t, s, func(off, end uint64, typ byte, ch uint16, pl []byte) {
 		switch typ {
 		case 1:
 			if len(pl) >= 4 && binary.BigEndian.Uint16(pl) == 60 {
 				switch binary.BigEndian.Uint16(pl[2:]) {
-				case 40, 50, 60, 71: // publish, return, deliver, get-ok: content follows
+				case 40, 50, 71: // publish, return, get-ok: content follows
 					open[ch] = &inProgress{msg: oracleMessage{off: off}}
+				case 60: // deliver: consumer tag, delivery tag, redelivered, exchange, ...
+					m := oracleMessage{off: off, deliver: true}
+					if n := 4 + 1 + int(pl[4]) + 8 + 1; n < len(pl) {
+						m.viaDefault = pl[n] == 0
+					}
+					open[ch] = &inProgress{msg: m}
 				}
 			}
 		case 2:
@@ -148,9 +167,29 @@ func amqpMessages(t *testing.T, s []byte) []oracleMessage {
 			out = append(out, m.msg)
 			delete(open, ch)
 		}
-		off = end
-	}
+	})
 	return out
+}
+
+// lostConsume says whether removed packet p carried a Basic.Consume or a Consume-Ok.
+func lostConsume(t *testing.T, s []byte, p oraclePacket) (lost bool) {
+	walkFrames(t, s, func(off, end uint64, typ byte, _ uint16, pl []byte) {
+		if off < p.end && p.off < end && typ == 1 && len(pl) >= 4 {
+			k := binary.BigEndian.Uint32(pl)
+			lost = lost || k == 60<<16|20 || k == 60<<16|21
+		}
+	})
+	return lost
+}
+
+// openOKEnd is where the broker's Connection.Open-Ok ends in its direction's stream (0: none).
+func openOKEnd(t *testing.T, s []byte) (at uint64) {
+	walkFrames(t, s, func(_, end uint64, typ byte, _ uint16, pl []byte) {
+		if at == 0 && typ == 1 && len(pl) >= 4 && binary.BigEndian.Uint32(pl) == 10<<16|41 {
+			at = end
+		}
+	})
+	return at
 }
 
 // damagedByLoss returns the unique ids of the actions that have a message overlapping one of the removed packets
@@ -183,21 +222,92 @@ func damagedByLoss(t *testing.T, m *manifest, pkts []oraclePacket, streams map[p
 		}
 		return time.Time{}
 	}
+	broker := ":" + strconv.Itoa(int(brokerPort(t)))
+	gone := map[int]bool{}
+	for _, i := range removed {
+		gone[i] = true
+	}
+	// The capture looks at its holes when capture time has moved on by tickEvery since it last looked, before the
+	// packet that moved it; these are the times it looked.
+	const tickEvery = 100 * time.Millisecond
+	var ticks []time.Time
+	var last time.Time
+	for i, p := range pkts {
+		if !gone[i] && (p.ts.Sub(last) >= tickEvery || p.ts.Before(last)) {
+			ticks = append(ticks, p.ts)
+			last = p.ts
+		}
+	}
 	damaged, delayed = map[string]bool{}, map[string]bool{}
 	for _, i := range removed {
 		p := pkts[i]
 		if p.end == p.off {
 			continue // no payload: an ACK, a SYN or a FIN
 		}
+		// The hole shows when the first segment after it arrives (its wait starts then), and it is given up at the
+		// first look GapTimeout later; what arrived in between is held and reaches the correlator late. With no
+		// segment after it, nothing is held.
+		var holeAt time.Time
+		for j := i + 1; j < len(pkts); j++ {
+			if q := pkts[j]; !gone[j] && q.key == p.key && q.end > q.off && q.off >= p.end {
+				holeAt = q.ts
+				break
+			}
+		}
+		var givenUp time.Time // zero: held until the connection or the file ends
+		if !holeAt.IsZero() {
+			for _, tk := range ticks {
+				if tk.Sub(holeAt) >= capture.DefaultGapTimeout {
+					givenUp = tk
+					break
+				}
+			}
+		}
+		// A lost Basic.Consume or Consume-Ok leaves the consumer's queue unknown until a delivery through the
+		// default exchange names it (a reply queue's): the deliveries of that connection up to that one may be
+		// taken for someone else's, and a call answered in between is not seen to reach its caller.
+		if lostConsume(t, streams[p.key], p) {
+			back := pcapStream{p.key.dst, p.key.src}
+			if strings.HasSuffix(p.key.src, broker) {
+				back = p.key
+			}
+			for _, msg := range msgs[back] {
+				if !msg.deliver || firstSeen(back, msg.off).Before(p.ts) {
+					continue
+				}
+				for _, a := range owner(msg.body) {
+					damaged[a.Publishes[0].UniqueID] = true
+				}
+				if msg.viaDefault {
+					break
+				}
+			}
+		}
+		// A hole in the broker's side of a login holds the client's messages too: they wait for the Open-Ok
+		// (correlate's login gate), which is behind the hole, or for the hole to be given up.
+		if back := (pcapStream{p.key.dst, p.key.src}); !holeAt.IsZero() && p.off < openOKEnd(t, streams[p.key]) {
+			for _, msg := range msgs[back] {
+				if at := firstSeen(back, msg.off); givenUp.IsZero() || at.Before(givenUp) {
+					for _, a := range owner(msg.body) {
+						delayed[a.Publishes[0].UniqueID] = true
+					}
+				}
+			}
+		}
 		for _, msg := range msgs[p.key] {
-			into := map[bool]map[string]bool{true: damaged, false: delayed}[msg.off < p.end && p.off < msg.end]
-			if msg.off >= p.end && firstSeen(p.key, msg.off).Sub(p.ts) > capture.DefaultGapTimeout {
+			if msg.end <= p.off {
 				continue
 			}
-			if msg.end > p.off {
-				for _, a := range owner(msg.body) {
-					into[a.Publishes[0].UniqueID] = true
+			into := damaged
+			if msg.off >= p.end {
+				at := firstSeen(p.key, msg.off)
+				if holeAt.IsZero() || at.Before(holeAt) || (!givenUp.IsZero() && !at.Before(givenUp)) {
+					continue
 				}
+				into = delayed
+			}
+			for _, a := range owner(msg.body) {
+				into[a.Publishes[0].UniqueID] = true
 			}
 		}
 	}

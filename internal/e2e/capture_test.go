@@ -207,6 +207,14 @@ func TestOsloCapture(t *testing.T) {
 				st.Capture.Packets, st.Capture.Conns, st.Capture.Retransmitted, st.Capture.Gaps)
 		})
 	}
+	if d := os.Getenv("AMQPTRACE_KEEP_CAPTURE"); d != "" {
+		// For a failure that depends on the recording: keep it and the scenario's manifest to replay by hand.
+		for _, f := range []string{pcap, pcapng} {
+			b, _ := os.ReadFile(f)
+			_ = os.WriteFile(filepath.Join(d, filepath.Base(f)), b, 0o644)
+		}
+		_ = os.WriteFile(filepath.Join(d, "manifest.json"), stdout.Bytes(), 0o644)
+	}
 	pkts, streams := readOracle(t, pcap)
 	wholeRs, _ := replayFile(t, pcap)
 	whole := ours(&m, wholeRs)
