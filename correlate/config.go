@@ -89,6 +89,12 @@ type Config struct {
 	// A replay of a capture file sets it to the time of the last packet read, so deadlines and windows pass in
 	// the file's time, not the reader's.
 	Now func() time.Time
+	// EventClock makes the correlator's own time (the reorder window's releases, expiries, the in-flight view)
+	// the newest read time it has taken in, instead of Now. A replay sets it: its reader runs ahead of the
+	// correlator by up to the queue, and releasing by the reader's time would process each batch as it comes,
+	// with no window at all, so bytes a capture held behind a hole would be processed after what followed them.
+	// Now still stamps what the reading side does (a connection's start and end).
+	EventClock bool
 	// Source is copied into every Record's Source: "capture" (live packet capture) or "replay" (a capture
 	// file). The proxy leaves it empty, and its records carry no source field.
 	Source string

@@ -30,6 +30,8 @@ var ErrRunning = errors.New("correlate: Run called twice")
 type Correlator struct {
 	cfg Config
 	now func() time.Time
+	// newest is the latest read time taken in (admit), the correlator's time under Config.EventClock.
+	newest time.Time
 	// epoch is the origin of the integer heap keys (sinceEpoch).
 	epoch time.Time
 	log   *slog.Logger
@@ -219,7 +221,16 @@ func (c *Correlator) step() {
 	for n := len(c.q); n > 0; n-- {
 		c.admitBatch(<-c.q)
 	}
-	c.release(c.now())
+	c.release(c.clock())
+}
+
+// clock is the correlator's own time, on its goroutine: Config.Now, or under Config.EventClock the newest read
+// time taken in.
+func (c *Correlator) clock() time.Time {
+	if c.cfg.EventClock {
+		return c.newest
+	}
+	return c.now()
 }
 
 // tick is how often Run takes the queued events into the reorder window and releases what is due: drainEvery,
@@ -508,7 +519,7 @@ func (c *Correlator) followUp(o *orphan) bool {
 		r.Deadline = &p.deadline
 	}
 	// The other half of this reply may still come: wait a window for it, as a held record does.
-	c.schedule(p, c.now().Add(c.reorder))
+	c.schedule(p, c.clock().Add(c.reorder))
 	c.onReply(p, o.ev, o.delivery, o.confirm)
 	return true
 }

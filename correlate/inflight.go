@@ -113,7 +113,7 @@ func (c *Correlator) InFlight(ctx context.Context, limit int) InFlight {
 
 // inFlightView walks the pending table (oldest first) once.
 func (c *Correlator) inFlightView(limit int) InFlight {
-	now := c.now()
+	now := c.clock()
 	// Empty lists, not nulls: the API's readers iterate them.
 	v := InFlight{At: now, Queues: []QueueInFlight{}, Servers: []ProcessInFlight{}, Callers: []ProcessInFlight{},
 		Oldest: []RPCInFlight{}, Flows: []FlowInFlight{}}
@@ -196,7 +196,7 @@ func (c *Correlator) stateOf(p *pending) (string, time.Time) {
 	r := &p.rec
 	switch {
 	case p.held:
-		return StateFinal, c.now()
+		return StateFinal, c.clock()
 	case p.waitConfirm && r.Replied != nil:
 		return StateAwaitingConfirm, *r.Replied
 	case r.Replied != nil:
@@ -208,7 +208,7 @@ func (c *Correlator) stateOf(p *pending) (string, time.Time) {
 	case r.Delivered != nil:
 		return StateHandling, *r.Delivered
 	}
-	return StateQueued, c.now()
+	return StateQueued, c.clock()
 }
 
 // targetQueue names the queue a published, undelivered message waits in: the first queue the topology binds its

@@ -134,6 +134,9 @@ func (c *Correlator) sinceEpoch(t time.Time) int64 { return int64(t.Sub(c.epoch)
 // admit takes an event into the reorder window. An event read before one already processed from the window is
 // late: processing it at once is the nearest we can still get to its place.
 func (c *Correlator) admit(ev *event) {
+	if ev.order.After(c.newest) {
+		c.newest = ev.order
+	}
 	if c.window.late(ev) {
 		c.ctr.late.Add(1)
 		c.process(ev)
@@ -269,7 +272,7 @@ func (c *Correlator) addOrphan(key string, ev *event, queue string, delivery, co
 	// window later than that.
 	ev.kept = true
 	o := &orphan{ev: ev, key: key, queue: queue, delivery: delivery, confirm: confirm,
-		expireAt: c.now().Add(c.reorder)}
+		expireAt: c.clock().Add(c.reorder)}
 	c.orphans.add(o)
 	c.ctr.orphans.Store(int64(c.orphans.n))
 	return o
@@ -416,7 +419,7 @@ func (c *Correlator) hold(p *pending) bool {
 	}
 	p.held = true
 	c.ctr.holds.Add(1)
-	c.schedule(p, c.now().Add(c.reorder))
+	c.schedule(p, c.clock().Add(c.reorder))
 	return true
 }
 

@@ -485,3 +485,51 @@ func TestOrphanageLifecycle(t *testing.T) {
 		t.Fatalf("full at %d, want %d", o.n, maxOrphans)
 	}
 }
+
+// A replay's reader runs ahead of the correlator: under EventClock the window is kept by the read times taken in,
+// so a reply publish that a capture held behind a hole, read after the reply's delivery, is still processed
+// before it. By the reader's clock every batch would be processed as it came, and the call would end at the
+// delivery without its reply publish.
+func TestEventClockKeepsTheWindowWhenTheReaderIsAhead(t *testing.T) {
+	for _, eventClock := range []bool{false, true} {
+		t.Run(fmt.Sprintf("EventClock=%v", eventClock), func(t *testing.T) {
+			h := newHarness(t, Config{EventClock: eventClock, Source: "replay"})
+			server := h.conn("nova-conductor", 7, "10.0.0.2")
+			server.rpcServer("conductor", "ctl1")
+			caller := h.conn("nova-api", 8, "10.0.0.1")
+			tag := caller.replyListener(replyQ)
+			h.flush()
+			t0 := h.now
+			ahead := t0.Add(time.Hour) // where the reader is while the correlator takes these in
+			at := func(d time.Duration, write func()) {
+				h.now = t0.Add(d)
+				write()
+				h.now = ahead
+				h.c.step()
+			}
+			at(1*time.Millisecond, func() {
+				caller.publish("nova", "conductor", false, callProps(30000), callBody("ping", "m1", "u1", "req-1", nil))
+			})
+			at(2*time.Millisecond, func() {
+				server.deliver("1", 1, "nova", "conductor", callProps(30000), callBody("ping", "m1", "u1", "req-1", nil))
+			})
+			at(4*time.Millisecond, func() { // the caller's side, read first
+				caller.deliver(tag, 1, "", replyQ, osloProps, replyBody("m1", "r1", "pong", nil, true))
+			})
+			at(3*time.Millisecond, func() { // the server's reply publish, held behind a hole
+				server.publish("", replyQ, false, osloProps, replyBody("m1", "r1", "pong", nil, true))
+			})
+			h.advance(time.Minute)
+			var call *Record
+			for _, r := range h.records() {
+				if r.MsgID == "m1" && r.Amends == 0 {
+					call = r
+				}
+			}
+			complete := call != nil && call.Replied != nil && call.ReplyDelivered != nil
+			if complete != eventClock {
+				t.Fatalf("complete record %v, want %v: %s", complete, eventClock, dump(h.records()))
+			}
+		})
+	}
+}

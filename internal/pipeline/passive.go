@@ -80,6 +80,11 @@ func NewPassive(cfg PassiveConfig) *Passive {
 		}
 		ccorr.Reorder = correlate.DefaultReorder + gt
 	}
+	if cfg.PacketClock {
+		// The reader runs ahead of the correlator by up to its queue: the correlator keeps its own time by the
+		// packets it has taken in, so the reorder window is as wide in a replay as it is live.
+		ccorr.EventClock = true
+	}
 	if cfg.PacketClock && ccorr.Now == nil {
 		ccorr.Now = func() time.Time {
 			if p.cap == nil { // correlate.New reads the clock once, before the capture exists
