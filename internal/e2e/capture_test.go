@@ -69,9 +69,14 @@ func stopRecorder(t *testing.T, cmd *exec.Cmd) {
 
 // passive runs a passive pipeline with source, collecting records.
 func passive(t *testing.T, fromFile bool, source func(ctx context.Context, p *pipeline.Passive, c *capture.Capture) error) (*collector, *pipeline.Passive, func() error) {
+	return passiveOn(t, fromFile, brokerPort(t), source)
+}
+
+// passiveOn is passive for a broker on port.
+func passiveOn(t *testing.T, fromFile bool, port uint16, source func(ctx context.Context, p *pipeline.Passive, c *capture.Capture) error) (*collector, *pipeline.Passive, func() error) {
 	col := newCollector()
 	pp := pipeline.NewPassive(pipeline.PassiveConfig{
-		Capture: capture.Config{Ports: []uint16{brokerPort(t)}}, Sinks: []correlate.Sink{col},
+		Capture: capture.Config{Ports: []uint16{port}}, Sinks: []correlate.Sink{col},
 		Correlate:    correlate.Config{Source: map[bool]string{true: "replay", false: "capture"}[fromFile]},
 		Backpressure: fromFile, PacketClock: fromFile,
 	})
@@ -109,7 +114,13 @@ func ours(m *manifest, rs []correlate.Record) []correlate.Record {
 
 func replayFile(t *testing.T, path string) ([]correlate.Record, pipeline.Stats) {
 	t.Helper()
-	col, pp, stop := passive(t, true, func(ctx context.Context, p *pipeline.Passive, c *capture.Capture) error {
+	return replayFileOn(t, path, brokerPort(t))
+}
+
+// replayFileOn replays a capture file of a broker on port.
+func replayFileOn(t *testing.T, path string, port uint16) ([]correlate.Record, pipeline.Stats) {
+	t.Helper()
+	col, pp, stop := passiveOn(t, true, port, func(ctx context.Context, p *pipeline.Passive, c *capture.Capture) error {
 		defer c.Close()
 		_, err := capture.ReadFile(ctx, path, c, capture.ReadOptions{Pace: p.Pace})
 		return err

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/amqptrace/amqptrace/internal/recorded"
 )
 
 // relay is a recording TCP forwarder used as an independent witness: placed in front of the pipeline it records
@@ -32,6 +34,17 @@ type relayConn struct {
 	c2s, s2c bytes.Buffer
 	c, u     net.Conn
 	done     bool
+	// reads is every read in both directions with its time, for a capture file of the connection
+	// (recorded.Timed).
+	readsMu sync.Mutex
+	reads   []recorded.Read
+}
+
+// record keeps one read of direction dir (0: client → target).
+func (rc *relayConn) record(dir int, b []byte) {
+	rc.readsMu.Lock()
+	rc.reads = append(rc.reads, recorded.Read{Dir: dir, At: time.Now(), Data: bytes.Clone(b)})
+	rc.readsMu.Unlock()
 }
 
 func startRelay(t testing.TB, target string) *relay {
@@ -76,8 +89,8 @@ func (r *relay) acceptLoop() {
 func (r *relay) serve(c, u net.Conn, rc *relayConn) {
 	defer r.wg.Done()
 	done := make(chan struct{}, 2)
-	go relayCopy(u, c, &rc.c2s, done)
-	go relayCopy(c, u, &rc.s2c, done)
+	go relayCopy(u, c, &rc.c2s, func(b []byte) { rc.record(0, b) }, done)
+	go relayCopy(c, u, &rc.s2c, func(b []byte) { rc.record(1, b) }, done)
 	<-done
 	<-done
 	_ = c.Close()
@@ -91,12 +104,13 @@ func (r *relay) serve(c, u net.Conn, rc *relayConn) {
 
 // relayCopy copies src to dst and records the bytes that were written to dst. On EOF it half-closes dst, on an
 // error it closes both, so the other direction ends too.
-func relayCopy(dst, src net.Conn, rec *bytes.Buffer, done chan<- struct{}) {
+func relayCopy(dst, src net.Conn, rec *bytes.Buffer, read func([]byte), done chan<- struct{}) {
 	defer func() { done <- struct{}{} }()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			read(buf[:n]) // stamped before the write: the time the bytes reached the relay
 			w, werr := dst.Write(buf[:n])
 			rec.Write(buf[:w])
 			if werr != nil {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -19,6 +20,57 @@ type Packet struct {
 	Data []byte
 	Dir  int
 	Off  int
+	// At is when the packet was captured; zero means 100 µs after the packet before it (WriteCapture).
+	At time.Time
+}
+
+// Read is one read a recording made of a connection: Dir as in Packet, the bytes and when they were read.
+type Read struct {
+	Dir  int
+	At   time.Time
+	Data []byte
+}
+
+// maxSegment bounds one packet's payload: a read larger than this (a 64 KiB body) goes out as several segments,
+// as it would on the wire.
+const maxSegment = 16 << 10
+
+// Timed cuts connection i's reads into packets stamped with their read times, in read order: SYN, SYN-ACK and
+// ACK at the first read, each read as one segment (or several of maxSegment), then a FIN each way at the last.
+func Timed(i int, reads []Read) []Packet {
+	if len(reads) == 0 {
+		return nil
+	}
+	ends := [2]netip.AddrPort{Client(i), netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, 100}), BrokerPort)}
+	isn := [2]uint32{0xffffff00 - uint32(i)*17, 1000 + uint32(i)*1000003}
+	first, last := reads[0].At, reads[len(reads)-1].At
+	mk := func(d int, seq uint32, flags string, payload []byte, off int, at time.Time) Packet {
+		return Packet{Data: TCPPacket(ends[d], ends[1-d], seq, flags, payload), Dir: d, Off: off, At: at}
+	}
+	out := []Packet{mk(0, isn[0], "S", nil, -1, first), mk(1, isn[1], "SA", nil, -1, first),
+		mk(0, isn[0]+1, "A", nil, -1, first)}
+	var pos [2]int
+	for _, r := range reads {
+		for b := r.Data; len(b) > 0; {
+			n := min(len(b), maxSegment)
+			out = append(out, mk(r.Dir, isn[r.Dir]+1+uint32(pos[r.Dir]), "A", b[:n], pos[r.Dir], r.At))
+			pos[r.Dir] += n
+			b = b[n:]
+		}
+	}
+	return append(out, mk(0, isn[0]+1+uint32(pos[0]), "FA", nil, -1, last),
+		mk(1, isn[1]+1+uint32(pos[1]), "FA", nil, -1, last))
+}
+
+// ByTime merges the connections' packets into one capture in time order (stable: a connection's own order
+// stays).
+func ByTime(conns [][]Packet) []Packet {
+	var out []Packet
+	for _, c := range conns {
+		out = append(out, c...)
+	}
+	slices.SortStableFunc(out, func(a, b Packet) int { return a.At.Compare(b.At) })
+	return out
 }
 
 // Awkward are the segment sizes Packets cycles through: around the 7-byte frame header and the frame-end octet,
@@ -89,7 +141,7 @@ func Interleave(conns [][]Packet, skip int) []Packet {
 }
 
 // WriteCapture writes the packets as a pcap file (ng false, pcapgo.Writer) or a pcapng file (pcapgo.NgWriter),
-// 100 µs apart from a fixed time.
+// at their At, or 100 µs apart from a fixed time.
 func WriteCapture(w io.Writer, pkts []Packet, ng bool) error {
 	var pw interface {
 		WritePacket(gopacket.CaptureInfo, []byte) error
@@ -111,6 +163,9 @@ func WriteCapture(w io.Writer, pkts []Packet, ng bool) error {
 	at := time.Unix(1700000000, 0)
 	for _, p := range pkts {
 		at = at.Add(100 * time.Microsecond)
+		if !p.At.IsZero() {
+			at = p.At
+		}
 		if err := pw.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(p.Data), Length: len(p.Data)},
 			p.Data); err != nil {
 			return err
