@@ -207,7 +207,7 @@ func (c *Correlator) NewConn(info ConnInfo) *Conn {
 		host = info.Client
 	}
 	cn.id.Store(&identity{
-		ep:   Endpoint{Service: "unknown", Host: host, Connection: info.Client},
+		ep:   cn.vet(Endpoint{Service: "unknown", Host: host, Connection: info.Client}),
 		proc: "conn:" + strconv.FormatUint(info.ID, 10),
 	})
 	if info.HandshakeUnseen {
@@ -776,6 +776,7 @@ func (cn *Conn) startOK(m *frames.ConnectionStartOK) {
 	} else if id.product != "" {
 		id.ep.Service = id.product
 	}
+	id.ep = cn.vet(id.ep)
 	if id.ep.PID > 0 {
 		id.proc = id.ep.Service + ":" + strconv.Itoa(id.ep.PID) + "@" + id.ep.Host
 	}
@@ -785,9 +786,14 @@ func (cn *Conn) startOK(m *frames.ConnectionStartOK) {
 // open takes the vhost from Connection.Open.
 func (cn *Conn) open(vhost string) {
 	id := *cn.id.Load()
-	id.ep.Vhost = CleanString(vhost, maxIDLen)
+	id.ep.Vhost = vhost
+	id.ep = cn.vet(id.ep)
 	cn.id.Store(&id)
 }
+
+// vet mends and redacts an identity's strings (CleanString, then the Redactor's value rules): every record of the
+// connection shares its endpoint, and every log line names it, so this is the one place they are made safe.
+func (cn *Conn) vet(e Endpoint) Endpoint { return cn.c.cfg.Redactor.endpoint(e.cleaned()) }
 
 // splitConnectionName reads oslo's "<program>:<pid>:<uuid>". The program name may itself hold colons, so the pid
 // is the second field from the right. A name of another shape is the service name as it is.

@@ -138,3 +138,26 @@ func TestInFlightShowsTheBacklog(t *testing.T) {
 		t.Errorf("after the reply: %+v", v)
 	}
 }
+
+// Queue names are a vhost's own: a notifications.info that was consumed in one vhost (another cloud on the same
+// broker, or another region in one capture) does not make a notification to the unconsumed notifications.info
+// of another vhost wait for a consumer. It is one record at its settle time, as if alone.
+func TestQueuesOfAnotherVhostDoNotHoldAMessage(t *testing.T) {
+	h := newHarness(t, Config{})
+	other := h.connIn("ceilometer-agent-notification", 300, "10.0.0.30", "/region-two")
+	other.c2s(wire.QueueDeclare(1, "notifications.info", false, false, false, nil),
+		wire.QueueBind(1, "notifications.info", "nova", "notifications.info", nil))
+	other.consume("notifications.info")
+	other.cn.Close("ceilometer restarting", nil) // a queue of /region-two that keeps messages, consumed before
+	api := h.connIn("nova-api", 7, "10.0.0.9", "/region-one")
+	api.c2s(wire.QueueDeclare(1, "notifications.info", false, false, false, nil),
+		wire.QueueBind(1, "notifications.info", "nova", "notifications.info", nil))
+	h.flush()
+	note := []byte(`{"oslo.version": "2.0", "oslo.message": "{\"message_id\": \"n-2\", \"publisher_id\": \"compute.cmp1\", \"event_type\": \"compute.instance.create.end\", \"priority\": \"INFO\", \"payload\": {}, \"timestamp\": \"2026-12-02 04:00:00.000000\"}"}`)
+	api.publish("nova", "notifications.info", false, osloProps, note)
+	h.advance(DefaultSettle + time.Second)
+	rs := h.records()
+	if len(rs) != 1 || rs[0].Kind != KindNotification || rs[0].Deliveries != 0 {
+		t.Fatalf("want the notification's record at its settle time: %s", dump(rs))
+	}
+}

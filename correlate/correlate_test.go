@@ -632,7 +632,7 @@ func TestConnectionsAndClose(t *testing.T) {
 		t.Fatalf("connections = %d", got)
 	}
 	h.flush()
-	if !h.c.topo.consumed("compute") {
+	if !h.c.topoFor("/").consumed("compute") {
 		t.Fatalf("consumer not known")
 	}
 	b.cn.Close("client EOF", nil)
@@ -641,7 +641,7 @@ func TestConnectionsAndClose(t *testing.T) {
 	if got := h.c.Connections(); len(got) != 1 || got[0].Endpoint.Service != "nova-api" {
 		t.Errorf("connections = %+v", got)
 	}
-	if h.c.topo.consumed("compute") || h.c.Stats().Connections != 1 {
+	if h.c.topoFor("/").consumed("compute") || h.c.Stats().Connections != 1 {
 		t.Errorf("closed connection's consumers linger")
 	}
 	a.cn.Close("client EOF", nil)

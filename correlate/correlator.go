@@ -57,12 +57,14 @@ type Correlator struct {
 	stopped      chan struct{}    // closed when Run returns
 
 	// Everything below belongs to the Run goroutine.
-	reorder  time.Duration
-	window   reorderWindow // events by read time, until they are Reorder old
-	orphans  orphanage     // replies whose call was not known yet
-	table    pendingTable  // every record not yet emitted
-	nextID   uint64
-	topo     topology
+	reorder time.Duration
+	window  reorderWindow // events by read time, until they are Reorder old
+	orphans orphanage     // replies whose call was not known yet
+	table   pendingTable  // every record not yet emitted
+	nextID  uint64
+	// topos is the topology of each vhost: queue, exchange and binding names are the vhost's own, and a
+	// broker (or a capture of several) carries many.
+	topos    map[string]*topology
 	handling handling
 	servers  map[Endpoint]*serverLoad // what the wire shows of each server process's workers
 	finished finished                 // calls already emitted, for the replies that come after them
@@ -84,7 +86,7 @@ func New(cfg Config) *Correlator {
 		inflight:     make(chan inflightReq),
 		stopped:      make(chan struct{}),
 		bodies:       newBodyCache(),
-		topo:         newTopology(),
+		topos:        make(map[string]*topology),
 		handling:     newHandling(cfg.maxPending()),
 		servers:      make(map[Endpoint]*serverLoad),
 		finished:     newFinished(),
@@ -103,9 +105,10 @@ func New(cfg Config) *Correlator {
 type pending struct {
 	rec       Record
 	generic   bool
-	uniqueKey string // key in byUnique, "" if none
-	msgKey    string // key in byMsg, "" if none
-	replyQ    string // where the reply goes (oslo _reply_q, or AMQP reply_to)
+	uniqueKey string    // key in byUnique, "" if none
+	msgKey    string    // key in byMsg, "" if none
+	replyQ    string    // where the reply goes (oslo _reply_q, or AMQP reply_to)
+	topo      *topology // of the vhost it was published or delivered in
 
 	prev, next *pending
 	heapIdx    int
@@ -139,6 +142,7 @@ type pending struct {
 
 // connState is the correlator-side state of one connection. Only the Run goroutine touches it.
 type connState struct {
+	topo     *topology // its vhost's, from its first event on (topoOf)
 	dead     bool
 	chans    map[uint16]*chanState
 	declared []string
@@ -279,6 +283,10 @@ func (c *Correlator) process(ev *event) {
 	// A panic loses this one event (counted); the correlator goes on with the next.
 	defer c.panics.Recover(nil)
 	st := &ev.conn.st
+	if st.topo == nil {
+		// Connection.Open, which names the vhost, comes before any event: the connection stays in its vhost.
+		st.topo = c.topoFor(ev.ident.ep.Vhost)
+	}
 	switch ev.kind {
 	case evPublish:
 		c.onPublish(ev)
@@ -308,7 +316,7 @@ func (c *Correlator) process(ev *event) {
 			// A tag the client chose is the consumer's from now on: the broker's Consume-Ok only confirms it
 			// (a refusal closes the channel, which drops it), and a capture that lost the Consume-Ok still
 			// knows whose deliveries these are.
-			c.addConsumer(ch, ev.tag, ev.queue)
+			c.addConsumer(st.topo, ch, ev.tag, ev.queue)
 		}
 		if !ev.noWait && len(ch.pendingConsume) < maxPendingConsume {
 			ch.pendingConsume = append(ch.pendingConsume, consumeReq{queue: ev.queue, tag: ev.tag})
@@ -330,48 +338,68 @@ func (c *Correlator) process(ev *event) {
 		req := ch.pendingConsume[i]
 		ch.pendingConsume = ch.pendingConsume[i+1:]
 		if req.tag == "" {
-			c.addConsumer(ch, ev.tag, req.queue) // the broker named it
+			c.addConsumer(st.topo, ch, ev.tag, req.queue) // the broker named it
 		}
 	case evCancel:
 		if ch := st.chans[ev.channel]; ch != nil {
 			if ev.broker == brokerCancelledConsumer {
 				c.onBroker(ev)
 			}
-			c.removeConsumer(ch, ev.tag)
+			c.removeConsumer(st.topo, ch, ev.tag)
 		}
 	case evGet:
 		st.channel(ev.channel).getQueue = ev.queue
 	case evQueueDeclare:
-		c.topo.declareQueue(ev.queue, ev.qflags, st.declared)
+		st.topo.declareQueue(ev.queue, ev.qflags, st.declared)
 		if ev.queue != "" && len(st.declared) < maxDeclaredPerCon {
 			st.declared = append(st.declared, ev.queue)
 		}
 	case evQueueDelete:
-		c.topo.deleteQueue(ev.queue)
+		st.topo.deleteQueue(ev.queue)
 	case evQueueBind:
-		c.topo.bind(ev.queue, ev.exchange, ev.routingKey)
+		st.topo.bind(ev.queue, ev.exchange, ev.routingKey)
 	case evExchangeDeclare:
-		c.topo.declareExchange(ev.exchange, ev.exType)
+		st.topo.declareExchange(ev.exchange, ev.exType)
 	}
 }
 
 // --- topology -------------------------------------------------------------------------------------------------
 
-func (c *Correlator) addConsumer(ch *chanState, tag, queue string) {
+// maxVhosts bounds the topologies kept: past it, a new vhost shares the topology of the unnamed one (what a
+// capture picked up mid-stream uses), so a broker with very many vhosts costs bounded memory.
+const maxVhosts = 1000
+
+// topoFor returns vhost's topology, creating it.
+func (c *Correlator) topoFor(vhost string) *topology {
+	if t := c.topos[vhost]; t != nil {
+		return t
+	}
+	if len(c.topos) >= maxVhosts {
+		vhost = ""
+		if t := c.topos[vhost]; t != nil {
+			return t
+		}
+	}
+	t := newTopology()
+	c.topos[vhost] = &t
+	return &t
+}
+
+func (c *Correlator) addConsumer(t *topology, ch *chanState, tag, queue string) {
 	if ch.consumers == nil {
 		ch.consumers = make(map[string]string, 4)
 	}
 	if old, ok := ch.consumers[tag]; ok {
-		c.topo.consumerGone(old)
+		t.consumerGone(old)
 	}
 	ch.consumers[tag] = queue
-	c.topo.consumerAdded(queue)
+	t.consumerAdded(queue)
 }
 
-func (c *Correlator) removeConsumer(ch *chanState, tag string) {
+func (c *Correlator) removeConsumer(t *topology, ch *chanState, tag string) {
 	if q, ok := ch.consumers[tag]; ok {
 		delete(ch.consumers, tag)
-		c.topo.consumerGone(q)
+		t.consumerGone(q)
 	}
 }
 
@@ -381,7 +409,7 @@ func (c *Correlator) resetChannel(st *connState, ch uint16) {
 		return
 	}
 	for tag := range s.consumers {
-		c.removeConsumer(s, tag)
+		c.removeConsumer(st.topo, s, tag)
 	}
 	delete(st.chans, ch)
 }
@@ -566,11 +594,11 @@ func (c *Correlator) finalize(p *pending, status Status) {
 	c.emit(r)
 }
 
-// emit cleans r (see Record.clean) and hands it to the sink. A sink that panics loses this record (counted).
+// emit cleans and redacts r (Record.clean, Redactor.recordText) and hands it to the sink. A sink that panics loses this record (counted).
 func (c *Correlator) emit(r *Record) {
 	defer c.panics.Recover(nil)
 	r.clean()
-	c.cfg.Redactor.Record(r)
+	c.cfg.Redactor.recordText(r) // the endpoints were vetted with their connection's identity
 	c.sink.Record(r)
 }
 
@@ -726,14 +754,15 @@ func (c *Correlator) request(ev *event, kind Kind) *pending {
 			r.Topic = ev.routingKey
 		}
 	default:
-		topic, server := c.topo.splitRPC(ev.routingKey)
+		topic, server := ev.conn.st.topo.splitRPC(ev.routingKey)
 		r.Topic = topic
 		if server != "" {
 			p.vals.server = server
 			r.Server = &p.vals.server
 		}
 	}
-	p.expect = c.topo.expect(ev.exchange, ev.routingKey)
+	p.topo = ev.conn.st.topo
+	p.expect = p.topo.expect(ev.exchange, ev.routingKey)
 	if kind == KindCall {
 		p.replyQ, p.monitorS = b.replyQ, b.monitorS
 		if b.msgID != "" {
@@ -812,7 +841,7 @@ func (c *Correlator) onDeliver(ev *event) {
 			// The default exchange routes by queue name: a consumer whose Basic.Consume a capture lost is named
 			// by its first such delivery (a reply queue's always are).
 			queue = ev.routingKey
-			c.addConsumer(ch, ev.tag, queue)
+			c.addConsumer(ev.conn.st.topo, ch, ev.tag, queue)
 		}
 	}
 	b := &ev.body
@@ -936,7 +965,7 @@ func (c *Correlator) onReply(p *pending, ev *event, delivery, confirmChannel boo
 		c.handling.done(handKey{id.proc, r.RequestID}, r.MsgID)
 	}
 	switch {
-	case c.topo.consumed(replyQueue(ev.routingKey)):
+	case ev.conn.st.topo.consumed(replyQueue(ev.routingKey)):
 		// The caller's reply connection is behind this proxy: the call ends at the reply's delivery.
 	case confirmChannel:
 		p.waitConfirm = true // ends at the broker's confirm, unless the broker returns the reply first
@@ -1136,7 +1165,8 @@ func (c *Correlator) genericRequest(ev *event) *pending {
 	r.MessageID = ev.messageID
 	r.RequestBytes = int(min(ev.bodySize, 1<<40))
 	r.Truncated = ev.truncated
-	p.expect = c.topo.expect(ev.exchange, ev.routingKey)
+	p.topo = ev.conn.st.topo
+	p.expect = p.topo.expect(ev.exchange, ev.routingKey)
 	if call {
 		r.Kind = KindCall
 		r.MsgID = id

@@ -135,6 +135,11 @@ type tconn struct {
 
 // conn opens a connection for program:pid from host, with the AMQP handshake and channel 1.
 func (h *harness) conn(program string, pid int, host string) *tconn {
+	return h.connIn(program, pid, host, "/")
+}
+
+// connIn is conn in vhost.
+func (h *harness) connIn(program string, pid int, host, vhost string) *tconn {
 	h.ids++
 	props := wire.Table{"product": "py-amqp", "product_version": "5.1.1"}
 	if program != "" {
@@ -143,7 +148,7 @@ func (h *harness) conn(program string, pid int, host string) *tconn {
 	cn := h.c.NewConn(ConnInfo{ID: h.ids, Client: fmt.Sprintf("%s:%d", host, 40000+h.ids), Upstream: "127.0.0.1:5672"})
 	tc := &tconn{h: h, cn: cn, dec: frames.NewConn(h.stamped(cn), frames.Options{})}
 	tc.c2s(wire.ProtocolHeader(), wire.StartOKAMQPlain(props, "guest", "s3cret-amqp-pw"), wire.TuneOK(2047, frameMax, 60),
-		wire.Open("/"), wire.ChannelOpen(1))
+		wire.Open(vhost), wire.ChannelOpen(1))
 	tc.s2c(wire.Start(wire.Table{}), wire.Tune(2047, frameMax, 60), wire.OpenOK(), wire.ChannelOpenOK(1))
 	return tc
 }

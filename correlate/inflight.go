@@ -132,7 +132,7 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 		if state == StateQueued {
 			// A pending record is not cleaned yet (Record.clean runs at emit): the view leaves correlate, so its
 			// strings follow the same rule as a record's.
-			q := CleanString(c.targetQueue(r), maxIDLen)
+			q := CleanString(targetQueue(p), maxIDLen)
 			e := queues[q]
 			if e == nil {
 				e = &QueueInFlight{Queue: q}
@@ -213,12 +213,15 @@ func (c *Correlator) stateOf(p *pending) (string, time.Time) {
 
 // targetQueue names the queue a published, undelivered message waits in: the first queue the topology binds its
 // routing key to, else the routing key (oslo binds each topic queue by its own name), else the exchange.
-func (c *Correlator) targetQueue(r *Record) string {
+func targetQueue(p *pending) string {
+	r := &p.rec
 	if r.Exchange == "" {
 		return r.RoutingKey
 	}
-	if qs := c.topo.bindings[r.Exchange][r.RoutingKey]; len(qs) > 0 {
-		return qs[0]
+	if p.topo != nil {
+		if qs := p.topo.bindings[r.Exchange][r.RoutingKey]; len(qs) > 0 {
+			return qs[0]
+		}
 	}
 	if r.RoutingKey != "" {
 		return r.RoutingKey

@@ -163,11 +163,22 @@ func (x *Redactor) String(s string) string {
 	return string(out)
 }
 
-// Record removes secrets from every free-text field of r, in place, just before it is emitted: remote exception
-// class, module and message, the Basic.Return text, names taken from the body or the properties, and the
-// endpoints' strings. Args and Result were redacted as they were parsed (JSON), by the same rules. A pointed-to
-// value that changes is copied first: it may be shared with the connection's identity.
+// Record removes secrets from every free-text field of r, in place: remote exception class, module and message,
+// the Basic.Return text, names taken from the body or the properties, and the endpoints' strings. Args and Result
+// were redacted as they were parsed (JSON), by the same rules. A pointed-to value that changes is copied first: it
+// may be shared with the connection's identity.
 func (x *Redactor) Record(r *Record) {
+	x.recordText(r)
+	r.Caller = x.endpointPtr(r.Caller)
+	r.Callee = x.endpointPtr(r.Callee)
+	for i := range r.Callees {
+		r.Callees[i] = x.endpoint(r.Callees[i])
+	}
+}
+
+// recordText is Record without the endpoints: the correlator's records share their endpoints with connection
+// identities, which were redacted once when they were read (Conn.vet).
+func (x *Redactor) recordText(r *Record) {
 	for _, f := range [...]*string{&r.Method, &r.Topic, &r.Exchange, &r.RoutingKey, &r.Queue, &r.EventType,
 		&r.PublisherID, &r.ReturnText} {
 		*f = x.String(*f)
@@ -187,11 +198,6 @@ func (x *Redactor) Record(r *Record) {
 			*cp = c
 			r.Error = cp
 		}
-	}
-	r.Caller = x.endpointPtr(r.Caller)
-	r.Callee = x.endpointPtr(r.Callee)
-	for i := range r.Callees {
-		r.Callees[i] = x.endpoint(r.Callees[i])
 	}
 }
 
@@ -813,12 +819,28 @@ var valueTrigger = func() (t [256]bool) {
 	return t
 }()
 
+// mayHoldTrigger says whether one of the eight bytes in w lies between ':' and 'M', where every trigger lies
+// (":=ABJM"): lower-case words, digits, '-', '_', '.' and spaces do not, so most text is passed over eight bytes
+// at a time (the "has a byte between m and n" word test; bytes over 0x7F are never triggers and never match).
+func mayHoldTrigger(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	const lo, hi = ':' - 1, 'M' + 1 // exclusive bounds
+	low7 := w & (ones * 127)
+	return (ones*(127+hi)-low7)&^w&(low7+ones*(127-lo))&highs != 0
+}
+
 // nextValueStart returns the first trigger at or after i and where the value rule it places would start (before
 // the trigger for a token: "eyJ" starts two bytes before its 'J'), or len(s) when there is none. The bytes between
 // a start and its trigger are the token's fixed head, none of them a trigger of another rule, so text tries every
 // start in the same order as a scan of every byte would.
 func nextValueStart(s []byte, i int) (trig, start int) {
 	for ; i < len(s); i++ {
+		for i+8 <= len(s) && !mayHoldTrigger(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		if !valueTrigger[s[i]] {
 			continue
 		}

@@ -2,10 +2,17 @@ package correlate
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/amqptrace/amqptrace/frames"
+	"github.com/amqptrace/amqptrace/internal/wire"
 )
 
 // Keys whose values must go, and look-alikes that must stay, as they appear in real nova, neutron, cinder and
@@ -374,5 +381,47 @@ func TestValidScalar(t *testing.T) {
 	}
 	if valid < 1000 {
 		t.Errorf("only %d valid scalars generated", valid)
+	}
+}
+
+// mayHoldTrigger is exact: for every byte value at every place of a word of otherwise harmless bytes, it says yes
+// exactly when the byte lies between ':' and 'M'.
+func TestMayHoldTrigger(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 8; pos++ {
+			b := []byte("abc-_.9 ")
+			b[pos] = byte(c)
+			want := c >= ':' && c <= 'M'
+			if got := mayHoldTrigger(binary.LittleEndian.Uint64(b)); got != want {
+				t.Fatalf("byte %#x at %d: %v, want %v", c, pos, got, want)
+			}
+		}
+	}
+}
+
+// A connection's identity is vetted once, where it is read: a connection_name that carries a secret or invalid
+// UTF-8 reaches every record (which only shares the identity) and the connection's log line mended and redacted.
+func TestIdentityIsVettedWhereItIsRead(t *testing.T) {
+	var logs bytes.Buffer
+	h := newHarness(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	h.ids++
+	cn := h.c.NewConn(ConnInfo{ID: h.ids, Client: "10.0.0.9:40000"})
+	tc := &tconn{h: h, cn: cn, dec: frames.NewConn(h.stamped(cn), frames.Options{})}
+	name := "nova-api --password=IDENT-PW \xc9:77:x"
+	tc.c2s(wire.ProtocolHeader(), wire.StartOKPlain(wire.Table{"connection_name": name}, "guest", "guest"),
+		wire.TuneOK(2047, frameMax, 60), wire.Open("/vhost password=VHOST-PW"), wire.ChannelOpen(1))
+	tc.s2c(wire.Start(wire.Table{}), wire.Tune(2047, frameMax, 60), wire.OpenOK(), wire.ChannelOpenOK(1))
+	tc.publish("nova", "compute", false, osloProps, castBody("go", "u1", "req-1", nil))
+	cn.Close("done", nil)
+	h.advance(time.Minute)
+	r := h.only()
+	got, _ := json.Marshal(r.Caller)
+	for _, out := range []string{string(got), logs.String()} {
+		if strings.Contains(out, "IDENT-PW") || strings.Contains(out, "VHOST-PW") || strings.Contains(out, "\xc9") {
+			t.Errorf("identity not vetted: %s", out)
+		}
+	}
+	if r.Caller.PID != 77 || !strings.Contains(r.Caller.Connection, "--password=***") || !utf8.ValidString(r.Caller.Service) {
+		t.Errorf("caller %s", got)
 	}
 }

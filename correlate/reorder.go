@@ -409,7 +409,7 @@ func (c *Correlator) hold(p *pending) bool {
 	r := &p.rec
 	switch {
 	case !p.published:
-		if r.Kind == KindCall && !c.topo.consumed(replyQueue(p.replyQ)) {
+		if r.Kind == KindCall && (p.topo == nil || !p.topo.consumed(replyQueue(p.replyQ))) {
 			return false
 		}
 	case p.expect.total() > 0 && r.Deliveries == 0:

@@ -303,7 +303,7 @@ func TestCloseAfterEarlierDeliveries(t *testing.T) {
 	if r.Queue != "compute" || r.Callee == nil || r.Callee.PID != 8 || r.Deliveries != 1 {
 		t.Fatalf("got %s", dump([]*Record{r}))
 	}
-	if h.c.topo.consumed("compute") {
+	if h.c.topoFor("/").consumed("compute") {
 		t.Errorf("closed connection's consumers linger")
 	}
 	api.cn.Close("client EOF", nil)

@@ -63,8 +63,8 @@ func cleanBytes(b []byte) []byte {
 
 // clean applies CleanString to every string of a record that is about to be emitted, so that no sink has to
 // guess which fields came from the wire: all of them may have, and every one leaves valid and bounded. It allocates
-// only for a field that needs mending. Endpoints are shared with the connection's identity, which is cleaned where
-// it is read (Conn.startOK), so a mended endpoint is a copy.
+// only for a field that needs mending. Endpoints are not walked: every one in a record is a connection's identity,
+// vetted once where it was read (Conn.vet), and a record only shares it.
 func (r *Record) clean() {
 	for _, f := range [...]*string{&r.Method, &r.Topic, &r.Exchange, &r.RoutingKey, &r.MsgID, &r.UniqueID,
 		&r.MessageID, &r.RequestID, &r.GlobalRequestID, &r.ParentID, &r.Protocol, &r.Queue, &r.EventType,
@@ -91,11 +91,6 @@ func (r *Record) clean() {
 			r.Error = &c
 		}
 	}
-	r.Caller = cleanEndpointPtr(r.Caller)
-	r.Callee = cleanEndpointPtr(r.Callee)
-	for i := range r.Callees {
-		r.Callees[i] = r.Callees[i].cleaned()
-	}
 	for i := range r.Events { // the record's own slice
 		r.Events[i].Detail = CleanString(r.Events[i].Detail, maxMessageLen)
 	}
@@ -108,22 +103,4 @@ func (e Endpoint) cleaned() Endpoint {
 	return Endpoint{Service: CleanString(e.Service, maxIDLen), PID: e.PID, Host: CleanString(e.Host, maxIDLen),
 		Connection: CleanString(e.Connection, maxIDLen), User: CleanString(e.User, maxIDLen),
 		Vhost: CleanString(e.Vhost, maxIDLen)}
-}
-
-func cleanEndpointPtr(e *Endpoint) *Endpoint {
-	if e == nil || e.clean() {
-		return e // the common case costs no copy
-	}
-	c := e.cleaned()
-	return &c
-}
-
-// clean says whether every string of e is already valid and within its bound.
-func (e *Endpoint) clean() bool {
-	for _, s := range [...]string{e.Service, e.Host, e.Connection, e.User, e.Vhost} {
-		if len(s) > maxIDLen || !utf8.ValidString(s) {
-			return false
-		}
-	}
-	return true
 }

@@ -188,7 +188,18 @@ func TestOsloCapture(t *testing.T) {
 	}
 	want := len(m.Actions)
 	if !live.waitFor(60*time.Second, func(rs []correlate.Record) bool { return len(ours(&m, rs)) >= want }) {
-		t.Errorf("live capture: %d of %d records within 60s", len(ours(&m, live.snapshot())), want)
+		got := map[string]bool{}
+		for _, r := range ours(&m, live.snapshot()) {
+			got[r.UniqueID] = true
+		}
+		var missing []string
+		for _, a := range m.Actions {
+			if !got[a.Publishes[0].UniqueID] {
+				missing = append(missing, a.label())
+			}
+		}
+		t.Errorf("live capture: %d of %d records within 60s; still pending: %q (in flight: %+v)",
+			len(got), want, missing, livePP.InFlight(context.Background(), 10).Oldest)
 	}
 	stopRecorder(t, td)
 	stopRecorder(t, ts)
