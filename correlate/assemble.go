@@ -331,6 +331,29 @@ func (cn *Conn) handshakeFrame(f *frames.Frame) {
 	c.ctr.preOpen.Add(1)
 }
 
+// lateHandshake reads a Start-Ok or Open that came after the connection was taken as open: a capture that lost
+// bytes before them opens the connection at the hole (Resync), or its Open-Ok arrives while they are held behind
+// one. They still name the connection and its vhost. Only the writing goroutine of the client direction calls it,
+// only while the vhost is unknown (the proxy always reads Open before Open-Ok, so it never gets here).
+func (cn *Conn) lateHandshake(f *frames.Frame) {
+	switch uint32(f.ClassID)<<16 | uint32(f.MethodID) {
+	case 10<<16 | 11, 10<<16 | 40:
+	default:
+		return
+	}
+	m, err := frames.DecodeMethod(f.Payload)
+	if err != nil {
+		cn.c.ctr.decodeFailures.Add(1)
+		return
+	}
+	switch m := m.(type) {
+	case *frames.ConnectionStartOK:
+		cn.startOK(m)
+	case *frames.ConnectionOpen:
+		cn.open(m.VirtualHost)
+	}
+}
+
 // openOK opens the connection: the held client frames go through the client → broker assembler, in their order,
 // then every later frame takes the fast path. The caller holds hsMu.
 func (cn *Conn) openOK() {
@@ -490,6 +513,9 @@ func (a *assembler) method(f *frames.Frame) {
 		a.reset(s) // a method frame in the middle of a content: the content is lost
 	}
 	if !interesting(a.dir, f.ClassID, f.MethodID) {
+		if a.dir == frames.ClientToServer && f.ClassID == 10 && a.conn.id.Load().ep.Vhost == "" {
+			a.conn.lateHandshake(f)
+		}
 		return
 	}
 	c := a.conn.c

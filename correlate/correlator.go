@@ -284,8 +284,9 @@ func (c *Correlator) process(ev *event) {
 	defer c.panics.Recover(nil)
 	st := &ev.conn.st
 	if st.topo == nil {
-		// Connection.Open, which names the vhost, comes before any event: the connection stays in its vhost.
-		st.topo = c.topoFor(ev.ident.ep.Vhost)
+		// Connection.Open, which names the vhost, comes before any event (a capture's late one too, see
+		// Conn.lateHandshake): the connection stays in its vhost.
+		st.topo = c.topoFor(c.vhostOf(ev))
 	}
 	switch ev.kind {
 	case evPublish:
@@ -368,6 +369,19 @@ func (c *Correlator) process(ev *event) {
 // maxVhosts bounds the topologies kept: past it, a new vhost shares the topology of the unnamed one (what a
 // capture picked up mid-stream uses), so a broker with very many vhosts costs bounded memory.
 const maxVhosts = 1000
+
+// vhostOf is the vhost of ev's connection. A capture that lost a connection's Connection.Open (or picked it up
+// mid-stream) does not know it: while one vhost is all the wire has named, the connection is taken to be in that
+// one (a capture of one cloud); with several, it is in the unnamed vhost of its own.
+func (c *Correlator) vhostOf(ev *event) string {
+	if v := ev.conn.id.Load().ep.Vhost; v != "" || len(c.topos) != 1 {
+		return v
+	}
+	for v := range c.topos {
+		return v
+	}
+	return ""
+}
 
 // topoFor returns vhost's topology, creating it.
 func (c *Correlator) topoFor(vhost string) *topology {

@@ -29,6 +29,8 @@ type harness struct {
 	recs []*Record
 	now  time.Time
 	ids  uint64
+	// panicsExpected is how many recovered panics the test provokes on purpose (else any fails it).
+	panicsExpected uint64
 	// live: the correlator runs its own Run goroutine on time.Now (under testing/synctest); now is then only the
 	// read time stamped on the frames the test writes.
 	live bool
@@ -52,6 +54,13 @@ func newHarness(t *testing.T, cfg Config) *harness {
 		h.mu.Unlock()
 	})
 	h.c = New(cfg)
+	// A panic in the correlator is recovered and counted so the process lives, which also hides it from a test
+	// that only looks at records: every harness test fails on one.
+	t.Cleanup(func() {
+		if n := h.c.Stats().Panics; n != h.panicsExpected {
+			t.Errorf("%d panics recovered in the correlator, want %d", n, h.panicsExpected)
+		}
+	})
 	return h
 }
 

@@ -185,6 +185,7 @@ func TestFanoutSinkPanicsCostOneDropEach(t *testing.T) {
 func TestCorrelatorSurvivesPanickingSink(t *testing.T) {
 	var n atomic.Int64
 	h := newHarness(t, Config{})
+	h.panicsExpected = 1
 	h.c.sink = SinkFunc(func(r *Record) {
 		if n.Add(1) == 1 {
 			panic(r.Method)

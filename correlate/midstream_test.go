@@ -160,3 +160,22 @@ func TestConsumeOKMatchedByTag(t *testing.T) {
 		t.Fatalf("queue by delivery: %v, want %v", got, want)
 	}
 }
+
+// A capture that lost the broker's side of a login takes the connection as open at the hole; the client's
+// Start-Ok and Open, read after that, still name it and its vhost.
+func TestLateHandshakeNamesTheConnection(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.ids++
+	cn := h.c.NewConn(ConnInfo{ID: h.ids, Client: "10.0.0.1:41000"})
+	tc := &tconn{h: h, cn: cn, dec: frames.NewConn(h.stamped(cn), frames.Options{Resync: true})}
+	tc.c2s(wire.ProtocolHeader())
+	tc.dec.ServerDecoder().Resync(300) // Start, Tune, Open-Ok lost: open at the hole
+	tc.c2s(wire.StartOKPlain(wire.Table{"connection_name": "nova-api:77:x"}, "guest", "guest"),
+		wire.TuneOK(2047, frameMax, 60), wire.Open("/region-one"), wire.ChannelOpen(1))
+	tc.publish("nova", "compute", false, osloProps, castBody("go", "u9", "req-9", nil))
+	h.advance(3e9)
+	r := h.only()
+	if r.Caller == nil || r.Caller.Service != "nova-api" || r.Caller.PID != 77 || r.Caller.Vhost != "/region-one" {
+		t.Fatalf("caller %+v", r.Caller)
+	}
+}

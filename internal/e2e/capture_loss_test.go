@@ -171,9 +171,9 @@ func amqpMessages(t *testing.T, s []byte) []oracleMessage {
 	return out
 }
 
-// lostSetup says whether removed packet p carried a Basic.Consume or a Consume-Ok (consume), or a Queue.Declare
-// or Queue.Bind (topology).
-func lostSetup(t *testing.T, s []byte, p oraclePacket) (consume, topology bool) {
+// lostSetup says whether removed packet p carried a Basic.Consume or a Consume-Ok (consume), a Queue.Declare
+// or Queue.Bind (topology), or the Connection.Open that names the vhost (vhost).
+func lostSetup(t *testing.T, s []byte, p oraclePacket) (consume, topology, vhost bool) {
 	walkFrames(t, s, func(off, end uint64, typ byte, _ uint16, pl []byte) {
 		if off < p.end && p.off < end && typ == 1 && len(pl) >= 4 {
 			switch binary.BigEndian.Uint32(pl) {
@@ -181,10 +181,12 @@ func lostSetup(t *testing.T, s []byte, p oraclePacket) (consume, topology bool) 
 				consume = true
 			case 50<<16 | 10, 50<<16 | 20:
 				topology = true
+			case 10<<16 | 40:
+				vhost = true
 			}
 		}
 	})
-	return consume, topology
+	return consume, topology, vhost
 }
 
 // openOKEnd is where the broker's Connection.Open-Ok ends in its direction's stream (0: none).
@@ -274,7 +276,19 @@ func damagedByLoss(t *testing.T, m *manifest, pkts []oraclePacket, streams map[p
 		// Queue.Declare or Queue.Bind leaves the correlator short of a queue a fanout or cast is routed to, so
 		// it may end that message's record before the delivery that queue gets: every later delivery of the
 		// connection may be affected.
-		if consume, topology := lostSetup(t, streams[p.key], p); consume || topology {
+		consume, topology, vhost := lostSetup(t, streams[p.key], p)
+		if vhost {
+			// A lost Connection.Open leaves the connection's vhost unknown: with several vhosts on the wire it
+			// has a topology of its own, and anything it publishes or gets may be taken apart from its vhost's.
+			for _, k := range []pcapStream{p.key, {p.key.dst, p.key.src}} {
+				for _, msg := range msgs[k] {
+					for _, a := range owner(msg.body) {
+						damaged[a.Publishes[0].UniqueID] = true
+					}
+				}
+			}
+		}
+		if consume || topology {
 			back := pcapStream{p.key.dst, p.key.src}
 			if strings.HasSuffix(p.key.src, broker) {
 				back = p.key
