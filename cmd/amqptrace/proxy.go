@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -166,6 +168,7 @@ type app struct {
 	ui          *ui.Server
 	events      *correlate.JSONLines
 	eventsW     io.WriteCloser
+	eventsFile  *eventsFile // the --events file (nil for standard output), reopened on SIGHUP
 	httpLn      net.Listener
 	proxyLn     net.Listener
 	handlers    []extraHandler
@@ -257,11 +260,15 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 		if o.events == "-" {
 			a.eventsW = nopCloser{stdout}
 		} else {
-			f, err := os.OpenFile(o.events, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+			f, cut, err := openEventsFile(o.events, nil)
 			if err != nil {
 				return nil, c, fmt.Errorf("--events: %w", err)
 			}
-			a.eventsW = f
+			if cut > 0 {
+				logger.Warn("the events file ended in a partial line (a crash mid-write); cut it back to the last whole line",
+					"file", o.events, "bytes_cut", cut)
+			}
+			a.eventsW, a.eventsFile = f, f
 		}
 		a.events = correlate.NewJSONLines(a.eventsW)
 		c.sinks, c.names = append(c.sinks, a.events), append(c.names, "events")
@@ -365,22 +372,14 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 		wg.Go(func() { errc <- a.tracer.Run(sinkCtx) })
 	}
 	if a.events != nil {
-		// The events file is buffered; flush it every second so `tail -f` shows records as they finish.
-		wg.Go(func() {
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-sinkCtx.Done():
-					return
-				case <-t.C:
-					if err := a.events.Flush(); err != nil {
-						a.log.Error("writing events; records are being dropped", "file", a.o.events, "err", err)
-						return
-					}
-				}
-			}
-		})
+		var hup chan os.Signal
+		if a.eventsFile != nil {
+			// Registered before the start-up log lines, so a SIGHUP sent once they are out never kills the process.
+			hup = make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+		}
+		wg.Go(func() { a.flushEvents(sinkCtx, hup) })
 	}
 	var srv *http.Server
 	if a.ui != nil {
@@ -435,8 +434,10 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 	}
 	if a.events != nil {
 		// Close flushes and closes the file (standard output is wrapped so that it stays open).
+		// A disk still full at exit costs the buffered records (counted); it is not a failure of the run.
 		if err := a.events.Close(); err != nil {
-			runErr = errors.Join(runErr, fmt.Errorf("events: %w", err))
+			a.log.Error("closing the events file; its buffered records are lost", "file", a.o.events, "err", err,
+				"records_dropped", a.events.Dropped())
 		}
 	}
 	if srv != nil {
@@ -456,6 +457,41 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 			"records_dropped", ts.RecordsDropped, "export_errors", ts.ExportErrors)
 	}
 	return runErr
+}
+
+// flushEvents pushes the events buffer out every second (so `tail -f` shows records as they finish) until ctx
+// ends, and reopens the file on each signal from hup (SIGHUP: logrotate). A failing write is logged when it starts and when writing
+// works again, not at every retry; the records it costs are counted (dropped_total{stage="sink:events"}).
+func (a *app) flushEvents(ctx context.Context, hup <-chan os.Signal) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	failing := false
+	flush := func() {
+		err := a.events.Flush()
+		switch {
+		case err != nil && !failing:
+			a.log.Error("writing events failed; records are kept for a retry every second, and dropped (counted) once the buffer is full",
+				"file", a.o.events, "err", err)
+		case err == nil && failing:
+			a.log.Info("writing events works again", "file", a.o.events, "records_dropped", a.events.Dropped())
+		}
+		failing = err != nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			flush()
+		case <-hup:
+			flush() // what is buffered belongs to the file that was rotated
+			if _, err := a.eventsFile.Reopen(); err != nil {
+				a.log.Error("reopening the events file on SIGHUP; still writing the old one", "file", a.o.events, "err", err)
+				continue
+			}
+			a.log.Info("events file reopened", "file", a.o.events)
+		}
+	}
 }
 
 // httpHandler is every HTTP path: the UI's (ui.Handler), /metrics (needs --http-token when one is set), /readyz
