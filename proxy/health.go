@@ -260,8 +260,16 @@ func (p *Proxy) runChecks(ctx context.Context) {
 			h.notify(true) // the checker recomputes its next wake-up
 		})
 	}
+	// The start-up round, all nodes at once; nothing else checks meanwhile. Its verdict is logged, since a proxy
+	// whose upstreams all fail at start is most often misconfigured (it still serves, and goes on checking).
+	var first sync.WaitGroup
 	for _, n := range h.nodes {
-		check(n)
+		first.Go(func() { p.check(ctx, n) })
+	}
+	first.Wait()
+	h.notify(false)
+	if ok, why := p.Healthy(); !ok && ctx.Err() == nil {
+		p.log.Warn("no upstream answers yet; clients will be refused until one does", "why", why)
 	}
 	interval := p.cfg.CheckInterval
 	nextPeriodic := h.now().Add(interval)

@@ -98,11 +98,12 @@ func (p *Proxy) Stats() Stats {
 	return s
 }
 
-// Healthy reports whether some upstream is up, and if not, why (every upstream's state and last error).
+// Healthy reports whether some upstream is up, and if not, why (every upstream's state and last error). Without
+// checks (CheckNone) an upstream not tried yet counts as up: nothing else would ever try it before a client does.
 func (p *Proxy) Healthy() (bool, string) {
 	var why []string
 	for _, u := range p.health.snapshot() {
-		if u.State == StateUp {
+		if u.State == StateUp || u.State == StateUnknown && p.cfg.Check == CheckNone {
 			return true, ""
 		}
 		w := u.Addr + " " + string(u.State)

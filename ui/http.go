@@ -268,8 +268,17 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, s.withInFlight(s.st.graph(r.URL.Query().Get("by") == "host", s.now())))
 }
 
+// serveStats answers the Server's own counters and, when Config.Upstreams is set, each upstream's health.
 func (s *Server) serveStats(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, s.Stats())
+	var v struct {
+		Stats
+		Upstreams []Upstream `json:"upstreams,omitempty"`
+	}
+	v.Stats = s.Stats()
+	if s.cfg.Upstreams != nil {
+		v.Upstreams = s.cfg.Upstreams()
+	}
+	writeJSON(w, v)
 }
 
 // serveInFlight answers what is waiting now: queues by wire depth, servers and callers by calls in flight, and the

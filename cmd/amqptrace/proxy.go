@@ -48,6 +48,10 @@ type options struct {
 	upstreamInsecure           bool
 
 	dialTimeout, idleTimeout, shutdownGrace time.Duration
+	upstreamStrategy, upstreamCheck         string
+	upstreamCheckInterval, dialBudget       time.Duration
+	upstreamBackoff, upstreamMaxBackoff     time.Duration
+	upstreamAwaitAnswer                     bool
 	maxConns                                int
 	eventLoops                              int
 	replyGrace, queueHorizon                time.Duration
@@ -83,6 +87,13 @@ func (o *options) registerProxy(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&o.upstreamServer, "upstream-server-name", "", "server name to verify on the broker's certificate (default: the upstream host)")
 	fs.BoolVar(&o.upstreamInsecure, "upstream-insecure-skip-verify", false, "do not verify the broker's certificate (testing only)")
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", 5*time.Second, "timeout of each dial to the broker")
+	fs.StringVar(&o.upstreamStrategy, "upstream-strategy", "first-healthy", "order of the upstreams for each client: first-healthy (the list's order) or round-robin; down ones are tried last")
+	fs.DurationVar(&o.dialBudget, "dial-budget", 0, "time one client's dials to all upstreams may take together (0: twice --dial-timeout)")
+	fs.BoolVar(&o.upstreamAwaitAnswer, "upstream-await-answer", true, "send the client's protocol header to each upstream in turn and keep the first that answers (an upstream that accepts and closes costs the client nothing)")
+	fs.StringVar(&o.upstreamCheck, "upstream-check", "tcp", "health check of the upstreams at start-up and of a down one when its backoff ends: tcp (connect), amqp (protocol header exchange) or none")
+	fs.DurationVar(&o.upstreamCheckInterval, "upstream-check-interval", 0, "also check every upstream on this period, up or down (0: only at start-up and after a failure)")
+	fs.DurationVar(&o.upstreamBackoff, "upstream-backoff", time.Second, "how long an upstream is down after a failure; doubles with each further failure")
+	fs.DurationVar(&o.upstreamMaxBackoff, "upstream-max-backoff", 30*time.Second, "cap on the upstream backoff")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way (0: never; AMQP heartbeats keep live ones busy)")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on concurrent client connections (0: none); extra clients are closed at once")
 	fs.IntVar(&o.eventLoops, "event-loops", 0, "epoll loops forwarding plain-TCP connections on Linux (0: GOMAXPROCS-1, at least one; -1: a goroutine pair per connection instead)")
@@ -185,12 +196,17 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	upstreams, health, err := o.upstreamConfig(ctx, logger)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
 	a, core, err := newSinks(ctx, o, logger, stdout, "")
 	if err != nil {
 		return nil, err
 	}
 	a.pipe, err = pipeline.New(pipeline.Config{
-		Upstreams:     splitList(o.upstream),
+		Upstreams:     upstreams,
+		Health:        health,
 		ClientTLS:     clientTLS,
 		UpstreamTLS:   upstreamTLS,
 		DialTimeout:   o.dialTimeout,
@@ -298,6 +314,7 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 			JaegerURL:    o.jaegerURL,
 			Logger:       logger.With("component", "ui"),
 			Counters:     a.counters,
+			Upstreams:    a.upstreams,
 			InFlight:     a.inFlight,
 		}
 		if a.tracer != nil || o.jaegerURL != "" {
@@ -343,6 +360,19 @@ func (a *app) listenHTTP() error {
 		return fmt.Errorf("--http: %w (choose another address with --http or AMQPTRACE_HTTP; for make demo: make demo DEMOFLAGS='--http 127.0.0.1:8081')", err)
 	}
 	return nil
+}
+
+// upstreams feeds /api/stats: each upstream's health (none for capture and replay).
+func (a *app) upstreams() []ui.Upstream {
+	if a.stats == nil {
+		return nil
+	}
+	var out []ui.Upstream
+	for _, u := range a.stats().Proxy.Upstreams {
+		out = append(out, ui.Upstream{Addr: u.Addr, State: string(u.State), ConsecutiveFailures: u.ConsecutiveFailures,
+			RetryAt: u.RetryAt, LastError: u.LastError, LastErrorAt: u.LastErrAt, Downs: u.Downs})
+	}
+	return out
 }
 
 // counters feeds the UI's headline.
@@ -508,9 +538,18 @@ func (a *app) httpHandler() http.Handler {
 	return a.ui.Guard(mux)
 }
 
+// readyz answers 200 while the proxy serves and an upstream is healthy, else 503 with the reason (every
+// upstream's state and last error), so that a load balancer or Kubernetes stops routing clients to a proxy
+// that would refuse them. Capture and replay have no upstream: ready once they run. /healthz is liveness only.
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
-	// Ready once the proxy accepts; the broker itself is dialled per client connection.
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if a.pipe != nil {
+		if ok, why := a.pipe.Readiness(); !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "not ready: "+why+"\n")
+			return
+		}
+	}
 	_, _ = io.WriteString(w, "ready\n")
 }
 
