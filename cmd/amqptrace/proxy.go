@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 
 	"github.com/amqptrace/amqptrace/correlate"
 	"github.com/amqptrace/amqptrace/frames"
@@ -37,6 +38,7 @@ type options struct {
 	redactKeys             string
 	redactPatterns         string
 	httpAllowedHosts       string
+	httpMaxConns           int
 	otlpEndpoint           string
 	otlpInsecure           bool
 	sampleRatio            float64
@@ -110,6 +112,7 @@ func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 	fs.StringVar(&o.payload, "payload", "redacted", "keep RPC arguments and results in records: none, redacted (long strings cut) or full (whole); secrets are removed in every mode")
 	fs.StringVar(&o.redactKeys, "redact-keys", "", "extra key `names`, comma-separated, whose values are removed (matched inside keys, ignoring case and _ - .)")
 	fs.StringVar(&o.redactPatterns, "redact-patterns", "", "extra `regexps` (Go RE2), separated by newlines or ';;', whose matches are removed from every string")
+	fs.IntVar(&o.httpMaxConns, "http-max-conns", 64, "cap on concurrent HTTP connections (UI, API, websockets, /metrics); more wait in the kernel's backlog, so the HTTP side never takes the descriptors AMQP clients need (0: no cap)")
 	fs.StringVar(&o.httpAllowedHosts, "http-allowed-hosts", "", "host `names`, comma-separated, the token-less UI answers besides loopback and localhost (DNS rebinding guard)")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "OTLP gRPC collector `host:port` (Jaeger: 4317); empty: OTEL_EXPORTER_OTLP_ENDPOINT, else no export")
 	fs.BoolVar(&o.otlpInsecure, "otlp-insecure", true, "plain gRPC to the collector (false: TLS; OTEL_EXPORTER_OTLP_CERTIFICATE applies)")
@@ -414,9 +417,18 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 	var srv *http.Server
 	if a.ui != nil {
 		wg.Go(func() { errc <- a.ui.Run(sinkCtx) })
-		srv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		// Budgets, so that the HTTP side cannot starve the data path: a client gets 10 s to send its headers and a
+		// kept-alive connection is closed after a minute without a request; past --http-max-conns the listener
+		// stops accepting, so further clients wait in the kernel's backlog and hold no descriptor of ours (the
+		// proxy's clients need those). Websockets are long-lived by design: no read or write timeout.
+		srv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+			MaxHeaderBytes: 64 << 10}
+		ln := a.httpLn
+		if a.o.httpMaxConns > 0 {
+			ln = netutil.LimitListener(ln, a.o.httpMaxConns)
+		}
 		wg.Go(func() {
-			if err := srv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)
 			}
 		})
