@@ -633,19 +633,19 @@ func (c *conn) sendPreface() bool {
 	return true
 }
 
-// observeEnd records in the upstream's health how a connection that never got a byte from it ended: ended by
-// the upstream (or by a timeout while the client waited for an answer), that is the upstream failing to answer.
+// observeEnd records in the upstream's health how a connection whose client spoke and never got a byte back
+// ended: ended by the upstream (or by a timeout while the client waited), that is the upstream failing to answer.
 func (c *conn) observeEnd(reason CloseReason, err error) {
-	if c.node == nil || c.bytes[serverToClient] > 0 {
+	// A client that never spoke has nothing to be answered: a broker closing it (RabbitMQ's handshake timeout)
+	// is no fault of the broker's.
+	if c.node == nil || c.bytes[serverToClient] > 0 || c.bytes[clientToServer] == 0 {
 		return
 	}
 	switch reason {
 	case ReasonUpstreamClosed:
 		c.p.health.failed(c.node, ErrNoAnswer)
 	case ReasonUpstreamError, ReasonIdleTimeout, ReasonHalfCloseTimeout:
-		if c.bytes[clientToServer] > 0 {
-			c.p.health.failed(c.node, fmt.Errorf("%w: %s: %v", ErrNoAnswer, reason, err))
-		}
+		c.p.health.failed(c.node, fmt.Errorf("%w: %s: %v", ErrNoAnswer, reason, err))
 	}
 }
 

@@ -143,6 +143,25 @@ func TestUpstreamHealthAcceptThenClosePassive(t *testing.T) {
 	}
 }
 
+// A client that never speaks, closed by its upstream (RabbitMQ's handshake timeout does that), is no failure of
+// the upstream's; one that sent its header and got no answer is.
+func TestUpstreamHealthSilentClientIsNoFailure(t *testing.T) {
+	up := startUpstream(t, func(c net.Conn) { _ = c.Close() })
+	rec := newRecorder()
+	p, addr, _ := runProxy(t, proxy.Config{Upstreams: []string{up.addr()}, Tap: rec.tap, Backoff: time.Hour})
+	c := dial(t, addr)
+	if _, err := readAllGuarded(c); err != nil { // the upstream's end, passed on as a half-close
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	if e := rec.waitEnd(t); e.Reason != proxy.ReasonUpstreamClosed {
+		t.Fatalf("silent client: reason %s, want upstream_closed", e.Reason)
+	}
+	if u := p.Stats().Upstreams[0]; u.State == proxy.StateDown || u.ConsecutiveFailures != 0 {
+		t.Errorf("after a silent client: %+v, want not down", u)
+	}
+}
+
 // A down node is checked again when its backoff ends, with a backoff that doubles up to MaxBackoff; when it
 // comes back a check brings it up, and the first answered client resets its backoff.
 func TestUpstreamHealthRetriedAfterBackoff(t *testing.T) {
