@@ -536,12 +536,21 @@ func (c *conn) dialUpstream() error {
 			}
 			continue
 		}
+		deadline, _ := ctx.Deadline()
+		shortened := time.Until(deadline) < p.cfg.dialTimeout() // the budget, not the dial timeout, bounds this dial
 		up, err := p.dial(ctx, n.addr)
 		if err != nil {
-			errs = append(errs, nodeErr{n.addr, err})
 			if c.s.hard.Err() != nil {
+				errs = append(errs, nodeErr{n.addr, err})
 				break // cut off by shutdown, not the upstream's fault: not counted
 			}
+			var ne net.Error
+			if shortened && (ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) {
+				// The budget ended this dial before the node's own dial timeout: no verdict on the node.
+				errs = append(errs, nodeErr{n.addr, fmt.Errorf("cut short by the dial budget (%v): %w", p.cfg.dialBudget(), err)})
+				continue
+			}
+			errs = append(errs, nodeErr{n.addr, err})
 			p.dialFailures.Add(1)
 			p.dialFailuresBy[n.addr].Add(1)
 			p.health.failed(n, err)
