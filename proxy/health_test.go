@@ -98,6 +98,7 @@ func TestUpstreamHealthEveryClientReachesTheHealthyNode(t *testing.T) {
 		Upstreams:   []string{refuse, hole, closer, healthy},
 		AwaitAnswer: true,
 		DialTimeout: 300 * time.Millisecond, // what the blackhole costs the first client
+		DialBudget:  hangGuard,              // room for every node whatever the machine's load
 		Backoff:     time.Hour,              // no retry within the test
 	})
 	const clients = 6
