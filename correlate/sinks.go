@@ -1,7 +1,6 @@
 package correlate
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -78,14 +77,21 @@ func (f *Fanout) Record(r *Record) {
 }
 
 // Dropped returns, per sink in NewFanout order, how many records were dropped because its queue was full, the
-// Fanout had stopped, or the sink panicked on them.
+// Fanout had stopped, or the sink panicked on them, plus those the sink itself reports lost (a sink with a
+// Dropped() uint64 method, such as JSONLines when its writes fail), so that each sink has one drop count.
 func (f *Fanout) Dropped() []uint64 {
 	out := make([]uint64, len(f.outs))
 	for i := range f.outs {
 		out[i] = f.outs[i].dropped.Load()
+		if d, ok := f.outs[i].sink.(droppedCounter); ok {
+			out[i] += d.Dropped()
+		}
 	}
 	return out
 }
+
+// droppedCounter is a sink that counts the records it received and could not deliver.
+type droppedCounter interface{ Dropped() uint64 }
 
 // Panics returns, per sink in NewFanout order, how many records the sink panicked on (each also counted in Dropped).
 func (f *Fanout) Panics() []uint64 {
@@ -141,63 +147,102 @@ func (o *fanoutOut) deliver(r *Record) {
 func (f *Fanout) Stop() { f.stopped.Store(true) }
 
 // JSONLines is a Sink that writes each record as one JSON object per line. It does I/O, so put it behind a Fanout.
-// A write error is kept (Err) and later records are dropped.
+//
+// It hands its writer whole lines only: lines wait in a buffer of at most DefaultJSONLinesBuffer bytes and go out
+// together in one Write, at Flush or when the buffer is full, never cut at a buffer boundary, so a crash between
+// two writes leaves whole lines behind. A failed write keeps its lines for the next Flush, which tries again (a
+// full disk that gets space back loses nothing that was buffered); while the buffer is full the records that
+// arrive are dropped and counted, and Record does not retry the write itself, so a failing writer costs one
+// attempt per Flush rather than one per record. A Write that reports n > 0 bytes with its error has written those
+// bytes: the next attempt starts after them and completes the torn line. A writer that can take a failed write
+// back (the events file in cmd/amqptrace truncates it) writes all or nothing.
 type JSONLines struct {
 	mu      sync.Mutex
 	w       io.Writer
-	bw      *bufio.Writer
+	pend    []byte // whole lines not yet written (the first one possibly in part, after a short write)
+	limit   int
 	enc     *json.Encoder
 	buf     bytes.Buffer
-	err     error
+	err     error // the last write's error; nil once a write succeeds again
 	dropped uint64
 }
 
+// DefaultJSONLinesBuffer bounds the lines a JSONLines holds before it writes them (and, while writes fail, what it
+// keeps for the retry).
+const DefaultJSONLinesBuffer = 64 << 10
+
 // NewJSONLines returns a JSON Lines sink writing to w through a buffer; call Flush (or Close) to push it out.
 func NewJSONLines(w io.Writer) *JSONLines {
-	j := &JSONLines{w: w, bw: bufio.NewWriterSize(w, 64<<10)}
+	j := &JSONLines{w: w, limit: DefaultJSONLinesBuffer}
 	j.enc = json.NewEncoder(&j.buf)
 	j.enc.SetEscapeHTML(false)
 	return j
 }
 
-// Record writes r as one line.
+// Record buffers r as one line, writing the buffer first when r does not fit in it.
 func (j *JSONLines) Record(r *Record) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.err != nil {
-		j.dropped++
-		return
-	}
 	j.buf.Reset()
 	if err := j.enc.Encode(r); err != nil {
 		j.dropped++ // this record cannot be encoded; the next one may
 		return
 	}
-	if _, err := j.bw.Write(j.buf.Bytes()); err != nil {
-		j.err = err
+	line := j.buf.Bytes()
+	if len(j.pend) > 0 && len(j.pend)+len(line) > j.limit && j.err == nil {
+		_ = j.flushLocked()
 	}
+	if len(j.pend) > 0 && len(j.pend)+len(line) > j.limit {
+		j.dropped++ // the writer fails and its retry waits for Flush; a line larger than the buffer goes alone
+		return
+	}
+	j.pend = append(j.pend, line...)
 }
 
-// Dropped returns how many records were not written.
+// flushLocked writes the buffered lines; j.mu is held.
+func (j *JSONLines) flushLocked() error {
+	for len(j.pend) > 0 {
+		n, err := j.w.Write(j.pend)
+		n = min(max(n, 0), len(j.pend))
+		j.pend = append(j.pend[:0], j.pend[n:]...)
+		if err == nil && n == 0 {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			j.err = err
+			return err
+		}
+	}
+	j.err = nil
+	return nil
+}
+
+// Dropped returns how many records were not written: those that could not be encoded, those that arrived while
+// the buffer was full of lines a failing writer had not taken, and those still buffered when Close gave up.
 func (j *JSONLines) Dropped() uint64 {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.dropped
 }
 
-// Flush writes buffered lines to the underlying writer.
+// Flush writes the buffered lines to the underlying writer (again, after a failure) and returns the write's error.
 func (j *JSONLines) Flush() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if err := j.bw.Flush(); err != nil && j.err == nil {
-		j.err = err
-	}
-	return j.err
+	return j.flushLocked()
 }
 
-// Close flushes, and closes the underlying writer when it is an io.Closer.
+// Close flushes, counts what could not be written as dropped, and closes the underlying writer when it is an
+// io.Closer.
 func (j *JSONLines) Close() error {
-	err := j.Flush()
+	j.mu.Lock()
+	err := j.flushLocked()
+	if len(j.pend) > 0 {
+		// The first of these lines may have gone out in part; it is still a record the file does not hold whole.
+		j.dropped += uint64(bytes.Count(j.pend, []byte{'\n'}))
+		j.pend = nil
+	}
+	j.mu.Unlock()
 	if c, ok := j.w.(io.Closer); ok {
 		if cerr := c.Close(); err == nil {
 			err = cerr
@@ -206,7 +251,7 @@ func (j *JSONLines) Close() error {
 	return err
 }
 
-// Err returns the first write error.
+// Err returns the last write's error, nil when the last write succeeded (or none was tried).
 func (j *JSONLines) Err() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -14,10 +14,33 @@ import (
 // accessors below, never by mutating the caller's struct. Flags and environment variables are parsed in cmd, not
 // here.
 type Config struct {
-	// Upstreams is the broker list (host:port), tried in order for every client connection: the first that
-	// accepts the dial wins. Each failed dial is counted against its upstream (Stats.DialFailuresByUpstream). If
-	// every upstream fails, the client is closed at once with ReasonDialFailed.
+	// Upstreams is the broker list (host:port). For every client connection they are tried in Strategy's order,
+	// the ones that are not down first (health.go): the first that accepts the dial wins. Each failed dial is
+	// counted against its upstream (Stats.DialFailuresByUpstream). If every upstream fails, or DialBudget runs
+	// out, the client is closed at once with ReasonDialFailed.
 	Upstreams []string
+	// Strategy orders the upstreams for each client: FirstHealthy (the zero value, configured order) or RoundRobin.
+	Strategy Strategy
+	// DialBudget bounds all of one client's dials together. Default twice DialTimeout, so that one node that
+	// blackholes costs a client one dial timeout and the next node still gets its turn.
+	DialBudget time.Duration
+	// AwaitAnswer makes the proxy read the client's 8-byte protocol header before it dials, send it to each
+	// upstream in turn and keep the first that answers, so that an upstream that accepts and then closes (or never
+	// answers) costs the client only the next upstream, within DialBudget. A client that does not send its header
+	// within HandshakeTimeout is dialled through without the exchange. Off, the upstream is dialled as soon as the
+	// client connects and such an upstream is only marked down when the connection ends without an answer.
+	AwaitAnswer bool
+	// DownAfter is how many consecutive failures mark an upstream down. Default 1.
+	DownAfter int
+	// Backoff is how long an upstream stays down after it went down, doubling with every further failure up to
+	// MaxBackoff; an answer resets it. Defaults 1s and 30s.
+	Backoff, MaxBackoff time.Duration
+	// Check is the kind of check run against upstreams: at Serve's start, on a down upstream when its backoff
+	// ends, and every CheckInterval. The zero value, CheckNone, runs none (passive health only).
+	Check Check
+	// CheckInterval, when positive, checks every upstream on this period, up or down (active health checking).
+	// 0 checks only at start and down upstreams when their backoff ends (passive).
+	CheckInterval time.Duration
 	// UpstreamTLS, when set, makes the proxy speak TLS to the broker (amqps). cmd fills ServerName, RootCAs and
 	// InsecureSkipVerify. nil means plain TCP.
 	UpstreamTLS *tls.Config
@@ -74,6 +97,29 @@ func (c *Config) dialTimeout() time.Duration {
 		return c.DialTimeout
 	}
 	return defaultDialTimeout
+}
+
+func (c *Config) dialBudget() time.Duration {
+	if c.DialBudget > 0 {
+		return c.DialBudget
+	}
+	return 2 * c.dialTimeout()
+}
+
+func (c *Config) downAfter() int { return max(c.DownAfter, 1) }
+
+func (c *Config) backoff() time.Duration {
+	if c.Backoff > 0 {
+		return c.Backoff
+	}
+	return time.Second
+}
+
+func (c *Config) maxBackoff() time.Duration {
+	if c.MaxBackoff > 0 {
+		return max(c.MaxBackoff, c.backoff())
+	}
+	return max(30*time.Second, c.backoff())
 }
 
 func (c *Config) handshakeTimeout() time.Duration {

@@ -46,6 +46,13 @@ type conn struct {
 	raw    net.Conn // the accepted socket: closing it unblocks everything on the client side, TLS or not
 	client net.Conn // raw, or the *tls.Conn over it; set before the pumps start
 	up     net.Conn // nil until dialled; under mu until the pumps start
+	node   *node    // the upstream's health record, set with up
+	// pre is what dialUpstream read before the pumps started: the client's protocol header ([clientToServer])
+	// and the upstream's first answer ([serverToClient]), with their read times; sent says the header already
+	// went to the upstream (in the answer exchange).
+	pre   [2][]byte
+	preAt [2]time.Time
+	sent  bool
 
 	tap    Tap
 	tapOff atomic.Bool
@@ -100,12 +107,18 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 	if err := c.dialUpstream(); err != nil {
 		p.connsDialFailed.Add(1)
 		_ = c.raw.Close()
-		c.logEnd(ReasonDialFailed, err, false)
+		// A client turned away is worth a warning with every upstream's error; a storm of them, one line per
+		// interval with the count of the others.
+		p.noDialLog.do(func(suppressed int64) {
+			p.log.Warn("client refused: no upstream could be dialled", "conn", c.info.ID,
+				"client", addrString(c.info.Client), "err", err.Error(), "suppressed", suppressed)
+		})
 		return ConnEnd{}, false
 	}
 	p.log.Debug("connection open", "conn", c.info.ID, "client", addrString(c.info.Client),
 		"upstream", c.info.Upstream, "client_tls", c.info.ClientTLS, "upstream_tls", c.info.UpstreamTLS)
 	c.tap = c.callTapFunc()
+	c.sendPreface() // a failed write has closed both sockets and recorded why: the pumps end at once
 
 	c.touch()
 	if idle := p.cfg.IdleTimeout; idle > 0 {
@@ -139,6 +152,7 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 	closeRaw(c.client)
 	closeRaw(c.up)
 
+	c.observeEnd(reason, err)
 	c.logEnd(reason, err, true)
 	return ConnEnd{
 		Info:                c.info,
@@ -397,6 +411,9 @@ func (c *conn) tapTarget(d direction) tapTarget {
 // forwarded is what both forwarding paths do with bytes just written in direction d: count them, then hand them to
 // the tap (unless it is off).
 func (c *conn) forwarded(d direction, t *tapTarget, b []byte, readAt time.Time) {
+	if d == serverToClient && c.bytes[d] == 0 && len(b) > 0 && c.node != nil {
+		c.p.health.answered(c.node) // the upstream's first byte: it answers
+	}
 	c.bytes[d] += int64(len(b))
 	if d == clientToServer {
 		c.p.bytesC2S.Add(int64(len(b)))
@@ -488,21 +505,69 @@ func (c *conn) handshakeClient() error {
 	return tc.NetConn().SetDeadline(time.Time{})
 }
 
-// dialUpstream tries the upstreams in order and keeps the first that answers. Every failure is counted against
-// its upstream; the last error is returned when none answers.
+// dialUpstream tries the upstreams in the health order (not down first, in Strategy's order; health.go) and keeps
+// the first that answers, within DialBudget. Every failure is counted against its upstream and recorded in its
+// health; the error names every upstream tried and its error.
 func (c *conn) dialUpstream() error {
 	p := c.p
-	var lastErr error
-	for _, addr := range p.cfg.Upstreams {
-		up, err := p.dial(c.s.hard, addr)
+	ctx, cancel := context.WithTimeout(c.s.hard, p.cfg.dialBudget())
+	defer cancel()
+	// The client speaks first (the 8-byte protocol header); with it in hand, each node can be asked for its answer
+	// before the client is committed to it, so a node that accepts and then closes (or never answers) costs the
+	// client nothing but the next node. A client that does not send its header in time is dialled through
+	// without the exchange.
+	// (Config.AwaitAnswer; without it the upstream is dialled at once and the client's bytes follow.)
+	var hdr []byte
+	exchange := false
+	if p.cfg.AwaitAnswer {
+		hdr = make([]byte, len(amqpHeader))
+		_ = c.client.SetReadDeadline(time.Now().Add(p.cfg.handshakeTimeout()))
+		hn, herr := io.ReadFull(c.client, hdr)
+		_ = c.client.SetReadDeadline(time.Time{})
+		hdr = hdr[:hn]
+		c.pre[clientToServer], c.preAt[clientToServer] = hdr, time.Now()
+		exchange = herr == nil
+	}
+	var errs []nodeErr
+	for _, n := range p.health.order() {
+		if ctx.Err() != nil {
+			if c.s.hard.Err() == nil {
+				errs = append(errs, nodeErr{n.addr, fmt.Errorf("not tried: the dial budget (%v) ran out", p.cfg.dialBudget())})
+			}
+			continue
+		}
+		deadline, _ := ctx.Deadline()
+		shortened := time.Until(deadline) < p.cfg.dialTimeout() // the budget, not the dial timeout, bounds this dial
+		up, err := p.dial(ctx, n.addr)
 		if err != nil {
-			lastErr = err
 			if c.s.hard.Err() != nil {
+				errs = append(errs, nodeErr{n.addr, err})
 				break // cut off by shutdown, not the upstream's fault: not counted
 			}
+			var ne net.Error
+			if shortened && (ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) {
+				// The budget ended this dial before the node's own dial timeout: no verdict on the node.
+				errs = append(errs, nodeErr{n.addr, fmt.Errorf("cut short by the dial budget (%v): %w", p.cfg.dialBudget(), err)})
+				continue
+			}
+			errs = append(errs, nodeErr{n.addr, err})
 			p.dialFailures.Add(1)
-			p.dialFailuresBy[addr].Add(1)
+			p.dialFailuresBy[n.addr].Add(1)
+			p.health.failed(n, err)
 			continue
+		}
+		if exchange {
+			ans, err := answer(ctx, up, hdr)
+			if err != nil {
+				closeRaw(up)
+				errs = append(errs, nodeErr{n.addr, err})
+				if c.s.hard.Err() != nil {
+					break
+				}
+				p.health.failed(n, err)
+				continue
+			}
+			c.pre[serverToClient], c.preAt[serverToClient], c.sent = ans, time.Now(), true
 		}
 		c.mu.Lock()
 		c.up = up
@@ -512,14 +577,85 @@ func (c *conn) dialUpstream() error {
 			// closeBoth ran while we dialled (shutdown): the pumps will fail at once and report its reason.
 			closeRaw(up)
 		}
-		c.info.Upstream = addr
+		c.node = n
+		c.info.Upstream = n.addr
 		c.info.UpstreamTLS = p.cfg.UpstreamTLS != nil
 		return nil
 	}
-	if lastErr == nil {
+	if len(errs) == 0 {
 		return ErrNoUpstream
 	}
-	return fmt.Errorf("%w: %w", ErrNoUpstream, lastErr)
+	return fmt.Errorf("%w: %s", ErrNoUpstream, dialErrors(errs))
+}
+
+// answer sends the client's protocol header to a freshly dialled upstream and reads the first bytes of its answer
+// (Connection.Start, or the broker's own protocol header when it wants another version), within ctx.
+func answer(ctx context.Context, up net.Conn, hdr []byte) ([]byte, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = up.SetDeadline(dl)
+	}
+	// Shutdown cuts the wait short. Should the cut race a successful read, the deadline it set would break the
+	// kept connection, so a cut that has started fails the exchange.
+	stop := context.AfterFunc(ctx, func() { _ = up.SetDeadline(time.Unix(1, 0)) })
+	_, err := up.Write(hdr)
+	buf := make([]byte, 4<<10)
+	n := 0
+	if err == nil {
+		n, err = up.Read(buf)
+	}
+	if !stop() {
+		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, context.Cause(ctx))
+	}
+	if n == 0 {
+		if err == nil || errors.Is(err, io.EOF) {
+			return nil, ErrNoAnswer
+		}
+		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
+	}
+	_ = up.SetDeadline(time.Time{})
+	return buf[:n:n], nil
+}
+
+// sendPreface forwards what dialUpstream read, before the pumps start: the client's header to the upstream (unless
+// the answer exchange sent it) and the upstream's answer to the client, each then handed to its tap like any
+// forwarded bytes. It returns false when a write failed (the connection is then failing).
+func (c *conn) sendPreface() bool {
+	if b := c.pre[clientToServer]; len(b) > 0 {
+		if !c.sent {
+			if _, err := c.up.Write(b); err != nil {
+				c.fail(ReasonUpstreamError, fmt.Errorf("write to upstream: %w", err))
+				return false
+			}
+		}
+		t := c.tapTarget(clientToServer)
+		c.forwarded(clientToServer, &t, b, c.preAt[clientToServer])
+	}
+	if b := c.pre[serverToClient]; len(b) > 0 {
+		if _, err := c.client.Write(b); err != nil {
+			c.fail(ReasonClientError, fmt.Errorf("write to client: %w", err))
+			return false
+		}
+		t := c.tapTarget(serverToClient)
+		c.forwarded(serverToClient, &t, b, c.preAt[serverToClient])
+	}
+	c.pre = [2][]byte{}
+	return true
+}
+
+// observeEnd records in the upstream's health how a connection whose client spoke and never got a byte back
+// ended: ended by the upstream (or by a timeout while the client waited), that is the upstream failing to answer.
+func (c *conn) observeEnd(reason CloseReason, err error) {
+	// A client that never spoke has nothing to be answered: a broker closing it (RabbitMQ's handshake timeout)
+	// is no fault of the broker's.
+	if c.node == nil || c.bytes[serverToClient] > 0 || c.bytes[clientToServer] == 0 {
+		return
+	}
+	switch reason {
+	case ReasonUpstreamClosed:
+		c.p.health.failed(c.node, ErrNoAnswer)
+	case ReasonUpstreamError, ReasonIdleTimeout, ReasonHalfCloseTimeout:
+		c.p.health.failed(c.node, fmt.Errorf("%w: %s: %v", ErrNoAnswer, reason, err))
+	}
 }
 
 func (p *Proxy) dial(ctx context.Context, addr string) (net.Conn, error) {

@@ -43,8 +43,9 @@
 //
 // # What it does not do
 //
-// It does not parse AMQP, rewrite bytes, authenticate clients, balance load (upstreams are tried in order, the
-// first that answers wins), retry a broken connection, or splice (the bytes must pass through user space to be
+// It does not parse AMQP (beyond waiting for the broker's first answer to the 8-byte protocol header, with
+// Config.AwaitAnswer), rewrite bytes, authenticate clients, balance load beyond first-healthy or round-robin
+// order over the upstreams that are not down (health.go), retry a broken connection, or splice (the bytes must pass through user space to be
 // tapped; see the pump benchmark for the cost). It imports nothing of amqptrace's.
 //
 // # Who owns which bytes

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,8 +33,12 @@ type Proxy struct {
 	// counters inside move.
 	dialFailuresBy map[string]*atomic.Int64
 
+	health   *health
+	checking atomic.Bool // one Serve runs the health checks
+
 	refusedLog rateLimit
 	acceptLog  rateLimit
+	noDialLog  rateLimit
 
 	// dialHook replaces the network dial in tests that run the proxy over in-memory pipes (testing/synctest).
 	dialHook func(ctx context.Context, addr string) (net.Conn, error)
@@ -52,6 +57,7 @@ type Stats struct {
 	BytesClientToServer    int64            // bytes written to upstreams
 	BytesServerToClient    int64            // bytes written to clients
 	TapFailures            int64            // connections whose tap was turned off by a panic or an error
+	Upstreams              []UpstreamHealth // every upstream's health, in configured order
 }
 
 // New returns a Proxy for cfg. The proxy keeps its own copy of cfg (the Upstreams slice included).
@@ -62,6 +68,7 @@ func New(cfg Config) *Proxy {
 		log:            cfg.logger(),
 		dialFailuresBy: make(map[string]*atomic.Int64, len(cfg.Upstreams)),
 	}
+	p.health = newHealth(&p.cfg)
 	for _, u := range cfg.Upstreams {
 		if p.dialFailuresBy[u] == nil {
 			p.dialFailuresBy[u] = new(atomic.Int64)
@@ -83,11 +90,42 @@ func (p *Proxy) Stats() Stats {
 		BytesClientToServer:    p.bytesC2S.Load(),
 		BytesServerToClient:    p.bytesS2C.Load(),
 		TapFailures:            p.tapFailures.Load(),
+		Upstreams:              p.health.snapshot(),
 	}
 	for u, n := range p.dialFailuresBy {
 		s.DialFailuresByUpstream[u] = n.Load()
 	}
 	return s
+}
+
+// Healthy reports whether some upstream is up, and if not, why (every upstream's state and last error). Without
+// checks (CheckNone) an upstream not tried yet counts as up: nothing else would ever try it before a client does.
+func (p *Proxy) Healthy() (bool, string) {
+	var why []string
+	for _, u := range p.health.snapshot() {
+		if u.State == StateUp || u.State == StateUnknown && p.cfg.Check == CheckNone {
+			return true, ""
+		}
+		w := u.Addr + " " + string(u.State)
+		if u.State == StateUnknown {
+			w += " (not tried yet)"
+		}
+		if u.LastError != "" {
+			w += ": " + u.LastError
+		}
+		why = append(why, w)
+	}
+	if len(why) == 0 {
+		return false, "no upstream configured"
+	}
+	return false, "no upstream is healthy: " + strings.Join(why, "; ")
+}
+
+// HealthChanged returns a channel that is closed at the next change of an upstream's state (up, down).
+func (p *Proxy) HealthChanged() <-chan struct{} {
+	p.health.mu.Lock()
+	defer p.health.mu.Unlock()
+	return p.health.changed
 }
 
 // server is the state of one Serve call: the connections it owns and the context that cuts them off.
@@ -128,6 +166,19 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			p.log.Warn("event loops unavailable; forwarding with goroutine pumps", "err", err)
 		}
 		s.loops = loops
+	}
+
+	// Health checks run while some Serve does (one of them runs them). A dial hook means in-memory pipes, where an
+	// unasked-for dial would hand the test a connection it does not expect: no checks.
+	var checks sync.WaitGroup
+	if p.cfg.Check != CheckNone && p.dialHook == nil && p.checking.CompareAndSwap(false, true) {
+		checkCtx, stopChecks := context.WithCancel(s.hard)
+		defer stopChecks()
+		checks.Go(func() {
+			defer p.checking.Store(false)
+			p.runChecks(checkCtx)
+		})
+		defer func() { stopChecks(); checks.Wait() }()
 	}
 
 	err := s.acceptLoop(ctx, ln)

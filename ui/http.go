@@ -208,12 +208,24 @@ func writeJSON(w http.ResponseWriter, v any) {
 type callsResponse struct {
 	Calls []*correlate.Record `json:"calls"`
 	Count int                 `json:"count"`
+	// NextBefore, on a full page of /api/calls, is the before= of the next page (the oldest record's id).
+	NextBefore uint64 `json:"next_before,omitempty"`
 }
 
+// maxCallsPage bounds one /api/calls answer, so that concurrent requests cannot each build a response the size of
+// the whole ring (a few MiB per thousand records with payloads kept); older records are paged with before=.
+const maxCallsPage = 1000
+
+// serveCalls answers the newest records matching the filters, newest first: ?limit= (default 100, at most
+// maxCallsPage) and ?before=<id> for the page after the one whose next_before was id.
 func (s *Server) serveCalls(w http.ResponseWriter, r *http.Request) {
-	f := parseFilter(r.URL.Query().Get, 100, s.cfg.recentSize())
+	f := parseFilter(r.URL.Query().Get, 100, min(s.cfg.recentSize(), maxCallsPage))
 	recs := s.st.query(f)
-	writeJSON(w, callsResponse{Calls: recs, Count: len(recs)})
+	resp := callsResponse{Calls: recs, Count: len(recs)}
+	if len(recs) == f.limit && len(recs) > 0 {
+		resp.NextBefore = recs[len(recs)-1].ID
+	}
+	writeJSON(w, resp)
 }
 
 // detail is a record with its Jaeger link.
@@ -268,8 +280,17 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, s.withInFlight(s.st.graph(r.URL.Query().Get("by") == "host", s.now())))
 }
 
+// serveStats answers the Server's own counters and, when Config.Upstreams is set, each upstream's health.
 func (s *Server) serveStats(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, s.Stats())
+	var v struct {
+		Stats
+		Upstreams []Upstream `json:"upstreams,omitempty"`
+	}
+	v.Stats = s.Stats()
+	if s.cfg.Upstreams != nil {
+		v.Upstreams = s.cfg.Upstreams()
+	}
+	writeJSON(w, v)
 }
 
 // serveInFlight answers what is waiting now: queues by wire depth, servers and callers by calls in flight, and the

@@ -27,6 +27,8 @@ type Config struct {
 	// Counters returns headline counters from the rest of the system; it is called once per tick, never per
 	// record, and must not block.
 	Counters func() Counters
+	// Upstreams, when set, adds each upstream broker's health to GET /api/stats ("upstreams").
+	Upstreams func() []Upstream
 	// InFlight, when set, serves GET /api/inflight: what is waiting now (correlate.Correlator.InFlight).
 	InFlight func(ctx context.Context, limit int) correlate.InFlight
 	// RecentSize is the ring of recent records behind /api/calls, /api/request and call details (default 10000).
@@ -74,6 +76,17 @@ func (c *Config) logger() *slog.Logger {
 		return c.Logger
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// Upstream is one broker's health as /api/stats shows it (cmd fills it from the proxy).
+type Upstream struct {
+	Addr                string    `json:"addr"`
+	State               string    `json:"state"` // up, down or unknown (not checked yet)
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	RetryAt             time.Time `json:"retry_at,omitzero"`
+	LastError           string    `json:"last_error,omitempty"`
+	LastErrorAt         time.Time `json:"last_error_at,omitzero"`
+	Downs               int64     `json:"downs_total"`
 }
 
 // Counters are the headline numbers the rest of the system reports (the lead wires them in cmd).

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -93,9 +94,15 @@ func (st *store) eachLocked(f func(*correlate.Record) bool) {
 type filter struct {
 	service, method, topic, kind, status, requestID string
 	limit                                           int
+	// before, when set, keeps only records older than the record with this id (ids grow in emission order, the
+	// ring's order): the next page of /api/calls.
+	before uint64
 }
 
 func (f *filter) match(r *correlate.Record) bool {
+	if f.before != 0 && r.ID >= f.before {
+		return false
+	}
 	if f.method != "" && r.Method != f.method {
 		return false
 	}
@@ -192,6 +199,9 @@ func parseFilter(get func(string) string, defLimit, maxLimit int) filter {
 	}
 	if n, ok := atoiPositive(get("limit")); ok {
 		f.limit = n
+	}
+	if b, err := strconv.ParseUint(strings.TrimSpace(get("before")), 10, 64); err == nil {
+		f.before = b
 	}
 	f.limit = min(f.limit, maxLimit)
 	return f

@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -499,3 +500,49 @@ func TestPageServed(t *testing.T) {
 }
 
 func newHTTPTest(s *Server) *httptest.Server { return httptest.NewServer(s.Handler()) }
+
+// /api/calls pages: a page is at most maxCallsPage records, next_before on a full page leads to the next one, and
+// following it walks every matching record exactly once, newest first, with the filters kept.
+func TestCallsPaging(t *testing.T) {
+	s, _ := newTestServer(t, Config{RecentSize: 3000})
+	g := newGen()
+	var want []uint64
+	for i := range 2500 {
+		r := g.rec(spec{kind: correlate.KindCast, method: "m", topic: "conductor", caller: novaAPI, callee: novaConductor})
+		if i%2 == 0 {
+			r = g.rec(spec{kind: correlate.KindCast, method: "other", topic: "conductor", caller: novaAPI, callee: novaConductor})
+		}
+		s.Record(r)
+		if r.Method == "m" {
+			want = append([]uint64{r.ID}, want...) // newest first
+		}
+	}
+	pump(s)
+	var big callsResponse
+	getJSON(t, s.Handler(), "/api/calls?limit=100000", &big)
+	if len(big.Calls) != maxCallsPage || big.NextBefore != big.Calls[len(big.Calls)-1].ID {
+		t.Fatalf("limit=100000: %d calls, next_before %d; want a page of %d", len(big.Calls), big.NextBefore, maxCallsPage)
+	}
+	var got []uint64
+	q := "/api/calls?method=m&limit=300"
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("paging does not end")
+		}
+		var resp callsResponse
+		getJSON(t, s.Handler(), q, &resp)
+		for _, r := range resp.Calls {
+			if r.Method != "m" {
+				t.Fatalf("page %d holds method %q: the filter was lost", pages, r.Method)
+			}
+			got = append(got, r.ID)
+		}
+		if resp.NextBefore == 0 {
+			break
+		}
+		q = fmt.Sprintf("/api/calls?method=m&limit=300&before=%d", resp.NextBefore)
+	}
+	if !equalIDs(got, want) {
+		t.Errorf("paged %d records (first %v), want %d", len(got), got[:min(3, len(got))], len(want))
+	}
+}

@@ -239,9 +239,19 @@ type proc struct {
 // running) and waited for when the test ends.
 func startBin(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startBinVia(t, nil, args...)
+}
+
+// startBinVia is startBin with the binary run by a wrapper command (wrapper[0], its arguments, then the binary and
+// args), such as prlimit.
+func startBinVia(t *testing.T, wrapper []string, args ...string) *proc {
+	t.Helper()
 	bin := amqptraceBin(t)
 	p := &proc{t: t, stdout: newTail(256 << 10), stderr: newTail(256 << 10), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
+	if len(wrapper) > 0 {
+		p.cmd = exec.Command(wrapper[0], append(append(wrapper[1:len(wrapper):len(wrapper)], bin), args...)...)
+	}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "AMQPTRACE_") && !strings.HasPrefix(kv, "OTEL_") {
 			p.cmd.Env = append(p.cmd.Env, kv)

@@ -73,7 +73,10 @@ func TestE2EPipelineFuzz(t *testing.T) {
 	fb := startFakeBroker(t)
 	events := filepath.Join(t.TempDir(), "events.jsonl")
 	p := startBin(t, "proxy", "--listen", "127.0.0.1:0", "--upstream", fb.addr(), "--http", "127.0.0.1:0",
-		"--events", events, "--otlp-endpoint", recv.addr, "--shutdown-grace", "5s")
+		"--events", events, "--otlp-endpoint", recv.addr, "--shutdown-grace", "5s",
+		// The fake broker is no broker: it takes each connection as an iteration's and may answer nothing, so
+		// no health check connections and no wait for its answer.
+		"--upstream-check", "none", "--upstream-await-answer=false")
 	listen, httpAddr := p.listening(true)
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()

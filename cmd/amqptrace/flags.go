@@ -1,11 +1,20 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
+
+	"github.com/amqptrace/amqptrace/internal/pipeline"
+	"github.com/amqptrace/amqptrace/proxy"
 )
 
 // envPrefix is the prefix of the environment variables that set flags: --otlp-endpoint is AMQPTRACE_OTLP_ENDPOINT.
@@ -66,4 +75,59 @@ func parseFlags(fs *flag.FlagSet, args []string, summary string) error {
 		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	return applyEnv(fs, os.Getenv)
+}
+
+// upstreamConfig checks --upstream (host:port each, port 1-65535: a one-line error naming the flag otherwise),
+// resolves each name once and warns about those that do not resolve (a name may come to resolve later, and the
+// proxy checks the upstreams itself, so this is no failure), and turns the health flags into the pipeline's.
+func (o *options) upstreamConfig(ctx context.Context, log *slog.Logger) ([]string, pipeline.Health, error) {
+	var h pipeline.Health
+	ups := splitList(o.upstream)
+	if len(ups) == 0 {
+		return nil, h, errors.New("--upstream: no broker address given")
+	}
+	for _, u := range ups {
+		host, port, err := net.SplitHostPort(u)
+		if err != nil {
+			return nil, h, fmt.Errorf("--upstream %q: want host:port (%v)", u, err)
+		}
+		if host == "" {
+			return nil, h, fmt.Errorf("--upstream %q: no host", u)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, h, fmt.Errorf("--upstream %q: port %q is not a number from 1 to 65535", u, port)
+		}
+	}
+	var err error
+	if h.Strategy, err = proxy.ParseStrategy(o.upstreamStrategy); err != nil {
+		return nil, h, fmt.Errorf("--upstream-strategy: %v", err)
+	}
+	if h.Check, err = proxy.ParseCheck(o.upstreamCheck); err != nil {
+		return nil, h, fmt.Errorf("--upstream-check: %v", err)
+	}
+	for name, d := range map[string]time.Duration{"--dial-budget": o.dialBudget, "--upstream-check-interval": o.upstreamCheckInterval,
+		"--upstream-backoff": o.upstreamBackoff, "--upstream-max-backoff": o.upstreamMaxBackoff} {
+		if d < 0 {
+			return nil, h, fmt.Errorf("%s %v: must not be negative", name, d)
+		}
+	}
+	h.AwaitAnswer, h.DialBudget, h.CheckInterval = o.upstreamAwaitAnswer, o.dialBudget, o.upstreamCheckInterval
+	h.Backoff, h.MaxBackoff = o.upstreamBackoff, o.upstreamMaxBackoff
+
+	for _, u := range ups {
+		host, _, _ := net.SplitHostPort(u)
+		if net.ParseIP(host) != nil {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, o.dialTimeout)
+		addrs, err := net.DefaultResolver.LookupHost(rctx, host)
+		cancel()
+		if err != nil {
+			log.Warn("upstream name does not resolve (now); the proxy keeps it and resolves it again at each dial",
+				"upstream", u, "err", err)
+			continue
+		}
+		log.Debug("upstream resolved", "upstream", u, "addrs", addrs)
+	}
+	return ups, h, nil
 }

@@ -170,3 +170,30 @@ func TestSystemdUnitVerifies(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// A malformed upstream address or an out-of-range port is refused at start-up: exit 2, one line naming the flag
+// and the address. So is an unknown strategy or check.
+func TestUpstreamFlagsAreChecked(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--upstream", "127.0.0.1:99999"}, `--upstream "127.0.0.1:99999": port "99999" is not a number from 1 to 65535`},
+		{[]string{"--upstream", "127.0.0.1:5672,127.0.0.1:0"}, `--upstream "127.0.0.1:0": port "0"`},
+		{[]string{"--upstream", "rabbit:amqp"}, `--upstream "rabbit:amqp": port "amqp"`},
+		{[]string{"--upstream", "rabbit"}, `--upstream "rabbit": want host:port`},
+		{[]string{"--upstream", ":5672"}, `--upstream ":5672": no host`},
+		{[]string{"--upstream", " , "}, `--upstream: no broker address given`},
+		{[]string{"--upstream-strategy", "random"}, `--upstream-strategy: unknown upstream strategy "random"`},
+		{[]string{"--upstream-check", "http"}, `--upstream-check: unknown upstream check "http"`},
+		{[]string{"--upstream-backoff", "-1s"}, `--upstream-backoff -1s: must not be negative`},
+	} {
+		var out, errb bytes.Buffer
+		args := append([]string{"proxy", "--listen", "127.0.0.1:0", "--http", ""}, tc.args...)
+		code := run(args, &out, &errb)
+		lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("%v: code %d, stderr %q; want 2 and one line with %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}

@@ -12,11 +12,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 
 	"github.com/amqptrace/amqptrace/correlate"
 	"github.com/amqptrace/amqptrace/frames"
@@ -35,6 +38,7 @@ type options struct {
 	redactKeys             string
 	redactPatterns         string
 	httpAllowedHosts       string
+	httpMaxConns           int
 	otlpEndpoint           string
 	otlpInsecure           bool
 	sampleRatio            float64
@@ -46,6 +50,10 @@ type options struct {
 	upstreamInsecure           bool
 
 	dialTimeout, idleTimeout, shutdownGrace time.Duration
+	upstreamStrategy, upstreamCheck         string
+	upstreamCheckInterval, dialBudget       time.Duration
+	upstreamBackoff, upstreamMaxBackoff     time.Duration
+	upstreamAwaitAnswer                     bool
 	maxConns                                int
 	eventLoops                              int
 	replyGrace, queueHorizon                time.Duration
@@ -81,6 +89,13 @@ func (o *options) registerProxy(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&o.upstreamServer, "upstream-server-name", "", "server name to verify on the broker's certificate (default: the upstream host)")
 	fs.BoolVar(&o.upstreamInsecure, "upstream-insecure-skip-verify", false, "do not verify the broker's certificate (testing only)")
 	fs.DurationVar(&o.dialTimeout, "dial-timeout", 5*time.Second, "timeout of each dial to the broker")
+	fs.StringVar(&o.upstreamStrategy, "upstream-strategy", "first-healthy", "order of the upstreams for each client: first-healthy (the list's order) or round-robin; down ones are tried last")
+	fs.DurationVar(&o.dialBudget, "dial-budget", 0, "time one client's dials to all upstreams may take together (0: twice --dial-timeout)")
+	fs.BoolVar(&o.upstreamAwaitAnswer, "upstream-await-answer", true, "send the client's protocol header to each upstream in turn and keep the first that answers (an upstream that accepts and closes costs the client nothing)")
+	fs.StringVar(&o.upstreamCheck, "upstream-check", "tcp", "health check of the upstreams at start-up and of a down one when its backoff ends: tcp (connect), amqp (protocol header exchange) or none")
+	fs.DurationVar(&o.upstreamCheckInterval, "upstream-check-interval", 0, "also check every upstream on this period, up or down (0: only at start-up and after a failure)")
+	fs.DurationVar(&o.upstreamBackoff, "upstream-backoff", time.Second, "how long an upstream is down after a failure; doubles with each further failure")
+	fs.DurationVar(&o.upstreamMaxBackoff, "upstream-max-backoff", 30*time.Second, "cap on the upstream backoff")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way (0: never; AMQP heartbeats keep live ones busy)")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on concurrent client connections (0: none); extra clients are closed at once")
 	fs.IntVar(&o.eventLoops, "event-loops", 0, "epoll loops forwarding plain-TCP connections on Linux (0: GOMAXPROCS-1, at least one; -1: a goroutine pair per connection instead)")
@@ -97,6 +112,7 @@ func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 	fs.StringVar(&o.payload, "payload", "redacted", "keep RPC arguments and results in records: none, redacted (long strings cut) or full (whole); secrets are removed in every mode")
 	fs.StringVar(&o.redactKeys, "redact-keys", "", "extra key `names`, comma-separated, whose values are removed (matched inside keys, ignoring case and _ - .)")
 	fs.StringVar(&o.redactPatterns, "redact-patterns", "", "extra `regexps` (Go RE2), separated by newlines or ';;', whose matches are removed from every string")
+	fs.IntVar(&o.httpMaxConns, "http-max-conns", 64, "cap on concurrent HTTP connections (UI, API, websockets, /metrics); more wait in the kernel's backlog, so the HTTP side never takes the descriptors AMQP clients need (0: no cap)")
 	fs.StringVar(&o.httpAllowedHosts, "http-allowed-hosts", "", "host `names`, comma-separated, the token-less UI answers besides loopback and localhost (DNS rebinding guard)")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "OTLP gRPC collector `host:port` (Jaeger: 4317); empty: OTEL_EXPORTER_OTLP_ENDPOINT, else no export")
 	fs.BoolVar(&o.otlpInsecure, "otlp-insecure", true, "plain gRPC to the collector (false: TLS; OTEL_EXPORTER_OTLP_CERTIFICATE applies)")
@@ -166,6 +182,7 @@ type app struct {
 	ui          *ui.Server
 	events      *correlate.JSONLines
 	eventsW     io.WriteCloser
+	eventsFile  *eventsFile // the --events file (nil for standard output), reopened on SIGHUP
 	httpLn      net.Listener
 	proxyLn     net.Listener
 	handlers    []extraHandler
@@ -182,12 +199,17 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	upstreams, health, err := o.upstreamConfig(ctx, logger)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
 	a, core, err := newSinks(ctx, o, logger, stdout, "")
 	if err != nil {
 		return nil, err
 	}
 	a.pipe, err = pipeline.New(pipeline.Config{
-		Upstreams:     splitList(o.upstream),
+		Upstreams:     upstreams,
+		Health:        health,
 		ClientTLS:     clientTLS,
 		UpstreamTLS:   upstreamTLS,
 		DialTimeout:   o.dialTimeout,
@@ -257,11 +279,15 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 		if o.events == "-" {
 			a.eventsW = nopCloser{stdout}
 		} else {
-			f, err := os.OpenFile(o.events, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+			f, cut, err := openEventsFile(o.events, nil)
 			if err != nil {
 				return nil, c, fmt.Errorf("--events: %w", err)
 			}
-			a.eventsW = f
+			if cut > 0 {
+				logger.Warn("the events file ended in a partial line (a crash mid-write); cut it back to the last whole line",
+					"file", o.events, "bytes_cut", cut)
+			}
+			a.eventsW, a.eventsFile = f, f
 		}
 		a.events = correlate.NewJSONLines(a.eventsW)
 		c.sinks, c.names = append(c.sinks, a.events), append(c.names, "events")
@@ -291,6 +317,7 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 			JaegerURL:    o.jaegerURL,
 			Logger:       logger.With("component", "ui"),
 			Counters:     a.counters,
+			Upstreams:    a.upstreams,
 			InFlight:     a.inFlight,
 		}
 		if a.tracer != nil || o.jaegerURL != "" {
@@ -338,6 +365,19 @@ func (a *app) listenHTTP() error {
 	return nil
 }
 
+// upstreams feeds /api/stats: each upstream's health (none for capture and replay).
+func (a *app) upstreams() []ui.Upstream {
+	if a.stats == nil {
+		return nil
+	}
+	var out []ui.Upstream
+	for _, u := range a.stats().Proxy.Upstreams {
+		out = append(out, ui.Upstream{Addr: u.Addr, State: string(u.State), ConsecutiveFailures: u.ConsecutiveFailures,
+			RetryAt: u.RetryAt, LastError: u.LastError, LastErrorAt: u.LastErrAt, Downs: u.Downs})
+	}
+	return out
+}
+
 // counters feeds the UI's headline.
 func (a *app) counters() ui.Counters {
 	st := a.stats()
@@ -365,29 +405,30 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 		wg.Go(func() { errc <- a.tracer.Run(sinkCtx) })
 	}
 	if a.events != nil {
-		// The events file is buffered; flush it every second so `tail -f` shows records as they finish.
-		wg.Go(func() {
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-sinkCtx.Done():
-					return
-				case <-t.C:
-					if err := a.events.Flush(); err != nil {
-						a.log.Error("writing events; records are being dropped", "file", a.o.events, "err", err)
-						return
-					}
-				}
-			}
-		})
+		var hup chan os.Signal
+		if a.eventsFile != nil {
+			// Registered before the start-up log lines, so a SIGHUP sent once they are out never kills the process.
+			hup = make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+		}
+		wg.Go(func() { a.flushEvents(sinkCtx, hup) })
 	}
 	var srv *http.Server
 	if a.ui != nil {
 		wg.Go(func() { errc <- a.ui.Run(sinkCtx) })
-		srv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		// Budgets, so that the HTTP side cannot starve the data path: a client gets 10 s to send its headers and a
+		// kept-alive connection is closed after a minute without a request; past --http-max-conns the listener
+		// stops accepting, so further clients wait in the kernel's backlog and hold no descriptor of ours (the
+		// proxy's clients need those). Websockets are long-lived by design: no read or write timeout.
+		srv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+			MaxHeaderBytes: 64 << 10}
+		ln := a.httpLn
+		if a.o.httpMaxConns > 0 {
+			ln = netutil.LimitListener(ln, a.o.httpMaxConns)
+		}
 		wg.Go(func() {
-			if err := srv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)
 			}
 		})
@@ -435,8 +476,10 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 	}
 	if a.events != nil {
 		// Close flushes and closes the file (standard output is wrapped so that it stays open).
+		// A disk still full at exit costs the buffered records (counted); it is not a failure of the run.
 		if err := a.events.Close(); err != nil {
-			runErr = errors.Join(runErr, fmt.Errorf("events: %w", err))
+			a.log.Error("closing the events file; its buffered records are lost", "file", a.o.events, "err", err,
+				"records_dropped", a.events.Dropped())
 		}
 	}
 	if srv != nil {
@@ -458,6 +501,41 @@ func (a *app) run(ctx context.Context, started func(ctx context.Context, proxyAd
 	return runErr
 }
 
+// flushEvents pushes the events buffer out every second (so `tail -f` shows records as they finish) until ctx
+// ends, and reopens the file on each signal from hup (SIGHUP: logrotate). A failing write is logged when it starts and when writing
+// works again, not at every retry; the records it costs are counted (dropped_total{stage="sink:events"}).
+func (a *app) flushEvents(ctx context.Context, hup <-chan os.Signal) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	failing := false
+	flush := func() {
+		err := a.events.Flush()
+		switch {
+		case err != nil && !failing:
+			a.log.Error("writing events failed; records are kept for a retry every second, and dropped (counted) once the buffer is full",
+				"file", a.o.events, "err", err)
+		case err == nil && failing:
+			a.log.Info("writing events works again", "file", a.o.events, "records_dropped", a.events.Dropped())
+		}
+		failing = err != nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			flush()
+		case <-hup:
+			flush() // what is buffered belongs to the file that was rotated
+			if _, err := a.eventsFile.Reopen(); err != nil {
+				a.log.Error("reopening the events file on SIGHUP; still writing the old one", "file", a.o.events, "err", err)
+				continue
+			}
+			a.log.Info("events file reopened", "file", a.o.events)
+		}
+	}
+}
+
 // httpHandler is every HTTP path: the UI's (ui.Handler), /metrics (needs --http-token when one is set), /readyz
 // (always open, like /healthz), and the demo's extra handlers. All of them go through ui.Guard: the same
 // security headers, and without a token the Host check against DNS rebinding.
@@ -472,9 +550,18 @@ func (a *app) httpHandler() http.Handler {
 	return a.ui.Guard(mux)
 }
 
+// readyz answers 200 while the proxy serves and an upstream is healthy, else 503 with the reason (every
+// upstream's state and last error), so that a load balancer or Kubernetes stops routing clients to a proxy
+// that would refuse them. Capture and replay have no upstream: ready once they run. /healthz is liveness only.
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
-	// Ready once the proxy accepts; the broker itself is dialled per client connection.
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if a.pipe != nil {
+		if ok, why := a.pipe.Readiness(); !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "not ready: "+why+"\n")
+			return
+		}
+	}
 	_, _ = io.WriteString(w, "ready\n")
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/amqptrace/amqptrace/correlate"
 	"github.com/amqptrace/amqptrace/internal/pipeline"
+	"github.com/amqptrace/amqptrace/proxy"
 	"github.com/amqptrace/amqptrace/tracing"
 	"github.com/amqptrace/amqptrace/ui"
 )
@@ -66,6 +67,9 @@ var (
 	dConnsNoDial  = desc("connections_dial_failed_total", "Client connections closed because no upstream broker could be dialled.")
 	dHandshake    = desc("tls_handshake_failures_total", "Client TLS handshakes that failed or timed out.")
 	dDialFail     = desc("upstream_dial_failures_total", "Failed dials to each upstream broker.", "upstream")
+	dUpstreamUp   = desc("upstream_up", "Health of each upstream broker: 1 up, 0 down or not checked yet (see /api/stats for the reason).", "upstream")
+	dUpstreamDown = desc("upstream_downs_total", "Times each upstream broker was marked down (failed dials, checks, or connections it ended before answering).", "upstream")
+	dUpstreamFail = desc("upstream_consecutive_failures", "Failures of each upstream broker since its last success.", "upstream")
 	dBytes        = desc("bytes_total", "Bytes forwarded, by direction (client_to_broker, broker_to_client).", "direction")
 	dTapFail      = desc("tap_failures_total", "Connections whose observation was switched off by a panic or error (forwarding went on).")
 	dFrames       = desc("frames_total", "AMQP frames decoded, by direction and frame type.", "direction", "type")
@@ -136,6 +140,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		sort.Strings(ups)
 		for _, u := range ups {
 			counter(dDialFail, float64(p.DialFailuresByUpstream[u]), u)
+		}
+		for _, u := range p.Upstreams {
+			up := 0.0
+			if u.State == proxy.StateUp {
+				up = 1
+			}
+			gauge(dUpstreamUp, up, u.Addr)
+			counter(dUpstreamDown, float64(u.Downs), u.Addr)
+			gauge(dUpstreamFail, float64(u.ConsecutiveFailures), u.Addr)
 		}
 		counter(dBytes, float64(p.BytesClientToServer), "client_to_broker")
 		counter(dBytes, float64(p.BytesServerToClient), "broker_to_client")

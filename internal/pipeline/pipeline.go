@@ -33,6 +33,7 @@ type Config struct {
 	// Upstreams, UpstreamTLS, ClientTLS, DialTimeout, KeepAlive, IdleTimeout, MaxConns, EventLoops and ShutdownGrace are
 	// handed to proxy.Config unchanged; see there.
 	Upstreams     []string
+	Health        Health
 	UpstreamTLS   *tls.Config
 	ClientTLS     *tls.Config
 	DialTimeout   time.Duration
@@ -56,6 +57,17 @@ type Config struct {
 	SinkQueue int
 	// Logger receives the pipeline's own lines (start, stop) and is the default for the parts. Nil discards.
 	Logger *slog.Logger
+}
+
+// Health is the upstream health settings, handed to proxy.Config unchanged (the fields of the same names there).
+type Health struct {
+	Strategy            proxy.Strategy
+	AwaitAnswer         bool
+	DialBudget          time.Duration
+	DownAfter           int
+	Backoff, MaxBackoff time.Duration
+	Check               proxy.Check
+	CheckInterval       time.Duration
 }
 
 func (c *Config) listen() string {
@@ -92,6 +104,7 @@ type Pipeline struct {
 	fanout *correlate.Fanout
 
 	started atomic.Bool
+	serving atomic.Bool // between Serve's start and the end of its proxy
 	addr    atomic.Pointer[net.Addr]
 	ready   chan struct{} // closed once Serve has an address
 
@@ -187,6 +200,14 @@ func New(cfg Config) (*Pipeline, error) {
 	p.fanout, p.corr = buildCore(cfg.Correlate, cfg.Sinks, cfg.SinkNames, cfg.sinkQueue(), log)
 	p.proxy = proxy.New(proxy.Config{
 		Upstreams:     cfg.Upstreams,
+		Strategy:      cfg.Health.Strategy,
+		AwaitAnswer:   cfg.Health.AwaitAnswer,
+		DialBudget:    cfg.Health.DialBudget,
+		DownAfter:     cfg.Health.DownAfter,
+		Backoff:       cfg.Health.Backoff,
+		MaxBackoff:    cfg.Health.MaxBackoff,
+		Check:         cfg.Health.Check,
+		CheckInterval: cfg.Health.CheckInterval,
 		UpstreamTLS:   cfg.UpstreamTLS,
 		ClientTLS:     cfg.ClientTLS,
 		DialTimeout:   cfg.DialTimeout,
@@ -248,7 +269,11 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener) error {
 	p.log.Info("pipeline serving", "listen", addr.String())
 	start := time.Now()
 	var proxyErr error
-	partsErr := runAround(ctx, p.corr, p.fanout, func() { proxyErr = p.proxy.Serve(ctx, ln) })
+	p.serving.Store(true)
+	partsErr := runAround(ctx, p.corr, p.fanout, func() {
+		proxyErr = p.proxy.Serve(ctx, ln)
+		p.serving.Store(false)
+	})
 
 	st := p.Stats()
 	// What observation saw and what it lost, once: an operator (and make bench) reads it from the last line.
@@ -306,6 +331,21 @@ func (p *Pipeline) Addr() net.Addr {
 	}
 	return nil
 }
+
+// Readiness reports whether the pipeline can take clients now: Serve is running and an upstream is healthy. When
+// it cannot, why says so (with every upstream's state and last error).
+func (p *Pipeline) Readiness() (ok bool, why string) {
+	if !p.serving.Load() {
+		if p.started.Load() {
+			return false, "the proxy has stopped"
+		}
+		return false, "the proxy is not serving yet"
+	}
+	return p.proxy.Healthy()
+}
+
+// HealthChanged is closed at the next change of an upstream's health (proxy.Proxy.HealthChanged).
+func (p *Pipeline) HealthChanged() <-chan struct{} { return p.proxy.HealthChanged() }
 
 // Ready is closed once Serve has its listener, so Addr is set.
 func (p *Pipeline) Ready() <-chan struct{} { return p.ready }

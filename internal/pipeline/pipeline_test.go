@@ -18,6 +18,7 @@ import (
 
 	"github.com/amqptrace/amqptrace/correlate"
 	"github.com/amqptrace/amqptrace/internal/brokertest"
+	"github.com/amqptrace/amqptrace/proxy"
 )
 
 func TestMain(m *testing.M) {
@@ -368,5 +369,45 @@ func TestRunListens(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
+	}
+}
+
+// Readiness is false before Serve, true once Serve runs and a check found the upstream, and false again once
+// Serve has returned, each time with its reason.
+func TestReadinessFollowsServeAndUpstream(t *testing.T) {
+	up := startSinkUpstream(t)
+	p, err := New(Config{Upstreams: []string{up.ln.Addr().String()}, Health: Health{Check: proxy.CheckTCP}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := p.Readiness(); ok || !strings.Contains(why, "not serving") {
+		t.Errorf("before Serve: %v %q", ok, why)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, ln) }()
+	guard := time.After(10 * time.Second)
+	for {
+		changed := p.HealthChanged()
+		if ok, _ := p.Readiness(); ok {
+			break
+		}
+		select {
+		case <-changed:
+		case <-guard:
+			_, why := p.Readiness()
+			t.Fatalf("never ready: %s", why)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := p.Readiness(); ok || !strings.Contains(why, "stopped") {
+		t.Errorf("after Serve: %v %q", ok, why)
 	}
 }
