@@ -107,7 +107,7 @@ func (r *Record) clean() {
 func (e Endpoint) cleaned() Endpoint {
 	return Endpoint{Service: CleanString(e.Service, maxIDLen), PID: e.PID, Host: CleanString(e.Host, maxIDLen),
 		Connection: CleanString(e.Connection, maxIDLen), User: CleanString(e.User, maxIDLen),
-		Vhost: CleanString(e.Vhost, maxIDLen)}
+		Vhost: CleanString(e.Vhost, maxIDLen), Port: e.Port, Broker: CleanString(e.Broker, maxIDLen)}
 }
 
 func cleanEndpointPtr(e *Endpoint) *Endpoint {
@@ -120,7 +120,7 @@ func cleanEndpointPtr(e *Endpoint) *Endpoint {
 
 // clean says whether every string of e is already valid and within its bound.
 func (e *Endpoint) clean() bool {
-	for _, s := range [...]string{e.Service, e.Host, e.Connection, e.User, e.Vhost} {
+	for _, s := range [...]string{e.Service, e.Host, e.Connection, e.User, e.Vhost, e.Broker} {
 		if len(s) > maxIDLen || !utf8.ValidString(s) {
 			return false
 		}
