@@ -202,12 +202,14 @@ func (c *Correlator) NewConn(info ConnInfo) *Conn {
 		cn.asm[d] = assembler{conn: cn, dir: frames.Direction(d),
 			parser: bodyParser{policy: c.cfg.Payload, red: c.cfg.Redactor, maxPayload: c.cfg.maxPayloadBytes(), bodyCap: c.cfg.bodyCap()}}
 	}
-	host, _, err := net.SplitHostPort(info.Client)
+	host, port, err := net.SplitHostPort(info.Client)
 	if err != nil {
 		host = info.Client
 	}
+	pn, _ := strconv.Atoi(port)
 	cn.id.Store(&identity{
-		ep:   cn.vet(Endpoint{Service: "unknown", Host: host, Connection: info.Client}),
+		ep: cn.vet(Endpoint{Service: "unknown", Host: host, Connection: info.Client, Port: pn,
+			Broker: info.Upstream}),
 		proc: "conn:" + strconv.FormatUint(info.ID, 10),
 	})
 	if info.HandshakeUnseen {

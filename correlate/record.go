@@ -38,6 +38,10 @@ type Endpoint struct {
 	Connection string `json:"connection,omitempty"` // connection_name, or "<peer ip:port>" without one
 	User       string `json:"user,omitempty"`       // AMQP login user; never the password
 	Vhost      string `json:"vhost,omitempty"`
+	// Port is the client's TCP port and Broker the broker address (host:port) its connection went to; they name the
+	// connection on the network (span attributes network.peer.port, server.address/port), not the process.
+	Port   int    `json:"port,omitempty"`
+	Broker string `json:"broker,omitempty"`
 }
 
 // RemoteError is the remote exception carried by an oslo.messaging reply's failure field.

@@ -203,7 +203,8 @@ func (x *Redactor) recordText(r *Record) {
 
 func (x *Redactor) endpoint(e Endpoint) Endpoint {
 	return Endpoint{Service: x.String(e.Service), PID: e.PID, Host: x.String(e.Host),
-		Connection: x.String(e.Connection), User: x.String(e.User), Vhost: x.String(e.Vhost)}
+		Connection: x.String(e.Connection), User: x.String(e.User), Vhost: x.String(e.Vhost), Port: e.Port,
+		Broker: x.String(e.Broker)}
 }
 
 func (x *Redactor) endpointPtr(e *Endpoint) *Endpoint {

@@ -16,7 +16,10 @@ type Stats struct {
 	// table's estimated size now.
 	EvictedForBytes uint64
 	PendingBytes    int64
-	LateReplies     uint64 // final replies after the deadline, within the grace
+	// MaxPending and MaxPendingBytes are the table's caps in force (defaults resolved), so a dashboard or alert can
+	// say how close Pending and PendingBytes are to evicting.
+	MaxPending, MaxPendingBytes int64
+	LateReplies                 uint64 // final replies after the deadline, within the grace
 	// RepliesAfterRecord counts follow-up records: replies to calls already emitted as timeouts.
 	RepliesAfterRecord uint64
 	// Broker events, by what the broker did: Connection.Blocked and Unblocked, a Connection.Close or Channel.Close
@@ -125,6 +128,7 @@ func (c *Correlator) Stats() Stats {
 		LateReplies: k.lateReplies.Load(), Heartbeats: k.heartbeats.Load(), RepliesAfterRecord: k.repliesAfterRecord.Load(),
 		ForeignReplies:  k.foreignReplies.Load(),
 		EvictedForBytes: k.evictedBytes.Load(), Holds: k.holds.Load(), ServerWaits: k.serverWaits.Load(), PendingBytes: k.pendingBytes.Load(),
+		MaxPending: int64(c.cfg.maxPending()), MaxPendingBytes: int64(c.cfg.maxPendingBytes()),
 		Blocked: k.broker[brokerBlocked].Load(), Unblocked: k.broker[brokerUnblocked].Load(),
 		BrokerClosedConnections: k.broker[brokerClosedConnection].Load(),
 		BrokerClosedChannels:    k.broker[brokerClosedChannel].Load(),

@@ -102,5 +102,5 @@ func (r *Record) clean() {
 func (e Endpoint) cleaned() Endpoint {
 	return Endpoint{Service: CleanString(e.Service, maxIDLen), PID: e.PID, Host: CleanString(e.Host, maxIDLen),
 		Connection: CleanString(e.Connection, maxIDLen), User: CleanString(e.User, maxIDLen),
-		Vhost: CleanString(e.Vhost, maxIDLen)}
+		Vhost: CleanString(e.Vhost, maxIDLen), Port: e.Port, Broker: CleanString(e.Broker, maxIDLen)}
 }

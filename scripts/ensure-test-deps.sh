@@ -4,7 +4,8 @@
 # /usr/bin/python3), Debian's chromium for the UI tests, systemd for `systemd-analyze verify` of the unit, and
 # haproxy, the plain TCP proxy the bench compares against (its tests run it), and tcpdump and tshark, which
 # write the pcap and pcapng files the capture tests replay (tshark's debconf question, whether non-root users may
-# capture, is answered "no" by the noninteractive frontend).
+# capture, is answered "no" by the noninteractive frontend), and prometheus for promtool, which checks and
+# unit-tests the shipped alert rules (deploy/prometheus).
 # Jaeger is built separately by scripts/jaeger.sh (it is a Go module, not a Debian package).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,6 +18,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)
 

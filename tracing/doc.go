@@ -9,12 +9,14 @@
 //   - cast and fanout: a PRODUCER span owned by the caller and one CONSUMER span per delivery (per callee).
 //   - notification: a PRODUCER span, plus CONSUMER spans when a listener behind the proxy received it.
 //
-// Attributes follow the current OpenTelemetry semantic conventions, checked against the semantic-conventions
-// repository (model/rpc, model/messaging, model/telemetry): rpc.system.name ("oslo_messaging", or "amqp" for
-// generic reply_to/correlation_id RPC), rpc.method ("<topic>/<method>", the conventions' fully-qualified
-// "service/method" shape, with the oslo namespace as "<topic>/<namespace>.<method>"), rpc.status_code,
-// messaging.system ("rabbitmq"), messaging.destination.name ("<exchange>:<routing key>" for producers,
-// "<exchange>:<routing key>:<queue>" for consumers, as the RabbitMQ conventions ask),
+// Attributes follow the OpenTelemetry semantic conventions, release v1.43.0 as shipped in go.opentelemetry.io/otel
+// (semconv.go pins it; TestSemconvNames checks every key we emit against it): rpc.system.name ("oslo_messaging",
+// or "amqp" for generic reply_to/correlation_id RPC), rpc.method ("<topic>/<method>", the conventions'
+// fully-qualified "service/method" shape, with the oslo namespace as "<topic>/<namespace>.<method>"),
+// rpc.response.status_code ("OK", "ERROR", "TIMEOUT", "UNROUTABLE"), messaging.system ("rabbitmq"),
+// messaging.destination.name (the exchange, "amq.default" for the default one), messaging.destination.subscription.name
+// (the queue, on SERVER and CONSUMER spans), server.address and server.port (the broker that side's connection went
+// to), network.peer.address and network.peer.port (the OpenStack process's end of that connection),
 // messaging.rabbitmq.destination.routing_key, messaging.message.id (the oslo _unique_id, or a notification's
 // message_id), messaging.message.conversation_id (the call's _msg_id), messaging.operation.type ("send" or
 // "process") and messaging.operation.name ("publish" or "consume"). Everything OpenStack-specific lives under the
@@ -26,14 +28,16 @@
 // Span names: calls use rpc.method ("scheduler/select_destinations"), as the RPC conventions ask; casts, fanouts and
 // notifications use "<operation> <what>", the messaging shape, where <what> is rpc.method for casts and the event
 // type for notifications ("publish conductor/build_instances", "consume conductor/build_instances",
-// "publish compute.instance.create.start"), because an exchange:routing-key destination tells an operator nothing.
+// "publish compute.instance.create.start"), because an exchange tells an operator little.
 //
 // # Services
 //
 // Jaeger shows a span under the service of its Resource. The OTel SDK's TracerProvider has a single Resource (the
 // process), but a proxy reports on behalf of many OpenStack processes, so this package builds each span itself as
 // an sdktrace.ReadOnlySpan whose Resource is the OpenStack process that did the work: the caller for CLIENT and
-// PRODUCER spans, the callee for SERVER and CONSUMER spans, with service.name, host.name, process.pid and
+// PRODUCER spans, the callee for SERVER and CONSUMER spans, with service.name, service.instance.id (a UUID v5 of
+// service, host and pid: stable for the process's life and equal across proxies), host.ip (the TCP peer's address;
+// host.name only when the peer is known by a name, since the conventions want a name there), process.pid and
 // telemetry.distro.name="amqptrace" (the semantic conventions' attribute for the agent that produced the telemetry).
 // Resources are cached by (service, host, pid) and bounded by Config.MaxServices; beyond that bound spans go to one
 // catch-all resource (service.name "amqptrace-overflow") and are counted.

@@ -31,11 +31,11 @@ func sp(s string) *string { return &s }
 func bp(b bool) *bool     { return &b }
 
 var (
-	epAPI        = correlate.Endpoint{Service: "nova-api", PID: 1010, Host: "10.0.0.4", Connection: "nova-api:1010:aaaaaaaa-0000-4000-8000-000000000001", User: "nova", Vhost: "/"}
-	epConductor  = correlate.Endpoint{Service: "nova-conductor", PID: 4242, Host: "10.0.0.5", Connection: "nova-conductor:4242:88888888-8888-4888-8888-888888888888", User: "nova", Vhost: "/"}
-	epScheduler  = correlate.Endpoint{Service: "nova-scheduler", PID: 5151, Host: "10.0.0.6", Connection: "nova-scheduler:5151:bbbbbbbb-0000-4000-8000-000000000002", User: "nova", Vhost: "/"}
-	epScheduler2 = correlate.Endpoint{Service: "nova-scheduler", PID: 5252, Host: "10.0.0.7", Connection: "nova-scheduler:5252:bbbbbbbb-0000-4000-8000-000000000003", User: "nova", Vhost: "/"}
-	epCompute    = correlate.Endpoint{Service: "nova-compute", PID: 6161, Host: "10.0.0.8", Connection: "nova-compute:6161:cccccccc-0000-4000-8000-000000000004", User: "nova", Vhost: "/"}
+	epAPI        = correlate.Endpoint{Service: "nova-api", PID: 1010, Host: "10.0.0.4", Connection: "nova-api:1010:aaaaaaaa-0000-4000-8000-000000000001", User: "nova", Vhost: "/", Port: 40002, Broker: "10.0.0.2:5672"}
+	epConductor  = correlate.Endpoint{Service: "nova-conductor", PID: 4242, Host: "10.0.0.5", Connection: "nova-conductor:4242:88888888-8888-4888-8888-888888888888", User: "nova", Vhost: "/", Port: 40003, Broker: "10.0.0.2:5672"}
+	epScheduler  = correlate.Endpoint{Service: "nova-scheduler", PID: 5151, Host: "10.0.0.6", Connection: "nova-scheduler:5151:bbbbbbbb-0000-4000-8000-000000000002", User: "nova", Vhost: "/", Port: 40004, Broker: "10.0.0.2:5672"}
+	epScheduler2 = correlate.Endpoint{Service: "nova-scheduler", PID: 5252, Host: "10.0.0.7", Connection: "nova-scheduler:5252:bbbbbbbb-0000-4000-8000-000000000003", User: "nova", Vhost: "/", Port: 40005, Broker: "10.0.0.2:5672"}
+	epCompute    = correlate.Endpoint{Service: "nova-compute", PID: 6161, Host: "10.0.0.8", Connection: "nova-compute:6161:cccccccc-0000-4000-8000-000000000004", User: "nova", Vhost: "/", Port: 40006, Broker: "10.0.0.2:5672"}
 )
 
 func ep(e correlate.Endpoint) *correlate.Endpoint { return &e }

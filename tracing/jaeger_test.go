@@ -132,9 +132,31 @@ func TestJaegerExport(t *testing.T) {
 		t.Errorf("SERVER has %d logs, want 2 heartbeats", n)
 	}
 	p := tr.Processes[server.ProcessID]
-	if p.Tag("process.pid") != strconv.Itoa(epScheduler.PID) || p.Tag("host.name") != epScheduler.Host ||
+	if p.Tag("process.pid") != strconv.Itoa(epScheduler.PID) || p.Tag("host.ip") == "" || p.Tag("host.name") != "" ||
+		p.Tag("service.instance.id") != instanceID(epScheduler.Service, epScheduler.Host, epScheduler.PID) ||
 		p.Tag("telemetry.distro.name") != "amqptrace" {
 		t.Errorf("scheduler process tags %v", p.Tags)
+	}
+	// The conventions' names, read back as Jaeger stored them (numbers come back as their decimal text).
+	for _, tc := range []struct {
+		span *jaegertest.Span
+		want map[string]string
+	}{
+		{client, map[string]string{
+			"messaging.destination.name": "nova", "messaging.rabbitmq.destination.routing_key": "scheduler",
+			"messaging.operation.name": "publish", "messaging.message.id": sel.UniqueID,
+			"rpc.response.status_code": "OK", "server.address": "10.0.0.2", "server.port": "5672",
+			"network.peer.address": epConductor.Host, "network.peer.port": strconv.Itoa(epConductor.Port)}},
+		{server, map[string]string{
+			"messaging.destination.name": "nova", "messaging.operation.name": "consume",
+			"messaging.destination.subscription.name": sel.Queue,
+			"network.peer.address":                    epScheduler.Host, "network.peer.port": strconv.Itoa(epScheduler.Port)}},
+	} {
+		for k, w := range tc.want {
+			if got := tc.span.Tag(k); got != w {
+				t.Errorf("%s span: %s = %q, want %q", tc.span.Tag("span.kind"), k, got, w)
+			}
+		}
 	}
 	if client.Tag("rpc.system.name") != "oslo_messaging" || client.Tag("openstack.request_id") != reqID {
 		t.Errorf("client tags %v", client.Tags)

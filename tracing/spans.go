@@ -1,6 +1,8 @@
 package tracing
 
 import (
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"net"
 	"strconv"
 	"time"
 
@@ -13,26 +15,32 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Attribute keys. Standard ones are checked against the semantic-conventions repository (model/rpc/registry.yaml,
-// model/messaging/registry.yaml and rabbitmq.yaml, model/error, model/exceptions); ours share the one prefix
-// "openstack." so they never collide with a future convention.
+// Attribute keys. Standard ones come from the semantic-conventions release pinned in semconv.go, so a rename in
+// a later release is a compile-time choice, not a silent drift; TestSemconvNames checks every key we emit against
+// that release. Ours share the one prefix "openstack." so they never collide with a future convention.
 const (
-	keyRPCSystemName = attribute.Key("rpc.system.name")
-	keyRPCMethod     = attribute.Key("rpc.method")
-	keyRPCStatusCode = attribute.Key("rpc.status_code")
-	keyErrorType     = attribute.Key("error.type")
+	keyRPCSystemName = semconv.RPCSystemNameKey
+	keyRPCMethod     = semconv.RPCMethodKey
+	keyRPCStatusCode = semconv.RPCResponseStatusCodeKey
+	keyErrorType     = semconv.ErrorTypeKey
 
-	keyMsgSystem         = attribute.Key("messaging.system")
-	keyMsgDestination    = attribute.Key("messaging.destination.name")
-	keyMsgRoutingKey     = attribute.Key("messaging.rabbitmq.destination.routing_key")
-	keyMsgMessageID      = attribute.Key("messaging.message.id")
-	keyMsgConversationID = attribute.Key("messaging.message.conversation_id")
-	keyMsgOpType         = attribute.Key("messaging.operation.type")
-	keyMsgOpName         = attribute.Key("messaging.operation.name")
-	keyMsgBodySize       = attribute.Key("messaging.message.body.size")
+	keyMsgSystem         = semconv.MessagingSystemKey
+	keyMsgDestination    = semconv.MessagingDestinationNameKey
+	keyMsgSubscription   = semconv.MessagingDestinationSubscriptionNameKey
+	keyMsgRoutingKey     = semconv.MessagingRabbitMQDestinationRoutingKeyKey
+	keyMsgMessageID      = semconv.MessagingMessageIDKey
+	keyMsgConversationID = semconv.MessagingMessageConversationIDKey
+	keyMsgOpType         = semconv.MessagingOperationTypeKey
+	keyMsgOpName         = semconv.MessagingOperationNameKey
+	keyMsgBodySize       = semconv.MessagingMessageBodySizeKey
 
-	keyExceptionType    = attribute.Key("exception.type")
-	keyExceptionMessage = attribute.Key("exception.message")
+	keyServerAddress = semconv.ServerAddressKey
+	keyServerPort    = semconv.ServerPortKey
+	keyPeerAddress   = semconv.NetworkPeerAddressKey
+	keyPeerPort      = semconv.NetworkPeerPortKey
+
+	keyExceptionType    = semconv.ExceptionTypeKey
+	keyExceptionMessage = semconv.ExceptionMessageKey
 
 	keyOSKind            = attribute.Key("openstack.kind")
 	keyOSStatus          = attribute.Key("openstack.status")
@@ -332,58 +340,58 @@ func lastTime(ts ...*time.Time) time.Time {
 	return last
 }
 
-// producerDestination is messaging.destination.name for a publish, as the RabbitMQ conventions define it:
-// "{exchange}:{routing key}", one of them when the other is empty, "amq.default" when both are.
-func producerDestination(r *correlate.Record) string {
-	switch {
-	case r.Exchange != "" && r.RoutingKey != "":
-		return clip(r.Exchange + ":" + r.RoutingKey)
-	case r.Exchange != "":
-		return clip(r.Exchange)
-	case r.RoutingKey != "":
-		return clip(r.RoutingKey)
-	}
-	return "amq.default"
-}
-
-// consumerDestination is "{exchange}:{routing key}:{queue}", empty parts omitted and a queue equal to the
-// routing key written once.
-func consumerDestination(r *correlate.Record) string {
-	parts := make([]string, 0, 3)
-	for _, p := range []string{r.Exchange, r.RoutingKey} {
-		if p != "" {
-			parts = append(parts, p)
-		}
-	}
-	if r.Queue != "" && r.Queue != r.RoutingKey {
-		parts = append(parts, r.Queue)
-	}
-	if len(parts) == 0 {
+// destination is messaging.destination.name: the exchange, "amq.default" for the default exchange (the RabbitMQ
+// conventions' name for it). The routing key has its own attribute and the queue is the consumer's subscription,
+// so a dashboard grouping by destination gets one series per exchange, not one per server.
+func destination(r *correlate.Record) string {
+	if r.Exchange == "" {
 		return "amq.default"
 	}
-	s := parts[0]
-	for _, p := range parts[1:] {
-		s += ":" + p
+	return clip(r.Exchange)
+}
+
+// netAttrs are the network attributes of one side of the record: server.* is the broker that side's connection went
+// to, network.peer.* is the client socket the proxy accepted (the OpenStack process's end of the connection).
+func netAttrs(a []attribute.KeyValue, ep *correlate.Endpoint) []attribute.KeyValue {
+	if ep == nil {
+		return a
 	}
-	return clip(s)
+	if ep.Broker != "" {
+		host, port, err := net.SplitHostPort(ep.Broker)
+		if err != nil {
+			host = ep.Broker
+		}
+		a = appendString(a, keyServerAddress, host)
+		if n, err := strconv.Atoi(port); err == nil && n > 0 {
+			a = append(a, keyServerPort.Int(n))
+		}
+	}
+	a = appendString(a, keyPeerAddress, ep.Host)
+	if ep.Port > 0 {
+		a = append(a, keyPeerPort.Int(ep.Port))
+	}
+	return a
 }
 
 func sendAttrs(r *correlate.Record) []attribute.KeyValue {
-	return []attribute.KeyValue{
+	a := []attribute.KeyValue{
 		keyMsgOpType.String("send"),
 		keyMsgOpName.String("publish"),
-		keyMsgDestination.String(producerDestination(r)),
+		keyMsgDestination.String(destination(r)),
 		keyMsgBodySize.Int(r.RequestBytes),
 	}
+	return netAttrs(a, r.Caller)
 }
 
-func processAttrs(r *correlate.Record) []attribute.KeyValue {
-	return []attribute.KeyValue{
+func processAttrs(r *correlate.Record, ep *correlate.Endpoint) []attribute.KeyValue {
+	a := []attribute.KeyValue{
 		keyMsgOpType.String("process"),
 		keyMsgOpName.String("consume"),
-		keyMsgDestination.String(consumerDestination(r)),
+		keyMsgDestination.String(destination(r)),
 		keyMsgBodySize.Int(r.RequestBytes),
 	}
+	a = appendString(a, keyMsgSubscription, r.Queue)
+	return netAttrs(a, ep)
 }
 
 func concat(a, b []attribute.KeyValue) []attribute.KeyValue {
@@ -578,7 +586,7 @@ func (b *builder) buildCall(r *correlate.Record, tid trace.TraceID, dst []sdktra
 		serverStatus = status
 		serverEvents = append(serverEvents, exceptionEvent(r, sEnd))
 	}
-	serverAttrs := concat(common, processAttrs(r))
+	serverAttrs := concat(common, processAttrs(r, r.Callee))
 	if r.Callee != nil {
 		serverAttrs = appendString(serverAttrs, keyOSConnection, r.Callee.Connection)
 	}
@@ -618,7 +626,7 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 		what = clip(r.EventType)
 	}
 	if what == "" {
-		what = producerDestination(r)
+		what = destination(r)
 	}
 
 	start, ok := firstTime(r.Published, r.Delivered)
@@ -688,7 +696,7 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 			sid = spanIDFor(key, roleHandle, ep.Service, ep.Host, strconv.Itoa(ep.PID), strconv.Itoa(i))
 		}
 		seen[sid] = struct{}{}
-		cAttrs := concat(common, processAttrs(r))
+		cAttrs := concat(common, processAttrs(r, ep))
 		cAttrs = append(cAttrs, keyOSConsumerIndex.Int(i))
 		cAttrs = appendString(cAttrs, keyOSConnection, ep.Connection)
 		consumer := tracetest.SpanStub{

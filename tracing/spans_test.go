@@ -124,10 +124,10 @@ func TestCallSpans(t *testing.T) {
 	}
 
 	common := map[string]any{
-		"rpc.system.name":  "oslo_messaging",
-		"rpc.method":       "scheduler/select_destinations",
-		"rpc.status_code":  "OK",
-		"messaging.system": "rabbitmq",
+		"rpc.system.name":          "oslo_messaging",
+		"rpc.method":               "scheduler/select_destinations",
+		"rpc.response.status_code": "OK",
+		"messaging.system":         "rabbitmq",
 		"messaging.rabbitmq.destination.routing_key": "scheduler",
 		"messaging.message.id":                       r.UniqueID,
 		"messaging.message.conversation_id":          r.MsgID,
@@ -145,13 +145,21 @@ func TestCallSpans(t *testing.T) {
 	wantAttrs(t, c, map[string]any{
 		"messaging.operation.type":    "send",
 		"messaging.operation.name":    "publish",
-		"messaging.destination.name":  "nova:scheduler",
+		"messaging.destination.name":  "nova",
 		"messaging.message.body.size": 912,
+		"server.address":              "10.0.0.2",
+		"server.port":                 5672,
+		"network.peer.address":        epConductor.Host,
+		"network.peer.port":           epConductor.Port,
 	})
 	wantAttrs(t, s, map[string]any{
-		"messaging.operation.type":   "process",
-		"messaging.operation.name":   "consume",
-		"messaging.destination.name": "nova:scheduler", // queue == routing key: written once
+		"messaging.operation.type":                "process",
+		"messaging.operation.name":                "consume",
+		"messaging.destination.name":              "nova",
+		"messaging.destination.subscription.name": r.Queue,
+		"server.address":                          "10.0.0.2",
+		"network.peer.address":                    epScheduler.Host,
+		"network.peer.port":                       epScheduler.Port,
 	})
 	if _, ok := attrMap(c.Attributes)["openstack.namespace"]; ok {
 		t.Error("namespace attribute set for a record without namespace")
@@ -165,8 +173,15 @@ func TestCallSpans(t *testing.T) {
 		if got := resAttr(tc.span.Resource, "service.name"); got != tc.ep.Service {
 			t.Errorf("%s service.name %q, want %q", tc.span.SpanKind, got, tc.ep.Service)
 		}
-		if got := resAttr(tc.span.Resource, "host.name"); got != tc.ep.Host {
-			t.Errorf("%s host.name %q, want %q", tc.span.SpanKind, got, tc.ep.Host)
+		// The endpoints' hosts are IPs: they belong in host.ip, and host.name stays unset rather than lie.
+		if got := resAttr(tc.span.Resource, "host.ip"); got != fmt.Sprintf("[%q]", tc.ep.Host) {
+			t.Errorf("%s host.ip %s, want [%q]", tc.span.SpanKind, got, tc.ep.Host)
+		}
+		if _, ok := tc.span.Resource.Set().Value("host.name"); ok {
+			t.Errorf("%s host.name set from an IP", tc.span.SpanKind)
+		}
+		if got, want := resAttr(tc.span.Resource, "service.instance.id"), instanceID(tc.ep.Service, tc.ep.Host, tc.ep.PID); got != want || len(got) != 36 {
+			t.Errorf("%s service.instance.id %q, want %q", tc.span.SpanKind, got, want)
 		}
 		if got := resAttr(tc.span.Resource, "process.pid"); got != fmt.Sprint(tc.ep.PID) {
 			t.Errorf("%s process.pid %q, want %d", tc.span.SpanKind, got, tc.ep.PID)
@@ -204,8 +219,8 @@ func TestCallRemoteError(t *testing.T) {
 			t.Errorf("%s status description %q", s.SpanKind, s.Status.Description)
 		}
 		wantAttrs(t, s, map[string]any{
-			"error.type":      "nova.exception.InstanceNotFound",
-			"rpc.status_code": "ERROR",
+			"error.type":               "nova.exception.InstanceNotFound",
+			"rpc.response.status_code": "ERROR",
 		})
 		found := false
 		for _, ev := range s.Events {
@@ -238,7 +253,7 @@ func TestCallTimeoutNeverDelivered(t *testing.T) {
 	if !c.EndTime.Equal(*r.Deadline) {
 		t.Errorf("timeout span ends %v, want the deadline %v", c.EndTime, *r.Deadline)
 	}
-	wantAttrs(t, c, map[string]any{"error.type": "timeout", "openstack.ever_delivered": false, "rpc.status_code": "TIMEOUT"})
+	wantAttrs(t, c, map[string]any{"error.type": "timeout", "openstack.ever_delivered": false, "rpc.response.status_code": "TIMEOUT"})
 	if _, ok := hasEvent(c, "timeout"); !ok {
 		t.Error("no timeout event")
 	}
@@ -308,8 +323,9 @@ func TestCastAndFanout(t *testing.T) {
 	if !pr[0].StartTime.Equal(*r.Published) || !pr[0].EndTime.Equal(*r.Confirmed) || !co[0].StartTime.Equal(*r.Delivered) {
 		t.Errorf("times: producer %v→%v consumer %v", pr[0].StartTime, pr[0].EndTime, co[0].StartTime)
 	}
-	wantAttrs(t, pr[0], map[string]any{"messaging.destination.name": "nova:compute.host1", "openstack.server": "host1"})
-	wantAttrs(t, co[0], map[string]any{"messaging.destination.name": "nova:compute.host1"})
+	wantAttrs(t, pr[0], map[string]any{"messaging.destination.name": "nova", "openstack.server": "host1",
+		"messaging.rabbitmq.destination.routing_key": "compute.host1"})
+	wantAttrs(t, co[0], map[string]any{"messaging.destination.name": "nova"})
 	if resAttr(co[0].Resource, "service.name") != "nova-compute" || resAttr(pr[0].Resource, "service.name") != "nova-conductor" {
 		t.Error("cast resources are not caller/callee")
 	}
@@ -353,7 +369,7 @@ func TestNotification(t *testing.T) {
 		t.Error("a notification is not an RPC")
 	}
 	wantAttrs(t, p, map[string]any{
-		"messaging.destination.name": "nova:notifications.info",
+		"messaging.destination.name": "nova",
 		"messaging.message.id":       r.UniqueID,
 		"openstack.event_type":       "instance.create.start",
 		"openstack.publisher_id":     "nova-compute:host1",

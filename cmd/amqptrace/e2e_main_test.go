@@ -380,3 +380,17 @@ func recordMethod(r *correlate.Record) string {
 	}
 	return r.Method
 }
+
+// startProxyHTTP starts `amqptrace proxy` on ephemeral ports in front of broker, with extra flags, and waits until
+// it is ready. It returns the process, its AMQP and HTTP addresses, and an HTTP client closed at the test's end.
+func startProxyHTTP(t *testing.T, broker string, extra ...string) (p *proc, listen, httpAddr string, client *http.Client) {
+	t.Helper()
+	args := append([]string{"proxy", "--listen", "127.0.0.1:0", "--upstream", broker, "--http", "127.0.0.1:0",
+		"--shutdown-grace", "5s"}, extra...)
+	p = startBin(t, args...)
+	listen, httpAddr = p.listening(true)
+	client = &http.Client{Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	waitReady(t, p, client, httpAddr, 30*time.Second)
+	return p, listen, httpAddr, client
+}

@@ -117,11 +117,7 @@ func TestE2EMetrics(t *testing.T) {
 	skipShort(t)
 	broker := brokertest.Require(t)
 	v := testVhost(t)
-	p := startBin(t, "proxy", "--listen", "127.0.0.1:0", "--upstream", broker, "--http", "127.0.0.1:0", "--shutdown-grace", "5s")
-	listen, httpAddr := p.listening(true)
-	client := &http.Client{Timeout: 10 * time.Second}
-	defer client.CloseIdleConnections()
-	waitReady(t, p, client, httpAddr, 30*time.Second)
+	p, listen, httpAddr, client := startProxyHTTP(t, broker)
 
 	for _, path := range []string{"/healthz", "/readyz"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

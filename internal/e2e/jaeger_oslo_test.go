@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -376,6 +377,7 @@ func checkCommonTags(t *testing.T, name string, r *correlate.Record, s *jaegerte
 		"messaging.message.id":                       r.UniqueID,
 		"messaging.rabbitmq.destination.routing_key": r.RoutingKey,
 		"messaging.operation.type":                   op,
+		"messaging.destination.name":                 cmp.Or(r.Exchange, "amq.default"),
 		"openstack.request_id":                       r.RequestID,
 		"openstack.global_request_id":                r.GlobalRequestID,
 		"openstack.kind":                             string(r.Kind),
@@ -405,9 +407,17 @@ func checkEndpoint(t *testing.T, name string, tr *jaegertest.Trace, s *jaegertes
 		return
 	}
 	p := tr.Processes[s.ProcessID]
-	if p.ServiceName != ep.Service || p.Tag("process.pid") != strconv.Itoa(ep.PID) || p.Tag("host.name") != ep.Host {
-		t.Errorf("%s: process %s pid %s host %s, want %s pid %d host %s", name, p.ServiceName, p.Tag("process.pid"),
-			p.Tag("host.name"), ep.Service, ep.PID, ep.Host)
+	// The host is the TCP peer, an IP here: host.ip carries it, host.name is left to names.
+	if p.ServiceName != ep.Service || p.Tag("process.pid") != strconv.Itoa(ep.PID) ||
+		!strings.Contains(p.Tag("host.ip"), `"`+ep.Host+`"`) || p.Tag("host.name") != "" || p.Tag("service.instance.id") == "" {
+		t.Errorf("%s: process %s pid %s host.ip %s host.name %q instance %q, want %s pid %d host %s", name, p.ServiceName,
+			p.Tag("process.pid"), p.Tag("host.ip"), p.Tag("host.name"), p.Tag("service.instance.id"), ep.Service, ep.PID, ep.Host)
+	}
+	// The network attributes name this side's socket: the client's end as the proxy accepted it, and the broker.
+	if s.Tag("network.peer.address") != ep.Host || s.Tag("network.peer.port") != strconv.Itoa(ep.Port) || ep.Port == 0 ||
+		s.Tag("server.address") == "" || s.Tag("server.port") == "" {
+		t.Errorf("%s: network.peer %s:%s (want %s:%d), server %s:%s", name, s.Tag("network.peer.address"),
+			s.Tag("network.peer.port"), ep.Host, ep.Port, s.Tag("server.address"), s.Tag("server.port"))
 	}
 }
 
