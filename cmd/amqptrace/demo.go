@@ -32,6 +32,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if err := o.check(); err != nil {
+		return err
+	}
 	if *rate <= 0 {
 		return fmt.Errorf("%w: --rate must be positive", errUsage)
 	}

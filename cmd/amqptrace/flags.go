@@ -5,9 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,13 +70,100 @@ func parseFlags(fs *flag.FlagSet, args []string, summary string) error {
 			fmt.Fprintf(out, "\n      $%s\n", envName(f.Name))
 		})
 	}
-	if err := fs.Parse(args); err != nil {
+	// The flag package would print its own message and the whole usage for a mistake: an operator gets one line
+	// that names the flag instead (see flagError), and the usage only when asking for it.
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.Usage()
 		return err
+	}
+	if err != nil {
+		return flagError(fs, err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	return applyEnv(fs, os.Getenv)
+}
+
+var (
+	errUndefined = regexp.MustCompile(`^flag provided but not defined: -+(.*)$`)
+	errBadValue  = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for (?:flag )?-+([^:]+): (.*)$`)
+	errNoValue   = regexp.MustCompile(`^flag needs an argument: -+(.*)$`)
+)
+
+// flagError rewrites one of the flag package's parse errors as one line that names the flag the way the usage does
+// (--name), with a hint: the nearest flag for a misspelt one, the unit a bare number lacks for a duration.
+func flagError(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	if m := errUndefined.FindStringSubmatch(msg); m != nil {
+		hint := ""
+		if near := nearestFlag(fs, m[1]); near != "" {
+			hint = "; did you mean --" + near + "?"
+		}
+		return fmt.Errorf("unknown flag --%s%s (%s --help lists them)", m[1], hint, fs.Name())
+	}
+	if m := errBadValue.FindStringSubmatch(msg); m != nil {
+		val, name, why := m[1], m[2], m[3]
+		if g, ok := lookupGetter(fs, name); ok {
+			if _, isDuration := g.Get().(time.Duration); isDuration {
+				if _, numErr := strconv.ParseFloat(val, 64); numErr == nil {
+					return fmt.Errorf("--%s %q: a duration needs a unit; did you mean %ss?", name, val, val)
+				}
+				why = "not a duration (e.g. 500ms, 5s, 2m)"
+			}
+		}
+		return fmt.Errorf("--%s %q: %s", name, val, why)
+	}
+	if m := errNoValue.FindStringSubmatch(msg); m != nil {
+		return fmt.Errorf("--%s needs a value", m[1])
+	}
+	return err
+}
+
+// lookupGetter returns flag name's value when it can say what it holds (every flag the flag package defines).
+func lookupGetter(fs *flag.FlagSet, name string) (flag.Getter, bool) {
+	f := fs.Lookup(name)
+	if f == nil {
+		return nil, false
+	}
+	g, ok := f.Value.(flag.Getter)
+	return g, ok
+}
+
+// nearestFlag returns the flag of fs within two edits of name (the closest), or "".
+func nearestFlag(fs *flag.FlagSet, name string) string {
+	best, bestD := "", 3
+	fs.VisitAll(func(f *flag.Flag) {
+		if d := editDistance(name, f.Name); d < bestD {
+			best, bestD = f.Name, d
+		}
+	})
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b (flag names: a few dozen bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // upstreamConfig checks --upstream (host:port each, port 1-65535: a one-line error naming the flag otherwise),

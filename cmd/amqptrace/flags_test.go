@@ -197,3 +197,29 @@ func TestUpstreamFlagsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// A mistake on the command line is one line on stderr that names the flag, with a hint where one helps, and exit
+// status 2; the usage comes only with --help.
+func TestFlagMistakesAreOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"proxy", "--bogus"}, "unknown flag --bogus (amqptrace proxy --help lists them)"},
+		{[]string{"proxy", "--upstreem", "x:1"}, "unknown flag --upstreem; did you mean --upstream?"},
+		{[]string{"proxy", "--reply-grace", "5"}, `--reply-grace "5": a duration needs a unit; did you mean 5s?`},
+		{[]string{"proxy", "--reply-grace", "soon"}, `--reply-grace "soon": not a duration`},
+		{[]string{"proxy", "--body-cap", "big"}, `--body-cap "big": `},
+		{[]string{"proxy", "--sample-ratio", "2"}, "--sample-ratio 2: must be between 0 and 1"},
+		{[]string{"demo", "--sample-ratio", "-0.5"}, "--sample-ratio -0.5: must be between 0 and 1"},
+		{[]string{"replay", "--gap-timeout", "3", "x.pcap"}, `--gap-timeout "3": a duration needs a unit; did you mean 3s?`},
+		{[]string{"proxy", "--listen"}, "--listen needs a value"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("%v: code %d, stderr %q; want 2 and one line with %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}

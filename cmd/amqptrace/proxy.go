@@ -129,6 +129,14 @@ func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
+// check refuses values that parse but mean nothing, with one line naming the flag.
+func (o *options) check() error {
+	if o.sampleRatio < 0 || o.sampleRatio > 1 {
+		return fmt.Errorf("%w: --sample-ratio %v: must be between 0 and 1", errUsage, o.sampleRatio)
+	}
+	return nil
+}
+
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("amqptrace proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -139,6 +147,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := o.check(); err != nil {
+		return err
 	}
 	logger, err := newLogger(o.logFormat, o.logLevel, stderr)
 	if err != nil {
