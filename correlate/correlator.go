@@ -608,11 +608,11 @@ func (c *Correlator) finalize(p *pending, status Status) {
 	c.emit(r)
 }
 
-// emit cleans and redacts r (Record.clean, Redactor.recordText) and hands it to the sink. A sink that panics loses this record (counted).
+// emit cleans and redacts r (Record.clean, Redactor.Record) and hands it to the sink. A sink that panics loses this record (counted).
 func (c *Correlator) emit(r *Record) {
 	defer c.panics.Recover(nil)
 	r.clean()
-	c.cfg.Redactor.recordText(r) // the endpoints were vetted with their connection's identity
+	c.cfg.Redactor.Record(r)
 	c.sink.Record(r)
 }
 

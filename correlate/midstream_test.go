@@ -23,6 +23,13 @@ func (h *harness) midConn(host string) *tconn {
 	return &tconn{h: h, cn: cn, dec: dc}
 }
 
+// capturedConn is a connection as a capture sees it from its start: no handshake yet, decoders that resynchronise.
+func (h *harness) capturedConn(client string) *tconn {
+	h.ids++
+	cn := h.c.NewConn(ConnInfo{ID: h.ids, Client: client})
+	return &tconn{h: h, cn: cn, dec: frames.NewConn(h.stamped(cn), frames.Options{Resync: true})}
+}
+
 // A call whose caller and server were both picked up mid-stream is paired: the caller is known by its host.
 func TestHandshakeUnseenPairs(t *testing.T) {
 	h := newHarness(t, Config{Source: "capture"})
@@ -75,9 +82,7 @@ func TestResyncAbandonsContent(t *testing.T) {
 // A hole in the handshake opens the connection as picked up mid-stream: what the client does afterwards is seen.
 func TestResyncInHandshakeOpens(t *testing.T) {
 	h := newHarness(t, Config{})
-	h.ids++
-	cn := h.c.NewConn(ConnInfo{ID: h.ids, Client: "10.0.0.1:41000"})
-	tc := &tconn{h: h, cn: cn, dec: frames.NewConn(h.stamped(cn), frames.Options{Resync: true})}
+	tc := h.capturedConn("10.0.0.1:41000")
 	tc.c2s(wire.ProtocolHeader())
 	tc.dec.ServerDecoder().Resync(300) // Start, Tune, Open-Ok lost
 	tc.dec.ClientDecoder().Resync(200) // Start-Ok, Tune-Ok, Open lost
@@ -165,9 +170,7 @@ func TestConsumeOKMatchedByTag(t *testing.T) {
 // Start-Ok and Open, read after that, still name it and its vhost.
 func TestLateHandshakeNamesTheConnection(t *testing.T) {
 	h := newHarness(t, Config{})
-	h.ids++
-	cn := h.c.NewConn(ConnInfo{ID: h.ids, Client: "10.0.0.1:41000"})
-	tc := &tconn{h: h, cn: cn, dec: frames.NewConn(h.stamped(cn), frames.Options{Resync: true})}
+	tc := h.capturedConn("10.0.0.1:41000")
 	tc.c2s(wire.ProtocolHeader())
 	tc.dec.ServerDecoder().Resync(300) // Start, Tune, Open-Ok lost: open at the hole
 	tc.c2s(wire.StartOKPlain(wire.Table{"connection_name": "nova-api:77:x"}, "guest", "guest"),

@@ -163,22 +163,11 @@ func (x *Redactor) String(s string) string {
 	return string(out)
 }
 
-// Record removes secrets from every free-text field of r, in place: remote exception class, module and message,
-// the Basic.Return text, names taken from the body or the properties, and the endpoints' strings. Args and Result
-// were redacted as they were parsed (JSON), by the same rules. A pointed-to value that changes is copied first: it
-// may be shared with the connection's identity.
+// Record removes secrets from every free-text field of r, in place, just before it is emitted: remote exception
+// class, module and message, the Basic.Return text, names taken from the body or the properties. Args and Result
+// were redacted as they were parsed (JSON), by the same rules, and the endpoints with their connection's identity,
+// where it was read (Conn.vet): a record only shares them. A pointed-to value that changes is copied first.
 func (x *Redactor) Record(r *Record) {
-	x.recordText(r)
-	r.Caller = x.endpointPtr(r.Caller)
-	r.Callee = x.endpointPtr(r.Callee)
-	for i := range r.Callees {
-		r.Callees[i] = x.endpoint(r.Callees[i])
-	}
-}
-
-// recordText is Record without the endpoints: the correlator's records share their endpoints with connection
-// identities, which were redacted once when they were read (Conn.vet).
-func (x *Redactor) recordText(r *Record) {
 	for _, f := range [...]*string{&r.Method, &r.Topic, &r.Exchange, &r.RoutingKey, &r.Queue, &r.EventType,
 		&r.PublisherID, &r.ReturnText} {
 		*f = x.String(*f)
@@ -205,19 +194,6 @@ func (x *Redactor) endpoint(e Endpoint) Endpoint {
 	return Endpoint{Service: x.String(e.Service), PID: e.PID, Host: x.String(e.Host),
 		Connection: x.String(e.Connection), User: x.String(e.User), Vhost: x.String(e.Vhost), Port: e.Port,
 		Broker: x.String(e.Broker)}
-}
-
-func (x *Redactor) endpointPtr(e *Endpoint) *Endpoint {
-	if e == nil {
-		return nil
-	}
-	c := x.endpoint(*e)
-	if c == *e {
-		return e
-	}
-	cp := new(Endpoint) // allocated only when something changed (&c would put c on the heap every time)
-	*cp = c
-	return cp
 }
 
 // maxRedactDepth bounds nesting so a hostile body cannot drive recursion deep. JSON held in strings counts too.
