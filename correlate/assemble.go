@@ -440,7 +440,7 @@ func (cn *Conn) Close(reason string, err error) {
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
-	c.log.Info("amqp connection closed", attrs...)
+	c.log.Debug("amqp connection closed", attrs...)
 }
 
 // View returns the connection's current identity.

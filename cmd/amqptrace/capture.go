@@ -43,11 +43,11 @@ func parsePorts(s string) ([]uint16, error) {
 func passiveApp(ctx context.Context, o *options, stdout, stderr io.Writer, fromFile bool) (*app, *pipeline.Passive, []uint16, error) {
 	ports, err := parsePorts(o.ports)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, nil, nil, badUsage(err)
 	}
 	logger, err := newLogger(o.logFormat, o.logLevel, stderr)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, nil, nil, badUsage(err)
 	}
 	a, core, err := newSinks(ctx, o, logger, stdout, o.source)
 	if err != nil {
@@ -90,17 +90,16 @@ func noAMQP(st pipeline.Stats, ports string, where string) error {
 
 func runCapture(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("amqptrace capture", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	o := options{source: "capture"}
 	o.registerSinks(fs, "127.0.0.1:8080")
 	o.registerCapture(fs)
 	fs.StringVar(&o.iface, "interface", "", "interface to capture on; any: all of them (default: the one the broker's port listens on, else any)")
 	fs.IntVar(&o.ringMB, "ring-mb", 64, "size of the kernel's capture ring (MiB); a larger ring rides out longer bursts without drops")
-	if err := parseFlags(fs, args, "amqptrace capture: trace RPCs from the packets on the broker's port (AF_PACKET; needs CAP_NET_RAW), without touching transport_url."); err != nil {
+	if err := parseFlags(fs, args, "amqptrace capture: trace RPCs from the packets on the broker's port (AF_PACKET; needs CAP_NET_RAW), without touching transport_url.", stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return badUsage(err)
 	}
 	a, pp, ports, err := passiveApp(ctx, &o, stdout, stderr, false)
 	if err != nil {
@@ -132,18 +131,17 @@ func runCapture(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("amqptrace replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	o := options{source: "replay"}
 	o.registerSinks(fs, "")
 	o.registerCapture(fs)
 	fs.BoolVar(&o.realtime, "realtime", false, "replay at the speed the packets were captured (default: as fast as it can)")
 	var files []string
 	fs.Usage = nil
-	if err := parseReplayFlags(fs, args, &files); err != nil {
+	if err := parseReplayFlags(fs, args, &files, stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return badUsage(err)
 	}
 	a, pp, _, err := passiveApp(ctx, &o, stdout, stderr, true)
 	if err != nil {
@@ -183,7 +181,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // parseReplayFlags parses flags and FILE arguments in any order.
-func parseReplayFlags(fs *flag.FlagSet, args []string, files *[]string) error {
+func parseReplayFlags(fs *flag.FlagSet, args []string, files *[]string, stdout io.Writer) error {
 	var flags []string
 	for i := 0; i < len(args); i++ {
 		switch a := args[i]; {
@@ -203,7 +201,7 @@ func parseReplayFlags(fs *flag.FlagSet, args []string, files *[]string) error {
 			*files = append(*files, a)
 		}
 	}
-	if err := parseFlags(fs, flags, "amqptrace replay FILE...: trace the RPCs in pcap or pcapng files (tcpdump -w, tshark -w, dumpcap), then exit; with --http the UI stays up until interrupted."); err != nil {
+	if err := parseFlags(fs, flags, "amqptrace replay FILE...: trace the RPCs in pcap or pcapng files (tcpdump -w, tshark -w, dumpcap), then exit; with --http the UI stays up until interrupted.", stdout); err != nil {
 		return err
 	}
 	if len(*files) == 0 {

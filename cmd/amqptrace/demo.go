@@ -16,7 +16,6 @@ import (
 // talks oslo.messaging's wire format through the proxy: what a new user sees with `make demo`.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("amqptrace demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var o options
 	o.register(fs, "127.0.0.1:5673", "127.0.0.1:8080")
 	rate := fs.Float64("rate", 1, "instance boots per second in the simulated cloud (everything else scales with it)")
@@ -26,24 +25,24 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	brokerPass := fs.String("broker-password", "guest", "RabbitMQ password of --broker-user (never logged)")
 	brokerVhost := fs.String("broker-vhost", "/", "RabbitMQ virtual host of the simulated cloud (it must exist: rabbitmqctl add_vhost NAME); keeps two demos on one broker apart")
 	boots := fs.Int("boots", 0, "stop after this many instance boots and exit 0 (0: run until Ctrl-C)")
-	if err := parseFlags(fs, args, "amqptrace demo: the proxy and the UI in front of the local RabbitMQ, with a simulated OpenStack cloud talking through it."); err != nil {
+	if err := parseFlags(fs, args, "amqptrace demo: the proxy and the UI in front of the local RabbitMQ, with a simulated OpenStack cloud talking through it.", stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return badUsage(err)
 	}
 	if err := o.check(); err != nil {
 		return err
 	}
 	if *rate <= 0 {
-		return fmt.Errorf("%w: --rate must be positive", errUsage)
+		return badUsagef("--rate must be positive")
 	}
 	if *boots < 0 {
-		return fmt.Errorf("%w: --boots must not be negative", errUsage)
+		return badUsagef("--boots must not be negative")
 	}
 	logger, err := newLogger(o.logFormat, o.logLevel, stderr)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return badUsage(err)
 	}
 	a, err := newApp(ctx, &o, logger, stdout)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"sort"
@@ -52,10 +53,11 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return nil
 }
 
-// parseFlags parses args, then the environment, and prints usage that names each flag's variable.
-func parseFlags(fs *flag.FlagSet, args []string, summary string) error {
+// parseFlags parses args, then the environment, and prints usage that names each flag's variable: on help (asked
+// for, so it is the command's output) to help, which is standard output.
+func parseFlags(fs *flag.FlagSet, args []string, summary string, help io.Writer) error {
 	fs.Usage = func() {
-		out := fs.Output()
+		out := help
 		fmt.Fprintf(out, "%s\n\nFlags (each also from the environment variable shown):\n", summary)
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
@@ -72,10 +74,8 @@ func parseFlags(fs *flag.FlagSet, args []string, summary string) error {
 	}
 	// The flag package would print its own message and the whole usage for a mistake: an operator gets one line
 	// that names the flag instead (see flagError), and the usage only when asking for it.
-	out := fs.Output()
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
-	fs.SetOutput(out)
 	if errors.Is(err, flag.ErrHelp) {
 		fs.Usage()
 		return err
@@ -164,6 +164,80 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+// upstreamAddrs splits --upstream into the addresses the proxy dials. An entry may be host:port or, as operators
+// copy it from transport_url, amqp://user:pass@host:port/vhost or amqps://...: only host and port are kept (the
+// port defaults to 5672, or 5671 for amqps), because the credentials and the vhost are each client's own and travel
+// in its handshake; they are never logged. tls says an amqps URL asked for TLS to the broker; plain and TLS entries
+// cannot be mixed, since --upstream-tls applies to every upstream.
+func upstreamAddrs(list string) (addrs []string, tls bool, err error) {
+	var plain bool
+	scheme := "" // of the URL before: transport_url lists hosts as rabbit://u:p@h1:5672,u:p@h2:5672/
+	for _, u := range splitList(list) {
+		if !strings.Contains(u, "://") && scheme != "" && strings.ContainsAny(u, "@/") {
+			u = scheme + "://" + u
+		}
+		if !strings.Contains(u, "://") {
+			addrs, plain = append(addrs, u), true
+			continue
+		}
+		pu, perr := url.Parse(u)
+		if perr != nil || pu.Host == "" {
+			return nil, false, badUsagef("--upstream %q: want host:port or amqp://host:port", redactURL(u))
+		}
+		port := "5672"
+		scheme = pu.Scheme
+		switch pu.Scheme {
+		case "amqp", "rabbit":
+			plain = true
+		case "amqps":
+			tls, port = true, "5671"
+		default:
+			return nil, false, badUsagef("--upstream %q: scheme %q: want host:port, amqp:// or amqps://", redactURL(u), pu.Scheme)
+		}
+		if p := pu.Port(); p != "" {
+			port = p
+		}
+		addrs = append(addrs, net.JoinHostPort(pu.Hostname(), port))
+	}
+	if tls && plain {
+		return nil, false, badUsagef("--upstream: amqps:// and plain entries mixed; TLS (--upstream-tls) applies to every upstream")
+	}
+	return addrs, tls, nil
+}
+
+// redactURL hides the password of a URL in an error message.
+func redactURL(u string) string {
+	if pu, err := url.Parse(u); err == nil {
+		return pu.Redacted()
+	}
+	if i := strings.LastIndex(u, "@"); i >= 0 {
+		return "…" + u[i:]
+	}
+	return u
+}
+
+// unknownEnv returns the AMQPTRACE_* variables in environ that set no flag of fs (a typo, or a flag of another
+// command), each with the nearest variable that does ("" if none is near), so an operator learns why a setting
+// did not apply.
+func unknownEnv(fs *flag.FlagSet, environ []string) [][2]string {
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[envName(f.Name)] = true })
+	var out [][2]string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) || known[name] {
+			continue
+		}
+		near := nearestFlag(fs, strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, envPrefix), "_", "-")))
+		if near != "" {
+			near = envName(near)
+		}
+		out = append(out, [2]string{name, near})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out
 }
 
 // upstreamConfig checks --upstream (host:port each, port 1-65535: a one-line error naming the flag otherwise),

@@ -59,12 +59,17 @@ func TestUsageAndExitCodes(t *testing.T) {
 	}
 	out.Reset()
 	errb.Reset()
-	if code := run([]string{"proxy", "--help"}, &out, &errb); code != 0 {
-		t.Errorf("proxy --help: code %d", code)
-	}
-	for _, want := range []string{"--otlp-endpoint", "$AMQPTRACE_OTLP_ENDPOINT", "--upstream-tls", "$AMQPTRACE_HTTP_TOKEN"} {
-		if !strings.Contains(errb.String(), want) {
-			t.Errorf("proxy --help does not mention %s", want)
+	// Help that was asked for is the command's output: standard output, so `amqptrace proxy --help | less` works.
+	for _, cmd := range []string{"proxy", "demo", "capture", "replay"} {
+		out.Reset()
+		errb.Reset()
+		if code := run([]string{cmd, "--help"}, &out, &errb); code != 0 || errb.Len() != 0 {
+			t.Errorf("%s --help: code %d, stderr %q; want 0 and nothing on stderr", cmd, code, errb.String())
+		}
+		for _, want := range []string{"--otlp-endpoint", "$AMQPTRACE_OTLP_ENDPOINT", "$AMQPTRACE_HTTP_TOKEN"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%s --help does not mention %s on stdout", cmd, want)
+			}
 		}
 	}
 	errb.Reset()
@@ -214,6 +219,11 @@ func TestFlagMistakesAreOneLine(t *testing.T) {
 		{[]string{"demo", "--sample-ratio", "-0.5"}, "--sample-ratio -0.5: must be between 0 and 1"},
 		{[]string{"replay", "--gap-timeout", "3", "x.pcap"}, `--gap-timeout "3": a duration needs a unit; did you mean 3s?`},
 		{[]string{"proxy", "--listen"}, "--listen needs a value"},
+		{[]string{"proxy", "--listen", "127.0.0.1:99999"}, `--listen "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`},
+		{[]string{"proxy", "--listen", "5673"}, `--listen "5673": want host:port`},
+		{[]string{"demo", "--http", "127.0.0.1:80800"}, `--http "127.0.0.1:80800": port "80800"`},
+		{[]string{"proxy", "--upstream", "ftp://nova:s3cr3tpw@rmq:5672/"}, `--upstream "ftp://nova:xxxxx@rmq:5672/": scheme "ftp"`},
+		{[]string{"proxy", "--upstream", "amqps://rmq1,rmq2:5672"}, "--upstream: amqps:// and plain entries mixed"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
@@ -221,5 +231,40 @@ func TestFlagMistakesAreOneLine(t *testing.T) {
 		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
 			t.Errorf("%v: code %d, stderr %q; want 2 and one line with %q", tc.args, code, errb.String(), tc.want)
 		}
+		if strings.Contains(lines[0], "usage:") || strings.Contains(errb.String(), "s3cr3tpw") {
+			t.Errorf("%v: stderr %q; want no usage: prefix and no password", tc.args, errb.String())
+		}
+	}
+}
+
+// --upstream takes what an operator copies from transport_url: only host and port are kept, since credentials and
+// vhost are each client's own.
+func TestUpstreamTakesTransportURLs(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		tls      bool
+	}{
+		{"10.0.0.5:5672", "10.0.0.5:5672", false},
+		{"amqp://guest:guest@rmq.example:5673/", "rmq.example:5673", false},
+		{"rabbit://nova:pw@ctl1:5672,nova:pw@ctl2:5672,nova:pw@ctl3/nova", "ctl1:5672,ctl2:5672,ctl3:5672", false},
+		{"amqps://nova:pw@[fd00::5]/", "[fd00::5]:5671", true},
+		{"amqp://rmq", "rmq:5672", false},
+	} {
+		got, tls, err := upstreamAddrs(tc.in)
+		if err != nil || strings.Join(got, ",") != tc.want || tls != tc.tls {
+			t.Errorf("upstreamAddrs(%q) = %q, tls %v, err %v; want %q, tls %v", tc.in, got, tls, err, tc.want, tc.tls)
+		}
+	}
+}
+
+// A variable with the prefix that sets no flag (a typo, or another command's flag) is named, with the nearest one.
+func TestUnknownEnvIsNamed(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var o options
+	o.register(fs, "a", "b")
+	got := unknownEnv(fs, []string{"AMQPTRACE_LISTN=x", "AMQPTRACE_LISTEN=y", "PATH=/bin", "AMQPTRACE_FROBNICATE_ALL=1"})
+	want := [][2]string{{"AMQPTRACE_FROBNICATE_ALL", ""}, {"AMQPTRACE_LISTN", "AMQPTRACE_LISTEN"}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("unknownEnv = %q, want %q", got, want)
 	}
 }

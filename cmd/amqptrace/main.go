@@ -42,8 +42,18 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// errUsage marks errors that should exit with code 2.
-var errUsage = errors.New("usage")
+// usageError is a mistake in how amqptrace was called (a flag, an argument, the environment): exit code 2, and
+// its message printed as it is, one line that names the flag.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// badUsage marks err as a usage mistake.
+func badUsage(err error) error { return usageError{err} }
+
+// badUsagef is badUsage of a formatted message.
+func badUsagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -78,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage):
+	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "amqptrace: %v\n", err)
 		return 2
 	default:

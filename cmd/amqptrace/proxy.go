@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,6 +63,7 @@ type options struct {
 	genericCasts                            bool
 
 	logFormat, logLevel string
+	fs                  *flag.FlagSet // the command's flags, for what the environment sets that none of them is
 
 	// capture and replay
 	source   string // "capture" or "replay": the records' source
@@ -105,6 +107,7 @@ func (o *options) registerProxy(fs *flag.FlagSet, listen string) {
 // registerSinks adds the flags every tracing command shares (proxy, demo, capture, replay): the sinks (UI and
 // /metrics, events file, OTLP), payload policy, correlation bounds, decoding bound and logging.
 func (o *options) registerSinks(fs *flag.FlagSet, http string) {
+	o.fs = fs
 	fs.StringVar(&o.http, "http", http, "address of the UI, API and /metrics; empty disables. Keep it on loopback or set --http-token")
 	fs.StringVar(&o.httpToken, "http-token", "", "bearer token required by the UI, the API and /metrics; /healthz and /readyz stay open (needed when --http is not loopback)")
 	fs.StringVar(&o.jaegerURL, "jaeger-url", "", "Jaeger UI base URL, e.g. http://127.0.0.1:16686: the UI links each call to its trace")
@@ -129,31 +132,61 @@ func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
 
-// check refuses values that parse but mean nothing, with one line naming the flag.
+// check refuses values that parse but mean nothing, with one line naming the flag, and rewrites --upstream given
+// as transport_url-style URLs to the host:port list the proxy dials.
 func (o *options) check() error {
 	if o.sampleRatio < 0 || o.sampleRatio > 1 {
-		return fmt.Errorf("%w: --sample-ratio %v: must be between 0 and 1", errUsage, o.sampleRatio)
+		return badUsagef("--sample-ratio %v: must be between 0 and 1", o.sampleRatio)
+	}
+	if err := checkListenAddr("--listen", o.listen); err != nil {
+		return err
+	}
+	if err := checkListenAddr("--http", o.http); err != nil {
+		return err
+	}
+	ups, tls, err := upstreamAddrs(o.upstream)
+	if err != nil {
+		return err
+	}
+	if tls {
+		o.upstreamTLS = true
+	}
+	o.upstream = strings.Join(ups, ",")
+	return nil
+}
+
+// checkListenAddr refuses an address to listen on that is not host:port with a port from 0 to 65535 (0: any free
+// port). An empty address passes: it disables what it is for.
+func checkListenAddr(flagName, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return badUsagef("%s %q: want host:port, e.g. 127.0.0.1:5673", flagName, addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return badUsagef("%s %q: port %q is not a number from 0 to 65535", flagName, addr, port)
 	}
 	return nil
 }
 
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("amqptrace proxy", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var o options
 	o.register(fs, "127.0.0.1:5673", "127.0.0.1:8080")
-	if err := parseFlags(fs, args, "amqptrace proxy: forward AMQP clients to RabbitMQ, untouched, and trace every RPC."); err != nil {
+	if err := parseFlags(fs, args, "amqptrace proxy: forward AMQP clients to RabbitMQ, untouched, and trace every RPC.", stdout); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return badUsage(err)
 	}
 	if err := o.check(); err != nil {
 		return err
 	}
 	logger, err := newLogger(o.logFormat, o.logLevel, stderr)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return badUsage(err)
 	}
 	a, err := newApp(ctx, &o, logger, stdout)
 	if err != nil {
@@ -208,11 +241,11 @@ type extraHandler struct {
 func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writer) (*app, error) {
 	clientTLS, upstreamTLS, err := o.tlsConfigs()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, badUsage(err)
 	}
 	upstreams, health, err := o.upstreamConfig(ctx, logger)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, badUsage(err)
 	}
 	a, core, err := newSinks(ctx, o, logger, stdout, "")
 	if err != nil {
@@ -268,17 +301,22 @@ type core struct {
 func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writer, source string) (*app, core, error) {
 	a := &app{o: o, log: logger}
 	var c core
+	if o.fs != nil {
+		for _, v := range unknownEnv(o.fs, os.Environ()) {
+			logger.Warn("environment variable sets no flag of this command; ignored", "variable", v[0], "did_you_mean", v[1])
+		}
+	}
 	payload, err := correlate.ParsePayloadPolicy(o.payload)
 	if err != nil {
-		return nil, c, fmt.Errorf("%w: --payload: %v", errUsage, err)
+		return nil, c, badUsagef("--payload: %v", err)
 	}
 	redactor, err := correlate.NewRedactor(correlate.RedactRules{Keys: splitList(o.redactKeys),
 		Patterns: splitPatterns(o.redactPatterns)})
 	if err != nil {
-		return nil, c, fmt.Errorf("%w: --redact-patterns: %v", errUsage, err)
+		return nil, c, badUsagef("--redact-patterns: %v", err)
 	}
 	if o.http != "" && o.httpToken == "" && !isLoopback(o.http) {
-		return nil, c, fmt.Errorf("%w: --http %s is not a loopback address: set --http-token (or AMQPTRACE_HTTP_TOKEN) so the UI is not open to everyone", errUsage, o.http)
+		return nil, c, badUsagef("--http %s is not a loopback address: set --http-token (or AMQPTRACE_HTTP_TOKEN) so the UI is not open to everyone", o.http)
 	}
 
 	src := metrics.Sources{Pipeline: func() pipeline.Stats { return a.stats() }, Logger: logger.With("component", "metrics")}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -574,5 +573,13 @@ func (c *Cloud) teardown(s *services, cancel context.CancelFunc) {
 		f()
 	}
 	c.pumps.Wait()
-	c.log.Info("cloud stopped", "counts", fmt.Sprintf("%+v", c.Counts()))
+	n := c.Counts()
+	sent := 0
+	for _, v := range n.Sent {
+		sent += v
+	}
+	// Totals only: the per-method maps are for tests, and a log line stays key=value.
+	c.log.Info("cloud stopped", "sent", sent, "mismatched", n.Mismatched, "replies", n.Replies,
+		"heartbeats", n.Heartbeats, "late_replies", n.LateReplies, "returned", n.Returned, "bad", n.Bad,
+		"boots", n.Boots, "boots_skipped", n.BootsSkipped)
 }
