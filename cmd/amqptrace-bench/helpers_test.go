@@ -4,33 +4,8 @@ import (
 	"bytes"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 )
-
-// lockedBuffer is a concurrency-safe buffer; onWrite, if set, sees every write.
-type lockedBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	onWrite func(string)
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	n, err := b.buf.Write(p)
-	f := b.onWrite
-	b.mu.Unlock()
-	if f != nil {
-		f(string(p))
-	}
-	return n, err
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 type testWriter struct{ t *testing.T }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/amqptrace/amqptrace/internal/brokertest"
+	"github.com/amqptrace/amqptrace/internal/testio"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 )
@@ -113,9 +114,9 @@ func TestRunInterrupted(t *testing.T) {
 	prefix := "amqptrace-bench-test-" + randHex(4)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testio.Buffer
 	// Cancel as soon as the first workload has started: the run cannot be finished by then (3 rounds × 3 paths).
-	stderr.onWrite = func(s string) {
+	stderr.OnWrite = func(s string) {
 		if strings.Contains(s, "msg=running") {
 			cancel()
 		}

@@ -4,6 +4,7 @@
 //	amqptrace demo      # proxy + UI + a simulated OpenStack cloud in front of the local RabbitMQ
 //	amqptrace capture --interface lo --port 5672 --events -   # passive: packets on the broker's port
 //	amqptrace replay capture.pcapng --http 127.0.0.1:8080    # a capture file someone sent you
+//	amqptrace tail --http 127.0.0.1:8080 --status error,timeout   # live calls in the terminal
 //	amqptrace version
 //
 // Every flag can also be set from an AMQPTRACE_* environment variable (--otlp-endpoint is
@@ -32,6 +33,7 @@ Usage:
   amqptrace demo [flags]     proxy + UI + a simulated OpenStack cloud against the local RabbitMQ
   amqptrace capture [flags]  trace from the packets on the broker's port, no proxy (needs CAP_NET_RAW)
   amqptrace replay FILE...   trace the RPCs in pcap/pcapng files (tcpdump -w, tshark -w)
+  amqptrace tail [flags]     follow a running amqptrace's calls in the terminal (--service, --status, --slower-than)
   amqptrace version          print the version
   amqptrace help             this text
 
@@ -62,7 +64,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	return runContext(ctx, args, stdout, stderr)
+}
 
+// runContext runs one command until it finishes or ctx ends, and returns its exit code.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "proxy":
@@ -73,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runCapture(ctx, args[1:], stdout, stderr)
 	case "replay":
 		err = runReplay(ctx, args[1:], stdout, stderr)
+	case "tail":
+		err = runTail(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "amqptrace %s\n", version)
 		return 0

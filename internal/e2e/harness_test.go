@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -14,28 +13,11 @@ import (
 
 	"github.com/amqptrace/amqptrace/correlate"
 	"github.com/amqptrace/amqptrace/internal/pipeline"
+	"github.com/amqptrace/amqptrace/internal/testio"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// lockedBuffer is a bytes.Buffer safe for the concurrent writers a logger and a sink are.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]byte(nil), b.buf.Bytes()...)
 }
 
 // collector is a sink that keeps a deep copy of every record (through JSON, the public form of a record) and
@@ -94,9 +76,9 @@ type harness struct {
 	p      *pipeline.Pipeline
 	addr   string
 	col    *collector
-	events *lockedBuffer
+	events *testio.Buffer
 	jsonl  *correlate.JSONLines
-	logs   *lockedBuffer
+	logs   *testio.Buffer
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -105,7 +87,7 @@ type harness struct {
 // startPipeline runs a pipeline in front of upstream. tune, when set, adjusts the config before New.
 func startPipeline(t testing.TB, upstream string, tune func(*pipeline.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, col: newCollector(), events: &lockedBuffer{}, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	h := &harness{t: t, col: newCollector(), events: &testio.Buffer{}, logs: &testio.Buffer{}, done: make(chan error, 1)}
 	h.jsonl = correlate.NewJSONLines(h.events)
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := pipeline.Config{

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,28 +17,12 @@ import (
 
 	"github.com/amqptrace/amqptrace/correlate"
 	"github.com/amqptrace/amqptrace/internal/brokertest"
+	"github.com/amqptrace/amqptrace/internal/testio"
 	"github.com/amqptrace/amqptrace/proxy"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // sinkUpstream is a stand-in broker that reads and discards everything, so the pipeline can be tested without
@@ -181,7 +164,7 @@ var heartbeatFrame = []byte{8, 0, 0, 0, 0, 0, 0, 0xCE}
 // closed ones, and that a framing error switches decoding off for that connection only, with bytes still flowing.
 func TestDecodeStatsLiveAndClosed(t *testing.T) {
 	up := startSinkUpstream(t)
-	logs := &lockedBuffer{}
+	logs := &testio.Buffer{}
 	r := serve(t, Config{
 		Upstreams: []string{up.ln.Addr().String()},
 		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -265,7 +248,7 @@ func (c *collector) records() []correlate.Record {
 func TestShutdownFlushesPending(t *testing.T) {
 	brokerAddr := brokertest.Require(t)
 	a, b := &collector{}, &collector{}
-	logs := &lockedBuffer{}
+	logs := &testio.Buffer{}
 	r := serve(t, Config{Upstreams: []string{brokerAddr}, ShutdownGrace: time.Second, Sinks: []correlate.Sink{a, b},
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 
