@@ -60,6 +60,7 @@ type options struct {
 	replyGrace, queueHorizon                time.Duration
 	maxPending, maxPendingBytes, bodyCap    int
 	maxFrame                                int
+	metricsLimits                           metrics.Limits
 	genericCasts                            bool
 
 	logFormat, logLevel string
@@ -128,6 +129,9 @@ func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 	fs.IntVar(&o.bodyCap, "body-cap", 1<<20, "bytes of each message body kept for decoding; larger bodies are marked truncated")
 	fs.BoolVar(&o.genericCasts, "generic-casts", false, "also record plain (non-oslo) AMQP messages without reply_to or correlation_id; off: they are only counted")
 	fs.IntVar(&o.maxFrame, "max-frame", 1<<20, "largest AMQP frame decoded before frame_max is negotiated (bytes)")
+	fs.IntVar(&o.metricsLimits.MaxSeries, "metrics-max-series", metrics.DefaultMaxSeries, "cap on distinct (method, topic) label pairs on /metrics; more are folded into \"other\" (counted)")
+	fs.IntVar(&o.metricsLimits.MaxServices, "metrics-max-services", metrics.DefaultMaxServices, "cap on distinct caller and callee service names on /metrics; more are folded into \"other\" (counted)")
+	fs.IntVar(&o.metricsLimits.MaxExceptions, "metrics-max-exceptions", metrics.DefaultMaxExceptions, "cap on distinct exception classes on /metrics; more are folded into \"other\" (counted)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -137,6 +141,12 @@ func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 func (o *options) check() error {
 	if o.sampleRatio < 0 || o.sampleRatio > 1 {
 		return badUsagef("--sample-ratio %v: must be between 0 and 1", o.sampleRatio)
+	}
+	for name, v := range map[string]int{"--metrics-max-series": o.metricsLimits.MaxSeries,
+		"--metrics-max-services": o.metricsLimits.MaxServices, "--metrics-max-exceptions": o.metricsLimits.MaxExceptions} {
+		if v < 0 {
+			return badUsagef("%s %d: must not be negative", name, v)
+		}
 	}
 	if err := checkListenAddr("--listen", o.listen); err != nil {
 		return err
@@ -321,7 +331,7 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 
 	src := metrics.Sources{Pipeline: func() pipeline.Stats { return a.stats() }, Logger: logger.With("component", "metrics")}
 	var records *metrics.Records
-	a.registry, records = metrics.NewRegistry(&src)
+	a.registry, records = metrics.NewRegistry(&src, o.metricsLimits)
 	a.registry.MustRegister(redactionCollector{redactor})
 	c.sinks, c.names = append(c.sinks, records), append(c.names, "metrics")
 	if o.events != "" {

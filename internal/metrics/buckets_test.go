@@ -17,7 +17,7 @@ import (
 // neighbours are at most 1.67x apart.
 func TestBucketBoundsAreRound(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	r := NewRecords(reg, 0)
+	r := NewRecords(reg, Limits{})
 	r.Record(&correlate.Record{Kind: correlate.KindCall, Status: correlate.StatusOK, Method: "m", Topic: "t",
 		Published: at(0), Delivered: at(2), Replied: at(40), ReplyDelivered: at(43)})
 	w := httptest.NewRecorder()

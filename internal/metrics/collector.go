@@ -35,11 +35,11 @@ type Sources struct {
 // NewRegistry returns a registry with the Go runtime and process collectors, the component collector for src,
 // and the record metrics (returned as a correlate.Sink to plug into the pipeline).
 // src is read at every scrape, so the caller may fill it in after this call (components are built in turn).
-func NewRegistry(src *Sources) (*prometheus.Registry, *Records) {
+func NewRegistry(src *Sources, lim Limits) (*prometheus.Registry, *Records) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(&collector{src: src, panics: correlate.NewPanicGuard("metrics", src.Logger)})
-	return reg, NewRecords(reg, 0)
+	return reg, NewRecords(reg, lim)
 }
 
 // Handler serves reg in the Prometheus text format.

@@ -4,9 +4,10 @@
 //
 // Record metrics are updated in line by a correlate.Sink (Prometheus vectors are lock-free on the hot path once a
 // label set exists); component counters are read from the components' own Stats snapshots at scrape time, so the
-// forwarding path pays nothing for them. Label values from the wire (method, topic) are bounded: past MaxSeries
+// forwarding path pays nothing for them. Label values from the wire (method, topic) are bounded: past Limits.MaxSeries
 // distinct (method, topic) pairs new ones are folded into "other", so a misbehaving client cannot grow memory
-// without bound.
+// without bound. The same holds for service names (caller and callee, Limits.MaxServices) and exception classes
+// (Limits.MaxExceptions); every fold is counted in amqptrace_metrics_label_overflow_total by the label folded.
 package metrics
 
 import (
@@ -45,8 +46,50 @@ func mustFloat(s string) float64 {
 	return f
 }
 
-// DefaultMaxSeries bounds distinct (method, topic) label pairs.
-const DefaultMaxSeries = 2000
+// Limits bound the label values taken from the wire. Zero takes the default.
+type Limits struct {
+	MaxSeries     int // distinct (method, topic) pairs (default 2000)
+	MaxServices   int // distinct service names, callers and callees together (default 200)
+	MaxExceptions int // distinct exception classes (default 200)
+}
+
+// Defaults of Limits. A cloud has a few dozen services and a few hundred methods; the caps are well above that and
+// well below what would hurt a Prometheus server (each pair multiplies by status and by histogram bucket).
+const (
+	DefaultMaxSeries     = 2000
+	DefaultMaxServices   = 200
+	DefaultMaxExceptions = 200
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxSeries <= 0 {
+		l.MaxSeries = DefaultMaxSeries
+	}
+	if l.MaxServices <= 0 {
+		l.MaxServices = DefaultMaxServices
+	}
+	if l.MaxExceptions <= 0 {
+		l.MaxExceptions = DefaultMaxExceptions
+	}
+	return l
+}
+
+// labelSet admits at most max distinct values of one label; the rest are "other". Callers hold Records.mu.
+type labelSet struct {
+	max   int
+	known map[string]bool
+}
+
+func (ls *labelSet) admit(v string) bool {
+	if ls.known[v] {
+		return true
+	}
+	if len(ls.known) >= ls.max {
+		return false
+	}
+	ls.known[v] = true
+	return true
+}
 
 // Records is a correlate.Sink that turns records into Prometheus metrics.
 type Records struct {
@@ -56,18 +99,20 @@ type Records struct {
 	queue     *prometheus.HistogramVec
 	late      prometheus.Counter
 	after     *prometheus.CounterVec
-	folded    prometheus.Counter
+	flows     *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+	folded    *prometheus.CounterVec
 	maxSeries int
 
-	mu    sync.Mutex
-	known map[[2]string]bool
+	mu         sync.Mutex
+	known      map[[2]string]bool
+	services   labelSet
+	exceptions labelSet
 }
 
 // NewRecords registers the record metrics on reg.
-func NewRecords(reg prometheus.Registerer, maxSeries int) *Records {
-	if maxSeries <= 0 {
-		maxSeries = DefaultMaxSeries
-	}
+func NewRecords(reg prometheus.Registerer, lim Limits) *Records {
+	lim = lim.withDefaults()
 	r := &Records{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "amqptrace_records_total",
@@ -96,14 +141,24 @@ func NewRecords(reg prometheus.Registerer, maxSeries int) *Records {
 			Name: "amqptrace_rpc_replies_after_record_total",
 			Help: "Replies that came after their call's record was emitted as a timeout (later than the deadline plus --reply-grace), by method, topic and the reply's status; each is a follow-up record that amends the call's.",
 		}, []string{"method", "topic", "status"}),
-		folded: prometheus.NewCounter(prometheus.CounterOpts{
+		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "amqptrace_rpc_flows_total",
+			Help: "Finished records by caller and callee service (as the wire names them: connection_name, or the topic a process serves; \"unknown\" when it did not say), kind and status: who talks to whom.",
+		}, []string{"caller", "callee", "kind", "status"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "amqptrace_rpc_errors_total",
+			Help: "Calls that ended in a remote exception, by method, topic and the exception's class (NoValidHost, MessagingTimeout on a nested call, ...).",
+		}, []string{"method", "topic", "exception"}),
+		folded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "amqptrace_metrics_label_overflow_total",
-			Help: "Records whose method/topic labels were folded into \"other\" because the series cap was reached.",
-		}),
-		maxSeries: maxSeries,
-		known:     map[[2]string]bool{},
+			Help: "Records a label of which was folded into \"other\" because its cap was reached, by label: method_topic (--metrics-max-series), service (--metrics-max-services) or exception (--metrics-max-exceptions).",
+		}, []string{"label"}),
+		maxSeries:  lim.MaxSeries,
+		known:      map[[2]string]bool{},
+		services:   labelSet{max: lim.MaxServices, known: map[string]bool{}},
+		exceptions: labelSet{max: lim.MaxExceptions, known: map[string]bool{}},
 	}
-	reg.MustRegister(r.records, r.client, r.server, r.queue, r.late, r.after, r.folded)
+	reg.MustRegister(r.records, r.client, r.server, r.queue, r.late, r.after, r.flows, r.errors, r.folded)
 	return r
 }
 
@@ -121,11 +176,48 @@ func (r *Records) labels(method, topic string) (string, string) {
 		return method, topic
 	}
 	if len(r.known) >= r.maxSeries {
-		r.folded.Inc()
+		r.folded.WithLabelValues("method_topic").Inc()
 		return "other", "other"
 	}
 	r.known[key] = true
 	return method, topic
+}
+
+// serviceLabels returns bounded caller and callee label values.
+func (r *Records) serviceLabels(caller, callee *correlate.Endpoint) (string, string) {
+	name := func(e *correlate.Endpoint) string {
+		if e == nil || e.Service == "" {
+			return "unknown"
+		}
+		return correlate.CleanString(e.Service, maxLabelLen)
+	}
+	a, b := name(caller), name(callee)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.services.admit(a) {
+		r.folded.WithLabelValues("service").Inc()
+		a = "other"
+	}
+	if !r.services.admit(b) {
+		r.folded.WithLabelValues("service").Inc()
+		b = "other"
+	}
+	return a, b
+}
+
+// exceptionLabel returns a bounded exception class label value.
+func (r *Records) exceptionLabel(class string) string {
+	class = correlate.CleanString(class, maxLabelLen)
+	if class == "" {
+		class = "unknown"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.exceptions.admit(class) {
+		r.folded.WithLabelValues("exception").Inc()
+		return "other"
+	}
+	return class
 }
 
 // Record implements correlate.Sink.
@@ -143,6 +235,11 @@ func (r *Records) Record(rec *correlate.Record) {
 		return
 	}
 	r.records.WithLabelValues(string(rec.Kind), method, topic, status).Inc()
+	caller, callee := r.serviceLabels(rec.Caller, rec.Callee)
+	r.flows.WithLabelValues(caller, callee, string(rec.Kind), status).Inc()
+	if rec.Error != nil {
+		r.errors.WithLabelValues(method, topic, r.exceptionLabel(rec.Error.Class)).Inc()
+	}
 	if rec.LateReply {
 		r.late.Inc()
 	}

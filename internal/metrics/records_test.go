@@ -25,7 +25,7 @@ func at(ms int) *time.Time {
 
 func TestRecordsCountAndTime(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	r := NewRecords(reg, 0)
+	r := NewRecords(reg, Limits{})
 	r.Record(&correlate.Record{Kind: correlate.KindCall, Status: correlate.StatusOK, Method: "select_destinations",
 		Topic: "scheduler", Published: at(0), Delivered: at(2), Replied: at(40), ReplyDelivered: at(43)})
 	r.Record(&correlate.Record{Kind: correlate.KindCall, Status: correlate.StatusTimeout, Method: "select_destinations",
@@ -73,12 +73,12 @@ func TestRecordsCountAndTime(t *testing.T) {
 }
 
 func TestLabelsAreBounded(t *testing.T) {
-	r := NewRecords(prometheus.NewRegistry(), 3)
+	r := NewRecords(prometheus.NewRegistry(), Limits{MaxSeries: 3})
 	for i := 0; i < 10; i++ {
 		r.Record(&correlate.Record{Kind: correlate.KindCast, Status: correlate.StatusOK,
 			Method: "m" + strings.Repeat("x", i), Topic: "t"})
 	}
-	if got := testutil.ToFloat64(r.folded); got != 7 {
+	if got := testutil.ToFloat64(r.folded.WithLabelValues("method_topic")); got != 7 {
 		t.Errorf("folded = %v, want 7", got)
 	}
 	if got := testutil.ToFloat64(r.records.WithLabelValues("cast", "other", "other", "ok")); got != 7 {
@@ -86,8 +86,38 @@ func TestLabelsAreBounded(t *testing.T) {
 	}
 }
 
+// Caller and callee services and exception classes are labels too, each with its own cap; what is folded is
+// counted by label, and the services within the cap keep their own series.
+func TestServiceAndExceptionLabelsAreBounded(t *testing.T) {
+	r := NewRecords(prometheus.NewRegistry(), Limits{MaxServices: 3, MaxExceptions: 2})
+	ep := func(s string) *correlate.Endpoint { return &correlate.Endpoint{Service: s} }
+	for i := 0; i < 5; i++ {
+		r.Record(&correlate.Record{Kind: correlate.KindCall, Status: correlate.StatusError, Method: "m", Topic: "t",
+			Caller: ep("nova-conductor"), Callee: ep(fmt.Sprintf("svc-%d", i)),
+			Error: &correlate.RemoteError{Class: fmt.Sprintf("Error%d", i)}})
+	}
+	r.Record(&correlate.Record{Kind: correlate.KindCast, Status: correlate.StatusOK, Method: "m", Topic: "t"})
+	// nova-conductor, svc-0 and svc-1 fit in 3; svc-2..4 and then "unknown" twice (the cast) are folded.
+	for _, tc := range []struct {
+		c    prometheus.Counter
+		want float64
+	}{
+		{r.flows.WithLabelValues("nova-conductor", "svc-1", "call", "error"), 1},
+		{r.flows.WithLabelValues("nova-conductor", "other", "call", "error"), 3},
+		{r.flows.WithLabelValues("other", "other", "cast", "ok"), 1},
+		{r.folded.WithLabelValues("service"), 5},
+		{r.errors.WithLabelValues("m", "t", "Error1"), 1},
+		{r.errors.WithLabelValues("m", "t", "other"), 3},
+		{r.folded.WithLabelValues("exception"), 3},
+	} {
+		if got := testutil.ToFloat64(tc.c); got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.c.Desc(), got, tc.want)
+		}
+	}
+}
+
 func TestNotificationsAreLabelledByEventType(t *testing.T) {
-	r := NewRecords(prometheus.NewRegistry(), 0)
+	r := NewRecords(prometheus.NewRegistry(), Limits{})
 	r.Record(&correlate.Record{Kind: correlate.KindNotification, Status: correlate.StatusOK,
 		EventType: "instance.create.end", Topic: "notifications"})
 	if got := testutil.ToFloat64(r.records.WithLabelValues("notification", "instance.create.end", "notifications", "ok")); got != 1 {
@@ -100,7 +130,7 @@ func TestNotificationsAreLabelledByEventType(t *testing.T) {
 // every boundary that requires valid text does, so a record built elsewhere cannot panic it either.
 func TestInvalidUTF8LabelsAreMendedAndBounded(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	r := NewRecords(reg, 0)
+	r := NewRecords(reg, Limits{})
 	r.Record(&correlate.Record{Kind: correlate.KindCast, Status: correlate.StatusOK, Method: "pin\xc9\xf8g",
 		Topic: "compute.\xff", Published: at(0), Delivered: at(3)})
 	r.Record(&correlate.Record{Kind: correlate.KindNotification, Status: correlate.StatusOK,
@@ -121,7 +151,7 @@ func TestInvalidUTF8LabelsAreMendedAndBounded(t *testing.T) {
 // source that panics (it counts itself under component="metrics").
 func TestPanicsAreExported(t *testing.T) {
 	src := &Sources{SinkNames: []string{"metrics", "events"}}
-	reg, _ := NewRegistry(src)
+	reg, _ := NewRegistry(src, Limits{})
 	src.Pipeline = func() pipeline.Stats {
 		return pipeline.Stats{SinkDrops: []uint64{3, 0}, SinkPanics: []uint64{3, 0}, Decode: pipeline.DecodeStats{Panics: 2},
 			Correlate: correlate.Stats{Panics: 1}}
@@ -148,7 +178,7 @@ amqptrace_panics_total{component="sink:metrics"} 3
 
 // A follow-up (a reply after its call's record) counts once, by method, and does not count the call again.
 func TestFollowUpCountsOnceByMethod(t *testing.T) {
-	r := NewRecords(prometheus.NewRegistry(), 0)
+	r := NewRecords(prometheus.NewRegistry(), Limits{})
 	r.Record(&correlate.Record{ID: 1, Kind: correlate.KindCall, Status: correlate.StatusTimeout, Method: "report_state",
 		Topic: "q-plugin", Published: at(0), Delivered: at(1)})
 	r.Record(&correlate.Record{ID: 2, Amends: 1, Kind: correlate.KindCall, Status: correlate.StatusOK, Method: "report_state",

@@ -23,7 +23,7 @@ import (
 func TestRefusedLoginMakesNoRecordsAndNoSeries(t *testing.T) {
 	brokertest.Require(t)
 	src := &Sources{}
-	reg, records := NewRegistry(src)
+	reg, records := NewRegistry(src, Limits{})
 	var got []*correlate.Record
 	recs := correlate.SinkFunc(func(r *correlate.Record) { got = append(got, r) }) // one Fanout goroutine
 	p, err := pipeline.New(pipeline.Config{
