@@ -7,7 +7,7 @@ FUZZTIME  ?= 2m
 # Tests that need the broker fail instead of skipping when CI=true.
 TESTFLAGS ?= -count=1 -timeout 25m
 
-.PHONY: all build test test-short lint fuzz fuzz-ci bench demo deps jaeger jaeger-run clean help
+.PHONY: all build test test-short lint fuzz fuzz-ci bench demo deps jaeger otelcol jaeger-run clean help
 
 all: build
 
@@ -29,13 +29,17 @@ deps:
 jaeger:
 	@scripts/jaeger.sh
 
+# otelcol builds (once) the OpenTelemetry Collector the scale-out recipe (deploy/collector) and its test run.
+otelcol:
+	@scripts/otelcol.sh
+
 # jaeger-run builds (once) and runs a loopback Jaeger v2: OTLP gRPC on 127.0.0.1:4317, API on 127.0.0.1:16686.
 jaeger-run:
 	$$(scripts/jaeger.sh) --config file:deploy/jaeger-local.yaml
 
 test: deps
 	$(GO) vet ./...
-	JAEGER_BIN=$$(scripts/jaeger.sh) $(GO) test $(TESTFLAGS) ./...
+	JAEGER_BIN=$$(scripts/jaeger.sh) OTELCOL_BIN=$$(scripts/otelcol.sh) $(GO) test $(TESTFLAGS) ./...
 	# The proxy tests once more on the goroutine pumps (the path TLS connections and non-Linux systems take).
 	PROXY_TEST_PUMPS=goroutines $(GO) test $(TESTFLAGS) ./proxy
 

@@ -270,3 +270,38 @@ func TestDeployMetricsExist(t *testing.T) {
 		t.Errorf("%s (used by %s) was never served on /metrics", name, strings.Join(refs[name], ", "))
 	}
 }
+
+// TestJaegerPinnedOnce: the README, the compose file and every manifest name one Jaeger release, the one whose Go
+// module scripts/jaeger.sh builds for the tests, so what an operator runs is what the tests ran against.
+func TestJaegerPinnedOnce(t *testing.T) {
+	re := regexp.MustCompile(`jaegertracing/jaeger:([0-9][0-9.]*)`)
+	tags := map[string][]string{}
+	files := []string{filepath.Join(deployDir, "..", "README.md")}
+	_ = filepath.WalkDir(deployDir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, path)
+		}
+		return err
+	})
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			tags[m[1]] = append(tags[m[1]], f)
+		}
+	}
+	script, err := os.ReadFile(filepath.Join(deployDir, "..", "scripts", "jaeger.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tags) != 1 {
+		t.Fatalf("Jaeger images named: %v; want one release everywhere", tags)
+	}
+	for tag := range tags {
+		if !strings.Contains(string(script), "Jaeger v"+tag+" release") {
+			t.Errorf("deploy files pin jaegertracing/jaeger:%s, but scripts/jaeger.sh builds another release", tag)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/amqptrace/amqptrace/correlate"
+	"github.com/amqptrace/amqptrace/internal/pipeline"
 	"github.com/amqptrace/amqptrace/tracing"
 	"github.com/amqptrace/amqptrace/tracing/jaegertest"
 )
@@ -176,6 +177,16 @@ func parseJSONLines(t testing.TB, b []byte) []correlate.Record {
 // broker and the proxy go) and waits for every reply. It returns the calls' msg ids in publish order.
 func osloCalls(t testing.TB, conn *amqp.Connection, exchange, topic, method, requestID string, n int) []string {
 	t.Helper()
+	return pipelinedCalls(t, conn, exchange, topic, n, "30000", func(i int, msg map[string]any) {
+		msg["method"], msg["args"], msg["_context_request_id"] = method, map[string]any{"i": i}, requestID
+	})
+}
+
+// pipelinedCalls publishes n oslo-shaped calls with expiration (ms) on one channel, each message as fill
+// completes it (method, args, context), and waits for every reply. It returns the msg ids in publish order.
+func pipelinedCalls(t testing.TB, conn *amqp.Connection, exchange, topic string, n int, expiration string,
+	fill func(i int, msg map[string]any)) []string {
+	t.Helper()
 	ch := channel(t, conn)
 	defer ch.Close()
 	must(t, ch.ExchangeDeclare(exchange, "topic", false, true, false, false, nil), "exchange.declare")
@@ -189,11 +200,11 @@ func osloCalls(t testing.TB, conn *amqp.Connection, exchange, topic, method, req
 	for i := range ids {
 		ids[i] = randHex(16)
 		pending[ids[i]] = true
-		body := osloEnvelope(map[string]any{"method": method, "args": map[string]any{"i": i}, "_msg_id": ids[i],
-			"_reply_q": replyQ, "_timeout": nil, "_unique_id": randHex(16), "_context_request_id": requestID,
-			"_context_global_request_id": nil})
+		msg := map[string]any{"_msg_id": ids[i], "_reply_q": replyQ, "_timeout": nil, "_unique_id": randHex(16),
+			"_context_global_request_id": nil}
+		fill(i, msg)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := ch.PublishWithContext(ctx, exchange, topic, false, false, osloPublishing(body, "30000"))
+		err := ch.PublishWithContext(ctx, exchange, topic, false, false, osloPublishing(osloEnvelope(msg), expiration))
 		cancel()
 		must(t, err, "publish")
 	}
@@ -211,6 +222,15 @@ func osloCalls(t testing.TB, conn *amqp.Connection, exchange, topic, method, req
 		}
 	}
 	return ids
+}
+
+// exportTo adds x to a pipeline's sinks and shortens the reply grace: a one-sided record (a proxy that sees only
+// the server's side) becomes final only at its deadline plus the grace.
+func exportTo(x *traceExport) func(*pipeline.Config) {
+	return func(c *pipeline.Config) {
+		c.Sinks = append(c.Sinks, x.exp)
+		c.Correlate.Grace = time.Second
+	}
 }
 
 // rawTrace is the query API's answer for one trace, as bytes, for the secret scan (the typed Trace decodes only

@@ -10,7 +10,6 @@ import (
 
 	"github.com/amqptrace/amqptrace/correlate"
 	"github.com/amqptrace/amqptrace/internal/brokertest"
-	"github.com/amqptrace/amqptrace/internal/pipeline"
 	"github.com/amqptrace/amqptrace/tracing"
 	"github.com/amqptrace/amqptrace/tracing/jaegertest"
 )
@@ -25,14 +24,7 @@ func TestJaegerTwoProxiesJoin(t *testing.T) {
 	j := jaegertest.Start(t)
 	cfg := tracing.Config{Endpoint: j.OTLPAddr, Insecure: true, BatchTimeout: 50 * time.Millisecond}
 	xa, xb := startExporter(t, cfg), startExporter(t, cfg)
-	// A one-sided record becomes final only at its deadline plus the grace; keep both short.
-	tune := func(x *traceExport) func(*pipeline.Config) {
-		return func(c *pipeline.Config) {
-			c.Sinks = append(c.Sinks, x.exp)
-			c.Correlate.Grace = time.Second
-		}
-	}
-	ha, hb := startPipeline(t, brokerAddr, tune(xa)), startPipeline(t, brokerAddr, tune(xb))
+	ha, hb := startPipeline(t, brokerAddr, exportTo(xa)), startPipeline(t, brokerAddr, exportTo(xb))
 
 	id := randHex(4)
 	callerSvc, serverSvc := "e2e-join-caller-"+id, "e2e-join-server-"+id
