@@ -5,7 +5,7 @@
 # haproxy, the plain TCP proxy the bench compares against (its tests run it), and tcpdump and tshark, which
 # write the pcap and pcapng files the capture tests replay (tshark's debconf question, whether non-root users may
 # capture, is answered "no" by the noninteractive frontend), and prometheus for promtool, which checks and
-# unit-tests the shipped alert rules (deploy/prometheus).
+# unit-tests the shipped alert rules (deploy/prometheus), and logrotate, which checks the shipped snippet.
 # Jaeger is built separately by scripts/jaeger.sh (it is a Go module, not a Debian package).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +21,7 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
 
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"

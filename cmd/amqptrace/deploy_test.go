@@ -305,3 +305,22 @@ func TestJaegerPinnedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployScriptsAndLogrotate: the devstack plugin parses as bash, and logrotate accepts the shipped snippet
+// (debug mode: it reads and checks the configuration, rotates nothing).
+func TestDeployScriptsAndLogrotate(t *testing.T) {
+	for _, f := range []string{"devstack/plugin.sh", "devstack/settings"} {
+		if out, err := exec.Command("bash", "-n", filepath.Join(deployDir, f)).CombinedOutput(); err != nil {
+			t.Errorf("bash -n %s: %v\n%s", f, err, out)
+		}
+	}
+	lr, err := exec.LookPath("logrotate")
+	if err != nil {
+		lr = requireTool(t, "/usr/sbin/logrotate")
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	out, err := exec.Command(lr, "--debug", "--state", state, filepath.Join(deployDir, "logrotate", "amqptrace")).CombinedOutput()
+	if err != nil || bytes.Contains(out, []byte("error:")) {
+		t.Errorf("logrotate --debug: %v\n%s", err, out)
+	}
+}

@@ -137,7 +137,11 @@ func TestKubernetesAndComposeParse(t *testing.T) {
 	script := `import sys, yaml
 docs = list(yaml.safe_load_all(open(sys.argv[1])))
 kinds = sorted(d["kind"] for d in docs if d)
-assert kinds == ["ConfigMap", "Deployment", "Service"], kinds
+assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"], kinds
+dep = next(d for d in docs if d and d["kind"] == "Deployment")
+pdb = next(d for d in docs if d and d["kind"] == "PodDisruptionBudget")
+assert pdb["spec"]["minAvailable"] < dep["spec"]["replicas"], "a PDB that allows no disruption blocks every drain"
+assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
 c = yaml.safe_load(open(sys.argv[2]))
 assert set(c["services"]) == {"rabbitmq", "jaeger", "amqptrace"}, c["services"].keys()
 print("ok")`
