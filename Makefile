@@ -64,8 +64,12 @@ bench: build
 	scripts/ensure-rabbitmq.sh --nofile 20000
 	$(GO) run ./cmd/amqptrace-bench --amqptrace $(BIN) $(BENCHFLAGS)
 
-demo: build
-	scripts/ensure-rabbitmq.sh
+demo:
+	@echo "make demo: building $(BIN) (the first build downloads the Go modules: a minute or two on a fresh machine)"
+	@$(MAKE) --no-print-directory build
+	@echo "make demo: checking RabbitMQ on 127.0.0.1:5672 (starts it, or installs it with apt-get, if needed)"
+	@scripts/ensure-rabbitmq.sh
+	@echo "make demo: starting the proxy (clients on 127.0.0.1:5673), the UI (http://127.0.0.1:8080/) and a simulated OpenStack cloud; Ctrl-C stops it"
 	$(BIN) demo $(DEMOFLAGS)
 
 clean:

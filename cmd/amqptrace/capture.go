@@ -41,6 +41,9 @@ func parsePorts(s string) ([]uint16, error) {
 // passiveApp builds the sinks and a passive pipeline for capture or replay. A replay (fromFile) waits for the
 // correlator rather than dropping, and runs the correlator on the file's clock.
 func passiveApp(ctx context.Context, o *options, stdout, stderr io.Writer, fromFile bool) (*app, *pipeline.Passive, []uint16, error) {
+	if err := o.check(); err != nil {
+		return nil, nil, nil, err
+	}
 	ports, err := parsePorts(o.ports)
 	if err != nil {
 		return nil, nil, nil, badUsage(err)

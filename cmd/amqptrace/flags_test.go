@@ -228,6 +228,10 @@ func TestFlagMistakesAreOneLine(t *testing.T) {
 		{[]string{"demo", "--http", "127.0.0.1:80800"}, `--http "127.0.0.1:80800": port "80800"`},
 		{[]string{"proxy", "--upstream", "ftp://nova:s3cr3tpw@rmq:5672/"}, `--upstream "ftp://nova:xxxxx@rmq:5672/": scheme "ftp"`},
 		{[]string{"proxy", "--upstream", "amqps://rmq1,rmq2:5672"}, "--upstream: amqps:// and plain entries mixed"},
+		{[]string{"proxy", "--payload", "everything"}, `--payload: unknown payload policy "everything"`},
+		{[]string{"proxy", "--redact-patterns", "("}, `--redact-patterns: redaction pattern "(": error parsing regexp`},
+		{[]string{"proxy", "--max-conns", "-1"}, "--max-conns -1: must not be negative"},
+		{[]string{"replay", "--body-cap", "-1", "x.pcap"}, "--body-cap -1: must not be negative"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
@@ -235,8 +239,8 @@ func TestFlagMistakesAreOneLine(t *testing.T) {
 		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
 			t.Errorf("%v: code %d, stderr %q; want 2 and one line with %q", tc.args, code, errb.String(), tc.want)
 		}
-		if strings.Contains(lines[0], "usage:") || strings.Contains(errb.String(), "s3cr3tpw") {
-			t.Errorf("%v: stderr %q; want no usage: prefix and no password", tc.args, errb.String())
+		if strings.Contains(lines[0], "usage:") || strings.Contains(lines[0], "correlate:") || strings.Contains(errb.String(), "s3cr3tpw") {
+			t.Errorf("%v: stderr %q; want no usage: prefix, no package name and no password", tc.args, errb.String())
 		}
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
+	"strings"
 	"syscall"
 )
 
@@ -97,10 +99,19 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "amqptrace: %v\n", err)
+		fmt.Fprintf(stderr, "amqptrace: %s\n", userMessage(err))
 		return 2
 	default:
-		fmt.Fprintf(stderr, "amqptrace: %v\n", err)
+		fmt.Fprintf(stderr, "amqptrace: %s\n", userMessage(err))
 		return 1
 	}
+}
+
+// packagePrefix matches the "correlate: " a library error starts with, at the start or after a ": ".
+var packagePrefix = regexp.MustCompile(`(^|: )(correlate|tracing|ui|proxy|capture|frames|pipeline|metrics): `)
+
+// userMessage is err's text without our package names (an operator knows flags, not packages) and on one line.
+func userMessage(err error) string {
+	msg := packagePrefix.ReplaceAllString(err.Error(), "$1")
+	return strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", " ")), " ")
 }

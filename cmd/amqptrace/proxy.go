@@ -142,7 +142,9 @@ func (o *options) check() error {
 	if o.sampleRatio < 0 || o.sampleRatio > 1 {
 		return badUsagef("--sample-ratio %v: must be between 0 and 1", o.sampleRatio)
 	}
-	for name, v := range map[string]int{"--metrics-max-series": o.metricsLimits.MaxSeries,
+	for name, v := range map[string]int{"--max-conns": o.maxConns, "--body-cap": o.bodyCap,
+		"--max-pending": o.maxPending, "--max-pending-bytes": o.maxPendingBytes, "--max-frame": o.maxFrame,
+		"--http-max-conns": o.httpMaxConns, "--metrics-max-series": o.metricsLimits.MaxSeries,
 		"--metrics-max-services": o.metricsLimits.MaxServices, "--metrics-max-exceptions": o.metricsLimits.MaxExceptions} {
 		if v < 0 {
 			return badUsagef("%s %d: must not be negative", name, v)
