@@ -147,7 +147,9 @@ func TestBrowserLiveUI(t *testing.T) {
 	}
 	browsertest.Screenshot(t, ctx, "ui-live")
 
-	// The filter narrows the table.
+	// The filter narrows the table (the calls view).
+	step(t, ctx, "calls view", chromedp.Click(chromedp.CSS(`#tabs a[data-view="calls"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#filter")))
 	step(t, ctx, "filter", chromedp.SendKeys(chromedp.CSS("#filter"), "method:select_destinations"),
 		waitJS(`document.querySelectorAll("#calls tbody tr:not(.hidden)").length === 4`))
 	visible := eval[[]string](t, ctx, `[...document.querySelectorAll("#calls tbody tr:not(.hidden) td:nth-child(6)")].map(td => td.textContent)`)
@@ -228,7 +230,7 @@ func TestBrowserXSS(t *testing.T) {
 	ctx := browsertest.Start(t)
 	ui := startUI(t, "")
 	defer ui.stop()
-	step(t, ctx, "open page", chromedp.Navigate(ui.ts.URL+"/"),
+	step(t, ctx, "open page", chromedp.Navigate(ui.ts.URL+"/#/calls"),
 		waitJS(`document.getElementById("conn").dataset.state === "live"`))
 	evil := &correlate.Endpoint{Service: `<svg onload=window.__xss=4>`, PID: 1, Host: `<b>h</b>`}
 	g := newGen()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -403,7 +404,7 @@ func TestJaegerLink(t *testing.T) {
 func TestSecurityHeadersAndPage(t *testing.T) {
 	s, _ := newTestServer(t, Config{})
 	h := s.Handler()
-	for _, p := range []string{"/", "/app.js", "/style.css", "/api/calls", "/api/graph", "/healthz"} {
+	for _, p := range []string{"/", "/js/main.js", "/style.css", "/api/calls", "/api/graph", "/healthz"} {
 		res := getJSON(t, h, p, nil)
 		if res.StatusCode != 200 {
 			t.Errorf("%s: status %d", p, res.StatusCode)
@@ -419,16 +420,26 @@ func TestSecurityHeadersAndPage(t *testing.T) {
 	}
 	// The page has no inline script or style for the CSP to block, and the code never builds HTML from strings.
 	page, _ := webFS.ReadFile("web/index.html")
-	if m := regexp.MustCompile(`<script(?:[^>]*)>`).FindAllString(string(page), -1); len(m) != 1 || !strings.Contains(m[0], `src="app.js"`) {
+	if m := regexp.MustCompile(`<script(?:[^>]*)>`).FindAllString(string(page), -1); len(m) != 1 || !strings.Contains(m[0], `type="module" src="js/main.js"`) {
 		t.Errorf("index.html scripts: %v", m)
 	}
 	if regexp.MustCompile(`\sstyle=|<style|\son[a-z]+=`).Match(page) {
 		t.Error("index.html has inline style or event handlers")
 	}
-	js, _ := webFS.ReadFile("web/app.js")
-	code := regexp.MustCompile(`(?m)^\s*//.*$`).ReplaceAll(js, nil) // the header comment names the banned APIs
-	if regexp.MustCompile(`innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function`).Match(code) {
-		t.Error("app.js uses an HTML-string or eval API")
+	mods, _ := fs.Glob(webFS, "web/js/*.js")
+	vendor, _ := fs.Glob(webFS, "web/vendor/*.js")
+	if len(mods) < 5 || len(vendor) != 1 {
+		t.Fatalf("modules %v, vendored %v", mods, vendor)
+	}
+	for _, f := range append(mods, vendor...) {
+		js, _ := webFS.ReadFile(f)
+		code := regexp.MustCompile(`(?m)^\s*//.*$`).ReplaceAll(js, nil) // util.js's header comment names the banned APIs
+		if regexp.MustCompile(`innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function|Function\(`).Match(code) {
+			t.Errorf("%s uses an HTML-string or eval API", f)
+		}
+		if regexp.MustCompile(`from\s*"(https?:)?//`).Match(js) {
+			t.Errorf("%s imports from another origin", f)
+		}
 	}
 }
 
@@ -447,7 +458,7 @@ func TestTokenAuth(t *testing.T) {
 	bearer := func(tok string) func(*http.Request) {
 		return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
 	}
-	for _, p := range []string{"/", "/api/calls", "/api/graph", "/api/calls/1", "/api/request/req-1", "/app.js", "/api/ws"} {
+	for _, p := range []string{"/", "/api/calls", "/api/graph", "/api/calls/1", "/api/request/req-1", "/js/main.js", "/api/ws"} {
 		if res := do(p, nil); res.StatusCode != http.StatusUnauthorized {
 			t.Errorf("%s without token: %d, want 401", p, res.StatusCode)
 		}
