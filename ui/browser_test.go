@@ -50,7 +50,10 @@ type liveUI struct {
 	done   chan error
 }
 
-func startUI(t *testing.T, addr string) *liveUI {
+func startUI(t *testing.T, addr string) *liveUI { return startUIWith(t, addr, nil) }
+
+// startUIWith is startUI with a change to the Config (an in-flight view, for instance).
+func startUIWith(t *testing.T, addr string, change func(*Config)) *liveUI {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -61,11 +64,15 @@ func startUI(t *testing.T, addr string) *liveUI {
 	if err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
 	}
-	s := New(Config{UpdateEvery: 100 * time.Millisecond, JaegerURL: "http://jaeger.example:16686",
+	cfg := Config{UpdateEvery: 100 * time.Millisecond, JaegerURL: "http://jaeger.example:16686",
 		TraceID: func(r *correlate.Record) string { return fmt.Sprintf("%032x", r.ID) },
 		Counters: func() Counters {
 			return Counters{ConnectionsOpen: 42, RecordsDropped: 0, SpansDropped: 3}
-		}})
+		}}
+	if change != nil {
+		change(&cfg)
+	}
+	s := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	u := &liveUI{t: t, addr: ln.Addr().String(), s: s, cancel: cancel, done: make(chan error, 1)}
 	go func() { u.done <- s.Run(ctx) }()

@@ -110,6 +110,7 @@ export function fit() {
   view.tx = (W - lay.width * k) / 2;
   view.ty = (H - lay.height * k) / 2;
   applyView();
+  els.svg.dataset.fit = W + "x" + H; // what the last fit was for (the browser tests wait on it)
 }
 
 function center(id, k) {
@@ -156,7 +157,8 @@ function routeOf(e) {
     return `M${x},${y - 8} C${x + 40},${y - 34} ${x + 40},${y + 34} ${x},${y + 8}`;
   }
   const r = lay.routes.get(e.id);
-  if (!r || r.pts.length < 2) return "";
+  if (!r) return freeRoute(lay.pos.get(e.from), lay.pos.get(e.to));
+  if (r.pts.length < 2) return "";
   let pts = r.pts;
   if (r.lane) {
     const a = pts[0], b = pts[pts.length - 1];
@@ -165,6 +167,22 @@ function routeOf(e) {
     pts = pts.map((p, i) => (i === 0 || i === pts.length - 1 ? { x: p.x + nx / 2, y: p.y + ny / 2 } : { x: p.x + nx, y: p.y + ny }));
   }
   return pathFrom(pts);
+}
+
+// freeRoute is a curve between two boxes for an edge the layout did not route (a notification to a listener):
+// from the border of one to the border of the other, bowed a little so parallel ones stay apart.
+function freeRoute(a, b) {
+  if (!a || !b) return "";
+  const clip = (p, q) => {
+    const dx = q.x - p.x, dy = q.y - p.y;
+    const t = Math.min(dx ? (p.w / 2) / Math.abs(dx) : Infinity, dy ? (p.h / 2) / Math.abs(dy) : Infinity, 1);
+    return { x: p.x + dx * t, y: p.y + dy * t };
+  };
+  const s = clip(a, b), t = clip(b, a);
+  const mx = (s.x + t.x) / 2, my = (s.y + t.y) / 2, len = Math.hypot(t.x - s.x, t.y - s.y) || 1;
+  const bow = Math.min(60, len / 6);
+  const cx = mx - (t.y - s.y) / len * bow, cy = my + (t.x - s.x) / len * bow;
+  return `M${s.x.toFixed(1)},${s.y.toFixed(1)} Q${cx.toFixed(1)},${cy.toFixed(1)} ${t.x.toFixed(1)},${t.y.toFixed(1)}`;
 }
 
 function edgeStyle(e) {
@@ -188,7 +206,7 @@ function chooseLayout(nodes, edges) {
   const { W, H } = size();
   let best = null, bestK = -1;
   for (const dir of ["LR", "TB"]) {
-    const l = layout(nodes, edges, dir);
+    const l = layout(nodes, edges, dir, W / H);
     const k = Math.min(W / Math.max(1, l.width), H / Math.max(1, l.height));
     if (k > bestK) { best = l; bestK = k; }
   }
@@ -326,6 +344,7 @@ function placeLabels(g) {
   for (const e of order) {
     const ge = edgeEls.get(e.id);
     if (!ge || !ge.line.getAttribute("d")) continue;
+    if (e.type === "notification" && !lay.routes.has(e.id)) { ge.label.classList.remove("room"); continue; } // on hover only
     const len = ge.line.getTotalLength();
     const mid = ge.line.getPointAtLength(len / 2);
     const w = textWidth(ge.label.textContent, EDGE_FONT) + 6;

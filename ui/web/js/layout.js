@@ -71,13 +71,17 @@ function depths(nodes, edges) {
   return depth;
 }
 
-// layout returns positions {x, y, w, h} by node id, edge routes by edge id and the drawing's size.
-// dir is "LR" or "TB".
-export function layout(nodes, edges, dir) {
-  const depth = depths(nodes, edges);
+// inLayout says whether an edge shapes the layout. Notifications to a listener do not: every service notifies
+// the same few listeners, and letting those edges pull would make the whole cloud one tangle. They are drawn
+// (dotted) between the boxes wherever the rest put them. A notification to an unconsumed topic does: it keeps
+// the topic beside its publisher.
+export function inLayout(e, kindOf) { return e.type !== "notification" || kindOf(e.to) === "topic"; }
+
+// layoutOne lays out one connected part with dagre.
+function layoutOne(nodes, edges, depth, dir) {
   const g = new dagre.graphlib.Graph({ multigraph: false });
-  g.setGraph({ rankdir: dir, nodesep: dir === "LR" ? 14 : 22, ranksep: dir === "LR" ? 70 : 56, edgesep: 8,
-    marginx: 16, marginy: 16, ranker: "network-simplex" });
+  g.setGraph({ rankdir: dir, nodesep: dir === "LR" ? 14 : 22, ranksep: dir === "LR" ? 60 : 50, edgesep: 8,
+    marginx: 0, marginy: 0, ranker: "network-simplex" });
   g.setDefaultEdgeLabel(() => ({}));
   for (const n of nodes) g.setNode(n.id, { width: n._w, height: NODE_H });
   const pairs = new Map();
@@ -101,12 +105,50 @@ export function layout(nodes, edges, dir) {
   for (const p of pairs.values()) {
     const pts = g.edge(p.u, p.v).points || [];
     p.edges.forEach(({ e, back }, i) => {
-      const r = back ? pts.slice().reverse() : pts.slice();
-      routes.set(e.id, { pts: r, lane: i - (p.edges.length - 1) / 2 });
+      routes.set(e.id, { pts: back ? pts.slice().reverse() : pts.slice(), lane: i - (p.edges.length - 1) / 2 });
     });
   }
   const gg = g.graph();
-  return { pos, routes, width: gg.width || 0, height: gg.height || 0, dir };
+  return { pos, routes, width: gg.width || 0, height: gg.height || 0 };
+}
+
+// layout returns positions {x, y, w, h} by node id, edge routes by edge id (none for the edges that do not shape
+// the layout) and the drawing's size. Each connected part is laid out on its own and the parts are packed in
+// rows to the pane's shape (aspect = width / height), biggest first. dir is "LR" or "TB".
+export function layout(nodes, edges, dir, aspect) {
+  const kind = new Map(nodes.map((n) => [n.id, n.kind]));
+  const shaping = edges.filter((e) => inLayout(e, (id) => kind.get(id)));
+  const depth = depths(nodes, shaping);
+  // Connected parts (union-find over the shaping edges).
+  const up = new Map(nodes.map((n) => [n.id, n.id]));
+  const find = (x) => { while (up.get(x) !== x) { up.set(x, up.get(up.get(x))); x = up.get(x); } return x; };
+  for (const e of shaping) if (up.has(e.from) && up.has(e.to)) up.set(find(e.from), find(e.to));
+  const parts = new Map();
+  for (const n of nodes) {
+    const r = find(n.id);
+    if (!parts.has(r)) parts.set(r, { nodes: [], edges: [] });
+    parts.get(r).nodes.push(n);
+  }
+  for (const e of shaping) if (up.has(e.from)) parts.get(find(e.from)).edges.push(e);
+  const laid = [...parts.values()].map((p) => layoutOne(p.nodes, p.edges, depth, dir));
+  // Bigger parts first; parts of the same size by their first node's name, so the picture is stable.
+  laid.sort((a, b) => b.width * b.height - a.width * a.height || ([...a.pos.keys()][0] < [...b.pos.keys()][0] ? -1 : 1));
+  const GAP = 28, M = 16;
+  const area = laid.reduce((s, l) => s + (l.width + GAP) * (l.height + GAP), 0);
+  const widest = laid.reduce((s, l) => Math.max(s, l.width), 0);
+  const rowW = Math.max(widest, 1.15 * Math.sqrt(area * (aspect || 1.6)));
+  const pos = new Map(), routes = new Map();
+  let x = 0, y = 0, rowH = 0, width = 0;
+  for (const l of laid) {
+    if (x > 0 && x + l.width > rowW) { x = 0; y += rowH + GAP; rowH = 0; }
+    const dx = M + x, dy = M + y;
+    for (const [id, p] of l.pos) pos.set(id, { x: p.x + dx, y: p.y + dy, w: p.w, h: p.h });
+    for (const [id, r] of l.routes) routes.set(id, { lane: r.lane, pts: r.pts.map((q) => ({ x: q.x + dx, y: q.y + dy })) });
+    x += l.width + GAP;
+    rowH = Math.max(rowH, l.height);
+    width = Math.max(width, x - GAP);
+  }
+  return { pos, routes, width: width + 2 * M, height: y + rowH + 2 * M, dir };
 }
 
 // collapse merges the nodes of each project into one node (edges between projects summed, inside one dropped).
@@ -125,6 +167,8 @@ export function collapse(graph) {
     m.members.push(n.label || n.id);
     m.in_rate += n.in_rate; m.out_rate += n.out_rate; m.errors += n.errors; m.in_flight += n.in_flight;
     m.awaiting += n.awaiting; m.queue_depth += n.queue_depth || 0;
+    m.handling = (m.handling || 0) + (n.handling || 0);
+    m.peak_handling = (m.peak_handling || 0) + (n.peak_handling || 0);
     m.queue_oldest_ms = Math.max(m.queue_oldest_ms, n.queue_oldest_ms || 0);
     m.saturated = m.saturated || !!n.saturated;
   }
