@@ -200,6 +200,9 @@ const nodeBoxesJS = `[...document.querySelectorAll("#graph g[data-node]")].map(g
     Saturated: g.classList.contains("saturated"), Live: g.querySelector("text.live").textContent};
 })`
 
+// waitFit waits until the graph was last fitted to the pane's present size.
+var waitFit = waitJS(`(() => { const s = document.getElementById("graph"); return s.dataset.fit === s.clientWidth + "x" + s.clientHeight; })()`)
+
 func TestBrowserCloud(t *testing.T) {
 	ctx := browsertest.Start(t)
 	inflight := &cloudInFlight{}
@@ -236,7 +239,7 @@ func TestBrowserCloud(t *testing.T) {
 		tag := fmt.Sprintf("%dx%d", w, h)
 		step(t, ctx, "resize "+tag, chromedp.EmulateViewport(w, h), chromedp.Navigate("about:blank"), chromedp.Navigate(ui.ts.URL+"/#/graph"),
 			waitJS(fmt.Sprintf(`document.querySelectorAll("#graph g[data-node]").length === %d`, len(gr.Nodes))),
-			waitJS(`(() => { const s = document.getElementById("graph"); return s.dataset.fit === s.clientWidth + "x" + s.clientHeight; })()`))
+			waitFit)
 		checkGraph(t, ctx, tag)
 		shot("cloud-graph-" + tag)
 		checkLive(t, ctx)
@@ -244,9 +247,21 @@ func TestBrowserCloud(t *testing.T) {
 		// Hover an edge: its label shows and the tooltip has the time split.
 		step(t, ctx, "by project "+tag, chromedp.Navigate(ui.ts.URL+"/#/graph?group=project"),
 			waitJS(`document.querySelector('#graph g[data-node="project:nova"]') !== null`),
-			waitJS(`(() => { const s = document.getElementById("graph"); return s.dataset.fit === s.clientWidth + "x" + s.clientHeight; })()`))
+			waitFit)
 		checkGraph(t, ctx, tag+" by project")
 		shot("cloud-graph-project-" + tag)
+
+		// A graph URL naming a service opens with it selected and in view; ?by=host splits the nodes by host.
+		step(t, ctx, "service link "+tag, chromedp.Navigate("about:blank"), chromedp.Navigate(ui.ts.URL+"/#/graph?service=manila-share"),
+			waitJS(`(() => { const g = document.querySelector('#graph g[data-node="manila-share"]'); if (!g || !g.classList.contains("sel")) return false;
+			  const r = g.getBoundingClientRect(), p = document.getElementById("graphwrap").getBoundingClientRect();
+			  return r.left >= p.left && r.right <= p.right && r.top >= p.top && r.bottom <= p.bottom; })()`))
+		shot("cloud-graph-service-" + tag)
+		step(t, ctx, "by host "+tag, chromedp.Navigate(ui.ts.URL+"/#/graph?by=host"),
+			waitJS(`document.querySelector('#graph g[data-node="heat-engine@`+cloudEP("heat-engine").Host+`"]') !== null`),
+			waitJS(`document.querySelector('#graph g[data-node="heat-engine"]') === null`), waitFit)
+		checkGraph(t, ctx, tag+" by host")
+		shot("cloud-graph-host-" + tag)
 
 		step(t, ctx, "calls view "+tag, chromedp.Navigate(ui.ts.URL+"/#/calls?sort=duration&dir=desc"),
 			chromedp.WaitVisible(chromedp.CSS("#calls tbody tr")))
@@ -391,5 +406,24 @@ func checkGraph(t *testing.T, ctx context.Context, tag string) {
 	if len(boxes) == 0 {
 		t.Errorf("%s: no nodes", tag)
 	}
-	t.Logf("%s: %d nodes, graph scale %s", tag, len(boxes), eval[string](t, ctx, `document.getElementById("graph").dataset.scale`))
+	// Edge labels shown (there was room, or the graph is not zoomed out too far to read them) overlap no node
+	// and no other label.
+	labels := eval[[][4]float64](t, ctx, `[...document.querySelectorAll("#graph text.elabel")].filter(t => getComputedStyle(t).display !== "none")
+	  .map(t => { const b = t.getBoundingClientRect(); return [b.x, b.y, b.width, b.height]; })`)
+	over := func(a, b [4]float64) bool {
+		return a[0] < b[0]+b[2]-eps && b[0] < a[0]+a[2]-eps && a[1] < b[1]+b[3]-eps && b[1] < a[1]+a[3]-eps
+	}
+	for i, l := range labels {
+		for _, n := range boxes {
+			if over(l, [4]float64{n.X, n.Y, n.W, n.H}) {
+				t.Errorf("%s: an edge label at %v overlaps node %s", tag, l, n.ID)
+			}
+		}
+		for _, m := range labels[i+1:] {
+			if over(l, m) {
+				t.Errorf("%s: edge labels at %v and %v overlap", tag, l, m)
+			}
+		}
+	}
+	t.Logf("%s: %d nodes, %d edge labels shown, graph scale %s", tag, len(boxes), len(labels), eval[string](t, ctx, `document.getElementById("graph").dataset.scale`))
 }

@@ -45,6 +45,9 @@ export function initGraph(o) {
   $("nodesearch").addEventListener("keydown", (ev) => { if (ev.key === "Enter") search($("nodesearch").value, true); });
 }
 
+// refit makes the next layout fit the pane again (the graph shown changed: by host, by project).
+export function refit() { userMoved = false; layKey = ""; }
+
 export function setGroup(on) {
   if (opts.group === !!on) return;
   opts.group = !!on;
@@ -428,6 +431,8 @@ export function edgeTip(e) {
 
 export function nodeTip(n) {
   const out = [n.label || n.id];
+  const inbound = current ? (opts.group ? collapse(current) : current).edges.filter((e) => e.to === n.id && e.type === "rpc") : [];
+  const worst = (k) => inbound.reduce((m, e) => Math.max(m, e[k] || 0), 0);
   if (n.members) out.push(n.members.length + " services: " + n.members.join(", "));
   else if (n.kind === "topic") out.push("destination with no consumer behind the proxy");
   else out.push("role " + (n.role || "?") + (n.serves && n.serves.length ? " · serves " + n.serves.join(", ") : ""));
@@ -436,6 +441,12 @@ export function nodeTip(n) {
   if (n.saturated) out.push("⚠ saturated: every worker seen is busy and calls wait in the process");
   if (n.queue_depth) out.push("queued for it: " + n.queue_depth + " · oldest " + fmtMS(n.queue_oldest_ms));
   if (n.awaiting) out.push("awaiting replies: " + n.awaiting);
+  if (worst("queue_p99_us") || worst("server_p99_us")) {
+    out.push("calls to it, worst edge p99: queue " + fmtUS(worst("queue_p99_us")) + " · server " + fmtUS(worst("server_p99_us")) +
+      " · reply " + fmtUS(worst("transit_p99_us")));
+    const tr = inbound.reduce((m, e) => Math.max(m, e.timeout_ratio || 0), 0), er = inbound.reduce((m, e) => Math.max(m, e.error_ratio || 0), 0);
+    out.push("worst edge error rate " + fmtPct(er) + " · timeouts " + fmtPct(tr));
+  }
   if (n.errors) out.push("errors + timeouts (60 s): " + n.errors);
   out.push("click to select and list its calls");
   return out;

@@ -62,7 +62,7 @@ function setByHost(on) {
   $("byhost").checked = on;
   if (byHost === on) return;
   byHost = on;
-  graph.setGroup($("groupproj").checked);
+  graph.refit();
   if (on && !hostTimer) pollHost();
   if (!on) drawGraph(false);
 }
