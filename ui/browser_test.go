@@ -50,10 +50,11 @@ type liveUI struct {
 	done   chan error
 }
 
-func startUI(t *testing.T, addr string) *liveUI { return startUIWith(t, addr, nil) }
+func startUI(t *testing.T, addr string) *liveUI { return startUIWith(t, addr, nil, nil) }
 
-// startUIWith is startUI with a change to the Config (an in-flight view, for instance).
-func startUIWith(t *testing.T, addr string, change func(*Config)) *liveUI {
+// startUIWith is startUI with a change to the Config (an in-flight view, for instance) and, when now is set, the
+// Server on that clock (set before Run starts).
+func startUIWith(t *testing.T, addr string, change func(*Config), now func() time.Time) *liveUI {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -73,6 +74,11 @@ func startUIWith(t *testing.T, addr string, change func(*Config)) *liveUI {
 		change(&cfg)
 	}
 	s := New(cfg)
+	if now != nil {
+		s.now = now
+		s.start = now()
+		s.st.start = s.start
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	u := &liveUI{t: t, addr: ln.Addr().String(), s: s, cancel: cancel, done: make(chan error, 1)}
 	go func() { u.done <- s.Run(ctx) }()

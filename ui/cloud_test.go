@@ -206,7 +206,7 @@ var waitFit = waitJS(`(() => { const s = document.getElementById("graph"); retur
 func TestBrowserCloud(t *testing.T) {
 	ctx := browsertest.Start(t)
 	inflight := &cloudInFlight{}
-	ui := startUIWith(t, "", func(c *Config) { c.InFlight = inflight.view })
+	ui := startUIWith(t, "", func(c *Config) { c.InFlight = inflight.view }, nil)
 	defer ui.stop()
 	dir := artifactsDir(t)
 	shot := func(name string) {
@@ -426,4 +426,59 @@ func checkGraph(t *testing.T, ctx context.Context, tag string) {
 		}
 	}
 	t.Logf("%s: %d nodes, %d edge labels shown, graph scale %s", tag, len(boxes), len(labels), eval[string](t, ctx, `document.getElementById("graph").dataset.scale`))
+}
+
+// A flow that got slower and started failing in the last seconds tops the worst-now lists and turns red; a flow
+// that has failed 3% of the time all along, as clouds do, stays the colour of its type.
+func TestBrowserWorstNow(t *testing.T) {
+	ctx := browsertest.Start(t)
+	clk := &clock{t: time.Now().Add(-time.Minute)}
+	ui := startUIWith(t, "", nil, clk.now)
+	defer ui.stop()
+	g := newGen()
+	call := func(caller, callee *correlate.Endpoint, srv time.Duration, st correlate.Status) {
+		ui.s.Record(g.rec(spec{kind: correlate.KindCall, status: st, method: "m", topic: "t", caller: caller,
+			callee: callee, queue: time.Millisecond, srv: srv, transit: time.Millisecond, errClass: "E"}))
+	}
+	steady, worse := cloudEP("heat-engine"), cloudEP("nova-scheduler")
+	for range 9 { // 45 s of history
+		for i := range 34 {
+			st := correlate.StatusOK
+			if i == 0 {
+				st = correlate.StatusError // 1 in 34: about 3%, now as before
+			}
+			call(cloudEP("heat-api"), steady, 5*time.Millisecond, st)
+			call(novaConductor, worse, 8*time.Millisecond, correlate.StatusOK)
+		}
+		clk.add(slotDur)
+	}
+	for i := range 20 { // now: the scheduler is slow and fails
+		st := correlate.StatusOK
+		if i%4 == 0 {
+			st = correlate.StatusError
+		}
+		call(novaConductor, worse, 900*time.Millisecond, st)
+		if i%2 == 0 {
+			call(cloudEP("heat-api"), steady, 5*time.Millisecond, correlate.StatusOK)
+		}
+	}
+	step(t, ctx, "open", chromedp.Navigate(ui.ts.URL+"/#/graph"), waitJS(`document.getElementById("conn").dataset.state === "live"`),
+		waitJS(`document.querySelectorAll("#worst [data-list=p99] li").length > 0`))
+	worseEdge, steadyEdge := "nova-conductor>nova-scheduler>rpc", "heat-api>heat-engine>rpc"
+	if top := eval[string](t, ctx, `document.querySelector("#worst [data-list=p99] li").dataset.edge`); top != worseEdge {
+		t.Errorf("top of p99 increase is %q, want %q", top, worseEdge)
+	}
+	if top := eval[string](t, ctx, `document.querySelector("#worst [data-list=errors] li").dataset.edge`); top != worseEdge {
+		t.Errorf("top of error rate is %q, want %q", top, worseEdge)
+	}
+	health := func(id string) string {
+		return eval[string](t, ctx, fmt.Sprintf(`document.querySelector('#graph g[data-edge=%q]').dataset.health`, id))
+	}
+	if h := health(worseEdge); h != "2" {
+		t.Errorf("the flow that got worse has health %s, want 2 (red)", h)
+	}
+	if h := health(steadyEdge); h != "0" {
+		t.Errorf("the steady 3%% flow has health %s, want 0", h)
+	}
+	browsertest.Screenshot(t, ctx, "ui-worst-now")
 }

@@ -354,9 +354,13 @@ function placeLabels(g) {
     ge.label.setAttribute("x", mid.x.toFixed(1));
     ge.label.setAttribute("y", (mid.y + 3).toFixed(1));
 
-    // On the line's middle, else beside it (right, left, above, below): the first place that is free.
+    // Beside the line's middle (right or left of a steep line, above or below a flat one), else on it: the
+    // first place that is free.
+    const a = ge.line.getPointAtLength(Math.max(0, len / 2 - 3)), z = ge.line.getPointAtLength(Math.min(len, len / 2 + 3));
+    const steep = Math.abs(z.y - a.y) > Math.abs(z.x - a.x);
+    const side = steep ? [[w / 2 + 6, 0], [-w / 2 - 6, 0]] : [[0, -10], [0, 11]];
     let placed = false;
-    for (const [dx, dy] of [[0, 0], [w / 2 + 6, 0], [-w / 2 - 6, 0], [0, -11], [0, 12]]) {
+    for (const [dx, dy] of [...side, [0, 0]]) {
       const x = mid.x + dx, y = mid.y + dy;
       const b = { x1: x - w / 2, y1: y - 7, x2: x + w / 2, y2: y + 6 };
       if (len < 24 || hit(b)) continue;
