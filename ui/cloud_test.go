@@ -243,6 +243,7 @@ func TestBrowserCloud(t *testing.T) {
 		checkGraph(t, ctx, tag)
 		shot("cloud-graph-" + tag)
 		checkLive(t, ctx)
+		checkZoomSearch(t, ctx)
 
 		// Hover an edge: its label shows and the tooltip has the time split.
 		step(t, ctx, "by project "+tag, chromedp.Navigate(ui.ts.URL+"/#/graph?group=project"),
@@ -277,6 +278,32 @@ func TestBrowserCloud(t *testing.T) {
 			waitJS(`document.getElementById("panelbody").dataset.call === "1"`))
 		shot("cloud-call-" + tag)
 	}
+}
+
+// checkZoomSearch: the zoom buttons zoom, fit comes back to the whole graph, and finding a service marks it and
+// brings it into view.
+func checkZoomSearch(t *testing.T, ctx context.Context) {
+	t.Helper()
+	scale := func() float64 { return eval[float64](t, ctx, `Number(document.getElementById("graph").dataset.scale)`) }
+	fitted := scale()
+	step(t, ctx, "zoom in", chromedp.Click(chromedp.CSS("#zoomin")))
+	if k := scale(); k <= fitted {
+		t.Errorf("zoom in: scale %v, was %v", k, fitted)
+	}
+	step(t, ctx, "fit", chromedp.Click(chromedp.CSS("#zoomfit")))
+	if k := scale(); k != fitted {
+		t.Errorf("fit: scale %v, want %v again", k, fitted)
+	}
+	step(t, ctx, "find", chromedp.SendKeys(chromedp.CSS("#nodesearch"), "barbican-keystone\r"),
+		waitJS(`document.getElementById("searchcount").textContent === "1 found"`),
+		waitJS(`(() => { const g = document.querySelector('#graph g[data-node="barbican-keystone-listener"]');
+		  const r = g.getBoundingClientRect(), p = document.getElementById("graphwrap").getBoundingClientRect();
+		  return g.classList.contains("match") && r.left >= p.left && r.right <= p.right && r.top >= p.top && r.bottom <= p.bottom; })()`))
+	if k := scale(); k < 1 {
+		t.Errorf("a found service is shown at scale %v, want at least 1", k)
+	}
+	step(t, ctx, "clear find", chromedp.Evaluate[chromedp.Void](`(() => { const f = document.getElementById("nodesearch"); f.value = ""; f.dispatchEvent(new Event("input")); })()`),
+		chromedp.Click(chromedp.CSS("#zoomfit")))
 }
 
 // checkLive: heat-engine (one worker, busy, calls waiting) is marked saturated; manila-share's queue, whose

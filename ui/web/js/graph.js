@@ -1,6 +1,6 @@
 // The service graph: dagre's layered layout (layout.js), drawn in SVG with zoom, pan, fit, search, edge labels
 // where they have room, a tooltip with the whole story of a node or an edge, and pulses along busy edges.
-import { $, el, sv, clear, fmtUS, fmtRate, fmtPct, fmtMS, textWidth } from "./util.js";
+import { $, el, sv, clear, fmtUS, fmtRate, fmtPct, fmtMS, fmtShort, textWidth } from "./util.js";
 import { layout, collapse, nodeWidth, FONT_SUB, NODE_H } from "./layout.js";
 import { edgeHealth, nodeHealth } from "./health.js";
 
@@ -279,12 +279,20 @@ function drawEdges(g, pulse) {
   for (const [id, ge] of edgeEls) if (!seen.has(id)) { ge.g.remove(); ge.label.remove(); edgeEls.delete(id); }
 }
 
-function subLines(n) {
+// subLines are a node's second and third lines: its rates; then what waits in it now (saturated, in hand, its
+// queue), else the split of the calls to it (worst p99 of its flows: queue wait, server time, reply transit), else
+// its role and the topic it serves.
+function subLines(n, inEdges) {
   const rates = "in " + fmtRate(n.in_rate) + "/s · out " + fmtRate(n.out_rate) + "/s";
   const live = [];
   if (n.saturated) live.push("saturated " + (n.handling || 0) + "/" + (n.peak_handling || n.handling || 0));
   else if (n.in_flight) live.push(n.in_flight + " in hand");
   if (n.queue_depth) live.push("q " + n.queue_depth + " · " + fmtMS(n.queue_oldest_ms));
+  const calls = (inEdges || []).filter((e) => e.type === "rpc" && e.server_p99_us > 0);
+  if (!live.length && calls.length) {
+    const worst = (k) => calls.reduce((m, e) => Math.max(m, e[k] || 0), 0);
+    live.push("q " + fmtShort(worst("queue_p99_us")) + " · srv " + fmtShort(worst("server_p99_us")) + " · ret " + fmtShort(worst("transit_p99_us")));
+  }
   if (!live.length && n.awaiting) live.push(n.awaiting + " awaiting");
   if (!live.length && n.role && n.role !== "project") live.push(n.role + (n.serves && n.serves.length ? ": " + n.serves[0] + (n.serves.length > 1 ? " +" + (n.serves.length - 1) : "") : ""));
   return [rates, live.join(" · ")];
@@ -317,7 +325,7 @@ function drawNodes(g, inEdges) {
     gn.rect.setAttribute("y", (p.y - p.h / 2).toFixed(1));
     gn.rect.setAttribute("width", p.w);
     gn.rect.setAttribute("height", p.h);
-    const [rates, live] = subLines(n);
+    const [rates, live] = subLines(n, inEdges.get(n.id));
     for (const [t, dy, txt] of [[gn.text, -9, n.label || n.id], [gn.sub, 5, rates], [gn.live, 18, live]]) {
       t.setAttribute("x", p.x.toFixed(1));
       t.setAttribute("y", (p.y + dy).toFixed(1));

@@ -12,7 +12,8 @@ export const FONT_LABEL = "600 12px ui-sans-serif, system-ui, sans-serif";
 export const FONT_SUB = "10px ui-sans-serif, system-ui, sans-serif";
 export const NODE_H = 50;
 const PAD_X = 12;
-// Room for the sub-lines ("in 123/s · out 45.6/s", "q 12 · 1.50 s · sat 4/4"), measured once.
+// Room for the sub-lines ("in 123/s · out 45.6/s", "q 12 · 1.50 s · sat 4/4", "q 999ms · srv 999ms · ret 999ms"),
+// measured once.
 let subMin = 0;
 
 // project is the name's first word (nova-api → nova): only used to collapse a project on request.
@@ -24,7 +25,7 @@ export function project(n) {
 }
 
 export function nodeWidth(n) {
-  if (!subMin) subMin = textWidth("q 9999 · 99.9 s · sat 99/99", FONT_SUB);
+  if (!subMin) subMin = textWidth("q 999ms · srv 999ms · ret 999ms", FONT_SUB);
   const w = Math.max(textWidth(n.label || n.id, FONT_LABEL), subMin);
   return Math.ceil((w + 2 * PAD_X) / 10) * 10;
 }
@@ -131,12 +132,27 @@ export function layout(nodes, edges, dir, aspect) {
   }
   for (const e of shaping) if (up.has(e.from)) parts.get(find(e.from)).edges.push(e);
   const laid = [...parts.values()].map((p) => layoutOne(p.nodes, p.edges, depth, dir));
-  // Bigger parts first; parts of the same size by their first node's name, so the picture is stable.
-  laid.sort((a, b) => b.width * b.height - a.width * a.height || ([...a.pos.keys()][0] < [...b.pos.keys()][0] ? -1 : 1));
-  const GAP = 28, M = 16;
-  const area = laid.reduce((s, l) => s + (l.width + GAP) * (l.height + GAP), 0);
-  const widest = laid.reduce((s, l) => Math.max(s, l.width), 0);
-  const rowW = Math.max(widest, 1.15 * Math.sqrt(area * (aspect || 1.6)));
+  // Taller parts first (rows then waste little height); parts of the same height by their first node's name, so
+  // the picture is stable.
+  laid.sort((a, b) => b.height - a.height || b.width - a.width || ([...a.pos.keys()][0] < [...b.pos.keys()][0] ? -1 : 1));
+  // Row width: the one, of a range around the square root of the parts' area times the pane's shape, whose
+  // packing fits the pane largest.
+  const area = laid.reduce((sum, l) => sum + (l.width + GAP) * (l.height + GAP), 0);
+  const widest = laid.reduce((m, l) => Math.max(m, l.width), 0);
+  const base = Math.sqrt(area * (aspect || 1.6));
+  let best = null;
+  for (let f = 0.7; f <= 2.5; f += 0.1) {
+    const p = pack(laid, Math.max(widest, base * f));
+    const k = Math.min((aspect || 1.6) / p.width, 1 / p.height); // the fit scale, up to the pane's height
+    if (!best || k > best.k) best = Object.assign(p, { k });
+  }
+  return { pos: best.pos, routes: best.routes, width: best.width, height: best.height, dir };
+}
+
+const GAP = 28, M = 16;
+
+// pack places laid-out parts in rows no wider than rowW, in order.
+function pack(laid, rowW) {
   const pos = new Map(), routes = new Map();
   let x = 0, y = 0, rowH = 0, width = 0;
   for (const l of laid) {
@@ -148,7 +164,7 @@ export function layout(nodes, edges, dir, aspect) {
     rowH = Math.max(rowH, l.height);
     width = Math.max(width, x - GAP);
   }
-  return { pos, routes, width: width + 2 * M, height: y + rowH + 2 * M, dir };
+  return { pos, routes, width: width + 2 * M, height: y + rowH + 2 * M };
 }
 
 // collapse merges the nodes of each project into one node (edges between projects summed, inside one dropped).

@@ -30,6 +30,15 @@ export function fmtUS(us) {
   return (us / 1e6).toFixed(2) + " s";
 }
 
+// fmtShort is a latency in two or three digits, for the graph's boxes.
+export function fmtShort(us) {
+  if (!(us > 0)) return "–";
+  if (us < 1000) return Math.round(us) + "µs";
+  if (us < 1e4) return (us / 1000).toFixed(1) + "ms";
+  if (us < 1e6) return Math.round(us / 1000) + "ms";
+  return (us / 1e6).toFixed(us < 1e7 ? 1 : 0) + "s";
+}
+
 export function fmtMS(ms) { return ms > 0 ? fmtUS(ms * 1000) : "–"; }
 
 export function fmtRate(r) {
