@@ -258,6 +258,13 @@ func TestBrowserCloud(t *testing.T) {
 			  const r = g.getBoundingClientRect(), p = document.getElementById("graphwrap").getBoundingClientRect();
 			  return r.left >= p.left && r.right <= p.right && r.top >= p.top && r.bottom <= p.bottom; })()`))
 		shot("cloud-graph-service-" + tag)
+		// Selected once: later updates leave the view where the user puts it.
+		step(t, ctx, "zoom out after select", chromedp.Click(chromedp.CSS("#zoomout")))
+		k, seq := eval[string](t, ctx, `document.getElementById("graph").dataset.scale`), eval[string](t, ctx, `document.body.dataset.seq`)
+		step(t, ctx, "two updates later", waitJS(`Number(document.body.dataset.seq) >= `+seq+` + 2`))
+		if now := eval[string](t, ctx, `document.getElementById("graph").dataset.scale`); now != k {
+			t.Errorf("an update re-centred the selected service: scale %s, was %s after the user zoomed", now, k)
+		}
 		step(t, ctx, "by host "+tag, chromedp.Navigate(ui.ts.URL+"/#/graph?by=host"),
 			waitJS(`document.querySelector('#graph g[data-node="heat-engine@`+cloudEP("heat-engine").Host+`"]') !== null`),
 			waitJS(`document.querySelector('#graph g[data-node="heat-engine"]') === null`), waitFit)

@@ -55,10 +55,17 @@ export function setGroup(on) {
   userMoved = false;
 }
 
+// select marks a node and brings it into view, once per selection and layout: later updates leave the view to
+// the user.
+let centered = "";
 export function select(id) {
   selected = id || "";
   for (const [nid, gn] of nodeEls) gn.g.classList.toggle("sel", nid === selected);
-  if (selected && lay && lay.pos.has(selected)) center(selected, Math.max(view.k, 0.9));
+  const key = selected + "#" + layKey;
+  if (selected && lay && lay.pos.has(selected) && centered !== key) {
+    centered = key;
+    center(selected, Math.max(view.k, 0.9));
+  }
 }
 
 // ---------- zoom and pan ----------

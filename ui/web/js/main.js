@@ -93,6 +93,7 @@ function routeCalls(r) {
   const s = table.sortState();
   const col = p.get("sort") || "time", dir = p.get("dir") || "desc";
   if (s.col !== col || s.dir !== dir) table.setSort(col, dir);
+  callsTab();
 }
 
 function tableURL() {
@@ -104,15 +105,19 @@ function tableURL() {
   return router.hashFor("calls", "", p);
 }
 
+// callsTab points the Calls tab at the table as it is (filter and sort), so going back to it keeps them.
+function callsTab() { document.querySelector('#tabs a[data-view="calls"]').setAttribute("href", tableURL()); }
+
 function init() {
   graph.initGraph({
     onNode: (n) => {
       if (n.kind === "service") { state.selService = n.id; router.go(router.hashFor("graph", "", graphParams()), true); }
       table.setFilter(n.kind === "service" ? "service:" + n.service : n.kind === "project" ? "" : (n.label || ""));
+      callsTab();
     },
     onEdge: (e) => { router.go(router.hashFor("calls", "", new URLSearchParams({ q: "from:" + e.from + " to:" + e.to }))); },
   });
-  table.initTable({ onChange: () => { if (document.body.dataset.view === "calls") history.replaceState(null, "", tableURL()); } });
+  table.initTable({ onChange: () => { if (document.body.dataset.view === "calls") history.replaceState(null, "", tableURL()); callsTab(); } });
   initPanel(() => { closePanel(); router.go(router.baseRoute()); });
   $("groupproj").addEventListener("change", () => router.go(router.hashFor("graph", "", graphParams()), true));
   $("byhost").addEventListener("change", () => router.go(router.hashFor("graph", "", graphParams()), true));
