@@ -1,5 +1,5 @@
 // One call's detail: what the wire said about it, timestamps in the page's time zone, the remote exception, args.
-import { el, fmtUS, fmtDateTime } from "./util.js";
+import { el, fmtUS, fmtDateTime, micros } from "./util.js";
 import { getJSON } from "./api.js";
 import { openPanel, setTitle, kv, reqLink } from "./panel.js";
 
@@ -69,11 +69,12 @@ export async function showCall(id) {
     ["truncated", r.truncated ? "yes" : ""]]));
 
   body.appendChild(el("h3", "", "Timestamps"));
-  const t0 = r.published ? new Date(r.published).getTime() : null;
+  const t0 = r.published ? micros(r.published) : null;
   const rel = (iso) => {
     if (!iso) return null;
     if (t0 === null) return fmtDateTime(iso);
-    return fmtDateTime(iso) + "   (+" + (new Date(iso).getTime() - t0).toFixed(0) + " ms)";
+    const d = micros(iso) - t0;
+    return fmtDateTime(iso) + "   (" + (d < 0 ? "−" + fmtUS(-d) : d === 0 ? "+0" : "+" + fmtUS(d)) + ")";
   };
   body.appendChild(kv([["published", rel(r.published)], ["confirmed", rel(r.confirmed)], ["delivered", rel(r.delivered)],
     ["replied", rel(r.replied)], ["reply delivered", rel(r.reply_delivered)], ["deadline", rel(r.deadline)],

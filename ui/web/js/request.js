@@ -1,11 +1,12 @@
 // One request's RPCs as a tree nested by parent_id (the RPC whose handling published this one), with each call's
 // queue wait, server time and reply transit in time order, a timeout drawn as the span past the deadline, and the
 // span's events (heartbeats, broker events, a late reply) as markers.
-import { el, fmtUS, svc, fmtDateTime } from "./util.js";
+import { el, fmtUS, svc, fmtDateTime, micros } from "./util.js";
 import { getJSON } from "./api.js";
 import { openPanel } from "./panel.js";
 
-const T = (iso) => (iso ? new Date(iso).getTime() : null);
+// T is a time in milliseconds, with the wire's microseconds kept as the fraction.
+const T = (iso) => (iso ? micros(iso) / 1000 : null);
 
 // tree orders the calls depth first, children by start time, and says each one's depth and whether its parent
 // is ambiguous (more than one handler could have published it) or was not seen in the recent records.
@@ -97,7 +98,8 @@ export async function showRequest(id) {
   // Room after the last deadline for the span past it.
   if (rows.some(({ r }) => r.status === "timeout")) end += (end - start) * 0.03;
   const span = Math.max(1, end - start);
-  body.appendChild(el("div", "hint", calls.length + " RPCs · " + span.toFixed(0) + " ms from first publish to last reply · from " + fmtDateTime(new Date(start).toISOString())));
+  const first = rows.map(({ r }) => r.published || r.delivered).filter(Boolean).sort((a, b) => micros(a) - micros(b))[0];
+  body.appendChild(el("div", "hint", calls.length + " RPCs · " + span.toFixed(span < 10 ? 2 : 0) + " ms from first publish to last reply · from " + fmtDateTime(first)));
   const lg = el("div", "wf-legend");
   lg.append(el("span", "lq", "queue wait"), el("span", "ls", "server time"), el("span", "lt", "reply transit"),
     el("span", "lx", "past the deadline"), el("span", "lh", "heartbeat / event"));

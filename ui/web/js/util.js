@@ -112,6 +112,15 @@ export function fmtDateTime(iso) {
     pad(p.ms, 3) + sub + (zone === "utc" ? " UTC" : "");
 }
 
+// micros is an RFC 3339 time in microseconds since the epoch, keeping the digits past the millisecond that Date
+// drops.
+export function micros(iso) {
+  const ms = Date.parse(iso);
+  if (isNaN(ms)) return NaN;
+  const frac = /\.(\d+)/.exec(String(iso));
+  return ms * 1000 + (frac && frac[1].length > 3 ? Number(frac[1].slice(3, 6).padEnd(3, "0")) : 0);
+}
+
 export function firstTime(r) { return r.published || r.delivered || r.replied || r.reply_delivered; }
 export function svc(ep) { return ep ? (ep.service || "?") : ""; }
 
