@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -244,6 +245,7 @@ func TestBrowserCloud(t *testing.T) {
 		shot("cloud-graph-" + tag)
 		checkLive(t, ctx)
 		checkZoomSearch(t, ctx)
+		checkTooltip(t, ctx)
 
 		// Hover an edge: its label shows and the tooltip has the time split.
 		step(t, ctx, "by project "+tag, chromedp.Navigate(ui.ts.URL+"/#/graph?group=project"),
@@ -285,6 +287,33 @@ func TestBrowserCloud(t *testing.T) {
 			waitJS(`document.getElementById("panelbody").dataset.call === "1"`))
 		shot("cloud-call-" + tag)
 	}
+}
+
+// checkTooltip: hovering a flow shows its label and a tooltip with the split of its calls' time, the whole of it
+// inside the graph pane and no line cut.
+func checkTooltip(t *testing.T, ctx context.Context) {
+	t.Helper()
+	const edge = `document.querySelector('#graph g[data-edge="nova-conductor>nova-scheduler>rpc"]')`
+	step(t, ctx, "hover edge", chromedp.Evaluate[chromedp.Void](`(() => { const p = `+edge+`.querySelector("path.hit");
+	  const pt = p.getPointAtLength(p.getTotalLength() / 2), m = p.getScreenCTM();
+	  p.dispatchEvent(new MouseEvent("mousemove", {bubbles: true, clientX: pt.x * m.a + m.e, clientY: pt.y * m.d + m.f})); })()`),
+		waitJS(`!document.getElementById("tooltip").hidden`))
+	tip := eval[string](t, ctx, `document.getElementById("tooltip").textContent`)
+	for _, want := range []string{"nova-conductor → nova-scheduler", "queue wait p50", "server time p50", "reply transit p50", "select_destinations"} {
+		if !strings.Contains(tip, want) {
+			t.Errorf("edge tooltip lacks %q: %s", want, tip)
+		}
+	}
+	if !eval[bool](t, ctx, `(() => { const t = document.getElementById("tooltip").getBoundingClientRect(), p = document.getElementById("graphwrap").getBoundingClientRect();
+	  return t.left >= p.left && t.right <= p.right && t.top >= p.top && t.bottom <= p.bottom &&
+	    [...document.querySelectorAll("#tooltip div")].every(d => d.scrollWidth <= d.clientWidth); })()`) {
+		t.Error("the tooltip is cut: outside the graph pane, or a line wider than its box")
+	}
+	if d := eval[string](t, ctx, `getComputedStyle(document.querySelector('#graph text.elabel[data-for="nova-conductor>nova-scheduler>rpc"]')).display`); d == "none" {
+		t.Error("the hovered edge's label is hidden")
+	}
+	step(t, ctx, "leave edge", chromedp.Evaluate[chromedp.Void](edge+`.dispatchEvent(new MouseEvent("mouseleave"))`),
+		waitJS(`document.getElementById("tooltip").hidden`))
 }
 
 // checkZoomSearch: the zoom buttons zoom, fit comes back to the whole graph, and finding a service marks it and

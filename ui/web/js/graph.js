@@ -255,6 +255,7 @@ function drawEdges(g, pulse) {
       ge.g.setAttribute("data-edge", e.id);
       ge.g.setAttribute("data-from", e.from);
       ge.g.setAttribute("data-to", e.to);
+      ge.label.setAttribute("data-for", e.id);
       ge.g.append(ge.line, ge.hit);
       ge.g.addEventListener("mousemove", (ev) => { ge.label.classList.add("hover"); showTip(ev, edgeTip(ge.data)); });
       ge.g.addEventListener("mouseleave", () => { ge.label.classList.remove("hover"); hideTip(); });
