@@ -115,7 +115,10 @@ function init() {
       table.setFilter(n.kind === "service" ? "service:" + n.service : n.kind === "project" ? "" : (n.label || ""));
       callsTab();
     },
-    onEdge: (e) => { router.go(router.hashFor("calls", "", new URLSearchParams({ q: "from:" + e.from + " to:" + e.to }))); },
+    onEdge: (e) => {
+      if (e.from.startsWith("project:")) return; // a project's flows are many services': no one filter lists them
+      router.go(router.hashFor("calls", "", new URLSearchParams({ q: "from:" + e.from + " to:" + e.to })));
+    },
   });
   table.initTable({ onChange: () => { if (document.body.dataset.view === "calls") history.replaceState(null, "", tableURL()); callsTab(); } });
   initPanel(() => { closePanel(); router.go(router.baseRoute()); });
