@@ -209,14 +209,8 @@ func TestBrowserCloud(t *testing.T) {
 	inflight := &cloudInFlight{}
 	ui := startUIWith(t, "", func(c *Config) { c.InFlight = inflight.view }, nil)
 	defer ui.stop()
-	dir := artifactsDir(t)
-	shot := func(name string) {
-		t.Helper()
-		old := os.Getenv("AMQPTRACE_ARTIFACTS")
-		os.Setenv("AMQPTRACE_ARTIFACTS", dir)
-		browsertest.Screenshot(t, ctx, name)
-		os.Setenv("AMQPTRACE_ARTIFACTS", old)
-	}
+	t.Setenv("AMQPTRACE_ARTIFACTS", artifactsDir(t)) // kept after the test, unlike t.TempDir
+	shot := func(name string) { t.Helper(); browsertest.Screenshot(t, ctx, name) }
 	step(t, ctx, "open page", chromedp.EmulateViewport(1366, 768), chromedp.Navigate(ui.ts.URL+"/#/graph"),
 		waitJS(`document.getElementById("conn").dataset.state === "live"`))
 	g := newGen()
