@@ -126,7 +126,7 @@ function makeRow(r) {
   const rq = el("td", "mono");
   const rid = r.request_id || r.global_request_id;
   if (rid) {
-    const a = el("span", "link", rid.length > 16 ? rid.slice(0, 16) + "…" : rid);
+    const a = el("span", "link", rid.length > 13 ? rid.slice(0, 13) + "…" : rid);
     a.title = rid;
     a.dataset.req = rid;
     rq.appendChild(a);
