@@ -50,7 +50,11 @@ type liveUI struct {
 	done   chan error
 }
 
-func startUI(t *testing.T, addr string) *liveUI {
+func startUI(t *testing.T, addr string) *liveUI { return startUIWith(t, addr, nil, nil) }
+
+// startUIWith is startUI with a change to the Config (an in-flight view, for instance) and, when now is set, the
+// Server on that clock (set before Run starts).
+func startUIWith(t *testing.T, addr string, change func(*Config), now func() time.Time) *liveUI {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -61,11 +65,20 @@ func startUI(t *testing.T, addr string) *liveUI {
 	if err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
 	}
-	s := New(Config{UpdateEvery: 100 * time.Millisecond, JaegerURL: "http://jaeger.example:16686",
+	cfg := Config{UpdateEvery: 100 * time.Millisecond, JaegerURL: "http://jaeger.example:16686",
 		TraceID: func(r *correlate.Record) string { return fmt.Sprintf("%032x", r.ID) },
 		Counters: func() Counters {
 			return Counters{ConnectionsOpen: 42, RecordsDropped: 0, SpansDropped: 3}
-		}})
+		}}
+	if change != nil {
+		change(&cfg)
+	}
+	s := New(cfg)
+	if now != nil {
+		s.now = now
+		s.start = now()
+		s.st.start = s.start
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	u := &liveUI{t: t, addr: ln.Addr().String(), s: s, cancel: cancel, done: make(chan error, 1)}
 	go func() { u.done <- s.Run(ctx) }()
@@ -147,7 +160,9 @@ func TestBrowserLiveUI(t *testing.T) {
 	}
 	browsertest.Screenshot(t, ctx, "ui-live")
 
-	// The filter narrows the table.
+	// The filter narrows the table (the calls view).
+	step(t, ctx, "calls view", chromedp.Click(chromedp.CSS(`#tabs a[data-view="calls"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#filter")))
 	step(t, ctx, "filter", chromedp.SendKeys(chromedp.CSS("#filter"), "method:select_destinations"),
 		waitJS(`document.querySelectorAll("#calls tbody tr:not(.hidden)").length === 4`))
 	visible := eval[[]string](t, ctx, `[...document.querySelectorAll("#calls tbody tr:not(.hidden) td:nth-child(6)")].map(td => td.textContent)`)
@@ -228,7 +243,7 @@ func TestBrowserXSS(t *testing.T) {
 	ctx := browsertest.Start(t)
 	ui := startUI(t, "")
 	defer ui.stop()
-	step(t, ctx, "open page", chromedp.Navigate(ui.ts.URL+"/"),
+	step(t, ctx, "open page", chromedp.Navigate(ui.ts.URL+"/#/calls"),
 		waitJS(`document.getElementById("conn").dataset.state === "live"`))
 	evil := &correlate.Endpoint{Service: `<svg onload=window.__xss=4>`, PID: 1, Host: `<b>h</b>`}
 	g := newGen()

@@ -7,10 +7,12 @@
 //     once emitted, already redacted, shared by every sink) and adds it to the ring of recent records and the
 //     graph aggregates under the store's lock, on the caller's goroutine: behind the Fanout that is this sink's own
 //     goroutine, and the Fanout's bounded queue is the only queue in front of the UI. Record never logs.
+//
 //   - Server.Run owns every long-lived goroutine: the ticker, and one writer goroutine per websocket client.
 //     Every UpdateEvery (500ms by default) it takes the records added since the last tick and publishes one delta
 //     to every client. Work per record is a map lookup and a few counter increments; JSON is built once per tick,
 //     not per record and not per client, so thousands of records per second stay cheap.
+//
 //   - The websocket protocol is: a "snapshot" message on connect (graph, counters, recent calls, sequence number
 //     N), then "delta" messages N+1, N+2, ... (graph, counters, the calls added since the last tick). A client that
 //     sees a gap reconnects and gets a fresh snapshot. Every message names the Server instance: record ids are
@@ -18,8 +20,20 @@
 //     snapshot and the first delta may overlap by one tick; the page keys rows by record id. Each client has a bounded queue (ClientQueue messages) and
 //     exactly one writer goroutine; a client whose queue is full is disconnected and counted, so a slow browser
 //     never slows the hub, Record, or other clients.
+//
 //   - On ctx end Run closes every websocket itself (http.Server.Shutdown does not close hijacked connections)
 //     and waits for their writer goroutines.
+//
+//   - The page (web/) is plain ES modules, no build step: js/main.js wires the websocket (api.js) to the graph
+//     (graph.js, laid out by layout.js with the vendored dagre, coloured by health.js against each flow's own
+//     baseline, with worst.js beside it), the call table (table.js), the detail panel (panel.js, detail.js) and the
+//     request tree (request.js); router.js gives every view a URL (#/graph, #/calls, #/call/<id>,
+//     #/request/<id>); util.js holds the text-only DOM helpers and the page's one time zone. vendor/ holds dagre's
+//     ES module build with its licence, committed as published on npm.
+//
+//   - Roles on the graph come from the traffic (assignRoles): who sends a node calls, fanouts or notifications,
+//     and the topics published to it. The page lays the flow out from the nodes nobody sends anything to; names
+//     are only a last tie-break.
 //
 // # What it does not do
 //

@@ -47,6 +47,10 @@ type spec struct {
 	args                  string
 	errClass, errMsg      string
 	eventType             string
+	parent                string   // msg id (or unique id) of the RPC whose handling published this one
+	parents               []string // ambiguous parent: the candidates
+	heartbeats            int      // call-monitor heartbeats while the server handled it
+	lateReply             bool     // a timeout whose reply came after the deadline
 }
 
 // gen makes records shaped like real oslo.messaging traffic, with increasing ids and publish times.
@@ -69,7 +73,7 @@ func (g *gen) rec(s spec) *correlate.Record {
 		RoutingKey: s.topic, RequestID: s.req, GlobalRequestID: s.greq, Protocol: "oslo",
 		Caller: s.caller, Callee: s.callee, Callees: s.callees, Published: tp(pub),
 		MsgID: fmt.Sprintf("%032x", g.id), UniqueID: fmt.Sprintf("%032x", g.id+1<<40),
-		RequestBytes: 912, Deliveries: 1,
+		RequestBytes: 912, Deliveries: 1, ParentID: s.parent, ParentCandidates: s.parents,
 	}
 	if r.Status == "" {
 		r.Status = correlate.StatusOK
@@ -115,6 +119,11 @@ func (g *gen) rec(s spec) *correlate.Record {
 			r.DurationUS = timeout.Microseconds()
 			b := r.Delivered != nil
 			r.EverDelivered = &b
+			if s.lateReply && r.Delivered != nil {
+				r.LateReply = true
+				rep := r.Delivered.Add(s.srv)
+				r.Replied, r.ReplyDelivered = tp(rep), tp(rep.Add(s.transit))
+			}
 		default:
 			rep := r.Delivered.Add(s.srv)
 			r.Replied = tp(rep)
@@ -123,6 +132,10 @@ func (g *gen) rec(s spec) *correlate.Record {
 			r.DurationUS = r.ReplyDelivered.Sub(pub).Microseconds()
 			r.ReplyBytes = 301
 		}
+	}
+	for i := 1; i <= s.heartbeats && r.Delivered != nil; i++ {
+		r.HeartbeatTimes = append(r.HeartbeatTimes, r.Delivered.Add(time.Duration(i)*s.srv/time.Duration(s.heartbeats+1)))
+		r.Heartbeats++
 	}
 	if r.Status == correlate.StatusError {
 		r.Error = &correlate.RemoteError{Class: s.errClass, Module: "nova.exception", Message: s.errMsg}

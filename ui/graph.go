@@ -47,11 +47,30 @@ const (
 	edgeNotification = "notification"
 )
 
+// Phase histograms (queue wait, server time, reply transit) are coarser than the total's: every other bucket of
+// the total's scale (3 per doubling, within about 12%), so three of them per slot cost less than two totals.
+const (
+	phaseQueue = iota
+	phaseServer
+	phaseTransit
+	nPhases
+	phaseBuckets = histBuckets / 2
+)
+
+func phaseBucket(us int64) int { return histBucket(us) / 2 }
+
+// phaseValue is the representative latency of phase bucket b: the geometric middle of its two total buckets.
+func phaseValue(b int) int64 {
+	return int64(math.Round(math.Pow(2, (2*float64(b)+1)/histPerOctave)))
+}
+
 type slot struct {
 	idx                                    int64 // absolute slot number (unix time / slotDur)
 	calls, casts, fanouts, notifications   uint64
 	errors, timeouts, unroutable, latencyN uint64
 	hist                                   *[histBuckets]uint32 // nil until a latency is seen
+	phase                                  *[nPhases][phaseBuckets]uint32
+	phaseN                                 [nPhases]uint64
 }
 
 type edgeKey struct{ from, to, typ string }
@@ -62,6 +81,7 @@ type edgeAgg struct {
 	lastSeen time.Time
 	fresh    int      // records since the last tick (drives the pulse animation)
 	methods  []string // up to maxMethods distinct method names, for the tooltip
+	topics   []string // up to maxMethods distinct topics: the topics the consumer serves (its role, its queues)
 }
 
 const maxMethods = 6
@@ -70,12 +90,16 @@ func (e *edgeAgg) slotAt(now time.Time) *slot {
 	idx := now.UnixNano() / int64(slotDur)
 	s := &e.slots[idx%nSlots]
 	if s.idx != idx {
-		h := s.hist
+		h, ph := s.hist, s.phase
 		*s = slot{idx: idx}
+		// Reuse the histogram arrays: clearing is cheaper than an allocation per slot turn.
 		if h != nil {
-			// Reuse the histogram array: clearing is cheaper than a 720-byte allocation per slot turn.
 			clear(h[:])
 			s.hist = h
+		}
+		if ph != nil {
+			*ph = [nPhases][phaseBuckets]uint32{}
+			s.phase = ph
 		}
 	}
 	return s
@@ -200,18 +224,8 @@ func (g *graphAgg) addEdge(k edgeKey, fromInfo, toInfo nodeInfo, r *correlate.Re
 	}
 	e.lastSeen = now
 	e.fresh++
-	if r.Method != "" && len(e.methods) < maxMethods {
-		known := false
-		for _, m := range e.methods {
-			if m == r.Method {
-				known = true
-				break
-			}
-		}
-		if !known {
-			e.methods = append(e.methods, r.Method)
-		}
-	}
+	e.methods = addDistinct(e.methods, r.Method)
+	e.topics = addDistinct(e.topics, r.Topic)
 	s := e.slotAt(now)
 	switch r.Kind {
 	case correlate.KindCall:
@@ -242,7 +256,32 @@ func (g *graphAgg) addEdge(k edgeKey, fromInfo, toInfo nodeInfo, r *correlate.Re
 		}
 		s.latencyN++
 	}
+	// The split that says "broker or server": queue wait for every delivered request, server time and reply
+	// transit for answered calls.
+	var phases [nPhases]int64
+	phases[phaseQueue] = r.QueueUS
+	if r.Kind == correlate.KindCall && r.Replied != nil && r.Status != correlate.StatusTimeout {
+		phases[phaseServer] = r.ServerUS
+		if r.ReplyDelivered != nil {
+			phases[phaseTransit] = max(r.ReplyDelivered.Sub(*r.Replied).Microseconds(), 1)
+		}
+	}
+	for p, us := range phases {
+		if us <= 0 {
+			continue
+		}
+		if s.phase == nil {
+			s.phase = new([nPhases][phaseBuckets]uint32)
+		}
+		if b := phaseBucket(us); s.phase[p][b] < math.MaxUint32 {
+			s.phase[p][b]++
+		}
+		s.phaseN[p]++
+	}
 }
+
+// addDistinct appends v to list unless it is empty, already there, or the list holds maxMethods.
+func addDistinct(list []string, v string) []string { return addDistinctN(list, v, maxMethods) }
 
 // Graph is the JSON shape of /api/graph and of the graph in websocket messages.
 type Graph struct {
@@ -254,20 +293,32 @@ type Graph struct {
 
 // GraphNode is one service (or service on a host), or a pseudo-node for an unconsumed topic or an unseen caller.
 type GraphNode struct {
-	ID      string  `json:"id"`
-	Label   string  `json:"label"`
-	Service string  `json:"service,omitempty"`
-	Host    string  `json:"host,omitempty"`
-	Kind    string  `json:"kind"`  // service, topic, unknown
-	Layer   int     `json:"layer"` // 0 api, 1 conductor/server, 2 scheduler, 3 compute/agents, 4 sinks
-	InRate  float64 `json:"in_rate"`
-	OutRate float64 `json:"out_rate"`
-	Errors  uint64  `json:"errors"`
+	ID      string `json:"id"`
+	Label   string `json:"label"`
+	Service string `json:"service,omitempty"`
+	Host    string `json:"host,omitempty"`
+	Kind    string `json:"kind"` // service, topic, unknown
+	// Role is what the wire says the node does (roleOf): client (only calls out), server (consumes RPC topics),
+	// agent (consumes fanouts only), listener (consumes notifications only), topic, unknown.
+	Role string `json:"role"`
+	// Serves are the topics others published to it (up to six per edge), the wire's name for its role.
+	Serves  []string `json:"serves,omitempty"`
+	InRate  float64  `json:"in_rate"`
+	OutRate float64  `json:"out_rate"`
+	Errors  uint64   `json:"errors"`
 	// Live, from the correlator's in-flight view: calls the service has in hand (delivered, not answered), the
 	// monitored ones a worker is known to have taken, and calls it awaits replies to.
 	InFlight int `json:"in_flight"`
 	Handling int `json:"handling,omitempty"`
 	Awaiting int `json:"awaiting"`
+	// PeakHandling is the most calls a worker of one of its processes had at once lately; Saturated marks a
+	// server one of whose processes has every worker it was seen to have busy while more calls wait in it.
+	PeakHandling int  `json:"peak_handling,omitempty"`
+	Saturated    bool `json:"saturated,omitempty"`
+	// QueueDepth and QueueOldestMS are the backlog of the queues of the topics it serves: published, not
+	// delivered yet (wire depth), and how long the oldest has waited.
+	QueueDepth    int   `json:"queue_depth,omitempty"`
+	QueueOldestMS int64 `json:"queue_oldest_ms,omitempty"`
 }
 
 // GraphEdge is one flow caller → consumer of one type, with counts over the window.
@@ -286,14 +337,33 @@ type GraphEdge struct {
 	Errors        uint64    `json:"errors"`
 	Timeouts      uint64    `json:"timeouts"`
 	Unroutable    uint64    `json:"unroutable"`
-	ErrorRatio    float64   `json:"error_ratio"` // (errors+timeouts+unroutable)/records
+	ErrorRatio    float64   `json:"error_ratio"`   // (errors+timeouts+unroutable)/records
+	TimeoutRatio  float64   `json:"timeout_ratio"` // timeouts/calls
 	P50US         int64     `json:"p50_us"`
 	P99US         int64     `json:"p99_us"`
 	New           int       `json:"new"` // records since the previous update
 	LastSeen      time.Time `json:"last_seen"`
 	Methods       []string  `json:"methods,omitempty"`
+	Topics        []string  `json:"topics,omitempty"`
 	InFlight      int       `json:"in_flight"` // calls along this edge waiting for their reply now
+	// The split of a call's time: waiting in the broker's queue (published → delivered), in the server
+	// (delivered → replied) and on the way back (replied → reply delivered), p50 and p99 of each.
+	QueueP50US   int64 `json:"queue_p50_us"`
+	QueueP99US   int64 `json:"queue_p99_us"`
+	ServerP50US  int64 `json:"server_p50_us"`
+	ServerP99US  int64 `json:"server_p99_us"`
+	TransitP50US int64 `json:"transit_p50_us"`
+	TransitP99US int64 `json:"transit_p99_us"`
+	// Now against the edge's own baseline: the last recentSlots slots against the rest of the window. A base of
+	// zero means the edge has no history to compare with yet.
+	RecentP99US      int64   `json:"recent_p99_us"`
+	BaseP99US        int64   `json:"base_p99_us"`
+	RecentErrorRatio float64 `json:"recent_error_ratio"`
+	BaseErrorRatio   float64 `json:"base_error_ratio"`
 }
+
+// recentSlots is what "now" means against an edge's baseline: the current slot and the two before it (10-15 s).
+const recentSlots = 3
 
 // covered is the span of time the window really covers at now: the full window, or less when the server started
 // recently (dividing by 60s a few seconds after start would understate every rate).
@@ -316,19 +386,24 @@ func (g *graphAgg) view(now, started time.Time, resetFresh bool) Graph {
 	secs := covered(now, started)
 	nowIdx := now.UnixNano() / int64(slotDur)
 	nodeIdx := make(map[string]int)
-	var hist [histBuckets]uint64
+	var recent, base [histBuckets]uint64
+	var phase [nPhases][phaseBuckets]uint64
 	for k, e := range g.edges {
 		if now.Sub(e.lastSeen) > edgeIdle {
 			delete(g.edges, k)
 			continue
 		}
 		ge := GraphEdge{ID: k.from + ">" + k.to + ">" + k.typ, From: k.from, To: k.to, Type: k.typ,
-			New: e.fresh, LastSeen: e.lastSeen, Methods: append([]string(nil), e.methods...)}
+			New: e.fresh, LastSeen: e.lastSeen, Methods: append([]string(nil), e.methods...),
+			Topics: append([]string(nil), e.topics...)}
 		if resetFresh {
 			e.fresh = 0
 		}
-		clear(hist[:])
-		var latN uint64
+		clear(recent[:])
+		clear(base[:])
+		phase = [nPhases][phaseBuckets]uint64{}
+		var recentN, baseN, phaseN [nPhases]uint64
+		var recentRecs, recentBad, baseRecs, baseBad uint64
 		for i := range e.slots {
 			s := &e.slots[i]
 			if s.idx <= nowIdx-nSlots || s.idx > nowIdx {
@@ -341,11 +416,29 @@ func (g *graphAgg) view(now, started time.Time, resetFresh bool) Graph {
 			ge.Errors += s.errors
 			ge.Timeouts += s.timeouts
 			ge.Unroutable += s.unroutable
+			recs, bad := s.calls+s.casts+s.fanouts+s.notifications, s.errors+s.timeouts+s.unroutable
+			isRecent := s.idx > nowIdx-recentSlots
+			h := &base
+			if isRecent {
+				h = &recent
+				recentRecs, recentBad = recentRecs+recs, recentBad+bad
+				recentN[0] += s.latencyN
+			} else {
+				baseRecs, baseBad = baseRecs+recs, baseBad+bad
+				baseN[0] += s.latencyN
+			}
 			if s.hist != nil {
 				for b, n := range s.hist {
-					hist[b] += uint64(n)
+					h[b] += uint64(n)
 				}
-				latN += s.latencyN
+			}
+			if s.phase != nil {
+				for p := range s.phase {
+					for b, n := range s.phase[p] {
+						phase[p][b] += uint64(n)
+					}
+					phaseN[p] += s.phaseN[p]
+				}
 			}
 		}
 		total := ge.Calls + ge.Casts + ge.Fanouts + ge.Notifications
@@ -355,17 +448,37 @@ func (g *graphAgg) view(now, started time.Time, resetFresh bool) Graph {
 		if total > 0 {
 			ge.ErrorRatio = float64(ge.Errors+ge.Timeouts+ge.Unroutable) / float64(total)
 		}
-		if latN > 0 {
-			ge.P50US = percentile(&hist, latN, 0.50)
-			ge.P99US = percentile(&hist, latN, 0.99)
+		if ge.Calls > 0 {
+			ge.TimeoutRatio = float64(ge.Timeouts) / float64(ge.Calls)
 		}
+		if recentRecs > 0 {
+			ge.RecentErrorRatio = float64(recentBad) / float64(recentRecs)
+		}
+		if baseRecs > 0 {
+			ge.BaseErrorRatio = float64(baseBad) / float64(baseRecs)
+		}
+		ge.RecentP99US = percentile(recent[:], recentN[0], 0.99, histValue)
+		ge.BaseP99US = percentile(base[:], baseN[0], 0.99, histValue)
+		if latN := recentN[0] + baseN[0]; latN > 0 {
+			for b := range recent {
+				recent[b] += base[b]
+			}
+			ge.P50US = percentile(recent[:], latN, 0.50, histValue)
+			ge.P99US = percentile(recent[:], latN, 0.99, histValue)
+		}
+		ge.QueueP50US = percentile(phase[phaseQueue][:], phaseN[phaseQueue], 0.50, phaseValue)
+		ge.QueueP99US = percentile(phase[phaseQueue][:], phaseN[phaseQueue], 0.99, phaseValue)
+		ge.ServerP50US = percentile(phase[phaseServer][:], phaseN[phaseServer], 0.50, phaseValue)
+		ge.ServerP99US = percentile(phase[phaseServer][:], phaseN[phaseServer], 0.99, phaseValue)
+		ge.TransitP50US = percentile(phase[phaseTransit][:], phaseN[phaseTransit], 0.50, phaseValue)
+		ge.TransitP99US = percentile(phase[phaseTransit][:], phaseN[phaseTransit], 0.99, phaseValue)
 		out.Edges = append(out.Edges, ge)
 		for _, id := range []string{k.from, k.to} {
 			if _, ok := nodeIdx[id]; !ok {
 				info := g.nodes[id]
 				nodeIdx[id] = len(out.Nodes)
 				out.Nodes = append(out.Nodes, GraphNode{ID: id, Label: info.label, Service: info.service,
-					Host: info.host, Kind: info.kind, Layer: layerOf(info)})
+					Host: info.host, Kind: info.kind})
 			}
 		}
 		out.Nodes[nodeIdx[k.from]].OutRate += ge.Rate
@@ -373,6 +486,7 @@ func (g *graphAgg) view(now, started time.Time, resetFresh bool) Graph {
 		to.InRate += ge.Rate
 		to.Errors += ge.Errors + ge.Timeouts
 	}
+	assignRoles(&out)
 	// Forget nodes no edge mentions any more, so the node map stays bounded by the live edges.
 	for id := range g.nodes {
 		if _, ok := nodeIdx[id]; !ok {
@@ -408,8 +522,12 @@ func (g *graphAgg) prune(now time.Time) {
 	}
 }
 
-// percentile reads the p-quantile from a merged histogram: the bucket that holds the ceil(p*n)-th value.
-func percentile(h *[histBuckets]uint64, n uint64, p float64) int64 {
+// percentile reads the p-quantile from a merged histogram of n values: the bucket that holds the ceil(p*n)-th
+// value, as value(bucket). Zero when n is zero.
+func percentile(h []uint64, n uint64, p float64, value func(int) int64) int64 {
+	if n == 0 {
+		return 0
+	}
 	rank := uint64(math.Ceil(p * float64(n)))
 	if rank == 0 {
 		rank = 1
@@ -418,45 +536,79 @@ func percentile(h *[histBuckets]uint64, n uint64, p float64) int64 {
 	for b, c := range h {
 		seen += c
 		if seen >= rank {
-			return histValue(b)
+			return value(b)
 		}
 	}
-	return histValue(histBuckets - 1)
+	return value(len(h) - 1)
 }
 
-// layerOf places a service in the left-to-right layout by its role, read from the program name OpenStack puts in
-// connection_name (nova-api, nova-conductor, neutron-openvswitch-agent...). The order follows how a request flows:
-// API → conductor/server → scheduler → compute and agents → sinks (notification listeners, unconsumed topics).
-func layerOf(n nodeInfo) int {
-	if n.kind == "topic" {
-		return 4
-	}
-	if n.kind == "unknown" {
-		return 0
-	}
-	s := strings.ToLower(n.service)
-	has := func(parts ...string) bool {
-		for _, p := range parts {
-			if strings.Contains(s, p) {
-				return true
+// The roles a node can have, from what the wire shows of it (assignRoles).
+const (
+	roleClient   = "client"   // publishes only: nobody behind the proxy sends it anything
+	roleServer   = "server"   // consumes calls or casts on topics it serves
+	roleAgent    = "agent"    // consumes fanouts (and no point-to-point RPC): one of many per topic
+	roleListener = "listener" // consumes notifications only
+	roleTopic    = "topic"    // a destination nobody behind the proxy consumed
+	roleUnknown  = "unknown"  // the caller of records whose publisher was not seen
+)
+
+// assignRoles sets each node's role and the topics it serves from the edges into it: the kind of traffic it
+// consumes, never its name.
+func assignRoles(g *Graph) {
+	in := make(map[string]*[3]bool, len(g.Nodes)) // rpc, fanout, notification received
+	serves := make(map[string][]string)
+	for _, e := range g.Edges {
+		f := in[e.To]
+		if f == nil {
+			f = new([3]bool)
+			in[e.To] = f
+		}
+		switch e.Type {
+		case edgeRPC:
+			f[0] = true
+		case edgeFanout:
+			f[1] = true
+		case edgeNotification:
+			f[2] = true
+		}
+		if e.Type != edgeNotification {
+			for _, t := range e.Topics {
+				serves[e.To] = addDistinctN(serves[e.To], t, 2*maxMethods)
 			}
 		}
-		return false
 	}
-	switch {
-	case has("-api", "wsgi", "httpd", "apache", "horizon", "dashboard"):
-		return 0
-	case has("conductor", "neutron-server", "-engine", "-server"):
-		return 1
-	case has("scheduler", "placement"):
-		return 2
-	case has("compute", "volume", "agent", "backup", "-l3", "dhcp", "metadata", "ovs", "manager"):
-		return 3
-	case has("notification", "ceilometer", "collector", "listener", "searchlight"):
-		return 4
-	default:
-		return 2
+	for i := range g.Nodes {
+		n := &g.Nodes[i]
+		f := in[n.ID]
+		switch {
+		case n.Kind == "topic":
+			n.Role = roleTopic
+		case n.Kind == "unknown":
+			n.Role = roleUnknown
+		case f == nil:
+			n.Role = roleClient
+		case f[0]:
+			n.Role = roleServer
+		case f[1]:
+			n.Role = roleAgent
+		default:
+			n.Role = roleListener
+		}
+		n.Serves = serves[n.ID]
+		sort.Strings(n.Serves)
 	}
+}
+
+func addDistinctN(list []string, v string, n int) []string {
+	if v == "" || len(list) >= n {
+		return list
+	}
+	for _, m := range list {
+		if m == v {
+			return list
+		}
+	}
+	return append(list, v)
 }
 
 // withInFlight adds what waits now (correlate.InFlight) to the graph's nodes and edges. A waiting call whose callee
@@ -481,6 +633,28 @@ func (g Graph) withInFlight(v correlate.InFlight) Graph {
 		if n := nodes[id(s.Endpoint)]; n != nil {
 			n.InFlight += s.InFlight
 			n.Handling += s.Handling
+			n.PeakHandling = max(n.PeakHandling, s.PeakHandling)
+			if saturated(s) {
+				n.Saturated = true
+			}
+		}
+	}
+	// A queue's backlog counts on the nodes serving its topic: oslo names a topic's queues "<topic>" and
+	// "<topic>.<server>".
+	servedBy := make(map[string][]*GraphNode)
+	for i := range g.Nodes {
+		for _, t := range g.Nodes[i].Serves {
+			servedBy[t] = append(servedBy[t], &g.Nodes[i])
+		}
+	}
+	for _, q := range v.Queues {
+		ns := servedBy[q.Queue]
+		if topic, _, ok := strings.Cut(q.Queue, "."); ok && ns == nil {
+			ns = servedBy[topic]
+		}
+		for _, n := range ns {
+			n.QueueDepth += q.Depth
+			n.QueueOldestMS = max(n.QueueOldestMS, q.OldestAgeMS)
 		}
 	}
 	for _, c := range v.Callers {
@@ -501,4 +675,10 @@ func (g Graph) withInFlight(v correlate.InFlight) Graph {
 		}
 	}
 	return g
+}
+
+// saturated says whether a server process has every worker it was seen to have busy while more calls wait in it:
+// the executor pool is full (correlate's PeakHandling is the most it had busy at once lately).
+func saturated(p correlate.ProcessInFlight) bool {
+	return p.PeakHandling > 0 && p.Handling >= p.PeakHandling && p.InFlight > p.Handling
 }

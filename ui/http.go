@@ -23,8 +23,8 @@ var webFS embed.FS
 // authenticated without the token ever being visible to its JavaScript (HttpOnly).
 const tokenCookie = "amqptrace_token"
 
-// csp forbids everything the page does not need: no inline script or style (all code is in app.js, all style in
-// style.css), no third-party origin, no framing. connect-src 'self' covers same-origin ws:// and wss://.
+// csp forbids everything the page does not need: no inline script or style (all code is in the ES modules under
+// js/ and the vendored dagre under vendor/, all style in style.css), no third-party origin, no framing. connect-src 'self' covers same-origin ws:// and wss://.
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
 	"font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
@@ -35,7 +35,8 @@ func (s *Server) Handler() http.Handler {
 	static, _ := fs.Sub(webFS, "web")
 	files := http.FileServerFS(static)
 	mux.Handle("GET /{$}", s.auth(files, true))
-	mux.Handle("GET /app.js", s.auth(files, false))
+	mux.Handle("GET /js/{file}", s.auth(files, false))
+	mux.Handle("GET /vendor/{file}", s.auth(files, false))
 	mux.Handle("GET /style.css", s.auth(files, false))
 	mux.Handle("GET /favicon.svg", s.auth(files, false))
 	mux.Handle("GET /api/calls", s.auth(http.HandlerFunc(s.serveCalls), false))

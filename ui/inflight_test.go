@@ -34,3 +34,36 @@ func TestGraphWithInFlight(t *testing.T) {
 		t.Errorf("by host: %+v", host.Nodes[0])
 	}
 }
+
+// A server process with every worker it was seen to have busy and more calls waiting is marked saturated; a queue's
+// backlog counts on the node that serves its topic ("<topic>" and "<topic>.<server>" queues).
+func TestGraphSaturationAndQueues(t *testing.T) {
+	conductor := correlate.Endpoint{Service: "nova-conductor", Host: "10.0.0.5", PID: 1}
+	busy := correlate.Endpoint{Service: "nova-compute", Host: "10.0.1.1", PID: 2}
+	idle := correlate.Endpoint{Service: "nova-scheduler", Host: "10.0.0.6", PID: 3}
+	g := Graph{By: "service", Nodes: []GraphNode{{ID: "nova-compute", Serves: []string{"compute"}},
+		{ID: "nova-conductor"}, {ID: "nova-scheduler", Serves: []string{"scheduler"}}}}
+	v := correlate.InFlight{
+		Servers: []correlate.ProcessInFlight{
+			{Endpoint: busy, InFlight: 4, Handling: 1, PeakHandling: 1},
+			{Endpoint: idle, InFlight: 2, Handling: 2, PeakHandling: 8}, // workers free: not saturated
+			{Endpoint: conductor, InFlight: 3, Handling: 0},             // unmonitored: no peak known
+		},
+		Queues: []correlate.QueueInFlight{{Queue: "compute.host1", Depth: 7, OldestAgeMS: 900},
+			{Queue: "compute", Depth: 2, OldestAgeMS: 1500}, {Queue: "conductor", Depth: 5, OldestAgeMS: 50}},
+	}
+	got := g.withInFlight(v)
+	comp, cond, sch := got.Nodes[0], got.Nodes[1], got.Nodes[2]
+	if !comp.Saturated || comp.PeakHandling != 1 {
+		t.Errorf("nova-compute (pool of 1, 3 waiting): saturated %v peak %d, want true and 1", comp.Saturated, comp.PeakHandling)
+	}
+	if sch.Saturated || cond.Saturated {
+		t.Errorf("saturated: scheduler %v, conductor %v, want neither", sch.Saturated, cond.Saturated)
+	}
+	if comp.QueueDepth != 9 || comp.QueueOldestMS != 1500 {
+		t.Errorf("nova-compute queues: depth %d oldest %d ms, want 9 and 1500", comp.QueueDepth, comp.QueueOldestMS)
+	}
+	if cond.QueueDepth != 0 || sch.QueueDepth != 0 {
+		t.Errorf("queue depth counted on nodes that do not serve it: conductor %d scheduler %d", cond.QueueDepth, sch.QueueDepth)
+	}
+}

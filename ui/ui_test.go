@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -237,15 +238,31 @@ func TestGraphAggregation(t *testing.T) {
 	if n == nil || n.Notifications != 1 {
 		t.Errorf("notification edge = %+v", n)
 	}
-	layers := map[string]int{}
+	// Roles come from the traffic a node consumes, not its name.
+	roles := map[string]string{}
 	for _, nd := range gr.Nodes {
-		layers[nd.ID] = nd.Layer
+		roles[nd.ID] = nd.Role
 	}
-	for id, want := range map[string]int{"nova-conductor": 1, "nova-scheduler": 2, "nova-compute": 3,
-		"neutron-openvswitch-agent": 3, "topic:notifications": 4} {
-		if layers[id] != want {
-			t.Errorf("layer of %s = %d, want %d", id, layers[id], want)
+	for id, want := range map[string]string{"nova-conductor": roleClient, "nova-scheduler": roleServer,
+		"nova-compute": roleServer, "neutron-server": roleClient, "neutron-openvswitch-agent": roleAgent,
+		"topic:notifications": roleTopic} {
+		if roles[id] != want {
+			t.Errorf("role of %s = %q, want %q", id, roles[id], want)
 		}
+	}
+	if sch := findNode(gr, "nova-scheduler"); sch == nil || strings.Join(sch.Serves, ",") != "scheduler" {
+		t.Errorf("nova-scheduler serves %+v, want [scheduler]", sch)
+	}
+	// The split of the calls' time: queue wait d/4, server d/2, transit the rest, for d in 1..100 ms (timeouts
+	// add 5 queue waits of 1 ms). Phase buckets are within ~12%.
+	if !within(e.ServerP50US, 25_000, 0.13) || !within(e.ServerP99US, 49_500, 0.13) {
+		t.Errorf("server p50/p99 = %d/%d µs, want ≈25000/≈49500", e.ServerP50US, e.ServerP99US)
+	}
+	if !within(e.TransitP99US, 25_000, 0.13) || e.QueueP99US == 0 || e.QueueP99US > e.ServerP99US {
+		t.Errorf("transit p99 %d µs (want ≈25000), queue p99 %d µs (want ≤ server p99)", e.TransitP99US, e.QueueP99US)
+	}
+	if math.Abs(e.TimeoutRatio-5.0/105) > 1e-9 {
+		t.Errorf("timeout ratio %v, want %v", e.TimeoutRatio, 5.0/105)
 	}
 
 	// By host: the fanout reaches three agent nodes, the casts two compute nodes.
@@ -281,6 +298,15 @@ func edgeIDs(g Graph) []string {
 		ids = append(ids, e.ID)
 	}
 	return ids
+}
+
+func findNode(g Graph, id string) *GraphNode {
+	for i := range g.Nodes {
+		if g.Nodes[i].ID == id {
+			return &g.Nodes[i]
+		}
+	}
+	return nil
 }
 
 func TestGraphSlidingRate(t *testing.T) {
@@ -378,7 +404,7 @@ func TestJaegerLink(t *testing.T) {
 func TestSecurityHeadersAndPage(t *testing.T) {
 	s, _ := newTestServer(t, Config{})
 	h := s.Handler()
-	for _, p := range []string{"/", "/app.js", "/style.css", "/api/calls", "/api/graph", "/healthz"} {
+	for _, p := range []string{"/", "/js/main.js", "/style.css", "/api/calls", "/api/graph", "/healthz"} {
 		res := getJSON(t, h, p, nil)
 		if res.StatusCode != 200 {
 			t.Errorf("%s: status %d", p, res.StatusCode)
@@ -394,16 +420,26 @@ func TestSecurityHeadersAndPage(t *testing.T) {
 	}
 	// The page has no inline script or style for the CSP to block, and the code never builds HTML from strings.
 	page, _ := webFS.ReadFile("web/index.html")
-	if m := regexp.MustCompile(`<script(?:[^>]*)>`).FindAllString(string(page), -1); len(m) != 1 || !strings.Contains(m[0], `src="app.js"`) {
+	if m := regexp.MustCompile(`<script(?:[^>]*)>`).FindAllString(string(page), -1); len(m) != 1 || !strings.Contains(m[0], `type="module" src="js/main.js"`) {
 		t.Errorf("index.html scripts: %v", m)
 	}
 	if regexp.MustCompile(`\sstyle=|<style|\son[a-z]+=`).Match(page) {
 		t.Error("index.html has inline style or event handlers")
 	}
-	js, _ := webFS.ReadFile("web/app.js")
-	code := regexp.MustCompile(`(?m)^\s*//.*$`).ReplaceAll(js, nil) // the header comment names the banned APIs
-	if regexp.MustCompile(`innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function`).Match(code) {
-		t.Error("app.js uses an HTML-string or eval API")
+	mods, _ := fs.Glob(webFS, "web/js/*.js")
+	vendor, _ := fs.Glob(webFS, "web/vendor/*.js")
+	if len(mods) < 5 || len(vendor) != 1 {
+		t.Fatalf("modules %v, vendored %v", mods, vendor)
+	}
+	for _, f := range append(mods, vendor...) {
+		js, _ := webFS.ReadFile(f)
+		code := regexp.MustCompile(`(?m)^\s*//.*$`).ReplaceAll(js, nil) // util.js's header comment names the banned APIs
+		if regexp.MustCompile(`innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function|Function\(`).Match(code) {
+			t.Errorf("%s uses an HTML-string or eval API", f)
+		}
+		if regexp.MustCompile(`from\s*"(https?:)?//`).Match(js) {
+			t.Errorf("%s imports from another origin", f)
+		}
 	}
 }
 
@@ -422,7 +458,7 @@ func TestTokenAuth(t *testing.T) {
 	bearer := func(tok string) func(*http.Request) {
 		return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
 	}
-	for _, p := range []string{"/", "/api/calls", "/api/graph", "/api/calls/1", "/api/request/req-1", "/app.js", "/api/ws"} {
+	for _, p := range []string{"/", "/api/calls", "/api/graph", "/api/calls/1", "/api/request/req-1", "/js/main.js", "/api/ws"} {
 		if res := do(p, nil); res.StatusCode != http.StatusUnauthorized {
 			t.Errorf("%s without token: %d, want 401", p, res.StatusCode)
 		}
@@ -544,5 +580,47 @@ func TestCallsPaging(t *testing.T) {
 	}
 	if !equalIDs(got, want) {
 		t.Errorf("paged %d records (first %v), want %d", len(got), got[:min(3, len(got))], len(want))
+	}
+}
+
+// An edge's last 10-15 s are compared with the rest of its window: calls that got slower and started failing show
+// a recent p99 and error ratio above the edge's own baseline.
+func TestGraphBaseline(t *testing.T) {
+	s, clk := newTestServer(t, Config{})
+	g := newGen()
+	call := func(d time.Duration, st correlate.Status) {
+		s.Record(g.rec(spec{kind: correlate.KindCall, status: st, method: "m", topic: "conductor", caller: novaAPI,
+			callee: novaConductor, queue: time.Millisecond, srv: d, transit: time.Millisecond, errClass: "E"}))
+	}
+	for range 6 { // 30 s of fast calls, one error in ten
+		for i := range 10 {
+			st := correlate.StatusOK
+			if i == 0 {
+				st = correlate.StatusError
+			}
+			call(10*time.Millisecond, st)
+		}
+		clk.add(slotDur)
+	}
+	for i := range 10 { // now: slow, half failing
+		st := correlate.StatusOK
+		if i%2 == 0 {
+			st = correlate.StatusError
+		}
+		call(400*time.Millisecond, st)
+	}
+	pump(s)
+	var gr Graph
+	getJSON(t, s.Handler(), "/api/graph", &gr)
+	e := findEdge(gr, "nova-api>nova-conductor>rpc")
+	if e == nil {
+		t.Fatal("no edge")
+	}
+	if !within(e.BaseP99US, 12_000, 0.1) || !within(e.RecentP99US, 402_000, 0.1) {
+		t.Errorf("p99 base %d µs recent %d µs, want ≈12000 and ≈402000", e.BaseP99US, e.RecentP99US)
+	}
+	// Recent is the current slot and the two before it: 1+1+5 errors in 30 calls; the base 4 in 40.
+	if math.Abs(e.BaseErrorRatio-0.1) > 1e-9 || math.Abs(e.RecentErrorRatio-7.0/30) > 1e-9 {
+		t.Errorf("error ratio base %v recent %v, want 0.1 and 7/30", e.BaseErrorRatio, e.RecentErrorRatio)
 	}
 }

@@ -291,7 +291,7 @@ func TestForeignHostRefusedWithoutToken(t *testing.T) {
 		res.Body.Close()
 		return res.StatusCode
 	}
-	for _, path := range []string{"/", "/app.js", "/api/calls", "/api/calls/1", "/api/request/req-1", "/api/graph",
+	for _, path := range []string{"/", "/js/main.js", "/api/calls", "/api/calls/1", "/api/request/req-1", "/api/graph",
 		"/api/stats", "/api/ws", "/healthz"} {
 		for _, host := range []string{"evil.example", "evil.example:" + port, "127.0.0.1.evil.example", "10.0.0.1"} {
 			if code := get(path, host); code != http.StatusMisdirectedRequest {
@@ -328,7 +328,7 @@ func TestTokenRequiredPerPath(t *testing.T) {
 	s := New(Config{UpdateEvery: 10 * time.Millisecond, Token: "tok"})
 	ts := runServer(t, s)
 	open := map[string]bool{"/healthz": true}
-	for _, path := range []string{"/", "/app.js", "/style.css", "/favicon.svg", "/api/calls", "/api/calls/1",
+	for _, path := range []string{"/", "/js/main.js", "/style.css", "/favicon.svg", "/api/calls", "/api/calls/1",
 		"/api/request/req-1", "/api/graph", "/api/stats", "/api/ws", "/healthz"} {
 		for _, auth := range []string{"", "Bearer tok"} {
 			req, _ := http.NewRequest("GET", ts.URL+path, nil)
