@@ -62,6 +62,8 @@ type Conn struct {
 
 	closeSeen atomic.Pointer[closeInfo]
 	closed    atomic.Bool
+	// work counts this connection's bodies queued for the body workers (bounded by workPerConn).
+	work atomic.Int32
 
 	// opened is set once the broker has answered Connection.Open with Open-Ok: the login was accepted. Until then
 	// the connection is in its handshake (see handshake) and nothing of what it sends reaches the correlator.
@@ -200,7 +202,7 @@ func (c *Correlator) NewConn(info ConnInfo) *Conn {
 	cn := &Conn{c: c, info: info}
 	for d := range cn.asm {
 		cn.asm[d] = assembler{conn: cn, dir: frames.Direction(d),
-			parser: bodyParser{policy: c.cfg.Payload, red: c.cfg.Redactor, maxPayload: c.cfg.maxPayloadBytes(), bodyCap: c.cfg.bodyCap()}}
+			parser: c.newBodyParser()}
 	}
 	host, port, err := net.SplitHostPort(info.Client)
 	if err != nil {
@@ -721,26 +723,25 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 			return
 		}
 	}
-	if s.comp != compNone && len(body) > 0 {
-		h, t, tr, ok := a.parser.decompress(body)
-		if ok {
-			body, head, tail, truncated = h, h, t, tr
-			if tr {
-				body = nil
-			}
+	if !c.cfg.InlineBodies && (s.comp != compNone || len(body) > offloadMin || len(head)+len(tail) > offloadMin) {
+		// Slow to parse, or maybe: a body worker does it (see bodywork.go). The job owns its bytes: a body that
+		// spans frames is this channel's own buffer, one frame's is borrowed from the decoder and copied.
+		j := bodyJob{ev: ev, body: body, head: head, tail: tail, truncated: truncated, comp: s.comp, key: key,
+			remember: remember}
+		if len(body) > 0 && (len(s.buf) == 0 || &s.buf[0] != &body[0]) {
+			j.body = append([]byte(nil), body...)
 		}
+		j.size = int64(len(j.body) + len(head) + len(tail))
+		*s = chanAsm{}
+		if c.work.submit(a.conn, j) {
+			c.ctr.bodiesOffloaded.Add(1)
+			return
+		}
+		c.ctr.bodiesShed.Add(1) // not parsed: the event goes on without the body's ids
+		a.queue(ev)
+		return
 	}
-	switch {
-	case truncated:
-		ev.truncated = true
-		c.ctr.truncated.Add(1)
-		a.parser.parseTruncated(head, tail, &ev.body)
-	case len(body) > 0:
-		a.parser.parse(body, &ev.body)
-	}
-	a.parser.trim()
-	// A body that looks like JSON but did not parse is counted (once per message, as for a reused parse).
-	failed := len(body) > 0 && !ev.body.parsed && body[0] == '{'
+	failed := parseContent(c, &a.parser, ev, body, head, tail, truncated, s.comp)
 	if remember && !truncated {
 		c.bodies.store(key, &ev.body, failed)
 	}

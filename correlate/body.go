@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // msgKind is what an oslo.messaging body says it is.
@@ -59,8 +60,10 @@ type bodyParser struct {
 	red        *Redactor // nil: the built-in rules, not counted
 	maxPayload int
 	bodyCap    int
-	inner      []byte // the decoded oslo.message string
-	dec        []byte // decompressed body
+	inflateFor time.Duration // bound on one body's inflation (0: none); past it the body reads as truncated
+	inflateCut bool          // the last decompress stopped at inflateFor
+	inner      []byte        // the decoded oslo.message string
+	dec        []byte        // decompressed body
 	rs         redactScratch
 	// strs holds the decoded string values taken from the current object and spans says which field each one
 	// goes to: keep makes them one string, one allocation per body instead of one per id.
@@ -470,12 +473,18 @@ func compressionOf(contentEncoding, header string) compression {
 	return compNone
 }
 
+// decompressHook, when a test sets it, runs at the start of every decompress (to see which goroutine inflates).
+var decompressHook func()
+
 // maxInflateFactor bounds decompression work: a body inflating past bodyCap*maxInflateFactor is read no further.
 const maxInflateFactor = 64
 
 // decompress inflates body within bounds. It returns the whole output when it fits in bodyCap, else its first and
 // last bodyCap/2 bytes with truncated set. ok is false when the body is not in a format we know.
 func (p *bodyParser) decompress(body []byte) (head, tail []byte, truncated, ok bool) {
+	if decompressHook != nil {
+		decompressHook()
+	}
 	var r io.Reader
 	var err error
 	switch {
@@ -490,6 +499,17 @@ func (p *bodyParser) decompress(body []byte) (head, tail []byte, truncated, ok b
 	}
 	if err != nil {
 		return nil, nil, false, false
+	}
+	// A time bound as well as the byte bound: some inputs inflate slowly (bzip2), and the workers serve every
+	// connection's bodies.
+	p.inflateCut = false
+	start := time.Now()
+	overtime := func() bool {
+		if p.inflateFor > 0 && time.Since(start) > p.inflateFor {
+			p.inflateCut = true
+			return true
+		}
+		return false
 	}
 	limit := p.bodyCap
 	buf := p.dec[:0]
@@ -507,7 +527,7 @@ func (p *bodyParser) decompress(body []byte) (head, tail []byte, truncated, ok b
 			p.dec = buf
 			return buf, nil, false, true
 		}
-		if rerr != nil {
+		if rerr != nil || overtime() {
 			p.dec = buf
 			return buf, nil, true, len(buf) > 0
 		}
@@ -533,7 +553,7 @@ func (p *bodyParser) decompress(body []byte) (head, tail []byte, truncated, ok b
 			copy(ring[keep:], c)
 			filled = keep + len(c)
 		}
-		if rerr != nil {
+		if rerr != nil || overtime() {
 			break
 		}
 	}

@@ -95,6 +95,11 @@ type Config struct {
 	// with no window at all, so bytes a capture held behind a hole would be processed after what followed them.
 	// Now still stamps what the reading side does (a connection's start and end).
 	EventClock bool
+	// InlineBodies parses every body on the goroutine that feeds the Conn, as a body worker would not (see
+	// bodywork.go). A replay sets it with EventClock: its reader runs far ahead of wall time, so a body parsed on
+	// a worker would come back after the packets' clock had released its window. Tests that drive the correlator
+	// by hand set it too.
+	InlineBodies bool
 	// Source is copied into every Record's Source: "capture" (live packet capture) or "replay" (a capture
 	// file). The proxy leaves it empty, and its records carry no source field.
 	Source string

@@ -39,6 +39,8 @@ type Correlator struct {
 	// panics counts what a panic cost: one event in process, one record in emit, or one tick of Run's loop.
 	panics *PanicGuard
 	q      chan *event // batches: each element heads a list linked by event.next
+	// work parses the bodies that may be slow (compressed, large) away from the forwarding goroutines.
+	work *bodyWorkers
 	// events recycles processed events for the assemblers (see recycle).
 	events sync.Pool
 	// bodies remembers recent publishes' parses for their deliveries (see bodyCache).
@@ -86,6 +88,7 @@ func New(cfg Config) *Correlator {
 		inflight:     make(chan inflightReq),
 		stopped:      make(chan struct{}),
 		bodies:       newBodyCache(),
+		work:         newBodyWorkers(),
 		topos:        make(map[string]*topology),
 		handling:     newHandling(cfg.maxPending()),
 		servers:      make(map[Endpoint]*serverLoad),
@@ -99,6 +102,12 @@ func New(cfg Config) *Correlator {
 		c.sink = SinkFunc(func(*Record) {})
 	}
 	return c
+}
+
+// newBodyParser is a parser with this correlator's payload policy and bounds (one per assembler and per worker).
+func (c *Correlator) newBodyParser() bodyParser {
+	return bodyParser{policy: c.cfg.Payload, red: c.cfg.Redactor, maxPayload: c.cfg.maxPayloadBytes(),
+		bodyCap: c.cfg.bodyCap(), inflateFor: maxInflate}
 }
 
 // pending is one RPC that is not final yet. Its Record is filled in place and handed to the sink when final.
@@ -199,9 +208,12 @@ func (c *Correlator) Run(ctx context.Context) error {
 	// its eventfd and a thread wake-up). A record is now at most one tick later, within a window of Reorder.
 	drain := time.NewTicker(c.tick())
 	defer drain.Stop()
+	c.work.start(c)
 	for {
 		select {
 		case <-ctx.Done():
+			c.work.close()
+			c.step() // what the workers finished before they stopped
 			c.shutdown()
 			close(c.stopped)
 			return nil

@@ -39,6 +39,9 @@ type harness struct {
 func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	h := &harness{t: t, now: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	// Driven by hand, without Run: no body worker runs, and every frame has the same read time, so bodies are
+	// parsed where they complete, in order (bodywork_test.go runs the workers).
+	cfg.InlineBodies = true
 	cfg.Now = func() time.Time {
 		if h.live {
 			return time.Now()

@@ -49,9 +49,14 @@ type Stats struct {
 	DecodeFailures  uint64 // method or content-header payloads frames could not decode
 	ParseFailures   uint64 // bodies that were not JSON / not readable (after decompression)
 	BodiesReused    uint64 // deliveries and returns whose body was a recent publish's, so its parse was reused
-	UnknownMessages uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
-	PlainMessages   uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
-	Connections     int64  // gauge: live connections
+	// BodiesOffloaded counts bodies parsed on a body worker (compressed, or over 64 KiB) instead of on the
+	// forwarding goroutine; BodiesShed those the workers' bounded queue refused, left unparsed (an observation
+	// drop: the message's record lacks its ids); InflateCut compressed bodies whose inflation was stopped at its
+	// time bound (read as truncated).
+	BodiesOffloaded, BodiesShed, InflateCut uint64
+	UnknownMessages                         uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
+	PlainMessages                           uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
+	Connections                             int64  // gauge: live connections
 
 	// PreOpenFrames counts frames a connection sent before the broker accepted its login (Connection.Open-Ok),
 	// other than the handshake's own: never decoded (see Conn's handshake).
@@ -97,26 +102,27 @@ func statusIndex(s Status) int {
 // counters are the live atomics behind Stats. The assemblers (pump goroutines) and the correlator goroutine both
 // write them, so every field is atomic.
 type counters struct {
-	messagesIn, queueDrops, recordsOut     atomic.Uint64
-	records                                [len(allKinds)][len(allStatuses)]atomic.Uint64
-	pending                                atomic.Int64
-	expired, evicted, lateReplies          atomic.Uint64
-	repliesAfterRecord, foreignReplies     atomic.Uint64
-	evictedBytes, holds, serverWaits       atomic.Uint64
-	pendingBytes                           atomic.Int64
-	broker                                 [brokerCancelledConsumer + 1]atomic.Uint64
-	redeliveries                           atomic.Uint64
-	heartbeats                             atomic.Uint64
-	unmatchedReplies, unmatchedDeliveries  atomic.Uint64
-	unroutable, confirms, nacks            atomic.Uint64
-	channelResets, truncated               atomic.Uint64
-	decodeFailures, parseFailures, unknown atomic.Uint64
-	bodiesReused                           atomic.Uint64
-	plain                                  atomic.Uint64
-	connections                            atomic.Int64
-	buffered, orphans                      atomic.Int64
-	late, reorderOverflow, orphansMerged   atomic.Uint64
-	preOpen, handshakeUnseen               atomic.Uint64
+	messagesIn, queueDrops, recordsOut      atomic.Uint64
+	records                                 [len(allKinds)][len(allStatuses)]atomic.Uint64
+	pending                                 atomic.Int64
+	expired, evicted, lateReplies           atomic.Uint64
+	repliesAfterRecord, foreignReplies      atomic.Uint64
+	evictedBytes, holds, serverWaits        atomic.Uint64
+	pendingBytes                            atomic.Int64
+	broker                                  [brokerCancelledConsumer + 1]atomic.Uint64
+	redeliveries                            atomic.Uint64
+	heartbeats                              atomic.Uint64
+	unmatchedReplies, unmatchedDeliveries   atomic.Uint64
+	unroutable, confirms, nacks             atomic.Uint64
+	channelResets, truncated                atomic.Uint64
+	decodeFailures, parseFailures, unknown  atomic.Uint64
+	bodiesReused                            atomic.Uint64
+	bodiesOffloaded, bodiesShed, inflateCut atomic.Uint64
+	plain                                   atomic.Uint64
+	connections                             atomic.Int64
+	buffered, orphans                       atomic.Int64
+	late, reorderOverflow, orphansMerged    atomic.Uint64
+	preOpen, handshakeUnseen                atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. It is safe to call from any goroutine.
@@ -137,7 +143,8 @@ func (c *Correlator) Stats() Stats {
 		Unroutable: k.unroutable.Load(), Confirms: k.confirms.Load(), Nacks: k.nacks.Load(),
 		ChannelResets: k.channelResets.Load(), TruncatedBodies: k.truncated.Load(),
 		DecodeFailures: k.decodeFailures.Load(), ParseFailures: k.parseFailures.Load(),
-		BodiesReused:    k.bodiesReused.Load(),
+		BodiesReused: k.bodiesReused.Load(), BodiesOffloaded: k.bodiesOffloaded.Load(),
+		BodiesShed: k.bodiesShed.Load(), InflateCut: k.inflateCut.Load(),
 		UnknownMessages: k.unknown.Load(), PlainMessages: k.plain.Load(), Connections: k.connections.Load(),
 		Buffered: k.buffered.Load(), LateEvents: k.late.Load(), ReorderOverflow: k.reorderOverflow.Load(),
 		Orphans: k.orphans.Load(), OrphansMerged: k.orphansMerged.Load(),

@@ -82,7 +82,7 @@ var (
 	dPendingMax = desc("pending_calls_limit", "The pending table's cap (--max-pending): at it, the oldest pending RPC is emitted early (evicted).")
 	dPendingBM  = desc("pending_bytes_limit", "The pending table's memory cap (--max-pending-bytes).")
 	dCorr       = desc("correlator_events_total", "Correlator events by kind (expired, evicted, late_reply, heartbeat, unmatched_reply, unmatched_delivery, unroutable, confirm, nack, channel_reset, truncated_body, decode_failure, parse_failure, body_reused, unknown_message, plain_message, late_event, reorder_overflow, orphan_merged, held, server_wait, reply_after_record, foreign_reply, connection_blocked, connection_unblocked, broker_closed_connection, broker_closed_channel, consumer_cancelled, redelivered).", "event")
-	dDropped    = desc("dropped_total", "Everything dropped rather than waited for, by stage (correlator_queue, sink:<name>, tracing_queue, span_export, ui).", "stage")
+	dDropped    = desc("dropped_total", "Everything dropped rather than waited for, by stage (correlator_queue, body_workers, sink:<name>, tracing_queue, span_export, ui).", "stage")
 	dBuffered   = desc("reorder_buffered_events", "Events waiting in the correlator's reorder window (events from different connections are put back in read-time order).")
 	dOrphans    = desc("orphan_events", "Replies and deliveries waiting for the request they belong to.")
 	dRecordsOut = desc("records_emitted_total", "Records the correlator emitted to the sinks.")
@@ -197,12 +197,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(dOrphans, float64(cs.Orphans))
 		counter(dRecordsOut, float64(cs.RecordsOut))
 		counter(dDropped, float64(cs.QueueDrops), "correlator_queue")
+		counter(dDropped, float64(cs.BodiesShed), "body_workers")
 		for ev, v := range map[string]uint64{
 			"expired": cs.Expired, "evicted": cs.Evicted, "late_reply": cs.LateReplies, "heartbeat": cs.Heartbeats,
 			"unmatched_reply": cs.UnmatchedReplies, "unmatched_delivery": cs.UnmatchedDeliveries,
 			"unroutable": cs.Unroutable, "confirm": cs.Confirms, "nack": cs.Nacks, "channel_reset": cs.ChannelResets,
 			"truncated_body": cs.TruncatedBodies, "decode_failure": cs.DecodeFailures,
-			"parse_failure": cs.ParseFailures, "body_reused": cs.BodiesReused, "unknown_message": cs.UnknownMessages,
+			"parse_failure": cs.ParseFailures, "body_reused": cs.BodiesReused,
+			"body_offloaded": cs.BodiesOffloaded, "inflate_cut": cs.InflateCut, "unknown_message": cs.UnknownMessages,
 			"plain_message": cs.PlainMessages, "late_event": cs.LateEvents, "reorder_overflow": cs.ReorderOverflow, "orphan_merged": cs.OrphansMerged, "held": cs.Holds, "server_wait": cs.ServerWaits,
 			"reply_after_record": cs.RepliesAfterRecord, "foreign_reply": cs.ForeignReplies,
 			"connection_blocked": cs.Blocked, "connection_unblocked": cs.Unblocked,

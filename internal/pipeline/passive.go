@@ -83,7 +83,7 @@ func NewPassive(cfg PassiveConfig) *Passive {
 	if cfg.PacketClock {
 		// The reader runs ahead of the correlator by up to its queue: the correlator keeps its own time by the
 		// packets it has taken in, so the reorder window is as wide in a replay as it is live.
-		ccorr.EventClock = true
+		ccorr.EventClock, ccorr.InlineBodies = true, true
 	}
 	if cfg.PacketClock && ccorr.Now == nil {
 		ccorr.Now = func() time.Time {
