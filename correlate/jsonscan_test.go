@@ -115,5 +115,51 @@ func FuzzStringScan(f *testing.F) {
 		if got := validStringContent(b); got != valid {
 			t.Fatalf("validStringContent(%q) = %v, want %v", b, got, valid)
 		}
+		checkScanCleanString(t, b)
 	})
+}
+
+// checkScanCleanString: scanCleanString is scanString followed by validStringContent, and its trig says whether
+// the content holds a byte between ':' and 'M' or a \u escape.
+func checkScanCleanString(t *testing.T, b []byte) {
+	t.Helper()
+	raw, end, ok := scanString(b, 0)
+	ok = ok && validStringContent(raw)
+	trig := false
+	for i := 0; ok && i < len(raw); i++ {
+		if raw[i] >= ':' && raw[i] <= 'M' {
+			trig = true
+		}
+		if raw[i] == '\\' {
+			trig = trig || raw[i+1] == 'u'
+			i++
+		}
+	}
+	graw, gend, gtrig, gok := scanCleanString(b, 0)
+	if gok != ok || ok && (gend != end || !bytes.Equal(graw, raw) || gtrig != trig) {
+		t.Fatalf("scanCleanString(%q) = %q, %d, %v, %v; want %q, %d, %v, %v", b, graw, gend, gtrig, gok, raw, end,
+			trig, ok)
+	}
+}
+
+// scanCleanString at every place of every byte that matters to it, in strings around the word size.
+func TestScanCleanStringMatchesScanString(t *testing.T) {
+	fill := []byte{'a', ' ', '9', 0x00, 0x1f, 0x20, 0x39, 0x3a, 0x4d, 0x4e, 0x5b, 0x5d, 0x7f, 0x80, 0xba, 0xcd, 0xff}
+	special := []byte{'"', '\\', 0x00, 0x1f, ':', '=', 'A', 'M', 'N', 0x21, 0x5b, 0x80, 0xba}
+	tails := []string{`"`, `" x`, `\"x"`, `\u00e9"`, `\u0041"`, `\\"`, `\q"`, `\u12"`, ``, `\`}
+	for n := range 40 {
+		for _, f := range fill {
+			for _, s := range special {
+				for at := -1; at < n; at++ {
+					for _, tail := range tails {
+						b := append([]byte{'"'}, bytes.Repeat([]byte{f}, n)...)
+						if at >= 0 {
+							b[1+at] = s
+						}
+						checkScanCleanString(t, append(b, tail...))
+					}
+				}
+			}
+		}
+	}
 }

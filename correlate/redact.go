@@ -254,6 +254,62 @@ type redactScratch struct {
 	text []byte // a string's content after the value rules, until it is copied out
 	// nested holds, for each level of JSON held in a string, the string's unescaped text and its redacted copy.
 	nested [][2][]byte
+	// keys remembers keyRule's verdict on the member names seen: a connection sends the same few dozen names in
+	// every message.
+	keys *keyCache
+}
+
+// keyCache is a small cache of keyRule's verdicts, for one Redactor's rules: a name may sit in one of two slots
+// side by side, chosen by a hash of its length and its first and last eight bytes; a new name takes a free one of
+// them or replaces the first. Names longer than maxCachedKeyLen are not kept, so it holds at most
+// keyCacheSize*maxCachedKeyLen bytes of names.
+type keyCache struct {
+	of    *Redactor
+	slots [keyCacheSize]struct {
+		name string
+		rule int8
+	}
+}
+
+const (
+	keyCacheSize    = 128 // a power of two
+	maxCachedKeyLen = 48
+)
+
+// keyRule is Redactor.keyRule through the scratch's cache. A hit costs a hash of two words and one comparison of
+// the name; only a name that takes a slot is copied.
+func (r *redactor) keyRule(key []byte) int {
+	if len(key) > maxCachedKeyLen || len(key) == 0 {
+		return r.x.keyRule(key)
+	}
+	kc := r.sc.keys
+	if kc == nil || kc.of != r.x {
+		kc = &keyCache{of: r.x}
+		r.sc.keys = kc
+	}
+	var first, last uint64
+	if len(key) >= 8 {
+		first, last = binary.LittleEndian.Uint64(key), binary.LittleEndian.Uint64(key[len(key)-8:])
+	} else {
+		for _, c := range key {
+			first = first<<8 | uint64(c)
+		}
+	}
+	h := ((first * 0x9E3779B97F4A7C15) ^ (last * 0xC2B2AE3D27D4EB4F) ^ uint64(len(key))) * 0x165667B19E3779F9 >> (64 - 7)
+	h &^= 1
+	a, b := &kc.slots[h%keyCacheSize], &kc.slots[(h+1)%keyCacheSize]
+	if a.name == string(key) {
+		return int(a.rule)
+	}
+	if b.name == string(key) {
+		return int(b.rule)
+	}
+	rule := r.x.keyRule(key)
+	if a.name != "" && b.name == "" {
+		a = b
+	}
+	a.name, a.rule = string(key), int8(rule)
+	return rule
 }
 
 // trim lets go of buffers that grew past keepScratch.
@@ -295,11 +351,11 @@ func (r *redactor) value(b []byte, i, depth int) (int, bool) {
 	case '[':
 		return r.array(b, i, depth)
 	case '"':
-		raw, end, ok := scanString(b, i)
-		if !ok || !validStringContent(raw) {
+		raw, end, trig, ok := scanCleanString(b, i)
+		if !ok {
 			return end, false
 		}
-		r.stringValue(raw, depth)
+		r.stringValue(raw, trig, depth)
 		return end, true
 	default:
 		end, ok := skipValue(b, i)
@@ -336,8 +392,8 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 			}
 			i = skipWS(b, i+1)
 		}
-		key, e, ok := scanString(b, i)
-		if !ok || !validStringContent(key) {
+		key, e, _, ok := scanCleanString(b, i)
+		if !ok {
 			return e, false
 		}
 		i = skipWS(b, e)
@@ -359,7 +415,7 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 		r.out = append(r.out, '"')
 		r.out = append(r.out, key...)
 		r.out = append(r.out, '"', ':')
-		if rule := r.x.keyRule(key); rule >= 0 {
+		if rule := r.keyRule(key); rule >= 0 {
 			end, ok := skipValue(b, i)
 			if !ok {
 				return end, false
@@ -424,10 +480,14 @@ func (r *redactor) array(b []byte, i, depth int) (int, bool) {
 }
 
 // stringValue writes one string value: JSON held in it is redacted as JSON; anything else passes the value rules
-// and is cut to maxStr.
-func (r *redactor) stringValue(raw []byte, depth int) {
+// and is cut to maxStr. trig is scanCleanString's: false when no built-in value rule can match raw.
+func (r *redactor) stringValue(raw []byte, trig bool, depth int) {
 	if j := skipWS(raw, 0); j < len(raw) && (raw[j] == '{' || raw[j] == '[') && len(raw) <= maxNestedJSON &&
 		depth+1 < maxRedactDepth && r.nested(raw, depth) {
+		return
+	}
+	if !trig && (r.x == nil || len(r.x.extraPats) == 0) {
+		r.str(raw)
 		return
 	}
 	if out, changed := r.x.text(r.sc.text[:0], raw, true); changed {
@@ -1092,6 +1152,70 @@ func (x *Redactor) pair(s []byte, i int, esc bool) (from, to, rule int) {
 		return 0, 0, -1
 	}
 	return v, end, rule
+}
+
+// scanCleanString is scanString and validStringContent in one pass, for the redactor: the raw content of the JSON
+// string at b[i] ('"'), the index after its closing quote, and ok=false when the string is not closed within b or
+// its content is not what validStringContent accepts. trig reports whether the content holds a byte between ':'
+// and 'M' (where every trigger of a built-in value rule lies: see mayHoldTrigger) or a \u escape; when it does not,
+// text would find nothing to replace in it. It reads eight bytes at a time with the word tests of ctlOrBackslash
+// and mayHoldTrigger, and stops only at a quote, a backslash or a control character.
+func scanCleanString(b []byte, i int) (raw []byte, end int, trig, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, i, false, false
+	}
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	const lo, hi = ':' - 1, 'M' + 1 // exclusive bounds, as in mayHoldTrigger
+	start := i + 1
+	var t uint64 // the trigger bytes seen, as high bits
+	for j := start; ; {
+		for ; j+8 <= len(b); j += 8 {
+			x := binary.LittleEndian.Uint64(b[j:])
+			q, y := x^(ones*'"'), x^(ones*'\\')
+			low7 := x & (ones * 127)
+			tw := (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo)) & high
+			if stop := ((x-ones*0x20)&^x | (q-ones)&^q | (y-ones)&^y) & high; stop != 0 {
+				k := bits.TrailingZeros64(stop) &^ 7 // the lowest stop byte's first bit
+				t |= tw & (1<<k - 1)
+				j += k / 8
+				break
+			}
+			t |= tw
+		}
+		for ; j < len(b); j++ { // the tail, or the byte the word loop stopped at
+			c := b[j]
+			if c == '"' || c == '\\' || c < 0x20 {
+				break
+			}
+			if c > lo && c < hi {
+				t = 1
+			}
+		}
+		if j >= len(b) {
+			return nil, len(b), false, false
+		}
+		switch c := b[j]; {
+		case c == '"':
+			return b[start:j], j + 1, t != 0, true
+		case c < 0x20:
+			return nil, j, false, false
+		}
+		if j+1 >= len(b) {
+			return nil, len(b), false, false
+		}
+		switch b[j+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			j += 2
+		case 'u':
+			if _, ok := hex4(b[j:]); !ok {
+				return nil, j, false, false
+			}
+			t = 1
+			j += 6
+		default:
+			return nil, j, false, false
+		}
+	}
 }
 
 // validStringContent checks what the redactor copies verbatim: no raw control characters and only JSON escapes, so

@@ -425,3 +425,31 @@ func TestIdentityIsVettedWhereItIsRead(t *testing.T) {
 		t.Errorf("caller %s", got)
 	}
 }
+
+// The scratch's cache of key verdicts says what keyRule says: for more names than it has slots (so slots are
+// shared and replaced), in a second pass that reads them from the cache, and after the scratch moves to a Redactor
+// with other rules.
+func TestKeyCacheAgreesWithKeyRule(t *testing.T) {
+	extra, err := NewRedactor(RedactRules{Keys: []string{"seed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for i := range 3 * keyCacheSize {
+		names = append(names, []string{"host", "admin_password", "key_name", "seed", "x_seed", "auth_token",
+			"a"}[i%7]+strings.Repeat("_", i/7%3)+string(rune('a'+i%26)))
+	}
+	names = append(names, "newPass", "s", "seed_"+strings.Repeat("x", maxCachedKeyLen), "pw", "seed")
+	var sc redactScratch
+	for _, x := range []*Redactor{nil, extra, nil} {
+		for pass := range 2 {
+			for _, n := range names {
+				r := redactor{x: x, sc: &sc}
+				if got, want := r.keyRule([]byte(n)), x.keyRule([]byte(n)); got != want {
+					t.Fatalf("redactor %p, pass %d: keyRule(%q) = %d through the cache, %d without", x, pass, n, got,
+						want)
+				}
+			}
+		}
+	}
+}
