@@ -140,13 +140,32 @@ func checkScanCleanString(t *testing.T, b []byte) {
 		t.Fatalf("scanCleanString(%q) = %q, %d, %v, %v; want %q, %d, %v, %v", b, graw, gend, gtrig, gok, raw, end,
 			trig, ok)
 	}
+	if !ok {
+		return
+	}
+	// What nested does with such a string: decode it, and escape the quotes and backslashes of a text again.
+	want, _ := unescapeString([]byte("pre"), raw, false)
+	if got := unescapeChecked([]byte("pre"), raw); !bytes.Equal(got, want) {
+		t.Fatalf("unescapeChecked(%q) = %q, want %q", raw, got, want)
+	}
+	var esc []byte
+	for _, c := range raw {
+		if c == '"' || c == '\\' {
+			esc = append(esc, '\\')
+		}
+		esc = append(esc, c)
+	}
+	if got := escapeQuotes(nil, raw); !bytes.Equal(got, esc) {
+		t.Fatalf("escapeQuotes(%q) = %q, want %q", raw, got, esc)
+	}
 }
 
 // scanCleanString at every place of every byte that matters to it, in strings around the word size.
 func TestScanCleanStringMatchesScanString(t *testing.T) {
 	fill := []byte{'a', ' ', '9', 0x00, 0x1f, 0x20, 0x39, 0x3a, 0x4d, 0x4e, 0x5b, 0x5d, 0x7f, 0x80, 0xba, 0xcd, 0xff}
 	special := []byte{'"', '\\', 0x00, 0x1f, ':', '=', 'A', 'M', 'N', 0x21, 0x5b, 0x80, 0xba}
-	tails := []string{`"`, `" x`, `\"x"`, `\u00e9"`, `\u0041"`, `\\"`, `\q"`, `\u12"`, ``, `\`}
+	tails := []string{`"`, `" x`, `\"x"`, `\u00e9"`, `\u0041"`, `\\"`, `\q"`, `\u12"`, ``, `\`, `\/\n\"\\"`,
+		`\ud83d\ude00"`, `\ud83dx"`}
 	for n := range 40 {
 		for _, f := range fill {
 			for _, s := range special {

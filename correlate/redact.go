@@ -510,19 +510,13 @@ func (r *redactor) nested(raw []byte, depth int) bool {
 		r.sc.nested = append(r.sc.nested, [2][]byte{})
 	}
 	bufs := &r.sc.nested[r.level] // this level's: a string inside the inner copy uses the next level's
-	if cap(bufs[0]) < len(raw) {
-		bufs[0] = make([]byte, 0, len(raw))
-	}
-	text, ok := unescapeString(bufs[0][:0], raw, false)
+	text := unescapeChecked(bufs[0][:0], raw)
 	bufs[0] = text
-	if !ok {
-		return false
-	}
 	if n := min(len(text), room) + 16; cap(bufs[1]) < n {
 		bufs[1] = make([]byte, 0, n)
 	}
 	sub := redactor{x: r.x, maxBytes: room, maxStr: r.maxStr, out: bufs[1][:0], sc: r.sc, level: r.level + 1}
-	ok = sub.document(text, depth+1)
+	ok := sub.document(text, depth+1)
 	bufs = &r.sc.nested[r.level] // the inner copy may have grown r.sc.nested
 	bufs[1] = sub.out
 	if !ok {
@@ -531,21 +525,77 @@ func (r *redactor) nested(raw []byte, depth int) bool {
 	// The inner copy has no raw control characters (strings are copied as they were escaped, and no whitespace
 	// is written between tokens): only quotes and backslashes need escaping, which at most doubles it. Room for
 	// that is made once, and the bytes are written in place.
-	n := len(r.out)
-	out := slices.Grow(r.out, 2*len(sub.out)+2)[:n+2*len(sub.out)+2]
-	out[n] = '"'
-	n++
-	for _, c := range sub.out {
-		if c == '"' || c == '\\' {
-			out[n] = '\\'
-			n++
-		}
-		out[n] = c
-		n++
-	}
-	out[n] = '"'
-	r.out = out[:n+1]
+	r.out = append(escapeQuotes(append(r.out, '"'), sub.out), '"')
 	return true
+}
+
+// unescapeChecked appends the decoded form of raw, the content of a JSON string that scanCleanString accepted
+// (so every escape in it is whole and valid), to dst. JSON text held in a string has an escape every few bytes
+// (\" around every name): it copies eight bytes at a time up to the next backslash and decodes \" and \\ in line.
+func unescapeChecked(dst, raw []byte) []byte {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	out := slices.Grow(dst, len(raw)+8)
+	n, buf := len(out), out[:cap(out)] // at most len(raw) bytes are written, and one word past them
+	for i := 0; i < len(raw); {
+		if i+8 <= len(raw) {
+			x := binary.LittleEndian.Uint64(raw[i:])
+			binary.LittleEndian.PutUint64(buf[n:], x)
+			y := x ^ (ones * '\\')
+			m := (y - ones) &^ y & high
+			if m == 0 {
+				i, n = i+8, n+8
+				continue
+			}
+			k := bits.TrailingZeros64(m) / 8
+			i, n = i+k, n+k
+		} else if raw[i] != '\\' {
+			buf[n] = raw[i]
+			i, n = i+1, n+1
+			continue
+		}
+		// raw[i] is a backslash.
+		if c := raw[i+1]; c == '"' || c == '\\' || c == '/' {
+			buf[n] = c
+			i, n = i+2, n+1
+			continue
+		}
+		e, k, ok := appendEscape(buf[:n], raw[i:])
+		if !ok { // not content scanCleanString accepts: keep the rest as it is
+			return append(buf[:n], raw[i:]...)
+		}
+		i, n, buf = i+k, len(e), e[:cap(e)]
+	}
+	return buf[:n]
+}
+
+// escapeQuotes appends s to dst as the content of a JSON string, for s without control characters (the inner
+// copy of JSON held in a string): a backslash before every quote and backslash, which at most doubles it. It copies
+// eight bytes at a time up to the next of them.
+func escapeQuotes(dst, s []byte) []byte {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	out := slices.Grow(dst, 2*len(s)+8)
+	n, buf := len(out), out[:cap(out)]
+	for i := 0; i < len(s); {
+		if i+8 <= len(s) {
+			x := binary.LittleEndian.Uint64(s[i:])
+			binary.LittleEndian.PutUint64(buf[n:], x)
+			q, y := x^(ones*'"'), x^(ones*'\\')
+			m := ((q-ones)&^q | (y-ones)&^y) & high
+			if m == 0 {
+				i, n = i+8, n+8
+				continue
+			}
+			k := bits.TrailingZeros64(m) / 8
+			i, n = i+k, n+k
+		} else if c := s[i]; c != '"' && c != '\\' {
+			buf[n] = c
+			i, n = i+1, n+1
+			continue
+		}
+		buf[n], buf[n+1] = '\\', s[i]
+		i, n = i+1, n+2
+	}
+	return buf[:n]
 }
 
 // validScalar says whether b is one JSON number, true, false or null and nothing else, as json.Valid would (b has

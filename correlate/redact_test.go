@@ -349,6 +349,12 @@ func FuzzRedactFastPaths(f *testing.F) {
 				t.Fatalf("text(%q, esc %v) = %q, trying every byte gives %q", s, esc, fast, slow)
 			}
 		}
+		// A JSON string that scanCleanString finds no trigger in skips the value rules: they find nothing in it.
+		if raw, _, trig, ok := scanCleanString(append(append([]byte{'"'}, s...), '"'), 0); ok && !trig {
+			if out, changed := (*Redactor)(nil).text(nil, raw, true); changed {
+				t.Fatalf("no trigger in %q, but text gives %q", raw, out)
+			}
+		}
 	})
 }
 
