@@ -167,28 +167,7 @@ func (x *Redactor) String(s string) string {
 // class, module and message, the Basic.Return text, names taken from the body or the properties. Args and Result
 // were redacted as they were parsed (JSON), by the same rules, and the endpoints with their connection's identity,
 // where it was read (Conn.vet): a record only shares them. A pointed-to value that changes is copied first.
-func (x *Redactor) Record(r *Record) {
-	for _, f := range [...]*string{&r.Method, &r.Topic, &r.Exchange, &r.RoutingKey, &r.Queue, &r.EventType,
-		&r.PublisherID, &r.ReturnText} {
-		*f = x.String(*f)
-	}
-	for _, p := range [...]**string{&r.Server, &r.Namespace, &r.Version} {
-		if *p != nil {
-			if v := x.String(**p); v != **p {
-				cp := new(string)
-				*cp = v
-				*p = cp
-			}
-		}
-	}
-	if e := r.Error; e != nil {
-		if c := (RemoteError{Class: x.String(e.Class), Module: x.String(e.Module), Message: x.String(e.Message)}); c != *e {
-			cp := new(RemoteError)
-			*cp = c
-			r.Error = cp
-		}
-	}
-}
+func (x *Redactor) Record(r *Record) { r.edit(x, editRedact) }
 
 func (x *Redactor) endpoint(e Endpoint) Endpoint {
 	return Endpoint{Service: x.String(e.Service), PID: e.PID, Host: x.String(e.Host),

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -455,6 +457,74 @@ func TestKeyCacheAgreesWithKeyRule(t *testing.T) {
 					t.Fatalf("redactor %p, pass %d: keyRule(%q) = %d through the cache, %d without", x, pass, n, got,
 						want)
 				}
+			}
+		}
+	}
+}
+
+// Record.edit, the emit path's one pass over a record's strings, does what CleanString on every string and then
+// Redactor.String on the free-text fields did as two passes, whatever the strings hold: plain ids, triggers of the
+// value rules with and without a secret, other scripts, invalid UTF-8, strings past their bound, and an operator's
+// pattern.
+func TestRecordEditIsCleanThenRedact(t *testing.T) {
+	extra, err := NewRedactor(RedactRules{Patterns: []string{`sekrit-[0-9]+`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := []string{"", "bench_topic", "req-0123456789abcdef", "12:00:00", "rabbit://u:PW@h/", "x password=pw y",
+		"gAAAAABmZ2Fub3RhcmVhbHRva2VuYnV0bG9uZ2Vub3VnaF9fX19fX19fX19fX19fX19fX19fX19f", "café", "bad \xc9 byte",
+		"sekrit-42", // no trigger of a built-in rule: only the pattern finds it
+		strings.Repeat("long-id", 60), strings.Repeat("é", 200) + " --password=z", "ABCDEFGHIJKLM"}
+	rng := rand.New(rand.NewPCG(14, 13))
+	pick := func() string { return texts[rng.IntN(len(texts))] }
+	ptr := func() *string {
+		if rng.IntN(4) == 0 {
+			return nil
+		}
+		s := pick()
+		return &s
+	}
+	for range 3000 {
+		r := Record{Method: pick(), Topic: pick(), Server: ptr(), Exchange: pick(), RoutingKey: pick(),
+			Namespace: ptr(), Version: ptr(), MsgID: pick(), UniqueID: pick(), MessageID: pick(), RequestID: pick(),
+			GlobalRequestID: pick(), ParentID: pick(), ParentCandidates: []string{pick(), pick()}, Protocol: pick(),
+			Queue: pick(), Cause: pick(), ReturnText: pick(), EventType: pick(), PublisherID: pick(), Priority: pick(),
+			Events: []RecordEvent{{Type: "x", Detail: pick()}}, Args: []byte(`{"a":"` + pick() + `"}`)}
+		if rng.IntN(2) == 0 {
+			r.Error = &RemoteError{Class: pick(), Module: pick(), Message: pick()}
+		}
+		for _, x := range []*Redactor{nil, extra} {
+			got, want := r, r
+			got.ParentCandidates, want.ParentCandidates = slices.Clone(r.ParentCandidates), slices.Clone(r.ParentCandidates)
+			got.Events, want.Events = slices.Clone(r.Events), slices.Clone(r.Events)
+			got.edit(x, editClean|editRedact)
+			// The two passes, written out.
+			id := func(s string) string { return CleanString(s, maxIDLen) }
+			msg := func(s string) string { return CleanString(s, maxMessageLen) }
+			for _, f := range []*string{&want.MsgID, &want.UniqueID, &want.MessageID, &want.RequestID,
+				&want.GlobalRequestID, &want.ParentID, &want.Protocol, &want.Priority, &want.ParentCandidates[0],
+				&want.ParentCandidates[1]} {
+				*f = id(*f)
+			}
+			for _, f := range []*string{&want.Method, &want.Topic, &want.Exchange, &want.RoutingKey, &want.Queue,
+				&want.EventType, &want.PublisherID} {
+				*f = x.String(id(*f))
+			}
+			want.ReturnText, want.Cause = x.String(msg(want.ReturnText)), msg(want.Cause)
+			want.Events[0].Detail = msg(want.Events[0].Detail)
+			for _, p := range []**string{&want.Server, &want.Namespace, &want.Version} {
+				if *p != nil {
+					v := x.String(id(**p))
+					*p = &v
+				}
+			}
+			if e := want.Error; e != nil {
+				want.Error = &RemoteError{Class: x.String(id(e.Class)), Module: x.String(id(e.Module)),
+					Message: x.String(msg(e.Message))}
+			}
+			want.Args = cleanBytes(want.Args)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("redactor %p:\n got  %+v\n want %+v", x, got, want)
 			}
 		}
 	}
