@@ -199,7 +199,7 @@ func (x *Redactor) json(sc *redactScratch, src []byte, policy PayloadPolicy, max
 	if sc == nil {
 		sc = new(redactScratch)
 	}
-	r := redactor{x: x, maxBytes: maxBytes, maxStr: 256, sc: sc}
+	r := redactor{x: x, pats: x != nil && len(x.extraPats) > 0, maxBytes: maxBytes, maxStr: 256, sc: sc}
 	if policy == PayloadFull {
 		r.maxStr = maxBytes
 	}
@@ -219,6 +219,7 @@ func redactJSON(src []byte, policy PayloadPolicy, maxBytes int) json.RawMessage 
 // The output is always valid JSON: when the budget runs out it closes every open container after a "…" marker.
 type redactor struct {
 	x        *Redactor
+	pats     bool // x has patterns of the operator's, which every string is matched against
 	maxBytes int
 	maxStr   int
 	out      []byte
@@ -334,6 +335,10 @@ func (r *redactor) value(b []byte, i, depth int) (int, bool) {
 		if !ok {
 			return end, false
 		}
+		if !trig && !r.pats && len(raw) <= r.strLimit() && (len(raw) == 0 || raw[0] != '{' && raw[0] != '[' && !isWS(raw[0])) {
+			r.out = append(r.out, b[i:end]...) // nothing for the rules, no JSON in it, not cut: as it was quoted
+			return end, true
+		}
 		r.stringValue(raw, trig, depth)
 		return end, true
 	default:
@@ -371,6 +376,7 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 			}
 			i = skipWS(b, i+1)
 		}
+		ks := i // the key's opening quote
 		key, e, _, ok := scanCleanString(b, i)
 		if !ok {
 			return e, false
@@ -391,9 +397,7 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 		if n > 0 {
 			r.out = append(r.out, ',')
 		}
-		r.out = append(r.out, '"')
-		r.out = append(r.out, key...)
-		r.out = append(r.out, '"', ':')
+		r.out = append(append(r.out, b[ks:e]...), ':') // the key as it was quoted
 		if rule := r.keyRule(key); rule >= 0 {
 			end, ok := skipValue(b, i)
 			if !ok {
@@ -465,7 +469,7 @@ func (r *redactor) stringValue(raw []byte, trig bool, depth int) {
 		depth+1 < maxRedactDepth && r.nested(raw, depth) {
 		return
 	}
-	if !trig && (r.x == nil || len(r.x.extraPats) == 0) {
+	if !trig && !r.pats {
 		r.str(raw)
 		return
 	}
@@ -494,7 +498,7 @@ func (r *redactor) nested(raw []byte, depth int) bool {
 	if n := min(len(text), room) + 16; cap(bufs[1]) < n {
 		bufs[1] = make([]byte, 0, n)
 	}
-	sub := redactor{x: r.x, maxBytes: room, maxStr: r.maxStr, out: bufs[1][:0], sc: r.sc, level: r.level + 1}
+	sub := redactor{x: r.x, pats: r.pats, maxBytes: room, maxStr: r.maxStr, out: bufs[1][:0], sc: r.sc, level: r.level + 1}
 	ok := sub.document(text, depth+1)
 	bufs = &r.sc.nested[r.level] // the inner copy may have grown r.sc.nested
 	bufs[1] = sub.out
@@ -623,10 +627,13 @@ func validScalar(b []byte) bool {
 	return i == len(b)
 }
 
+// strLimit is how many bytes of a string's content str keeps whole.
+func (r *redactor) strLimit() int { return min(r.maxStr, r.maxBytes-len(r.out)-24) }
+
 // str writes a string value from its raw (still escaped) content, cut to maxStr bytes at an escape and UTF-8
 // boundary.
 func (r *redactor) str(raw []byte) {
-	limit := min(r.maxStr, r.maxBytes-len(r.out)-24)
+	limit := r.strLimit()
 	r.out = append(r.out, '"')
 	if len(raw) <= limit {
 		r.out = append(r.out, raw...)

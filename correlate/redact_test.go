@@ -529,3 +529,25 @@ func TestRecordEditIsCleanThenRedact(t *testing.T) {
 		}
 	}
 }
+
+// textClass at every place of every byte that matters to it, in strings around the word size.
+func TestTextClassMatchesByteLoop(t *testing.T) {
+	for n := range 40 {
+		for _, c := range []byte{':', '=', 'A', 'M', '9', 'N', 'a', 0x7f, 0x80, 0xba, 0xc9, 0xff} {
+			for at := -1; at < n; at++ {
+				b := bytes.Repeat([]byte{'a'}, n)
+				if at >= 0 {
+					b[at] = c
+				}
+				var nonASCII, trig bool
+				for _, c := range b {
+					nonASCII = nonASCII || c >= 0x80
+					trig = trig || c >= ':' && c <= 'M'
+				}
+				if gn, gt := textClass(string(b)); gn != nonASCII || gt != trig {
+					t.Fatalf("textClass(%q) = %v, %v; want %v, %v", b, gn, gt, nonASCII, trig)
+				}
+			}
+		}
+	}
+}

@@ -139,20 +139,24 @@ func textClass(s string) (nonASCII, trig bool) {
 	const lo, hi = ':' - 1, 'M' + 1                 // exclusive bounds
 	b := unsafe.Slice(unsafe.StringData(s), len(s)) // only read
 	var h, t uint64
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		x := binary.LittleEndian.Uint64(b[i:])
+	word := func(x uint64) {
 		low7 := x & (ones * 127)
 		h |= x
 		t |= (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo))
 	}
-	for ; i < len(b); i++ {
-		c := b[i]
-		h |= uint64(c)
-		if c > lo && c < hi {
-			t |= high
+	if len(b) < 8 {
+		for _, c := range b {
+			h |= uint64(c)
+			if c > lo && c < hi {
+				t |= high
+			}
 		}
+		return h&high != 0, t&high != 0
 	}
+	for i := 0; i+8 <= len(b); i += 8 {
+		word(binary.LittleEndian.Uint64(b[i:]))
+	}
+	word(binary.LittleEndian.Uint64(b[len(b)-8:])) // the last bytes, overlapping the words before them
 	return h&high != 0, t&high != 0
 }
 
