@@ -1128,6 +1128,14 @@ func urlPassword(s []byte, i int) (from, to, rule int) {
 	return 0, 0, -1
 }
 
+// pairKeyByte marks the bytes of a key that pair reads backwards from its separator: letters, digits, _ - and '.'.
+var pairKeyByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = isAlnum(byte(c)) || c == '_' || c == '-' || c == '.'
+	}
+	return t
+}()
+
 // pair handles "key=value" and "key: value" at the separator s[i]: when the key before it is secret (the key
 // rules above, after an optional closing quote and "--" prefix), the value after it is replaced. A quoted value
 // runs to its closing quote; a bare one to white space or one of , ; & ) } ] or a quote.
@@ -1144,7 +1152,7 @@ func (x *Redactor) pair(s []byte, i int, esc bool) (from, to, rule int) {
 		}
 	}
 	kend := k + 1
-	for k >= 0 && kend-k <= 64 && (isAlnum(s[k]) || s[k] == '_' || s[k] == '-' || s[k] == '.') {
+	for k >= 0 && kend-k <= 64 && pairKeyByte[s[k]] {
 		k--
 	}
 	key := s[k+1 : kend]
