@@ -140,6 +140,10 @@ func checkScanCleanString(t *testing.T, b []byte) {
 		t.Fatalf("scanCleanString(%q) = %q, %d, %v, %v; want %q, %d, %v, %v", b, graw, gend, gtrig, gok, raw, end,
 			trig, ok)
 	}
+	if dec, dend, dok := decodeCleanString([]byte("pre"), b, 0); dok != ok || ok && (dend != end ||
+		!bytes.Equal(dec, unescapeChecked([]byte("pre"), raw))) {
+		t.Fatalf("decodeCleanString(%q) = %q, %d, %v; want the decoded %q, %d, %v", b, dec, dend, dok, raw, end, ok)
+	}
 	if !ok {
 		return
 	}

@@ -331,6 +331,11 @@ func (r *redactor) value(b []byte, i, depth int) (int, bool) {
 	case '[':
 		return r.array(b, i, depth)
 	case '"':
+		if i+1 < len(b) && (b[i+1] == '{' || b[i+1] == '[') && depth+1 < maxRedactDepth {
+			if end, ok := r.nestedAt(b, i, depth); ok {
+				return end, true
+			}
+		}
 		raw, end, trig, ok := scanCleanString(b, i)
 		if !ok {
 			return end, false
@@ -484,17 +489,50 @@ func (r *redactor) stringValue(raw []byte, trig bool, depth int) {
 // nested redacts the JSON text held in the string raw and writes it back as a string, escaped again; false (and
 // nothing written) when raw does not hold exactly one JSON value or the result would not fit.
 func (r *redactor) nested(raw []byte, depth int) bool {
-	// Re-escaping can double the length (every quote gains a backslash): give the inner copy half of what is left.
+	room, bufs := r.nestedScratch(depth)
+	if bufs == nil {
+		return false
+	}
+	text := unescapeChecked(bufs[0][:0], raw)
+	bufs[0] = text
+	return r.nestedText(text, room, depth)
+}
+
+// nestedAt is value's way to a string at b[i] whose content starts with '{' or '[': it decodes the string in the
+// same pass that finds its end and checks it (decodeCleanString), and redacts the JSON in it as nested does.
+// false, with nothing written, when the string is not one nested would take or nested fails on it: value then
+// reads it again the long way, which also tries nested.
+func (r *redactor) nestedAt(b []byte, i, depth int) (int, bool) {
+	room, bufs := r.nestedScratch(depth)
+	if bufs == nil {
+		return i, false
+	}
+	text, end, ok := decodeCleanString(bufs[0][:0], b, i)
+	bufs[0] = text
+	if !ok || end-i-2 > maxNestedJSON || !r.nestedText(text, room, depth) {
+		return i, false
+	}
+	return end, true
+}
+
+// nestedScratch returns the room an inner copy has (re-escaping can double the length: every quote gains a
+// backslash, so it gets half of what is left) and this level's buffers (a string inside the inner copy uses the
+// next level's), or nil when there is no room worth trying.
+func (r *redactor) nestedScratch(depth int) (int, *[2][]byte) {
 	room := (r.maxBytes - len(r.out) - depth - 24) / 2
 	if room < 16 {
-		return false
+		return room, nil
 	}
 	for len(r.sc.nested) <= r.level {
 		r.sc.nested = append(r.sc.nested, [2][]byte{})
 	}
-	bufs := &r.sc.nested[r.level] // this level's: a string inside the inner copy uses the next level's
-	text := unescapeChecked(bufs[0][:0], raw)
-	bufs[0] = text
+	return room, &r.sc.nested[r.level]
+}
+
+// nestedText redacts the JSON text held in a string (decoded) into this level's second buffer and writes it as a
+// string, escaped again; false, with nothing written, when text is not exactly one JSON value or does not fit.
+func (r *redactor) nestedText(text []byte, room, depth int) bool {
+	bufs := &r.sc.nested[r.level]
 	if n := min(len(text), room) + 16; cap(bufs[1]) < n {
 		bufs[1] = make([]byte, 0, n)
 	}
@@ -549,6 +587,67 @@ func unescapeChecked(dst, raw []byte) []byte {
 		i, n, buf = i+k, len(e), e[:cap(e)]
 	}
 	return buf[:n]
+}
+
+// decodeCleanString is scanCleanString and unescapeChecked in one pass: it appends the decoded content of the JSON
+// string at b[i] ('"') to dst and returns the index after its closing quote; ok is false where scanCleanString
+// says so. It copies eight bytes at a time up to the next quote, backslash or control character (the result can
+// only be shorter than the rest of b, which is the room it makes).
+func decodeCleanString(dst, b []byte, i int) (out []byte, end int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return dst, i, false
+	}
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	out = slices.Grow(dst, len(b)-i+8)
+	n, buf := len(out), out[:cap(out)]
+	for j := i + 1; ; {
+		if j+8 <= len(b) {
+			x := binary.LittleEndian.Uint64(b[j:])
+			binary.LittleEndian.PutUint64(buf[n:], x)
+			q, y := x^(ones*'"'), x^(ones*'\\')
+			m := ((x-ones*0x20)&^x | (q-ones)&^q | (y-ones)&^y) & high
+			if m == 0 {
+				j, n = j+8, n+8
+				continue
+			}
+			k := bits.TrailingZeros64(m) / 8
+			j, n = j+k, n+k
+		}
+		if j >= len(b) {
+			return buf[:n], len(b), false
+		}
+		switch c := b[j]; {
+		case c == '"':
+			return buf[:n], j + 1, true
+		case c < 0x20:
+			return buf[:n], j, false
+		case c != '\\': // in the last word of b
+			buf[n] = c
+			j, n = j+1, n+1
+			continue
+		}
+		if j+1 >= len(b) {
+			return buf[:n], len(b), false
+		}
+		switch b[j+1] {
+		case '"', '\\', '/':
+			buf[n] = b[j+1]
+			j, n = j+2, n+1
+			continue
+		case 'u':
+			if _, ok := hex4(b[j:]); !ok {
+				return buf[:n], j, false
+			}
+		case 'b', 'f', 'n', 'r', 't':
+		default:
+			return buf[:n], j, false
+		}
+		e, k, ok := appendEscape(buf[:n], b[j:])
+		if !ok {
+			return buf[:n], j, false
+		}
+		j, n, buf = j+k, len(e), e[:cap(e)]
+	}
 }
 
 // escapeQuotes appends s to dst as the content of a JSON string, for s without control characters (the inner

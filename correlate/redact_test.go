@@ -222,7 +222,51 @@ func FuzzRedactJSON(f *testing.F) {
 				t.Fatalf("%s: %d bytes out, bound %d: %q", policy, len(out), maxBytes, out)
 			}
 		}
+		checkNestedPaths(t, in, maxBytes)
 	})
+}
+
+// checkNestedPaths: a JSON string holding JSON is redacted the same by value's one-pass way (nestedAt) as by the
+// way every other string takes (scanCleanString, then stringValue, which tries nested).
+func checkNestedPaths(t *testing.T, in []byte, maxBytes int) {
+	t.Helper()
+	if len(in) < 2 || in[0] != '"' || in[1] != '{' && in[1] != '[' {
+		return
+	}
+	for _, policy := range []PayloadPolicy{PayloadRedacted, PayloadFull} {
+		got := (*Redactor)(nil).JSON(in, policy, maxBytes)
+		var sc redactScratch
+		r := redactor{maxBytes: maxBytes, maxStr: 256, sc: &sc}
+		if policy == PayloadFull {
+			r.maxStr = maxBytes
+		}
+		var want []byte
+		if raw, end, trig, ok := scanCleanString(in, 0); ok && skipWS(in, end) == len(in) {
+			r.stringValue(raw, trig, 0)
+			want = r.out
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s, bound %d: %q gave %q, the long way %q", policy, maxBytes, in, got, want)
+		}
+	}
+}
+
+// JSON held in a string, of every shape nested has to tell apart, goes the same way through value's one pass and
+// through the long way: objects and arrays, secrets inside, escapes of every kind (a surrogate pair, a lone
+// surrogate, \/), deeper strings holding JSON, text that only starts like JSON, a budget too small for it.
+func TestNestedOnePassMatchesLongWay(t *testing.T) {
+	inner := []string{`{"auth_password": "c", "x": [1, 2]}`, `[{"a": "\u00e9\ud83d\ude00 \ud83d"}, "\/\b"]`,
+		`{"k": "{\"password\": \"p\", \"n\": \"{}\"}"}`, `{not json`, `{"a": 1} tail`, `[]`, `{}`, `[`,
+		`{"s": "` + strings.Repeat("x", 300) + `"}`, `{"u": "rabbit://u:PW@h/ --password=q"}`}
+	for _, text := range inner {
+		q, err := json.Marshal(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, maxBytes := range []int{20, 40, 64, 100, 300, 4096} {
+			checkNestedPaths(t, q, maxBytes)
+		}
+	}
 }
 
 // everyByte is where the value rules were tried before nextValueStart: at every byte that can start one.
