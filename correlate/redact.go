@@ -242,7 +242,8 @@ type redactScratch struct {
 // keyCache is a small cache of keyRule's verdicts, for one Redactor's rules: a name may sit in one of two slots
 // side by side, chosen by a hash of its length and its first and last eight bytes; a new name takes a free one of
 // them or replaces the first. Names longer than maxCachedKeyLen are not kept, so it holds at most
-// keyCacheSize*maxCachedKeyLen bytes of names.
+// keyCacheSize*maxCachedKeyLen bytes of names. Its slots are 3 KiB, allocated by the first payload a body parser
+// (one per connection and direction) redacts: an idle connection has none.
 type keyCache struct {
 	of    *Redactor
 	slots [keyCacheSize]struct {
@@ -252,7 +253,8 @@ type keyCache struct {
 }
 
 const (
-	keyCacheSize    = 128 // a power of two
+	keyCacheBits    = 7
+	keyCacheSize    = 1 << keyCacheBits
 	maxCachedKeyLen = 48
 )
 
@@ -275,7 +277,7 @@ func (r *redactor) keyRule(key []byte) int {
 			first = first<<8 | uint64(c)
 		}
 	}
-	h := ((first * 0x9E3779B97F4A7C15) ^ (last * 0xC2B2AE3D27D4EB4F) ^ uint64(len(key))) * 0x165667B19E3779F9 >> (64 - 7)
+	h := ((first * 0x9E3779B97F4A7C15) ^ (last * 0xC2B2AE3D27D4EB4F) ^ uint64(len(key))) * 0x165667B19E3779F9 >> (64 - keyCacheBits)
 	h &^= 1
 	a, b := &kc.slots[h%keyCacheSize], &kc.slots[(h+1)%keyCacheSize]
 	if a.name == string(key) {
