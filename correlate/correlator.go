@@ -620,11 +620,10 @@ func (c *Correlator) finalize(p *pending, status Status) {
 	c.emit(r)
 }
 
-// emit cleans and redacts r (Record.clean, Redactor.Record) and hands it to the sink. A sink that panics loses this record (counted).
+// emit cleans and redacts r (Record.edit, one pass over its strings) and hands it to the sink. A sink that panics loses this record (counted).
 func (c *Correlator) emit(r *Record) {
 	defer c.panics.Recover(nil)
-	r.clean()
-	c.cfg.Redactor.Record(r)
+	r.edit(c.cfg.Redactor, editClean|editRedact)
 	c.sink.Record(r)
 }
 

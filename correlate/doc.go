@@ -106,7 +106,8 @@
 //     redacted and re-encoded within the budget;
 //   - a reply's remote exception message, before it is cut to its bound (the traceback is not kept);
 //   - every emitted Record's free text (exception class, module and message, the Return text, names, endpoint
-//     strings), in Correlator.emit next to Record.clean, before the sink sees it.
+//     strings), in Correlator.emit, in the same pass as the cleaning of its strings (Record.edit), before the
+//     sink sees it.
 //
 // Config.Payload decides only how much of a payload is kept: none; redacted (default: strings over 256 bytes are
 // cut); full (whole within MaxPayloadBytes). Both stay valid JSON. This package logs no body content at any level.

@@ -130,7 +130,7 @@ func (c *Correlator) inFlightView(limit int) InFlight {
 		r := &p.rec
 		state, since := c.stateOf(p)
 		if state == StateQueued {
-			// A pending record is not cleaned yet (Record.clean runs at emit): the view leaves correlate, so its
+			// A pending record is not cleaned yet (Record.edit runs at emit): the view leaves correlate, so its
 			// strings follow the same rule as a record's.
 			q := CleanString(targetQueue(p), maxIDLen)
 			e := queues[q]

@@ -115,5 +115,74 @@ func FuzzStringScan(f *testing.F) {
 		if got := validStringContent(b); got != valid {
 			t.Fatalf("validStringContent(%q) = %v, want %v", b, got, valid)
 		}
+		checkScanCleanString(t, b)
 	})
+}
+
+// checkScanCleanString: scanCleanString is scanString followed by validStringContent, and its trig says whether
+// the content holds a byte between ':' and 'M' or a \u escape.
+func checkScanCleanString(t *testing.T, b []byte) {
+	t.Helper()
+	raw, end, ok := scanString(b, 0)
+	ok = ok && validStringContent(raw)
+	trig := false
+	for i := 0; ok && i < len(raw); i++ {
+		if raw[i] >= ':' && raw[i] <= 'M' {
+			trig = true
+		}
+		if raw[i] == '\\' {
+			trig = trig || raw[i+1] == 'u'
+			i++
+		}
+	}
+	graw, gend, gtrig, gok := scanCleanString(b, 0)
+	if gok != ok || ok && (gend != end || !bytes.Equal(graw, raw) || gtrig != trig) {
+		t.Fatalf("scanCleanString(%q) = %q, %d, %v, %v; want %q, %d, %v, %v", b, graw, gend, gtrig, gok, raw, end,
+			trig, ok)
+	}
+	if dec, dend, dok := decodeCleanString([]byte("pre"), b, 0); dok != ok || ok && (dend != end ||
+		!bytes.Equal(dec, unescapeChecked([]byte("pre"), raw))) {
+		t.Fatalf("decodeCleanString(%q) = %q, %d, %v; want the decoded %q, %d, %v", b, dec, dend, dok, raw, end, ok)
+	}
+	if !ok {
+		return
+	}
+	// What nested does with such a string: decode it, and escape the quotes and backslashes of a text again.
+	want, _ := unescapeString([]byte("pre"), raw, false)
+	if got := unescapeChecked([]byte("pre"), raw); !bytes.Equal(got, want) {
+		t.Fatalf("unescapeChecked(%q) = %q, want %q", raw, got, want)
+	}
+	var esc []byte
+	for _, c := range raw {
+		if c == '"' || c == '\\' {
+			esc = append(esc, '\\')
+		}
+		esc = append(esc, c)
+	}
+	if got := escapeQuotes(nil, raw); !bytes.Equal(got, esc) {
+		t.Fatalf("escapeQuotes(%q) = %q, want %q", raw, got, esc)
+	}
+}
+
+// scanCleanString at every place of every byte that matters to it, in strings around the word size.
+func TestScanCleanStringMatchesScanString(t *testing.T) {
+	fill := []byte{'a', ' ', '9', 0x00, 0x1f, 0x20, 0x39, 0x3a, 0x4d, 0x4e, 0x5b, 0x5d, 0x7f, 0x80, 0xba, 0xcd, 0xff}
+	special := []byte{'"', '\\', 0x00, 0x1f, ':', '=', 'A', 'M', 'N', 0x21, 0x5b, 0x80, 0xba}
+	tails := []string{`"`, `" x`, `\"x"`, `\u00e9"`, `\u0041"`, `\\"`, `\q"`, `\u12"`, ``, `\`, `\/\n\"\\"`,
+		`\ud83d\ude00"`, `\ud83dx"`}
+	for n := range 40 {
+		for _, f := range fill {
+			for _, s := range special {
+				for at := -1; at < n; at++ {
+					for _, tail := range tails {
+						b := append([]byte{'"'}, bytes.Repeat([]byte{f}, n)...)
+						if at >= 0 {
+							b[1+at] = s
+						}
+						checkScanCleanString(t, append(b, tail...))
+					}
+				}
+			}
+		}
+	}
 }

@@ -167,28 +167,7 @@ func (x *Redactor) String(s string) string {
 // class, module and message, the Basic.Return text, names taken from the body or the properties. Args and Result
 // were redacted as they were parsed (JSON), by the same rules, and the endpoints with their connection's identity,
 // where it was read (Conn.vet): a record only shares them. A pointed-to value that changes is copied first.
-func (x *Redactor) Record(r *Record) {
-	for _, f := range [...]*string{&r.Method, &r.Topic, &r.Exchange, &r.RoutingKey, &r.Queue, &r.EventType,
-		&r.PublisherID, &r.ReturnText} {
-		*f = x.String(*f)
-	}
-	for _, p := range [...]**string{&r.Server, &r.Namespace, &r.Version} {
-		if *p != nil {
-			if v := x.String(**p); v != **p {
-				cp := new(string)
-				*cp = v
-				*p = cp
-			}
-		}
-	}
-	if e := r.Error; e != nil {
-		if c := (RemoteError{Class: x.String(e.Class), Module: x.String(e.Module), Message: x.String(e.Message)}); c != *e {
-			cp := new(RemoteError)
-			*cp = c
-			r.Error = cp
-		}
-	}
-}
+func (x *Redactor) Record(r *Record) { r.edit(x, editRedact) }
 
 func (x *Redactor) endpoint(e Endpoint) Endpoint {
 	return Endpoint{Service: x.String(e.Service), PID: e.PID, Host: x.String(e.Host),
@@ -220,7 +199,7 @@ func (x *Redactor) json(sc *redactScratch, src []byte, policy PayloadPolicy, max
 	if sc == nil {
 		sc = new(redactScratch)
 	}
-	r := redactor{x: x, maxBytes: maxBytes, maxStr: 256, sc: sc}
+	r := redactor{x: x, pats: x != nil && len(x.extraPats) > 0, maxBytes: maxBytes, maxStr: 256, sc: sc}
 	if policy == PayloadFull {
 		r.maxStr = maxBytes
 	}
@@ -240,6 +219,7 @@ func redactJSON(src []byte, policy PayloadPolicy, maxBytes int) json.RawMessage 
 // The output is always valid JSON: when the budget runs out it closes every open container after a "…" marker.
 type redactor struct {
 	x        *Redactor
+	pats     bool // x has patterns of the operator's, which every string is matched against
 	maxBytes int
 	maxStr   int
 	out      []byte
@@ -254,6 +234,64 @@ type redactScratch struct {
 	text []byte // a string's content after the value rules, until it is copied out
 	// nested holds, for each level of JSON held in a string, the string's unescaped text and its redacted copy.
 	nested [][2][]byte
+	// keys remembers keyRule's verdict on the member names seen: a connection sends the same few dozen names in
+	// every message.
+	keys *keyCache
+}
+
+// keyCache is a small cache of keyRule's verdicts, for one Redactor's rules: a name may sit in one of two slots
+// side by side, chosen by a hash of its length and its first and last eight bytes; a new name takes a free one of
+// them or replaces the first. Names longer than maxCachedKeyLen are not kept, so it holds at most
+// keyCacheSize*maxCachedKeyLen bytes of names. Its slots are 3 KiB, allocated by the first payload a body parser
+// (one per connection and direction) redacts: an idle connection has none.
+type keyCache struct {
+	of    *Redactor
+	slots [keyCacheSize]struct {
+		name string
+		rule int8
+	}
+}
+
+const (
+	keyCacheBits    = 7
+	keyCacheSize    = 1 << keyCacheBits
+	maxCachedKeyLen = 48
+)
+
+// keyRule is Redactor.keyRule through the scratch's cache. A hit costs a hash of two words and one comparison of
+// the name; only a name that takes a slot is copied.
+func (r *redactor) keyRule(key []byte) int {
+	if len(key) > maxCachedKeyLen || len(key) == 0 {
+		return r.x.keyRule(key)
+	}
+	kc := r.sc.keys
+	if kc == nil || kc.of != r.x {
+		kc = &keyCache{of: r.x}
+		r.sc.keys = kc
+	}
+	var first, last uint64
+	if len(key) >= 8 {
+		first, last = binary.LittleEndian.Uint64(key), binary.LittleEndian.Uint64(key[len(key)-8:])
+	} else {
+		for _, c := range key {
+			first = first<<8 | uint64(c)
+		}
+	}
+	h := ((first * 0x9E3779B97F4A7C15) ^ (last * 0xC2B2AE3D27D4EB4F) ^ uint64(len(key))) * 0x165667B19E3779F9 >> (64 - keyCacheBits)
+	h &^= 1
+	a, b := &kc.slots[h%keyCacheSize], &kc.slots[(h+1)%keyCacheSize]
+	if a.name == string(key) {
+		return int(a.rule)
+	}
+	if b.name == string(key) {
+		return int(b.rule)
+	}
+	rule := r.x.keyRule(key)
+	if a.name != "" && b.name == "" {
+		a = b
+	}
+	a.name, a.rule = string(key), int8(rule)
+	return rule
 }
 
 // trim lets go of buffers that grew past keepScratch.
@@ -295,11 +333,20 @@ func (r *redactor) value(b []byte, i, depth int) (int, bool) {
 	case '[':
 		return r.array(b, i, depth)
 	case '"':
-		raw, end, ok := scanString(b, i)
-		if !ok || !validStringContent(raw) {
+		if i+1 < len(b) && (b[i+1] == '{' || b[i+1] == '[') && depth+1 < maxRedactDepth {
+			if end, ok := r.nestedAt(b, i, depth); ok {
+				return end, true
+			}
+		}
+		raw, end, trig, ok := scanCleanString(b, i)
+		if !ok {
 			return end, false
 		}
-		r.stringValue(raw, depth)
+		if !trig && !r.pats && len(raw) <= r.strLimit() && (len(raw) == 0 || raw[0] != '{' && raw[0] != '[' && !isWS(raw[0])) {
+			r.out = append(r.out, b[i:end]...) // nothing for the rules, no JSON in it, not cut: as it was quoted
+			return end, true
+		}
+		r.stringValue(raw, trig, depth)
 		return end, true
 	default:
 		end, ok := skipValue(b, i)
@@ -336,8 +383,9 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 			}
 			i = skipWS(b, i+1)
 		}
-		key, e, ok := scanString(b, i)
-		if !ok || !validStringContent(key) {
+		ks := i // the key's opening quote
+		key, e, _, ok := scanCleanString(b, i)
+		if !ok {
 			return e, false
 		}
 		i = skipWS(b, e)
@@ -356,10 +404,8 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 		if n > 0 {
 			r.out = append(r.out, ',')
 		}
-		r.out = append(r.out, '"')
-		r.out = append(r.out, key...)
-		r.out = append(r.out, '"', ':')
-		if rule := r.x.keyRule(key); rule >= 0 {
+		r.out = append(append(r.out, b[ks:e]...), ':') // the key as it was quoted
+		if rule := r.keyRule(key); rule >= 0 {
 			end, ok := skipValue(b, i)
 			if !ok {
 				return end, false
@@ -424,10 +470,14 @@ func (r *redactor) array(b []byte, i, depth int) (int, bool) {
 }
 
 // stringValue writes one string value: JSON held in it is redacted as JSON; anything else passes the value rules
-// and is cut to maxStr.
-func (r *redactor) stringValue(raw []byte, depth int) {
+// and is cut to maxStr. trig is scanCleanString's: false when no built-in value rule can match raw.
+func (r *redactor) stringValue(raw []byte, trig bool, depth int) {
 	if j := skipWS(raw, 0); j < len(raw) && (raw[j] == '{' || raw[j] == '[') && len(raw) <= maxNestedJSON &&
 		depth+1 < maxRedactDepth && r.nested(raw, depth) {
+		return
+	}
+	if !trig && !r.pats {
+		r.str(raw)
 		return
 	}
 	if out, changed := r.x.text(r.sc.text[:0], raw, true); changed {
@@ -441,28 +491,55 @@ func (r *redactor) stringValue(raw []byte, depth int) {
 // nested redacts the JSON text held in the string raw and writes it back as a string, escaped again; false (and
 // nothing written) when raw does not hold exactly one JSON value or the result would not fit.
 func (r *redactor) nested(raw []byte, depth int) bool {
-	// Re-escaping can double the length (every quote gains a backslash): give the inner copy half of what is left.
+	room, bufs := r.nestedScratch(depth)
+	if bufs == nil {
+		return false
+	}
+	text := unescapeChecked(bufs[0][:0], raw)
+	bufs[0] = text
+	return r.nestedText(text, room, depth)
+}
+
+// nestedAt is value's way to a string at b[i] whose content starts with '{' or '[': it decodes the string in the
+// same pass that finds its end and checks it (decodeCleanString), and redacts the JSON in it as nested does.
+// false, with nothing written, when the string is not one nested would take or nested fails on it: value then
+// reads it again the long way, which also tries nested.
+func (r *redactor) nestedAt(b []byte, i, depth int) (int, bool) {
+	room, bufs := r.nestedScratch(depth)
+	if bufs == nil {
+		return i, false
+	}
+	text, end, ok := decodeCleanString(bufs[0][:0], b, i)
+	bufs[0] = text
+	if !ok || end-i-2 > maxNestedJSON || !r.nestedText(text, room, depth) {
+		return i, false
+	}
+	return end, true
+}
+
+// nestedScratch returns the room an inner copy has (re-escaping can double the length: every quote gains a
+// backslash, so it gets half of what is left) and this level's buffers (a string inside the inner copy uses the
+// next level's), or nil when there is no room worth trying.
+func (r *redactor) nestedScratch(depth int) (int, *[2][]byte) {
 	room := (r.maxBytes - len(r.out) - depth - 24) / 2
 	if room < 16 {
-		return false
+		return room, nil
 	}
 	for len(r.sc.nested) <= r.level {
 		r.sc.nested = append(r.sc.nested, [2][]byte{})
 	}
-	bufs := &r.sc.nested[r.level] // this level's: a string inside the inner copy uses the next level's
-	if cap(bufs[0]) < len(raw) {
-		bufs[0] = make([]byte, 0, len(raw))
-	}
-	text, ok := unescapeString(bufs[0][:0], raw, false)
-	bufs[0] = text
-	if !ok {
-		return false
-	}
+	return room, &r.sc.nested[r.level]
+}
+
+// nestedText redacts the JSON text held in a string (decoded) into this level's second buffer and writes it as a
+// string, escaped again; false, with nothing written, when text is not exactly one JSON value or does not fit.
+func (r *redactor) nestedText(text []byte, room, depth int) bool {
+	bufs := &r.sc.nested[r.level]
 	if n := min(len(text), room) + 16; cap(bufs[1]) < n {
 		bufs[1] = make([]byte, 0, n)
 	}
-	sub := redactor{x: r.x, maxBytes: room, maxStr: r.maxStr, out: bufs[1][:0], sc: r.sc, level: r.level + 1}
-	ok = sub.document(text, depth+1)
+	sub := redactor{x: r.x, pats: r.pats, maxBytes: room, maxStr: r.maxStr, out: bufs[1][:0], sc: r.sc, level: r.level + 1}
+	ok := sub.document(text, depth+1)
 	bufs = &r.sc.nested[r.level] // the inner copy may have grown r.sc.nested
 	bufs[1] = sub.out
 	if !ok {
@@ -471,21 +548,138 @@ func (r *redactor) nested(raw []byte, depth int) bool {
 	// The inner copy has no raw control characters (strings are copied as they were escaped, and no whitespace
 	// is written between tokens): only quotes and backslashes need escaping, which at most doubles it. Room for
 	// that is made once, and the bytes are written in place.
-	n := len(r.out)
-	out := slices.Grow(r.out, 2*len(sub.out)+2)[:n+2*len(sub.out)+2]
-	out[n] = '"'
-	n++
-	for _, c := range sub.out {
-		if c == '"' || c == '\\' {
-			out[n] = '\\'
-			n++
-		}
-		out[n] = c
-		n++
-	}
-	out[n] = '"'
-	r.out = out[:n+1]
+	r.out = append(escapeQuotes(append(r.out, '"'), sub.out), '"')
 	return true
+}
+
+// unescapeChecked appends the decoded form of raw, the content of a JSON string that scanCleanString accepted
+// (so every escape in it is whole and valid), to dst. JSON text held in a string has an escape every few bytes
+// (\" around every name): it copies eight bytes at a time up to the next backslash and decodes \" and \\ in line.
+func unescapeChecked(dst, raw []byte) []byte {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	out := slices.Grow(dst, len(raw)+8)
+	n, buf := len(out), out[:cap(out)] // at most len(raw) bytes are written, and one word past them
+	for i := 0; i < len(raw); {
+		if i+8 <= len(raw) {
+			x := binary.LittleEndian.Uint64(raw[i:])
+			binary.LittleEndian.PutUint64(buf[n:], x)
+			y := x ^ (ones * '\\')
+			m := (y - ones) &^ y & high
+			if m == 0 {
+				i, n = i+8, n+8
+				continue
+			}
+			k := bits.TrailingZeros64(m) / 8
+			i, n = i+k, n+k
+		} else if raw[i] != '\\' {
+			buf[n] = raw[i]
+			i, n = i+1, n+1
+			continue
+		}
+		// raw[i] is a backslash.
+		if c := raw[i+1]; c == '"' || c == '\\' || c == '/' {
+			buf[n] = c
+			i, n = i+2, n+1
+			continue
+		}
+		e, k, ok := appendEscape(buf[:n], raw[i:])
+		if !ok { // not content scanCleanString accepts: keep the rest as it is
+			return append(buf[:n], raw[i:]...)
+		}
+		i, n, buf = i+k, len(e), e[:cap(e)]
+	}
+	return buf[:n]
+}
+
+// decodeCleanString is scanCleanString and unescapeChecked in one pass: it appends the decoded content of the JSON
+// string at b[i] ('"') to dst and returns the index after its closing quote; ok is false where scanCleanString
+// says so. It copies eight bytes at a time up to the next quote, backslash or control character (the result can
+// only be shorter than the rest of b, which is the room it makes).
+func decodeCleanString(dst, b []byte, i int) (out []byte, end int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return dst, i, false
+	}
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	out = slices.Grow(dst, len(b)-i+8)
+	n, buf := len(out), out[:cap(out)]
+	for j := i + 1; ; {
+		if j+8 <= len(b) {
+			x := binary.LittleEndian.Uint64(b[j:])
+			binary.LittleEndian.PutUint64(buf[n:], x)
+			q, y := x^(ones*'"'), x^(ones*'\\')
+			m := ((x-ones*0x20)&^x | (q-ones)&^q | (y-ones)&^y) & high
+			if m == 0 {
+				j, n = j+8, n+8
+				continue
+			}
+			k := bits.TrailingZeros64(m) / 8
+			j, n = j+k, n+k
+		}
+		if j >= len(b) {
+			return buf[:n], len(b), false
+		}
+		switch c := b[j]; {
+		case c == '"':
+			return buf[:n], j + 1, true
+		case c < 0x20:
+			return buf[:n], j, false
+		case c != '\\': // in the last word of b
+			buf[n] = c
+			j, n = j+1, n+1
+			continue
+		}
+		if j+1 >= len(b) {
+			return buf[:n], len(b), false
+		}
+		switch b[j+1] {
+		case '"', '\\', '/':
+			buf[n] = b[j+1]
+			j, n = j+2, n+1
+			continue
+		case 'u':
+			if _, ok := hex4(b[j:]); !ok {
+				return buf[:n], j, false
+			}
+		case 'b', 'f', 'n', 'r', 't':
+		default:
+			return buf[:n], j, false
+		}
+		e, k, ok := appendEscape(buf[:n], b[j:])
+		if !ok {
+			return buf[:n], j, false
+		}
+		j, n, buf = j+k, len(e), e[:cap(e)]
+	}
+}
+
+// escapeQuotes appends s to dst as the content of a JSON string, for s without control characters (the inner
+// copy of JSON held in a string): a backslash before every quote and backslash, which at most doubles it. It copies
+// eight bytes at a time up to the next of them.
+func escapeQuotes(dst, s []byte) []byte {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	out := slices.Grow(dst, 2*len(s)+8)
+	n, buf := len(out), out[:cap(out)]
+	for i := 0; i < len(s); {
+		if i+8 <= len(s) {
+			x := binary.LittleEndian.Uint64(s[i:])
+			binary.LittleEndian.PutUint64(buf[n:], x)
+			q, y := x^(ones*'"'), x^(ones*'\\')
+			m := ((q-ones)&^q | (y-ones)&^y) & high
+			if m == 0 {
+				i, n = i+8, n+8
+				continue
+			}
+			k := bits.TrailingZeros64(m) / 8
+			i, n = i+k, n+k
+		} else if c := s[i]; c != '"' && c != '\\' {
+			buf[n] = c
+			i, n = i+1, n+1
+			continue
+		}
+		buf[n], buf[n+1] = '\\', s[i]
+		i, n = i+1, n+2
+	}
+	return buf[:n]
 }
 
 // validScalar says whether b is one JSON number, true, false or null and nothing else, as json.Valid would (b has
@@ -534,10 +728,13 @@ func validScalar(b []byte) bool {
 	return i == len(b)
 }
 
+// strLimit is how many bytes of a string's content str keeps whole.
+func (r *redactor) strLimit() int { return min(r.maxStr, r.maxBytes-len(r.out)-24) }
+
 // str writes a string value from its raw (still escaped) content, cut to maxStr bytes at an escape and UTF-8
 // boundary.
 func (r *redactor) str(raw []byte) {
-	limit := min(r.maxStr, r.maxBytes-len(r.out)-24)
+	limit := r.strLimit()
 	r.out = append(r.out, '"')
 	if len(raw) <= limit {
 		r.out = append(r.out, raw...)
@@ -1032,6 +1229,14 @@ func urlPassword(s []byte, i int) (from, to, rule int) {
 	return 0, 0, -1
 }
 
+// pairKeyByte marks the bytes of a key that pair reads backwards from its separator: letters, digits, _ - and '.'.
+var pairKeyByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = isAlnum(byte(c)) || c == '_' || c == '-' || c == '.'
+	}
+	return t
+}()
+
 // pair handles "key=value" and "key: value" at the separator s[i]: when the key before it is secret (the key
 // rules above, after an optional closing quote and "--" prefix), the value after it is replaced. A quoted value
 // runs to its closing quote; a bare one to white space or one of , ; & ) } ] or a quote.
@@ -1048,7 +1253,7 @@ func (x *Redactor) pair(s []byte, i int, esc bool) (from, to, rule int) {
 		}
 	}
 	kend := k + 1
-	for k >= 0 && kend-k <= 64 && (isAlnum(s[k]) || s[k] == '_' || s[k] == '-' || s[k] == '.') {
+	for k >= 0 && kend-k <= 64 && pairKeyByte[s[k]] {
 		k--
 	}
 	key := s[k+1 : kend]
@@ -1092,6 +1297,70 @@ func (x *Redactor) pair(s []byte, i int, esc bool) (from, to, rule int) {
 		return 0, 0, -1
 	}
 	return v, end, rule
+}
+
+// scanCleanString is scanString and validStringContent in one pass, for the redactor: the raw content of the JSON
+// string at b[i] ('"'), the index after its closing quote, and ok=false when the string is not closed within b or
+// its content is not what validStringContent accepts. trig reports whether the content holds a byte between ':'
+// and 'M' (where every trigger of a built-in value rule lies: see mayHoldTrigger) or a \u escape; when it does not,
+// text would find nothing to replace in it. It reads eight bytes at a time with the word tests of ctlOrBackslash
+// and mayHoldTrigger, and stops only at a quote, a backslash or a control character.
+func scanCleanString(b []byte, i int) (raw []byte, end int, trig, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, i, false, false
+	}
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	const lo, hi = ':' - 1, 'M' + 1 // exclusive bounds, as in mayHoldTrigger
+	start := i + 1
+	var t uint64 // the trigger bytes seen, as high bits
+	for j := start; ; {
+		for ; j+8 <= len(b); j += 8 {
+			x := binary.LittleEndian.Uint64(b[j:])
+			q, y := x^(ones*'"'), x^(ones*'\\')
+			low7 := x & (ones * 127)
+			tw := (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo)) & high
+			if stop := ((x-ones*0x20)&^x | (q-ones)&^q | (y-ones)&^y) & high; stop != 0 {
+				k := bits.TrailingZeros64(stop) &^ 7 // the lowest stop byte's first bit
+				t |= tw & (1<<k - 1)
+				j += k / 8
+				break
+			}
+			t |= tw
+		}
+		for ; j < len(b); j++ { // the tail, or the byte the word loop stopped at
+			c := b[j]
+			if c == '"' || c == '\\' || c < 0x20 {
+				break
+			}
+			if c > lo && c < hi {
+				t = 1
+			}
+		}
+		if j >= len(b) {
+			return nil, len(b), false, false
+		}
+		switch c := b[j]; {
+		case c == '"':
+			return b[start:j], j + 1, t != 0, true
+		case c < 0x20:
+			return nil, j, false, false
+		}
+		if j+1 >= len(b) {
+			return nil, len(b), false, false
+		}
+		switch b[j+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			j += 2
+		case 'u':
+			if _, ok := hex4(b[j:]); !ok {
+				return nil, j, false, false
+			}
+			t = 1
+			j += 6
+		default:
+			return nil, j, false, false
+		}
+	}
 }
 
 // validStringContent checks what the redactor copies verbatim: no raw control characters and only JSON escapes, so

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -220,7 +222,51 @@ func FuzzRedactJSON(f *testing.F) {
 				t.Fatalf("%s: %d bytes out, bound %d: %q", policy, len(out), maxBytes, out)
 			}
 		}
+		checkNestedPaths(t, in, maxBytes)
 	})
+}
+
+// checkNestedPaths: a JSON string holding JSON is redacted the same by value's one-pass way (nestedAt) as by the
+// way every other string takes (scanCleanString, then stringValue, which tries nested).
+func checkNestedPaths(t *testing.T, in []byte, maxBytes int) {
+	t.Helper()
+	if len(in) < 2 || in[0] != '"' || in[1] != '{' && in[1] != '[' {
+		return
+	}
+	for _, policy := range []PayloadPolicy{PayloadRedacted, PayloadFull} {
+		got := (*Redactor)(nil).JSON(in, policy, maxBytes)
+		var sc redactScratch
+		r := redactor{maxBytes: maxBytes, maxStr: 256, sc: &sc}
+		if policy == PayloadFull {
+			r.maxStr = maxBytes
+		}
+		var want []byte
+		if raw, end, trig, ok := scanCleanString(in, 0); ok && skipWS(in, end) == len(in) {
+			r.stringValue(raw, trig, 0)
+			want = r.out
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s, bound %d: %q gave %q, the long way %q", policy, maxBytes, in, got, want)
+		}
+	}
+}
+
+// JSON held in a string, of every shape nested has to tell apart, goes the same way through value's one pass and
+// through the long way: objects and arrays, secrets inside, escapes of every kind (a surrogate pair, a lone
+// surrogate, \/), deeper strings holding JSON, text that only starts like JSON, a budget too small for it.
+func TestNestedOnePassMatchesLongWay(t *testing.T) {
+	inner := []string{`{"auth_password": "c", "x": [1, 2]}`, `[{"a": "\u00e9\ud83d\ude00 \ud83d"}, "\/\b"]`,
+		`{"k": "{\"password\": \"p\", \"n\": \"{}\"}"}`, `{not json`, `{"a": 1} tail`, `[]`, `{}`, `[`,
+		`{"s": "` + strings.Repeat("x", 300) + `"}`, `{"u": "rabbit://u:PW@h/ --password=q"}`}
+	for _, text := range inner {
+		q, err := json.Marshal(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, maxBytes := range []int{20, 40, 64, 100, 300, 4096} {
+			checkNestedPaths(t, q, maxBytes)
+		}
+	}
 }
 
 // everyByte is where the value rules were tried before nextValueStart: at every byte that can start one.
@@ -349,6 +395,12 @@ func FuzzRedactFastPaths(f *testing.F) {
 				t.Fatalf("text(%q, esc %v) = %q, trying every byte gives %q", s, esc, fast, slow)
 			}
 		}
+		// A JSON string that scanCleanString finds no trigger in skips the value rules: they find nothing in it.
+		if raw, _, trig, ok := scanCleanString(append(append([]byte{'"'}, s...), '"'), 0); ok && !trig {
+			if out, changed := (*Redactor)(nil).text(nil, raw, true); changed {
+				t.Fatalf("no trigger in %q, but text gives %q", raw, out)
+			}
+		}
 	})
 }
 
@@ -423,5 +475,123 @@ func TestIdentityIsVettedWhereItIsRead(t *testing.T) {
 	}
 	if r.Caller.PID != 77 || !strings.Contains(r.Caller.Connection, "--password=***") || !utf8.ValidString(r.Caller.Service) {
 		t.Errorf("caller %s", got)
+	}
+}
+
+// The scratch's cache of key verdicts says what keyRule says: for more names than it has slots (so slots are
+// shared and replaced), in a second pass that reads them from the cache, and after the scratch moves to a Redactor
+// with other rules.
+func TestKeyCacheAgreesWithKeyRule(t *testing.T) {
+	extra, err := NewRedactor(RedactRules{Keys: []string{"seed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for i := range 3 * keyCacheSize {
+		names = append(names, []string{"host", "admin_password", "key_name", "seed", "x_seed", "auth_token",
+			"a"}[i%7]+strings.Repeat("_", i/7%3)+string(rune('a'+i%26)))
+	}
+	names = append(names, "newPass", "s", "seed_"+strings.Repeat("x", maxCachedKeyLen), "pw", "seed")
+	var sc redactScratch
+	for _, x := range []*Redactor{nil, extra, nil} {
+		for pass := range 2 {
+			for _, n := range names {
+				r := redactor{x: x, sc: &sc}
+				if got, want := r.keyRule([]byte(n)), x.keyRule([]byte(n)); got != want {
+					t.Fatalf("redactor %p, pass %d: keyRule(%q) = %d through the cache, %d without", x, pass, n, got,
+						want)
+				}
+			}
+		}
+	}
+}
+
+// Record.edit, the emit path's one pass over a record's strings, does what CleanString on every string and then
+// Redactor.String on the free-text fields did as two passes, whatever the strings hold: plain ids, triggers of the
+// value rules with and without a secret, other scripts, invalid UTF-8, strings past their bound, and an operator's
+// pattern.
+func TestRecordEditIsCleanThenRedact(t *testing.T) {
+	extra, err := NewRedactor(RedactRules{Patterns: []string{`sekrit-[0-9]+`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := []string{"", "bench_topic", "req-0123456789abcdef", "12:00:00", "rabbit://u:PW@h/", "x password=pw y",
+		"gAAAAABmZ2Fub3RhcmVhbHRva2VuYnV0bG9uZ2Vub3VnaF9fX19fX19fX19fX19fX19fX19fX19f", "café", "bad \xc9 byte",
+		"sekrit-42", // no trigger of a built-in rule: only the pattern finds it
+		strings.Repeat("long-id", 60), strings.Repeat("é", 200) + " --password=z", "ABCDEFGHIJKLM"}
+	rng := rand.New(rand.NewPCG(14, 13))
+	pick := func() string { return texts[rng.IntN(len(texts))] }
+	ptr := func() *string {
+		if rng.IntN(4) == 0 {
+			return nil
+		}
+		s := pick()
+		return &s
+	}
+	for range 3000 {
+		r := Record{Method: pick(), Topic: pick(), Server: ptr(), Exchange: pick(), RoutingKey: pick(),
+			Namespace: ptr(), Version: ptr(), MsgID: pick(), UniqueID: pick(), MessageID: pick(), RequestID: pick(),
+			GlobalRequestID: pick(), ParentID: pick(), ParentCandidates: []string{pick(), pick()}, Protocol: pick(),
+			Queue: pick(), Cause: pick(), ReturnText: pick(), EventType: pick(), PublisherID: pick(), Priority: pick(),
+			Events: []RecordEvent{{Type: "x", Detail: pick()}}, Args: []byte(`{"a":"` + pick() + `"}`)}
+		if rng.IntN(2) == 0 {
+			r.Error = &RemoteError{Class: pick(), Module: pick(), Message: pick()}
+		}
+		for _, x := range []*Redactor{nil, extra} {
+			got, want := r, r
+			got.ParentCandidates, want.ParentCandidates = slices.Clone(r.ParentCandidates), slices.Clone(r.ParentCandidates)
+			got.Events, want.Events = slices.Clone(r.Events), slices.Clone(r.Events)
+			got.edit(x, editClean|editRedact)
+			// The two passes, written out.
+			id := func(s string) string { return CleanString(s, maxIDLen) }
+			msg := func(s string) string { return CleanString(s, maxMessageLen) }
+			for _, f := range []*string{&want.MsgID, &want.UniqueID, &want.MessageID, &want.RequestID,
+				&want.GlobalRequestID, &want.ParentID, &want.Protocol, &want.Priority, &want.ParentCandidates[0],
+				&want.ParentCandidates[1]} {
+				*f = id(*f)
+			}
+			for _, f := range []*string{&want.Method, &want.Topic, &want.Exchange, &want.RoutingKey, &want.Queue,
+				&want.EventType, &want.PublisherID} {
+				*f = x.String(id(*f))
+			}
+			want.ReturnText, want.Cause = x.String(msg(want.ReturnText)), msg(want.Cause)
+			want.Events[0].Detail = msg(want.Events[0].Detail)
+			for _, p := range []**string{&want.Server, &want.Namespace, &want.Version} {
+				if *p != nil {
+					v := x.String(id(**p))
+					*p = &v
+				}
+			}
+			if e := want.Error; e != nil {
+				want.Error = &RemoteError{Class: x.String(id(e.Class)), Module: x.String(id(e.Module)),
+					Message: x.String(msg(e.Message))}
+			}
+			want.Args = cleanBytes(want.Args)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("redactor %p:\n got  %+v\n want %+v", x, got, want)
+			}
+		}
+	}
+}
+
+// textClass at every place of every byte that matters to it, in strings around the word size.
+func TestTextClassMatchesByteLoop(t *testing.T) {
+	for n := range 40 {
+		for _, c := range []byte{':', '=', 'A', 'M', '9', 'N', 'a', 0x7f, 0x80, 0xba, 0xc9, 0xff} {
+			for at := -1; at < n; at++ {
+				b := bytes.Repeat([]byte{'a'}, n)
+				if at >= 0 {
+					b[at] = c
+				}
+				var nonASCII, trig bool
+				for _, c := range b {
+					nonASCII = nonASCII || c >= 0x80
+					trig = trig || c >= ':' && c <= 'M'
+				}
+				if gn, gt := textClass(string(b)); gn != nonASCII || gt != trig {
+					t.Fatalf("textClass(%q) = %v, %v; want %v, %v", b, gn, gt, nonASCII, trig)
+				}
+			}
+		}
 	}
 }

@@ -1,8 +1,10 @@
 package correlate
 
 import (
+	"encoding/binary"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // CleanString is the one rule for every string that amqptrace derived from the wire and hands to something that
@@ -61,41 +63,101 @@ func cleanBytes(b []byte) []byte {
 	return []byte(mend(string(b)))
 }
 
-// clean applies CleanString to every string of a record that is about to be emitted, so that no sink has to
-// guess which fields came from the wire: all of them may have, and every one leaves valid and bounded. It allocates
-// only for a field that needs mending. Endpoints are not walked: every one in a record is a connection's identity,
-// vetted once where it was read (Conn.vet), and a record only shares it.
-func (r *Record) clean() {
-	for _, f := range [...]*string{&r.Method, &r.Topic, &r.Exchange, &r.RoutingKey, &r.MsgID, &r.UniqueID,
-		&r.MessageID, &r.RequestID, &r.GlobalRequestID, &r.ParentID, &r.Protocol, &r.Queue, &r.EventType,
-		&r.PublisherID, &r.Priority} {
-		*f = CleanString(*f, maxIDLen)
+// What Record.edit does to a record's strings.
+const (
+	editClean  = 1 << iota // CleanString, with the field's bound
+	editRedact             // Redactor.String, on the fields that hold free text or names from the wire
+)
+
+// edit cleans and redacts the strings of a record that is about to be emitted (editClean|editRedact, once, on the
+// correlator's goroutine), or only redacts them (Redactor.Record: editRedact). Cleaning applies CleanString to
+// every string, so that no sink has to guess which fields came from the wire: all of them may have, and every one
+// leaves valid and bounded. Redaction applies the Redactor's value rules to the free-text fields: remote exception
+// class, module and message, the Basic.Return text, names taken from the body or the properties. Args and Result
+// were redacted as they were parsed (JSON), by the same rules, and the endpoints with their connection's identity,
+// where it was read (Conn.vet): a record only shares them, and they are not walked. A pointed-to value that
+// changes is copied first. It allocates only for a field that changes.
+func (r *Record) edit(x *Redactor, mode int) {
+	for _, f := range [...]*string{&r.MsgID, &r.UniqueID, &r.MessageID, &r.RequestID, &r.GlobalRequestID,
+		&r.ParentID, &r.Protocol, &r.Priority} {
+		*f = editText(*f, maxIDLen, x, mode&editClean)
 	}
-	r.ReturnText = CleanString(r.ReturnText, maxMessageLen)
-	r.Cause = CleanString(r.Cause, maxMessageLen)
+	for _, f := range [...]*string{&r.Method, &r.Topic, &r.Exchange, &r.RoutingKey, &r.Queue, &r.EventType,
+		&r.PublisherID} {
+		*f = editText(*f, maxIDLen, x, mode)
+	}
+	r.ReturnText = editText(r.ReturnText, maxMessageLen, x, mode)
+	r.Cause = editText(r.Cause, maxMessageLen, x, mode&editClean)
 	for i := range r.ParentCandidates { // the record's own slice
-		r.ParentCandidates[i] = CleanString(r.ParentCandidates[i], maxIDLen)
+		r.ParentCandidates[i] = editText(r.ParentCandidates[i], maxIDLen, x, mode&editClean)
 	}
 	for _, p := range [...]**string{&r.Server, &r.Namespace, &r.Version} {
 		if *p != nil {
-			if v := CleanString(**p, maxIDLen); v != **p {
-				mended := v // only a mended value escapes: the common case allocates nothing
-				*p = &mended
+			if v := editText(**p, maxIDLen, x, mode); v != **p {
+				changed := v // only a changed value escapes: the common case allocates nothing
+				*p = &changed
 			}
 		}
 	}
 	if e := r.Error; e != nil {
-		c := RemoteError{Class: CleanString(e.Class, maxIDLen), Module: CleanString(e.Module, maxIDLen),
-			Message: CleanString(e.Message, maxMessageLen)}
+		c := RemoteError{Class: editText(e.Class, maxIDLen, x, mode), Module: editText(e.Module, maxIDLen, x, mode),
+			Message: editText(e.Message, maxMessageLen, x, mode)}
 		if c != *e {
 			r.Error = &c
 		}
 	}
 	for i := range r.Events { // the record's own slice
-		r.Events[i].Detail = CleanString(r.Events[i].Detail, maxMessageLen)
+		r.Events[i].Detail = editText(r.Events[i].Detail, maxMessageLen, x, mode&editClean)
 	}
-	r.Args = cleanBytes(r.Args)
-	r.Result = cleanBytes(r.Result)
+	if mode&editClean != 0 {
+		r.Args = cleanBytes(r.Args)
+		r.Result = cleanBytes(r.Result)
+	}
+}
+
+// editText is CleanString(s, max) (editClean) followed by x.String (editRedact). Nearly every string of a record
+// is short ASCII without a byte that can start a value rule, which one pass of eight-byte words proves; only
+// the others go through CleanString and the value rules.
+func editText(s string, max int, x *Redactor, mode int) string {
+	if s == "" || mode == 0 {
+		return s
+	}
+	nonASCII, trig := textClass(s)
+	if mode&editClean != 0 && (nonASCII || len(s) > max) {
+		s = CleanString(s, max)
+	}
+	if mode&editRedact != 0 && (trig || x != nil && len(x.extraPats) > 0) {
+		s = x.String(s)
+	}
+	return s
+}
+
+// textClass says whether s has a byte over 0x7F, and whether it has a byte between ':' and 'M', where every trigger
+// of a built-in value rule lies (mayHoldTrigger's test, word by word).
+func textClass(s string) (nonASCII, trig bool) {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	const lo, hi = ':' - 1, 'M' + 1                 // exclusive bounds
+	b := unsafe.Slice(unsafe.StringData(s), len(s)) // only read
+	var h, t uint64
+	word := func(x uint64) {
+		low7 := x & (ones * 127)
+		h |= x
+		t |= (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo))
+	}
+	if len(b) < 8 {
+		for _, c := range b {
+			h |= uint64(c)
+			if c > lo && c < hi {
+				t |= high
+			}
+		}
+		return h&high != 0, t&high != 0
+	}
+	for i := 0; i+8 <= len(b); i += 8 {
+		word(binary.LittleEndian.Uint64(b[i:]))
+	}
+	word(binary.LittleEndian.Uint64(b[len(b)-8:])) // the last bytes, overlapping the words before them
+	return h&high != 0, t&high != 0
 }
 
 // cleaned returns e with every string mended by CleanString.
