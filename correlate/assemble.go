@@ -656,8 +656,10 @@ func (a *assembler) body(f *frames.Frame) {
 		a.finish(s, p, f)
 		return
 	case s.size <= bodyCap:
+		// Grown by what arrives (append doubles), not reserved at the announced size: 2,047 channels each
+		// announcing a 1 MiB body and sending a byte must not hold 2 GB.
 		if s.buf == nil {
-			s.buf = make([]byte, 0, s.size)
+			s.buf = make([]byte, 0, min(s.size, uint64(max(2*len(p), 4<<10))))
 		}
 		s.buf = append(s.buf, p...)
 	default:
@@ -674,14 +676,14 @@ func (a *assembler) body(f *frames.Frame) {
 		tailStart := s.size - half
 		if off < half {
 			if s.head == nil {
-				s.head = make([]byte, 0, half)
+				s.head = make([]byte, 0, min(half, uint64(max(2*len(p), 4<<10))))
 			}
 			n := min(uint64(len(p)), half-off)
 			s.head = append(s.head, p[:n]...)
 		}
 		if end := off + uint64(len(p)); end > tailStart {
 			if s.tail == nil {
-				s.tail = make([]byte, 0, half)
+				s.tail = make([]byte, 0, min(half, uint64(max(2*len(p), 4<<10))))
 			}
 			from := uint64(0)
 			if off < tailStart {

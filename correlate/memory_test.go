@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/amqptrace/amqptrace/internal/wire"
 )
 
 // A backlog of 200,000 messages to a stopped nova-compute: the pending table keeps at most MaxPending of them and at
@@ -81,4 +83,62 @@ func TestBacklogMemoryIsBounded(t *testing.T) {
 			runtime.KeepAlive(b)
 		})
 	}
+}
+
+// heapAfter is the live heap after f, garbage collected.
+func heapAfter(f func()) uint64 {
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if after.HeapAlloc < before.HeapAlloc {
+		return 0
+	}
+	return after.HeapAlloc - before.HeapAlloc
+}
+
+// Memory follows the bytes a peer sends, not the sizes it announces. A client that opens 2,047 channels and
+// announces a 1 MiB body on each, sending one byte of it, would hold 2 GB if buffers were reserved at the announced
+// size, and 2,000 connections each announcing a frame_max frame and sending one byte of it 256 MB.
+func TestAnnouncedSizesReserveNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 2,000 connections")
+	}
+	t.Run("2,047 channels announcing 1 MiB bodies", func(t *testing.T) {
+		h := newHarness(t, Config{})
+		api := h.conn("nova-api", 7, "10.0.0.9")
+		grew := heapAfter(func() {
+			for ch := uint16(2); ch <= 2048; ch++ {
+				api.c2s(wire.ChannelOpen(ch), wire.Publish(ch, "nova", "conductor", false),
+					wire.Header(ch, 1<<20, osloProps), wire.Body(ch, []byte("{"), 0))
+			}
+			h.flush()
+		})
+		t.Logf("heap grew %d KiB for 2,047 announced MiB", grew>>10)
+		if grew > 64<<20 {
+			t.Errorf("heap grew %d MiB: buffers follow the announced sizes", grew>>20)
+		}
+	})
+	t.Run("2,000 connections announcing frame_max frames", func(t *testing.T) {
+		h := newHarness(t, Config{})
+		conns := make([]*tconn, 2000)
+		for i := range conns {
+			conns[i] = h.conn("nova-compute", i, "10.0.1.1")
+		}
+		frame := wire.Body(1, make([]byte, frameMax-8), 0)
+		grew := heapAfter(func() {
+			for _, c := range conns {
+				c.c2s(frame[:8]) // the 7-byte header and one payload byte
+			}
+		})
+		t.Logf("heap grew %d KiB for 2,000 announced frames of %d KiB", grew>>10, frameMax>>10)
+		if grew > 64<<20 {
+			t.Errorf("heap grew %d MiB: carry buffers follow the announced frame sizes", grew>>20)
+		}
+		for _, c := range conns {
+			c.c2s(frame[8:]) // the rest arrives: each frame completes (a stray body, counted) and its buffer goes
+		}
+	})
 }

@@ -187,6 +187,10 @@ type Decoder struct {
 	// from a size-classed pool and goes back as soon as the frame is complete, so an idle connection holds none.
 	carry  []byte
 	carryN int
+	// carryNeed is the straddling frame's whole length (payload and end octet). The buffer grows towards it with
+	// the bytes that arrive, not at once: memory follows what a peer sends, not what its frame header announces
+	// (2,000 clients each announcing a 1 MiB frame and sending one byte would otherwise hold 2 GB).
+	carryNeed int
 	carryP *[]byte // the pooled slice header, kept so Put does not allocate
 
 	frame Frame     // reused for every Handler call
@@ -271,12 +275,15 @@ func (d *Decoder) decode(p []byte) {
 		case d.protoN < len(protocolHeader):
 			p = d.protocolHeader(p)
 		case d.carry != nil:
+			if want := min(d.carryNeed, d.carryN+len(p)); want > len(d.carry) {
+				d.growCarry(want)
+			}
 			k := copy(d.carry[d.carryN:], p)
 			d.carryN += k
 			d.off += int64(k)
 			p = p[k:]
-			if d.carryN == len(d.carry) {
-				err := d.emit(d.carry)
+			if d.carryN == d.carryNeed {
+				err := d.emit(d.carry[:d.carryNeed])
 				if d.carry != nil { // a framing error under Options.Resync released it already
 					d.releaseCarry()
 				}
@@ -393,11 +400,25 @@ func (d *Decoder) frameStart(p []byte) ([]byte, bool) {
 		}
 		return p[need:], true
 	}
-	d.carryP = getCarry(need)
-	d.carry = (*d.carryP)[:need]
+	d.carryNeed = need
+	d.carryP = getCarry(min(need, max(2*len(p), minCarry)))
+	d.carry = (*d.carryP)[:min(need, cap(*d.carryP))]
 	d.carryN = copy(d.carry, p)
 	d.off += int64(d.carryN)
 	return nil, true
+}
+
+// minCarry is the first carry buffer's size for a frame that straddles writes (then it doubles as bytes come).
+const minCarry = 4 << 10
+
+// growCarry makes the carry buffer hold at least want bytes (at most carryNeed), doubling, from the pool.
+func (d *Decoder) growCarry(want int) {
+	n := min(d.carryNeed, max(want, 2*len(d.carry)))
+	np := getCarry(n)
+	nb := (*np)[:min(d.carryNeed, cap(*np))]
+	copy(nb, d.carry[:d.carryN])
+	putCarry(d.carryP)
+	d.carryP, d.carry = np, nb
 }
 
 // framingError handles a stream that is out of step: under Options.Resync the direction starts hunting for the
@@ -474,7 +495,7 @@ func (d *Decoder) emit(b []byte) error {
 func (d *Decoder) releaseCarry() {
 	if d.carry != nil {
 		putCarry(d.carryP)
-		d.carry, d.carryN, d.carryP = nil, 0, nil
+		d.carry, d.carryN, d.carryP, d.carryNeed = nil, 0, nil, 0
 	}
 }
 
