@@ -191,7 +191,7 @@ type Decoder struct {
 	// the bytes that arrive, not at once: memory follows what a peer sends, not what its frame header announces
 	// (2,000 clients each announcing a 1 MiB frame and sending one byte would otherwise hold 2 GB).
 	carryNeed int
-	carryP *[]byte // the pooled slice header, kept so Put does not allocate
+	carryP    *[]byte // the pooled slice header, kept so Put does not allocate
 
 	frame Frame     // reused for every Handler call
 	now   time.Time // read time of the bytes being decoded, for Frame.Time
