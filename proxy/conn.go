@@ -36,7 +36,7 @@ const (
 
 // conn is one proxied connection. The goroutine running handleConn owns it; the two pumps share it.
 //
-// Fields under mu: reason, err, finished, closing, up (while dialling), halfTimer, idleTimer. Lock order: server.mu
+// Fields under mu: cause, finished, closing, up (while dialling), halfTimer, idleTimer. Lock order: server.mu
 // and conn.mu are never held together (drain collects the connections under server.mu, releases it, and only then
 // calls forceClose).
 type conn struct {
@@ -65,8 +65,7 @@ type conn struct {
 	ended      atomic.Int32 // directions that returned
 
 	mu        sync.Mutex
-	reason    CloseReason
-	err       error
+	cause     closeCause
 	finished  bool // handleConn collected both pumps; timers and forceClose do nothing any more
 	closing   bool // closeBoth ran; a socket dialled after this is closed at once
 	idleTimer *time.Timer
@@ -145,7 +144,7 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 	if c.halfTimer != nil {
 		c.halfTimer.Stop()
 	}
-	reason, err := c.reason, c.err
+	reason, err := c.cause.reason, c.cause.err
 	c.mu.Unlock()
 	// Both directions are done (or were cut): close both sockets for good. closeRaw skips TLS close_notify,
 	// which a clean end already sent through CloseWrite and an error end has no use for.
@@ -296,11 +295,7 @@ func (c *conn) halfClose(d direction) {
 	if d == serverToClient {
 		dst = c.client
 	}
-	c.mu.Lock()
-	if c.reason == "" {
-		c.reason = d.eofReason()
-	}
-	c.mu.Unlock()
+	c.noteEOF(d)
 	if err := closeWrite(dst); err != nil {
 		c.closeBoth()
 		return
@@ -326,12 +321,50 @@ func (c *conn) armHalfCloseTimer() {
 // pump: with one side broken nothing more can be forwarded, and a pump parked in Read would otherwise wait for a
 // peer that may never speak again.
 func (c *conn) fail(r CloseReason, err error) {
-	c.mu.Lock()
-	if c.reason == "" {
-		c.reason, c.err = r, err
-	}
-	c.mu.Unlock()
+	c.noteFailure(r, err)
 	c.closeBoth()
+}
+
+// closeCause is why a connection ended: the one record of it both forwarding engines (the pumps and the event
+// loop) keep, under conn.mu. The first cause wins, except that a cause the proxy imposes (idle, half-close
+// timeout, shutdown) replaces a clean EOF, which says only that one side stopped sending.
+type closeCause struct {
+	reason CloseReason
+	err    error
+}
+
+// eof records a clean end of direction d, unless a cause is known.
+func (cc *closeCause) eof(d direction) {
+	if cc.reason == "" {
+		cc.reason = d.eofReason()
+	}
+}
+
+// failure records an I/O error, unless a cause is known.
+func (cc *closeCause) failure(r CloseReason, err error) {
+	if cc.reason == "" {
+		cc.reason, cc.err = r, err
+	}
+}
+
+// imposed records a cause the proxy imposes: it replaces nothing but a clean EOF.
+func (cc *closeCause) imposed(r CloseReason, err error) {
+	if cc.reason == "" || cc.reason == ReasonClientClosed || cc.reason == ReasonUpstreamClosed {
+		cc.reason, cc.err = r, err
+	}
+}
+
+// noteEOF and noteFailure record a cause for either engine.
+func (c *conn) noteEOF(d direction) {
+	c.mu.Lock()
+	c.cause.eof(d)
+	c.mu.Unlock()
+}
+
+func (c *conn) noteFailure(r CloseReason, err error) {
+	c.mu.Lock()
+	c.cause.failure(r, err)
+	c.mu.Unlock()
 }
 
 // forceClose ends the connection for a cause the proxy imposes (idle, half-close timeout, shutdown). Such a cause
@@ -342,9 +375,7 @@ func (c *conn) forceClose(r CloseReason, err error) {
 		c.mu.Unlock()
 		return
 	}
-	if c.reason == "" || c.reason == ReasonClientClosed || c.reason == ReasonUpstreamClosed {
-		c.reason, c.err = r, err
-	}
+	c.cause.imposed(r, err)
 	c.mu.Unlock()
 	c.closeBoth()
 }

@@ -497,11 +497,7 @@ func (lc *loopConn) write(d direction, b []byte) (int, error) {
 // direction keeps running.
 func (lc *loopConn) sawEOF(d direction) {
 	c := lc.c
-	c.mu.Lock()
-	if c.reason == "" {
-		c.reason = d.eofReason()
-	}
-	c.mu.Unlock()
+	c.noteEOF(d)
 	lc.eof[d] = true
 	if err := syscall.Shutdown(lc.fd[1-d], syscall.SHUT_WR); err != nil {
 		lc.finish()
@@ -517,12 +513,7 @@ func (lc *loopConn) sawEOF(d direction) {
 
 // fail records an I/O error (unless a cause is already known) and ends the connection.
 func (lc *loopConn) fail(r CloseReason, err error) {
-	c := lc.c
-	c.mu.Lock()
-	if c.reason == "" {
-		c.reason, c.err = r, err
-	}
-	c.mu.Unlock()
+	lc.c.noteFailure(r, err)
 	lc.finish()
 }
 
