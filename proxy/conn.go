@@ -90,10 +90,12 @@ func newConn(s *server, c net.Conn) *conn {
 	}
 }
 
-// handleConn serves one client from accept to close and returns what Done must be told, if anything. It runs
-// one pump itself and the other in a goroutine, so an established connection costs two goroutines, both named
-// after their direction in stack dumps.
-func handleConn(c *conn) (end ConnEnd, tapped bool) {
+// handleConn serves one client from accept to close, then calls end with what Done must be told, if anything.
+// With the pumps it runs one pump itself and the other in a goroutine (both named after their direction in stack
+// dumps) and calls end itself. A connection an event loop takes over needs no goroutine of its own while it lives
+// (its stack was most of what an idle connection cost): handleConn returns, and end runs on a goroutine the loop
+// starts when the connection is over.
+func handleConn(c *conn, end func(ConnEnd, bool)) {
 	p := c.p
 	setKeepAlive(c.raw, p.cfg.keepAlive())
 
@@ -101,7 +103,8 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 		p.handshakeFails.Add(1)
 		_ = c.raw.Close()
 		c.logEnd(ReasonHandshakeFailed, err, false)
-		return ConnEnd{}, false
+		end(ConnEnd{}, false)
+		return
 	}
 	if err := c.dialUpstream(); err != nil {
 		p.connsDialFailed.Add(1)
@@ -112,7 +115,8 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 			p.log.Warn("client refused: no upstream could be dialled", "conn", c.info.ID,
 				"client", addrString(c.info.Client), "err", err.Error(), "suppressed", suppressed)
 		})
-		return ConnEnd{}, false
+		end(ConnEnd{}, false)
+		return
 	}
 	p.log.Debug("connection open", "conn", c.info.ID, "client", addrString(c.info.Client),
 		"upstream", c.info.Upstream, "client_tls", c.info.ClientTLS, "upstream_tls", c.info.UpstreamTLS)
@@ -126,16 +130,20 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 		c.mu.Unlock()
 	}
 
-	if lc := c.handOffToLoop(); lc != nil {
-		<-lc.done
-	} else {
-		errc := make(chan error, 2)
-		go pumpServerToClient(c, errc)
-		pumpClientToServer(c, errc)
-		<-errc
-		<-errc
+	if c.handOffToLoop(func() { end(c.closeOut()) }) != nil {
+		return
 	}
+	errc := make(chan error, 2)
+	go pumpServerToClient(c, errc)
+	pumpClientToServer(c, errc)
+	<-errc
+	<-errc
+	end(c.closeOut())
+}
 
+// closeOut ends a connection whose directions are both done (or were cut): timers stopped, sockets closed, the
+// end observed and logged. It returns what Done must be told, and whether Done is to be told.
+func (c *conn) closeOut() (ConnEnd, bool) {
 	c.mu.Lock()
 	c.finished = true
 	if c.idleTimer != nil {
@@ -146,8 +154,8 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 	}
 	reason, err := c.cause.reason, c.cause.err
 	c.mu.Unlock()
-	// Both directions are done (or were cut): close both sockets for good. closeRaw skips TLS close_notify,
-	// which a clean end already sent through CloseWrite and an error end has no use for.
+	// Close both sockets for good. closeRaw skips TLS close_notify, which a clean end already sent through
+	// CloseWrite and an error end has no use for.
 	closeRaw(c.client)
 	closeRaw(c.up)
 
@@ -165,12 +173,12 @@ func handleConn(c *conn) (end ConnEnd, tapped bool) {
 }
 
 // handOffToLoop gives the connection to one of the server's event loops, spread by connection id, or returns nil
-// when it stays with the pumps.
-func (c *conn) handOffToLoop() *loopConn {
+// when it stays with the pumps. done runs, on a goroutine of its own, once the loop has finished the connection.
+func (c *conn) handOffToLoop(done func()) *loopConn {
 	if len(c.s.loops) == 0 {
 		return nil
 	}
-	return c.handOff(c.s.loops[c.info.ID%uint64(len(c.s.loops))])
+	return c.handOff(c.s.loops[c.info.ID%uint64(len(c.s.loops))], done)
 }
 
 // pumpClientToServer forwards client→broker bytes. It is a named function so goroutine dumps say which

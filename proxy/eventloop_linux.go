@@ -74,8 +74,8 @@ type pendingTap struct {
 	readAt time.Time
 }
 
-// loopConn is a connection owned by a loop. Everything in it belongs to the loop goroutine; handleConn only
-// waits on done.
+// loopConn is a connection owned by a loop. Everything in it belongs to the loop goroutine; when it is finished,
+// done runs on a new goroutine (the connection's close-out: handleConn's goroutine ended at the hand-off).
 type loopConn struct {
 	c  *conn
 	l  *loop
@@ -88,7 +88,7 @@ type loopConn struct {
 	pendAt   [2]time.Time         // read time of pend[d], for the tap
 	eof      [2]bool              // direction d saw a clean EOF and half-closed its destination
 	finished bool
-	done     chan struct{}
+	done     func()
 }
 
 const (
@@ -290,8 +290,9 @@ func (l *loop) runCommands() (stop bool) {
 
 // handOff moves an established plain-TCP connection onto a loop. It returns nil when the connection must keep
 // the goroutine pumps: TLS on either side, a socket that is not TCP, or a close that raced with the hand-off. On
-// success the net.Conns are closed (the loop holds duplicates of their descriptors) and the caller waits on done.
-func (c *conn) handOff(l *loop) *loopConn {
+// success the net.Conns are closed (the loop holds duplicates of their descriptors) and done runs once the loop
+// has finished the connection.
+func (c *conn) handOff(l *loop, done func()) *loopConn {
 	if c.info.ClientTLS || c.info.UpstreamTLS {
 		return nil
 	}
@@ -314,7 +315,7 @@ func (c *conn) handOff(l *loop) *loopConn {
 		_ = syscall.Close(cfd)
 		return nil
 	}
-	lc := &loopConn{c: c, l: l, fd: [2]int{cfd, ufd}, done: make(chan struct{})}
+	lc := &loopConn{c: c, l: l, fd: [2]int{cfd, ufd}, done: done}
 	lc.w = [2]tapTarget{c.tapTarget(clientToServer), c.tapTarget(serverToClient)}
 	// The duplicates keep the sockets open; closing the net.Conns takes them out of the Go poller.
 	_ = c.client.Close()
@@ -573,7 +574,7 @@ func (lc *loopConn) finish() {
 			lc.pend[i], lc.pendBuf[i] = nil, nil
 		}
 	}
-	close(lc.done)
+	go lc.done()
 }
 
 // A loop's reads, writes and zero-timeout epoll_waits are raw system calls, without the runtime's entersyscall and

@@ -9,8 +9,7 @@ import "errors"
 type loop struct{}
 
 type loopConn struct {
-	l    *loop
-	done chan struct{}
+	l *loop
 }
 
 func startLoops(*Proxy, int) ([]*loop, error) {
@@ -23,4 +22,4 @@ func (l *loop) post(func()) {}
 
 func (lc *loopConn) abort() {}
 
-func (c *conn) handOff(*loop) *loopConn { return nil }
+func (c *conn) handOff(*loop, func()) *loopConn { return nil }

@@ -108,9 +108,14 @@ func TestIdleMemory(t *testing.T) {
 	t.Logf("%d idle connections: proxy cost per connection %.1f KiB heap + %.1f KiB stack = %.1f KiB; %.2f goroutines "+
 		"(test sockets alone: %.1f KiB heap per connection)", n, proxyHeap, proxyStack, proxyHeap+proxyStack,
 		float64(total.goroutines-testSide.goroutines)/float64(n), perConn(testSide.heap))
-	// A generous sanity bound (the target is 24 KiB); it catches a 32 KiB buffer held per direction.
+	// A generous sanity bound for the pumps (two goroutines each); it catches a 32 KiB buffer held per direction.
 	if proxyHeap+proxyStack > 64 {
 		t.Errorf("idle connection costs %.1f KiB in the proxy, want well under 64 KiB", proxyHeap+proxyStack)
+	}
+	// On an event loop an idle connection holds no goroutine and no buffer: its loopConn and conn, a few KiB at
+	// most (1.2 KiB when measured; a goroutine's stack alone was 8 KiB).
+	if runtime.GOOS == "linux" && os.Getenv(pumpsEnv) != "goroutines" && proxyHeap+proxyStack > 4 {
+		t.Errorf("idle connection on an event loop costs %.1f KiB in the proxy, want under 4 KiB", proxyHeap+proxyStack)
 	}
 
 	closeAll(proxied)

@@ -184,7 +184,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	err := s.acceptLoop(ctx, ln)
 	_ = ln.Close()
 	s.drain()
-	// drain returned once every connection's goroutine did, and those wait for their loop to finish them.
+	// drain returned once every connection was closed out, a loop's after the loop finished it.
 	stopLoops(s.loops)
 	return err
 }
@@ -242,20 +242,22 @@ func (s *server) admit(c net.Conn) {
 	cn := newConn(s, c)
 	s.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
 		if !s.track(cn) {
 			_ = c.Close()
 			p.connsOpen.Add(-1)
+			s.wg.Done()
 			return
 		}
-		end, tapped := handleConn(cn)
-		// Release before Done, so a Done callback (or a test waiting on it) sees the connection gone from
-		// ConnsOpen.
-		s.untrack(cn)
-		p.connsOpen.Add(-1)
-		if tapped {
-			cn.callDone(end)
-		}
+		handleConn(cn, func(end ConnEnd, tapped bool) {
+			defer s.wg.Done()
+			// Release before Done, so a Done callback (or a test waiting on it) sees the connection gone from
+			// ConnsOpen.
+			s.untrack(cn)
+			p.connsOpen.Add(-1)
+			if tapped {
+				cn.callDone(end)
+			}
+		})
 	}()
 }
 
