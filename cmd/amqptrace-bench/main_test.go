@@ -84,7 +84,9 @@ func TestRunAllPaths(t *testing.T) {
 		if v := rep.median(t, "idle", "kib_per_conn", p); v == nil {
 			t.Errorf("idle memory per connection on %s: n/a, want a figure", p)
 		}
-		if v := rep.median(t, "rpc", "cpu_us_per_call", p); v == nil || *v < 0 {
+		// CPU comes from /proc in 10 ms clock ticks: in a 300 ms slice on a loaded machine haproxy can use less
+		// than one tick, which is no figure (n/a) rather than zero. amqptrace, which also decodes, always has one.
+		if v := rep.median(t, "rpc", "cpu_us_per_call", p); (v == nil && p == pathAmqptrace) || (v != nil && *v <= 0) {
 			t.Errorf("proxy CPU per call on %s: got %v", p, v)
 		}
 	}

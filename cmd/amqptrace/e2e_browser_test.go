@@ -114,7 +114,9 @@ func TestE2EDemoInBrowser(t *testing.T) {
 		}
 	}
 
-	// The filter narrows the live table to the scheduler's calls, and only those.
+	// The filter narrows the live table (the Calls view) to the scheduler's calls, and only those.
+	browse(t, ctx, remaining(), "calls view", chromedp.Evaluate[chromedp.Void](`location.hash = "#/calls"`),
+		pollJS(`document.body.dataset.view === "calls"`, remaining()))
 	browse(t, ctx, remaining(), "filter", setFilter("method:select_destinations"),
 		pollJS(`document.querySelectorAll("#calls tbody tr:not(.hidden)").length > 0`, remaining()))
 	sctx, cancel = context.WithTimeout(ctx, 10*time.Second)
