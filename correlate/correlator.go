@@ -54,6 +54,7 @@ type Correlator struct {
 	closedSignal chan struct{}
 	running      atomic.Bool
 	inflight     chan inflightReq // InFlight asks the Run goroutine for a view
+	topoReqs     chan topologyReq // and so does Topology
 	stopped      chan struct{}    // closed when Run returns
 
 	// Everything below belongs to the Run goroutine.
@@ -84,6 +85,7 @@ func New(cfg Config) *Correlator {
 		conns:        make(map[uint64]*Conn),
 		closedSignal: make(chan struct{}, 1),
 		inflight:     make(chan inflightReq),
+		topoReqs:     make(chan topologyReq),
 		stopped:      make(chan struct{}),
 		bodies:       newBodyCache(),
 		topos:        make(map[string]*topology),
@@ -153,8 +155,15 @@ type chanState struct {
 	seq            uint64
 	tracked        []pubEntry // publishes awaiting their confirm (or Return), in publish order
 	pendingConsume []consumeReq
-	consumers      map[string]string // consumer tag → queue
+	consumers      map[string]consumerRef // by consumer tag
 	getQueue       string
+	prefetch       int // the last Basic.Qos prefetch_count (0: none seen, unlimited)
+}
+
+// consumerRef is one consumer of a channel: its queue, and the process it counts for in the topology.
+type consumerRef struct {
+	queue string
+	who   Endpoint
 }
 
 type consumeReq struct{ queue, tag string }
@@ -207,6 +216,8 @@ func (c *Correlator) Run(ctx context.Context) error {
 			return nil
 		case req := <-c.inflight:
 			req.resp <- c.inFlightView(req.limit)
+		case req := <-c.topoReqs:
+			c.answerTopology(req)
 		case <-drain.C:
 		case <-c.closedSignal:
 			c.reapClosed()
@@ -317,7 +328,7 @@ func (c *Correlator) process(ev *event) {
 			// A tag the client chose is the consumer's from now on: the broker's Consume-Ok only confirms it
 			// (a refusal closes the channel, which drops it), and a capture that lost the Consume-Ok still
 			// knows whose deliveries these are.
-			c.addConsumer(st.topo, ch, ev.tag, ev.queue)
+			c.addConsumer(st.topo, ch, ev, ev.tag, ev.queue)
 		}
 		if !ev.noWait && len(ch.pendingConsume) < maxPendingConsume {
 			ch.pendingConsume = append(ch.pendingConsume, consumeReq{queue: ev.queue, tag: ev.tag})
@@ -339,7 +350,7 @@ func (c *Correlator) process(ev *event) {
 		req := ch.pendingConsume[i]
 		ch.pendingConsume = ch.pendingConsume[i+1:]
 		if req.tag == "" {
-			c.addConsumer(st.topo, ch, ev.tag, req.queue) // the broker named it
+			c.addConsumer(st.topo, ch, ev, ev.tag, req.queue) // the broker named it
 		}
 	case evCancel:
 		if ch := st.chans[ev.channel]; ch != nil {
@@ -350,8 +361,10 @@ func (c *Correlator) process(ev *event) {
 		}
 	case evGet:
 		st.channel(ev.channel).getQueue = ev.queue
+	case evQos:
+		st.channel(ev.channel).prefetch = int(ev.prefetch)
 	case evQueueDeclare:
-		st.topo.declareQueue(ev.queue, ev.qflags, st.declared)
+		st.topo.declareQueue(ev.queue, ev.qflags, st.declared, ev.ident.ep.Service)
 		if ev.queue != "" && len(st.declared) < maxDeclaredPerCon {
 			st.declared = append(st.declared, ev.queue)
 		}
@@ -360,7 +373,7 @@ func (c *Correlator) process(ev *event) {
 	case evQueueBind:
 		st.topo.bind(ev.queue, ev.exchange, ev.routingKey)
 	case evExchangeDeclare:
-		st.topo.declareExchange(ev.exchange, ev.exType)
+		st.topo.declareExchange(ev.exchange, ev.exType, ev.xflags, ev.ident.ep.Service)
 	}
 }
 
@@ -399,21 +412,23 @@ func (c *Correlator) topoFor(vhost string) *topology {
 	return &t
 }
 
-func (c *Correlator) addConsumer(t *topology, ch *chanState, tag, queue string) {
+// addConsumer subscribes tag to queue for the process of ev's connection, with the channel's prefetch.
+func (c *Correlator) addConsumer(t *topology, ch *chanState, ev *event, tag, queue string) {
 	if ch.consumers == nil {
-		ch.consumers = make(map[string]string, 4)
+		ch.consumers = make(map[string]consumerRef, 4)
 	}
 	if old, ok := ch.consumers[tag]; ok {
-		t.consumerGone(old)
+		t.consumerGone(old.queue, old.who)
 	}
-	ch.consumers[tag] = queue
-	t.consumerAdded(queue)
+	who := procOf(&ev.ident.ep)
+	ch.consumers[tag] = consumerRef{queue: queue, who: who}
+	t.consumerAdded(queue, who, ch.prefetch)
 }
 
 func (c *Correlator) removeConsumer(t *topology, ch *chanState, tag string) {
-	if q, ok := ch.consumers[tag]; ok {
+	if r, ok := ch.consumers[tag]; ok {
 		delete(ch.consumers, tag)
-		t.consumerGone(q)
+		t.consumerGone(r.queue, r.who)
 	}
 }
 
@@ -850,12 +865,12 @@ func (c *Correlator) onDeliver(ev *event) {
 	ch := ev.conn.st.channel(ev.channel)
 	queue := ch.getQueue
 	if ev.tag != "" {
-		queue = ch.consumers[ev.tag]
+		queue = ch.consumers[ev.tag].queue
 		if queue == "" && ev.exchange == "" && ev.routingKey != "" {
 			// The default exchange routes by queue name: a consumer whose Basic.Consume a capture lost is named
 			// by its first such delivery (a reply queue's always are).
 			queue = ev.routingKey
-			c.addConsumer(ev.conn.st.topo, ch, ev.tag, queue)
+			c.addConsumer(ev.conn.st.topo, ch, ev, ev.tag, queue)
 		}
 	}
 	b := &ev.body

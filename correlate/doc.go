@@ -30,6 +30,9 @@
 //   - broker.go: what the broker did to connections (blocked, closed, cancelled), put on the RPCs it hurt.
 //   - reorder.go: the reorder window (reorderWindow), orphans (orphanage) and holds (below).
 //   - inflight.go: the view of what is waiting now (InFlight).
+//   - topoview.go: the view of the topology (Topology): every vhost's exchanges, queues with their flags and
+//     arguments, bindings, and which processes consume each queue with what prefetch; reply queues and per-call
+//     exchanges counted per service.
 //
 // # Order
 //
