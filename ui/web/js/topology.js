@@ -157,13 +157,14 @@ function render(topo, inflight) {
       tr.appendChild(td(q.name, "mono"));
       tr.appendChild(td(q.queue_type || (q.declared ? "default" : "")));
       tr.appendChild(flagCell(queueFlags(q)));
-      const n = td(String(q.consumers), "num");
+      const n = td(String(q.consumers), "num cons");
       if (q.consumers === 0) n.classList.add("none");
       tr.appendChild(n);
       // A queue nobody consumes that holds messages is marked: they wait for a consumer that has gone.
       const d = depth.get(q.name);
       const dc = td(d ? fmtCount(d.depth) : "", "num depth");
       const ac = td(d ? fmtMS(d.oldest_age_ms) : "", "num age");
+      if (d) { dc.dataset.n = String(d.depth); ac.dataset.ms = String(d.oldest_age_ms); }
       if (d && q.consumers === 0) { dc.classList.add("stuck"); ac.classList.add("stuck"); }
       tr.appendChild(dc);
       tr.appendChild(ac);
