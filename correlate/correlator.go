@@ -20,6 +20,7 @@ const (
 	maxCallees        = 64
 	maxHeartbeatTimes = 64
 	maxPendingConsume = 64
+	maxExclusive      = 256 // exclusive queues remembered per connection, deleted with it
 )
 
 // ErrRunning is returned by Run when the Correlator is already running.
@@ -148,6 +149,8 @@ type connState struct {
 	dead     bool
 	chans    map[uint16]*chanState
 	declared []string
+	// exclusive are the exclusive queues it declared: the broker deletes them when the connection closes.
+	exclusive []string
 }
 
 type chanState struct {
@@ -368,6 +371,9 @@ func (c *Correlator) process(ev *event) {
 		if ev.queue != "" && len(st.declared) < maxDeclaredPerCon {
 			st.declared = append(st.declared, ev.queue)
 		}
+		if ev.queue != "" && ev.qflags != nil && ev.qflags.exclusive && len(st.exclusive) < maxExclusive {
+			st.exclusive = append(st.exclusive, ev.queue)
+		}
 	case evQueueDelete:
 		st.topo.deleteQueue(ev.queue)
 	case evQueueBind:
@@ -461,6 +467,12 @@ func (c *Correlator) closeConn(st *connState) {
 		c.resetChannel(st, ch)
 	}
 	st.declared = nil
+	for _, q := range st.exclusive {
+		if qi := st.topo.queues[q]; qi != nil && qi.exclusive {
+			st.topo.deleteQueue(q)
+		}
+	}
+	st.exclusive = nil
 }
 
 // --- pending table ----------------------------------------------------------------------------------------------

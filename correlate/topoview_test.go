@@ -126,6 +126,26 @@ func TestTopologyViewFromTheWire(t *testing.T) {
 	api.cn.Close("client EOF", nil)
 }
 
+// An exclusive queue goes with the connection that declared it, as the broker deletes it, and takes its bindings.
+func TestTopologyExclusiveQueueGoesWithItsConnection(t *testing.T) {
+	h := newHarness(t, Config{})
+	cn := h.conn("nova-api", 300, "10.0.0.30")
+	other := h.conn("nova-api", 301, "10.0.0.31")
+	cn.c2s(wire.QueueDeclare(1, "scratch", false, true, false, nil), wire.QueueBind(1, "scratch", "nova", "scratch", nil))
+	other.c2s(wire.QueueDeclare(1, "kept", false, false, false, nil))
+	h.flush()
+	if vt := h.c.topologyView(maxTopologyList).Vhosts[0]; findQueue(vt, "scratch") == nil || !findQueue(vt, "scratch").Exclusive {
+		t.Fatalf("exclusive queue not learned: %+v", vt.Queues)
+	}
+	cn.cn.Close("nova-api stopped", nil)
+	h.flush()
+	vt := h.c.topologyView(maxTopologyList).Vhosts[0]
+	if findQueue(vt, "scratch") != nil || len(vt.Bindings) != 0 || findQueue(vt, "kept") == nil {
+		t.Errorf("after its connection closed: queues %+v bindings %+v", vt.Queues, vt.Bindings)
+	}
+	other.cn.Close("test over", nil)
+}
+
 // A legacy caller's per-call reply queue and exchange, named by the msg_id, are counted, not listed.
 func TestTopologyViewPerCallExchanges(t *testing.T) {
 	tp := newTopology()
