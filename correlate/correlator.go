@@ -71,6 +71,8 @@ type Correlator struct {
 	servers  map[Endpoint]*serverLoad // what the wire shows of each server process's workers
 	finished finished                 // calls already emitted, for the replies that come after them
 	keyBuf   []byte                   // scratch for reply keys (appendReplyKey)
+	// topoSwept is when expire last dropped the queues whose x-expires ran out (see topoSweepEvery).
+	topoSwept time.Time
 }
 
 // New returns a Correlator; call Run to start pairing.
@@ -368,6 +370,7 @@ func (c *Correlator) process(ev *event) {
 		st.channel(ev.channel).prefetch = int(ev.prefetch)
 	case evQueueDeclare:
 		st.topo.declareQueue(ev.queue, ev.qflags, st.declared, ev.ident.ep.Service)
+		st.topo.markUnused(ev.queue, c.clock()) // a declaration restarts an unused queue's x-expires
 		if ev.queue != "" && len(st.declared) < maxDeclaredPerCon {
 			st.declared = append(st.declared, ev.queue)
 		}
@@ -425,6 +428,7 @@ func (c *Correlator) addConsumer(t *topology, ch *chanState, ev *event, tag, que
 	}
 	if old, ok := ch.consumers[tag]; ok {
 		t.consumerGone(old.queue, old.who)
+		t.markUnused(old.queue, c.clock())
 	}
 	who := procOf(&ev.ident.ep)
 	ch.consumers[tag] = consumerRef{queue: queue, who: who}
@@ -435,6 +439,7 @@ func (c *Correlator) removeConsumer(t *topology, ch *chanState, tag string) {
 	if r, ok := ch.consumers[tag]; ok {
 		delete(ch.consumers, tag)
 		t.consumerGone(r.queue, r.who)
+		t.markUnused(r.queue, c.clock())
 	}
 }
 
@@ -520,7 +525,17 @@ func (c *Correlator) expire(now time.Time) {
 			c.end(p, endDue)
 		}
 	}
+	if now.Sub(c.topoSwept) >= topoSweepEvery {
+		c.topoSwept = now
+		for _, t := range c.topos {
+			t.expireQueues(now)
+		}
+	}
 }
+
+// topoSweepEvery is how often the topologies drop the queues their x-expires has deleted: each sweep walks every
+// queue, so not on every tick.
+const topoSweepEvery = time.Minute
 
 // osloKey is an oslo call's key in byMsg: its _msg_id and the queue its reply goes to, so that two callers that
 // reuse an id are two calls, and a reply counts for the call it was routed to.

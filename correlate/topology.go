@@ -49,6 +49,9 @@ type queueInfo struct {
 	owner      string // service of the connection that declared it first
 	consumers  int    // live consumers through this proxy
 	consumed   bool   // some connection through this proxy consumed it
+	// unusedSince is when it was last declared or lost its last consumer, while nobody here consumes it: with
+	// x-expires the broker deletes it that long after (see expireQueues).
+	unusedSince time.Time
 	// by counts the live consumers per process (at most maxConsumerProcs processes), with the prefetch each
 	// consumed with; nil while nobody consumes.
 	by map[Endpoint]*consumerCount
@@ -216,6 +219,7 @@ func (t *topology) consumerAdded(q string, who Endpoint, prefetch int) {
 	}
 	qi.consumers++
 	qi.consumed = true
+	qi.unusedSince = time.Time{}
 	if qi.by == nil {
 		qi.by = make(map[Endpoint]*consumerCount, 1)
 	}
@@ -244,6 +248,25 @@ func (t *topology) consumerGone(q string, who Endpoint) {
 	if qi.consumers--; qi.consumers <= 0 {
 		qi.consumers = 0
 		if qi.declared && qi.autoDelete {
+			t.deleteQueue(q)
+		}
+	}
+}
+
+// markUnused restarts q's x-expires clock at now while nobody here consumes it.
+func (t *topology) markUnused(q string, now time.Time) {
+	if qi := t.queues[q]; qi != nil && qi.consumers == 0 {
+		qi.unusedSince = now
+	}
+}
+
+// expireQueues forgets the queues the broker has deleted by their x-expires: unused here (no consumer, no
+// declaration) for that long. A client consuming it past this proxy keeps it alive at the broker, and is not
+// seen: such a queue comes back with its next declaration or consumer here. Without this, the reply and fanout
+// queues of every process that ever crashed would fill the table (oslo's carry x-expires for that reason).
+func (t *topology) expireQueues(now time.Time) {
+	for q, qi := range t.queues {
+		if qi.expiresAfter > 0 && qi.consumers == 0 && !qi.unusedSince.IsZero() && now.Sub(qi.unusedSince) >= qi.expiresAfter {
 			t.deleteQueue(q)
 		}
 	}

@@ -146,6 +146,33 @@ func TestTopologyExclusiveQueueGoesWithItsConnection(t *testing.T) {
 	other.cn.Close("test over", nil)
 }
 
+// A queue with x-expires that nobody here consumes goes once that long has passed since its last consumer left or
+// its last declaration, as the broker deletes it; one still consumed stays.
+func TestTopologyQueueExpires(t *testing.T) {
+	h := newHarness(t, Config{})
+	srv := h.conn("nova-compute", 7, "10.0.0.7")
+	srv.c2s(wire.QueueDeclare(1, "compute_fanout_dead", false, false, false, wire.Table{"x-expires": int32(60000)}),
+		wire.QueueBind(1, "compute_fanout_dead", "compute_fanout", "compute", nil))
+	srv.consume("compute_fanout_dead")
+	live := h.conn("nova-compute", 8, "10.0.0.8")
+	live.replyListener("reply_00000000000000000000000000000live")
+	h.flush()
+	srv.cn.Close("nova-compute killed", nil)
+	h.advance(30 * time.Second)
+	if h.c.topoFor("/").queues["compute_fanout_dead"] == nil {
+		t.Fatal("gone before its x-expires")
+	}
+	h.advance(2 * topoSweepEvery)
+	tp := h.c.topoFor("/")
+	if tp.queues["compute_fanout_dead"] != nil || tp.nbindings != 0 {
+		t.Errorf("still there %v after its x-expires, %d bindings", tp.queues["compute_fanout_dead"] != nil, tp.nbindings)
+	}
+	if tp.queues["reply_00000000000000000000000000000live"] == nil {
+		t.Error("a consumed x-expires queue was dropped")
+	}
+	live.cn.Close("test over", nil)
+}
+
 // A legacy caller's per-call reply queue and exchange, named by the msg_id, are counted, not listed.
 func TestTopologyViewPerCallExchanges(t *testing.T) {
 	tp := newTopology()
