@@ -108,9 +108,11 @@ type event struct {
 	noWait               bool
 	replyCode            uint16
 	replyText            string
-	qflags               *queueFlags // Queue.Declare (not passive)
-	bodyHash             uint64      // of a whole body (publish, deliver, return): the key of an id-less message
-	broker               brokerEvent // evBroker, and a broker's Basic.Cancel
+	qflags               *queueFlags    // Queue.Declare (not passive)
+	xflags               *exchangeFlags // Exchange.Declare (not passive)
+	prefetch             uint16         // Basic.Qos prefetch_count
+	bodyHash             uint64         // of a whole body (publish, deliver, return): the key of an id-less message
+	broker               brokerEvent    // evBroker, and a broker's Basic.Cancel
 	redelivered          bool
 
 	// Content (publish, deliver, return).
@@ -138,6 +140,7 @@ const (
 	evExchangeDeclare
 	evChannelOpen
 	evGet
+	evQos
 	evClose  // the proxied connection ended (Conn.Close): its consumers go away
 	evBroker // the broker blocked, unblocked or closed the connection, or closed a channel
 )
@@ -464,13 +467,14 @@ func (c *Correlator) Connections() []ConnView {
 }
 
 // interesting says whether a method is needed at all, from its ids, before anything is decoded: consumer acks
-// (client → broker) come with every delivery and would otherwise cost an allocation each.
+// (client → broker) come with every delivery and would otherwise cost an allocation each. Basic.Qos comes once per
+// channel: it gives the topology view its consumers' prefetch.
 func interesting(dir frames.Direction, class, method uint16) bool {
 	k := uint32(class)<<16 | uint32(method)
 	if dir == frames.ClientToServer {
 		switch k {
 		case 10<<16 | 50, 20<<16 | 10, 40<<16 | 10, 50<<16 | 10, 50<<16 | 20, 50<<16 | 40,
-			60<<16 | 20, 60<<16 | 40, 60<<16 | 70, 85<<16 | 10:
+			60<<16 | 10, 60<<16 | 20, 60<<16 | 40, 60<<16 | 70, 85<<16 | 10:
 			return true
 		}
 		return false
@@ -548,6 +552,11 @@ func (a *assembler) method(f *frames.Frame) {
 		ev.kind = evChannelOpen
 	case *frames.ExchangeDeclare:
 		ev.kind, ev.exchange, ev.exType = evExchangeDeclare, m.Exchange, m.Type
+		if !m.Passive {
+			ev.xflags = &exchangeFlags{durable: m.Durable, autoDelete: m.AutoDelete, internal: m.Internal}
+		}
+	case *frames.BasicQos:
+		ev.kind, ev.prefetch = evQos, m.PrefetchCount
 	case *frames.QueueDeclare:
 		ev.kind, ev.queue = evQueueDeclare, m.Queue
 		if !m.Passive {

@@ -61,7 +61,7 @@ func (c *Correlator) onBroker(ev *event) {
 	case brokerClosedChannel:
 		detail = "channel " + strconv.Itoa(int(ev.channel)) + ": " + detail
 	case brokerCancelledConsumer:
-		detail = "queue " + ev.conn.st.channel(ev.channel).consumers[ev.tag]
+		detail = "queue " + ev.conn.st.channel(ev.channel).consumers[ev.tag].queue
 	}
 	who := &ev.ident.ep
 	detail = CleanString(detail+" ("+who.Service+" "+who.Connection+")", maxMessageLen)

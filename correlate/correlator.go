@@ -20,6 +20,7 @@ const (
 	maxCallees        = 64
 	maxHeartbeatTimes = 64
 	maxPendingConsume = 64
+	maxExclusive      = 256 // exclusive queues remembered per connection, deleted with it
 )
 
 // ErrRunning is returned by Run when the Correlator is already running.
@@ -56,6 +57,7 @@ type Correlator struct {
 	closedSignal chan struct{}
 	running      atomic.Bool
 	inflight     chan inflightReq // InFlight asks the Run goroutine for a view
+	topoReqs     chan topologyReq // and so does Topology
 	stopped      chan struct{}    // closed when Run returns
 
 	// Everything below belongs to the Run goroutine.
@@ -71,6 +73,8 @@ type Correlator struct {
 	servers  map[Endpoint]*serverLoad // what the wire shows of each server process's workers
 	finished finished                 // calls already emitted, for the replies that come after them
 	keyBuf   []byte                   // scratch for reply keys (appendReplyKey)
+	// topoSwept is when expire last dropped the queues whose x-expires ran out (see topoSweepEvery).
+	topoSwept time.Time
 }
 
 // New returns a Correlator; call Run to start pairing.
@@ -86,6 +90,7 @@ func New(cfg Config) *Correlator {
 		conns:        make(map[uint64]*Conn),
 		closedSignal: make(chan struct{}, 1),
 		inflight:     make(chan inflightReq),
+		topoReqs:     make(chan topologyReq),
 		stopped:      make(chan struct{}),
 		bodies:       newBodyCache(),
 		work:         newBodyWorkers(),
@@ -155,6 +160,8 @@ type connState struct {
 	dead     bool
 	chans    map[uint16]*chanState
 	declared []string
+	// exclusive are the exclusive queues it declared: the broker deletes them when the connection closes.
+	exclusive []string
 }
 
 type chanState struct {
@@ -162,8 +169,15 @@ type chanState struct {
 	seq            uint64
 	tracked        []pubEntry // publishes awaiting their confirm (or Return), in publish order
 	pendingConsume []consumeReq
-	consumers      map[string]string // consumer tag → queue
+	consumers      map[string]consumerRef // by consumer tag
 	getQueue       string
+	prefetch       int // the last Basic.Qos prefetch_count (0: none seen, unlimited)
+}
+
+// consumerRef is one consumer of a channel: its queue, and the process it counts for in the topology.
+type consumerRef struct {
+	queue string
+	who   Endpoint
 }
 
 type consumeReq struct{ queue, tag string }
@@ -219,6 +233,8 @@ func (c *Correlator) Run(ctx context.Context) error {
 			return nil
 		case req := <-c.inflight:
 			req.resp <- c.inFlightView(req.limit)
+		case req := <-c.topoReqs:
+			c.answerTopology(req)
 		case <-drain.C:
 		case <-c.closedSignal:
 			c.reapClosed()
@@ -329,7 +345,7 @@ func (c *Correlator) process(ev *event) {
 			// A tag the client chose is the consumer's from now on: the broker's Consume-Ok only confirms it
 			// (a refusal closes the channel, which drops it), and a capture that lost the Consume-Ok still
 			// knows whose deliveries these are.
-			c.addConsumer(st.topo, ch, ev.tag, ev.queue)
+			c.addConsumer(st.topo, ch, ev, ev.tag, ev.queue)
 		}
 		if !ev.noWait && len(ch.pendingConsume) < maxPendingConsume {
 			ch.pendingConsume = append(ch.pendingConsume, consumeReq{queue: ev.queue, tag: ev.tag})
@@ -351,7 +367,7 @@ func (c *Correlator) process(ev *event) {
 		req := ch.pendingConsume[i]
 		ch.pendingConsume = ch.pendingConsume[i+1:]
 		if req.tag == "" {
-			c.addConsumer(st.topo, ch, ev.tag, req.queue) // the broker named it
+			c.addConsumer(st.topo, ch, ev, ev.tag, req.queue) // the broker named it
 		}
 	case evCancel:
 		if ch := st.chans[ev.channel]; ch != nil {
@@ -362,17 +378,23 @@ func (c *Correlator) process(ev *event) {
 		}
 	case evGet:
 		st.channel(ev.channel).getQueue = ev.queue
+	case evQos:
+		st.channel(ev.channel).prefetch = int(ev.prefetch)
 	case evQueueDeclare:
-		st.topo.declareQueue(ev.queue, ev.qflags, st.declared)
+		st.topo.declareQueue(ev.queue, ev.qflags, st.declared, ev.ident.ep.Service)
+		st.topo.markUnused(ev.queue, c.clock()) // a declaration restarts an unused queue's x-expires
 		if ev.queue != "" && len(st.declared) < maxDeclaredPerCon {
 			st.declared = append(st.declared, ev.queue)
+		}
+		if ev.queue != "" && ev.qflags != nil && ev.qflags.exclusive && len(st.exclusive) < maxExclusive {
+			st.exclusive = append(st.exclusive, ev.queue)
 		}
 	case evQueueDelete:
 		st.topo.deleteQueue(ev.queue)
 	case evQueueBind:
 		st.topo.bind(ev.queue, ev.exchange, ev.routingKey)
 	case evExchangeDeclare:
-		st.topo.declareExchange(ev.exchange, ev.exType)
+		st.topo.declareExchange(ev.exchange, ev.exType, ev.xflags, ev.ident.ep.Service)
 	}
 }
 
@@ -411,21 +433,25 @@ func (c *Correlator) topoFor(vhost string) *topology {
 	return &t
 }
 
-func (c *Correlator) addConsumer(t *topology, ch *chanState, tag, queue string) {
+// addConsumer subscribes tag to queue for the process of ev's connection, with the channel's prefetch.
+func (c *Correlator) addConsumer(t *topology, ch *chanState, ev *event, tag, queue string) {
 	if ch.consumers == nil {
-		ch.consumers = make(map[string]string, 4)
+		ch.consumers = make(map[string]consumerRef, 4)
 	}
 	if old, ok := ch.consumers[tag]; ok {
-		t.consumerGone(old)
+		t.consumerGone(old.queue, old.who)
+		t.markUnused(old.queue, c.clock())
 	}
-	ch.consumers[tag] = queue
-	t.consumerAdded(queue)
+	who := procOf(&ev.ident.ep)
+	ch.consumers[tag] = consumerRef{queue: queue, who: who}
+	t.consumerAdded(queue, who, ch.prefetch)
 }
 
 func (c *Correlator) removeConsumer(t *topology, ch *chanState, tag string) {
-	if q, ok := ch.consumers[tag]; ok {
+	if r, ok := ch.consumers[tag]; ok {
 		delete(ch.consumers, tag)
-		t.consumerGone(q)
+		t.consumerGone(r.queue, r.who)
+		t.markUnused(r.queue, c.clock())
 	}
 }
 
@@ -458,6 +484,12 @@ func (c *Correlator) closeConn(st *connState) {
 		c.resetChannel(st, ch)
 	}
 	st.declared = nil
+	for _, q := range st.exclusive {
+		if qi := st.topo.queues[q]; qi != nil && qi.exclusive {
+			st.topo.deleteQueue(q)
+		}
+	}
+	st.exclusive = nil
 }
 
 // --- pending table ----------------------------------------------------------------------------------------------
@@ -505,7 +537,17 @@ func (c *Correlator) expire(now time.Time) {
 			c.end(p, endDue)
 		}
 	}
+	if now.Sub(c.topoSwept) >= topoSweepEvery {
+		c.topoSwept = now
+		for _, t := range c.topos {
+			t.expireQueues(now)
+		}
+	}
 }
+
+// topoSweepEvery is how often the topologies drop the queues their x-expires has deleted: each sweep walks every
+// queue, so not on every tick.
+const topoSweepEvery = time.Minute
 
 // osloKey is an oslo call's key in byMsg: its _msg_id and the queue its reply goes to, so that two callers that
 // reuse an id are two calls, and a reply counts for the call it was routed to.
@@ -861,12 +903,12 @@ func (c *Correlator) onDeliver(ev *event) {
 	ch := ev.conn.st.channel(ev.channel)
 	queue := ch.getQueue
 	if ev.tag != "" {
-		queue = ch.consumers[ev.tag]
+		queue = ch.consumers[ev.tag].queue
 		if queue == "" && ev.exchange == "" && ev.routingKey != "" {
 			// The default exchange routes by queue name: a consumer whose Basic.Consume a capture lost is named
 			// by its first such delivery (a reply queue's always are).
 			queue = ev.routingKey
-			c.addConsumer(ev.conn.st.topo, ch, ev.tag, queue)
+			c.addConsumer(ev.conn.st.topo, ch, ev, ev.tag, queue)
 		}
 	}
 	b := &ev.body

@@ -30,6 +30,10 @@
 //   - broker.go: what the broker did to connections (blocked, closed, cancelled), put on the RPCs it hurt.
 //   - reorder.go: the reorder window (reorderWindow), orphans (orphanage) and holds (below).
 //   - inflight.go: the view of what is waiting now (InFlight).
+//   - topoview.go: the view of the topology (Topology): every vhost's exchanges, queues with their flags and
+//     arguments, bindings, and which processes consume each queue with what prefetch; reply queues and per-call
+//     exchanges counted per service. The topology forgets what the broker deletes by itself (auto-delete,
+//     exclusive, x-expires), so the view and the tables do not fill with dead processes' queues.
 //
 // # Order
 //

@@ -26,8 +26,9 @@
 //
 //   - The page (web/) is plain ES modules, no build step: js/main.js wires the websocket (api.js) to the graph
 //     (graph.js, laid out by layout.js with the vendored dagre, coloured by health.js against each flow's own
-//     baseline, with worst.js beside it), the call table (table.js), the detail panel (panel.js, detail.js) and the
-//     request tree (request.js); router.js gives every view a URL (#/graph, #/calls, #/call/<id>,
+//     baseline, with worst.js beside it), the call table (table.js), the topology view (topology.js, which polls
+//     /api/topology and /api/inflight while it is open), the detail panel (panel.js, detail.js) and the request
+//     tree (request.js); router.js gives every view a URL (#/graph, #/calls, #/topology, #/call/<id>,
 //     #/request/<id>); util.js holds the text-only DOM helpers and the page's one time zone. vendor/ holds dagre's
 //     ES module build with its licence, committed as published on npm.
 //

@@ -29,7 +29,7 @@ const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
 	"font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 // Handler returns the UI's HTTP handler: "/", "/api/calls", "/api/calls/{id}", "/api/request/{id}",
-// "/api/graph", "/api/stats", "/api/ws" and "/healthz". With a Token every path but /healthz needs it.
+// "/api/graph", "/api/stats", "/api/inflight", "/api/topology", "/api/ws" and "/healthz". With a Token every path but /healthz needs it.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(webFS, "web")
@@ -45,6 +45,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/graph", s.auth(http.HandlerFunc(s.serveGraph), false))
 	mux.Handle("GET /api/stats", s.auth(http.HandlerFunc(s.serveStats), false))
 	mux.Handle("GET /api/inflight", s.auth(http.HandlerFunc(s.serveInFlight), false))
+	mux.Handle("GET /api/topology", s.auth(http.HandlerFunc(s.serveTopology), false))
 	mux.Handle("GET /api/ws", s.auth(http.HandlerFunc(s.serveWS), true))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -301,16 +302,42 @@ func (s *Server) serveInFlight(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no in-flight view here", http.StatusNotFound)
 		return
 	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			http.Error(w, "limit: want a number from 0 to 1000", http.StatusBadRequest)
-			return
-		}
-		limit = min(n, 1000)
+	limit, ok := limitParam(w, r, 100, 1000)
+	if !ok {
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	writeJSON(w, s.cfg.InFlight(ctx, limit))
+}
+
+// serveTopology answers the routing learned from the wire: every vhost's exchanges, queues with their flags,
+// consumers and prefetch, and bindings, with reply queues counted per service (?limit= entries of each list,
+// default and most 2000).
+func (s *Server) serveTopology(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Topology == nil {
+		http.Error(w, "no topology view here", http.StatusNotFound)
+		return
+	}
+	limit, ok := limitParam(w, r, 2000, 2000)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	writeJSON(w, s.cfg.Topology(ctx, limit))
+}
+
+// limitParam reads ?limit= (def when absent, at most most); it answers 400 itself for a bad one.
+func limitParam(w http.ResponseWriter, r *http.Request, def, most int) (int, bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		http.Error(w, "limit: want a number from 0 to "+strconv.Itoa(most), http.StatusBadRequest)
+		return 0, false
+	}
+	return min(n, most), true
 }

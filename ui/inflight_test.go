@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"testing"
 
 	"github.com/amqptrace/amqptrace/correlate"
@@ -65,5 +66,33 @@ func TestGraphSaturationAndQueues(t *testing.T) {
 	}
 	if cond.QueueDepth != 0 || sch.QueueDepth != 0 {
 		t.Errorf("queue depth counted on nodes that do not serve it: conductor %d scheduler %d", cond.QueueDepth, sch.QueueDepth)
+	}
+}
+
+// GET /api/topology passes the limit to the data path and serves its view as it is; without one it is a 404.
+func TestTopologyAPI(t *testing.T) {
+	var asked int
+	s, _ := newTestServer(t, Config{Topology: func(_ context.Context, limit int) correlate.Topology {
+		asked = limit
+		return correlate.Topology{Vhosts: []correlate.VhostTopology{{Vhost: "/",
+			Queues: []correlate.QueueView{{Name: "conductor", Declared: true, Durable: true, QueueType: "quorum"}}}}}
+	}})
+	h := s.Handler()
+	var v correlate.Topology
+	if res := getJSON(t, h, "/api/topology?limit=5", &v); res.StatusCode != 200 || asked != 5 {
+		t.Fatalf("status %d, limit asked %d", res.StatusCode, asked)
+	}
+	if len(v.Vhosts) != 1 || len(v.Vhosts[0].Queues) != 1 || v.Vhosts[0].Queues[0].QueueType != "quorum" {
+		t.Errorf("view: %+v", v)
+	}
+	if getJSON(t, h, "/api/topology", nil); asked != 2000 {
+		t.Errorf("default limit %d, want 2000", asked)
+	}
+	if res := getJSON(t, h, "/api/topology?limit=-1", nil); res.StatusCode != 400 {
+		t.Errorf("negative limit: %d, want 400", res.StatusCode)
+	}
+	none, _ := newTestServer(t, Config{})
+	if res := getJSON(t, none.Handler(), "/api/topology", nil); res.StatusCode != 404 {
+		t.Errorf("without a topology: %d, want 404", res.StatusCode)
 	}
 }

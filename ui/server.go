@@ -31,6 +31,9 @@ type Config struct {
 	Upstreams func() []Upstream
 	// InFlight, when set, serves GET /api/inflight: what is waiting now (correlate.Correlator.InFlight).
 	InFlight func(ctx context.Context, limit int) correlate.InFlight
+	// Topology, when set, serves GET /api/topology: the exchanges, queues, bindings and consumers learned from the
+	// wire (correlate.Correlator.Topology).
+	Topology func(ctx context.Context, limit int) correlate.Topology
 	// RecentSize is the ring of recent records behind /api/calls, /api/request and call details (default 10000).
 	RecentSize int
 	// ClientQueue is the per-websocket-client queue in messages (default 64). A client whose queue is full is

@@ -69,6 +69,7 @@ func passiveApp(ctx context.Context, o *options, stdout, stderr io.Writer, fromF
 	})
 	a.stats = pp.Stats
 	a.inflight = pp.InFlight
+	a.topology = pp.Topology
 	if err := a.listenHTTP(); err != nil {
 		return nil, nil, nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -450,6 +451,46 @@ func TestE2EParentsAreNeverAGuess(t *testing.T) {
 		runs, children, wrong, ambiguous, parented, none)
 }
 
+// checkFolsomTopology: the topology view lists the topic queue and exchange, and the per-call reply queues and
+// direct exchanges (named after each _msg_id, auto-delete) are gone once each call's consumer was cancelled, as
+// the broker deletes them, instead of piling up. The client cancels both before it casts, and the correlator
+// takes events in read order: once the cast's record is out, the cancels were taken in.
+func checkFolsomTopology(t *testing.T, rig *osloRig, queue, exchange string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var calls struct {
+			Count int `json:"count"`
+		}
+		getJSON(t, rig.client, "http://"+rig.httpAddr+"/api/calls?method=run_instance", &calls)
+		if calls.Count == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cast's record never came")
+		}
+		time.Sleep(100 * time.Millisecond) // polling the live view for what the correlator reaches by itself
+	}
+	var v correlate.Topology
+	getJSON(t, rig.client, "http://"+rig.httpAddr+"/api/topology", &v)
+	if len(v.Vhosts) != 1 {
+		t.Fatalf("vhosts: %+v", v.Vhosts)
+	}
+	vt := v.Vhosts[0]
+	private := 0
+	for _, p := range vt.Private {
+		private += p.Queues + p.Exchanges
+	}
+	hasQ := slices.ContainsFunc(vt.Queues, func(q correlate.QueueView) bool { return q.Name == queue && q.Consumers == 1 })
+	hasX := slices.ContainsFunc(vt.Exchanges, func(x correlate.ExchangeView) bool {
+		return x.Name == exchange && x.Type == "topic" && x.Declared && !x.Durable && !x.AutoDelete
+	})
+	if private != 0 || !hasQ || !hasX {
+		t.Errorf("topology: queue %s listed %v, exchange %s listed %v, per-call objects left %d: %+v", queue, hasQ,
+			exchange, hasX, private, vt)
+	}
+}
+
 // 2012-era nova rpc, written with kombu the way Folsom's impl_kombu did it: no oslo envelope, no _unique_id, no
 // _reply_q, replies to a direct exchange named after the call's _msg_id. Each call is one record with its result or
 // its remote error, and the cast is one record.
@@ -471,6 +512,7 @@ func TestE2EFolsomRPC(t *testing.T) {
 	}
 	// The cast settles once its delivery is in; wait on the live view, then stop.
 	rig.waitSettled(t)
+	checkFolsomTopology(t, rig, "compute"+rig.suffix+".host1", "e2e_folsom"+rig.suffix)
 	srv.kill()
 	by := map[string][]correlate.Record{}
 	for _, r := range rig.stop(t) {

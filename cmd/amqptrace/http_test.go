@@ -35,6 +35,8 @@ func TestHTTPPathsTokenAndHost(t *testing.T) {
 			{"/api/calls", "127.0.0.1:8080", "", map[string]int{"": 200, "tok": 401}[token]},
 			{"/metrics", "evil.example:8080", "", map[string]int{"": 421, "tok": 401}[token]},
 			{"/readyz", "evil.example:8080", "", map[string]int{"": 421, "tok": 200}[token]},
+			{"/api/topology", "evil.example:8080", "", map[string]int{"": 421, "tok": 401}[token]},
+			{"/api/topology", "127.0.0.1:8080", "Bearer tok", 404}, // the guard passes; this app has no data path
 		} {
 			req := httptest.NewRequest("GET", c.path, nil)
 			req.Host = c.host

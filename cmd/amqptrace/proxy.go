@@ -232,6 +232,7 @@ type app struct {
 	// is what it serves on (the proxy's listener; empty for capture and replay).
 	stats       func() pipeline.Stats
 	inflight    func(ctx context.Context, limit int) correlate.InFlight // what waits now (nil: not known)
+	topology    func(ctx context.Context, limit int) correlate.Topology // the routing learned (nil: not known)
 	serve       func(ctx context.Context) error
 	servingAddr string
 	tracer      *tracing.Exporter // nil without OTLP export
@@ -284,6 +285,7 @@ func newApp(ctx context.Context, o *options, logger *slog.Logger, stdout io.Writ
 	}
 	a.stats = a.pipe.Stats
 	a.inflight = a.pipe.InFlight
+	a.topology = a.pipe.Topology
 
 	// Listen before anything runs, so that an address in use is a clear error at start-up, not a log line later.
 	if a.proxyLn, err = net.Listen("tcp", o.listen); err != nil {
@@ -380,6 +382,7 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 			Counters:     a.counters,
 			Upstreams:    a.upstreams,
 			InFlight:     a.inFlight,
+			Topology:     a.topologyView,
 		}
 		if a.tracer != nil || o.jaegerURL != "" {
 			cfg.TraceID = tracing.TraceIDHex
@@ -412,6 +415,15 @@ func (a *app) inFlight(ctx context.Context, limit int) correlate.InFlight {
 		return correlate.InFlight{}
 	}
 	return a.inflight(ctx, limit)
+}
+
+// topologyView is the data path's view of the routing learned from the wire, for the UI (empty before it is
+// built).
+func (a *app) topologyView(ctx context.Context, limit int) correlate.Topology {
+	if a.topology == nil {
+		return correlate.Topology{Vhosts: []correlate.VhostTopology{}}
+	}
+	return a.topology(ctx, limit)
 }
 
 // listenHTTP opens the --http listener (when set), so an address in use is an error at start-up.

@@ -205,6 +205,11 @@ func (p *Passive) InFlight(ctx context.Context, limit int) correlate.InFlight {
 	return p.corr.InFlight(ctx, limit)
 }
 
+// Topology is the correlator's view of the routing learned from the wire (correlate.Correlator.Topology).
+func (p *Passive) Topology(ctx context.Context, limit int) correlate.Topology {
+	return p.corr.Topology(ctx, limit)
+}
+
 // Stats returns the counters, in the Pipeline's shape: Proxy holds the captured connections and bytes, Capture
 // the packet counters.
 

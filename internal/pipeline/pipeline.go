@@ -448,6 +448,11 @@ func (p *Pipeline) InFlight(ctx context.Context, limit int) correlate.InFlight {
 	return p.corr.InFlight(ctx, limit)
 }
 
+// Topology is the correlator's view of the routing learned from the wire (correlate.Correlator.Topology).
+func (p *Pipeline) Topology(ctx context.Context, limit int) correlate.Topology {
+	return p.corr.Topology(ctx, limit)
+}
+
 // Stats returns the counters. It is safe to call from any goroutine, before, during and after Serve.
 func (p *Pipeline) Stats() Stats {
 	s := Stats{Proxy: p.proxy.Stats(), Correlate: p.corr.Stats(), SinkDrops: p.fanout.Dropped(),

@@ -1,5 +1,5 @@
 // amqptrace live UI: the entry module. It wires the websocket to the graph, the worst-now list and the call
-// table, and routes the URL (router.js) to the views. Plain ES modules, no build step; the one third-party file is
+// table, opens the topology view (which polls the API itself), and routes the URL (router.js) to the views. Plain ES modules, no build step; the one third-party file is
 // dagre (vendor/, with its licence).
 import { $, fmtRate, fmtCount, setTimeZone, timeZone, onTimeZone, zoneName } from "./util.js";
 import { state } from "./state.js";
@@ -11,6 +11,7 @@ import * as table from "./table.js";
 import { initPanel, closePanel } from "./panel.js";
 import { showCall } from "./detail.js";
 import { showRequest } from "./request.js";
+import * as topology from "./topology.js";
 
 function setCtr(id, text, box, bad) {
   $(id).textContent = text;
@@ -69,6 +70,7 @@ function setByHost(on) {
 
 // ---------- views ----------
 function showView(name) {
+  if (name !== "topology") topology.hide();
   document.body.dataset.view = name;
   for (const t of document.querySelectorAll("#tabs a")) t.classList.toggle("active", t.dataset.view === name);
 }
@@ -96,6 +98,17 @@ function routeCalls(r) {
   callsTab();
 }
 
+function routeTopology(r) {
+  closePanel();
+  showView("topology");
+  topology.show(r.params.get("q") || "");
+}
+
+function topologyURL() {
+  const q = topology.filterText().trim();
+  return router.hashFor("topology", "", q ? new URLSearchParams({ q }) : null);
+}
+
 function tableURL() {
   const p = new URLSearchParams();
   const q = table.filterText().trim();
@@ -121,6 +134,7 @@ function init() {
     },
   });
   table.initTable({ onChange: () => { if (document.body.dataset.view === "calls") history.replaceState(null, "", tableURL()); callsTab(); } });
+  topology.initTopology({ onFilter: () => { if (document.body.dataset.view === "topology") history.replaceState(null, "", topologyURL()); } });
   initPanel(() => { closePanel(); router.go(router.baseRoute()); });
   $("groupproj").addEventListener("change", () => router.go(router.hashFor("graph", "", graphParams()), true));
   $("byhost").addEventListener("change", () => router.go(router.hashFor("graph", "", graphParams()), true));
@@ -147,6 +161,7 @@ function init() {
 
   router.on("graph", routeGraph);
   router.on("calls", routeCalls);
+  router.on("topology", routeTopology);
   router.on("call", (r) => { showBase(); showCall(r.arg); });
   router.on("request", (r) => { showBase(); showRequest(r.arg); });
 
@@ -169,6 +184,7 @@ function init() {
 // page was opened on a detail's URL).
 function showBase() {
   const b = router.parse(router.baseRoute());
+  if (b.view === "topology") { showView("topology"); topology.show(b.params.get("q") || ""); return; }
   showView(b.view === "calls" ? "calls" : "graph");
 }
 

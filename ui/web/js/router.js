@@ -2,11 +2,12 @@
 //
 //   #/graph[?service=S][&by=host][&group=project]   the service graph, S selected and in view
 //   #/calls[?q=FILTER][&sort=COL][&dir=asc|desc]     the call table
+//   #/topology[?q=TEXT]                             the broker's routing as the wire showed it
 //   #/call/ID                                       one call's detail (over the last graph or calls view)
 //   #/request/REQ-ID                                one request's RPCs as a tree
 
 const handlers = {};
-let base = "#/graph"; // the last graph or calls route: where closing a detail panel returns
+let base = "#/graph"; // the last graph, calls or topology route: where closing a detail panel returns
 
 export function parse(hash) {
   const h = (hash || "").replace(/^#\/?/, "");
@@ -38,7 +39,7 @@ export function hashFor(view, arg, params) {
 
 export function route() {
   const r = parse(location.hash);
-  if (r.view === "graph" || r.view === "calls") base = location.hash || "#/graph";
+  if (r.view === "graph" || r.view === "calls" || r.view === "topology") base = location.hash || "#/graph";
   const f = handlers[r.view] || handlers.graph;
   f(r);
 }
