@@ -162,7 +162,14 @@ type connState struct {
 	declared []string
 	// exclusive are the exclusive queues it declared: the broker deletes them when the connection closes.
 	exclusive []string
+	// consumers counts the consumers tracked over all its channels (at most maxConsumersPerConn).
+	consumers int
 }
+
+// maxConsumersPerConn bounds the consumer tags one connection can make the correlator keep: an oslo process has a
+// handful (topic, topic.host, fanout, reply queue), a client that sends 300,000 no-wait Basic.Consumes must not
+// hold 160 MB. Past it a consumer is not tracked (counted): its deliveries do not name their queue.
+const maxConsumersPerConn = 4096
 
 type chanState struct {
 	confirm        bool
@@ -374,7 +381,7 @@ func (c *Correlator) process(ev *event) {
 			if ev.broker == brokerCancelledConsumer {
 				c.onBroker(ev)
 			}
-			c.removeConsumer(st.topo, ch, ev.tag)
+			c.removeConsumer(st, ch, ev.tag)
 		}
 	case evGet:
 		st.channel(ev.channel).getQueue = ev.queue
@@ -438,18 +445,27 @@ func (c *Correlator) addConsumer(t *topology, ch *chanState, ev *event, tag, que
 	if ch.consumers == nil {
 		ch.consumers = make(map[string]consumerRef, 4)
 	}
+	st := &ev.conn.st
 	if old, ok := ch.consumers[tag]; ok {
 		t.consumerGone(old.queue, old.who)
 		t.markUnused(old.queue, c.clock())
+	} else {
+		if st.consumers >= maxConsumersPerConn {
+			c.ctr.consumersUntracked.Add(1)
+			return
+		}
+		st.consumers++
 	}
 	who := procOf(&ev.ident.ep)
 	ch.consumers[tag] = consumerRef{queue: queue, who: who}
 	t.consumerAdded(queue, who, ch.prefetch)
 }
 
-func (c *Correlator) removeConsumer(t *topology, ch *chanState, tag string) {
+func (c *Correlator) removeConsumer(st *connState, ch *chanState, tag string) {
+	t := st.topo
 	if r, ok := ch.consumers[tag]; ok {
 		delete(ch.consumers, tag)
+		st.consumers--
 		t.consumerGone(r.queue, r.who)
 		t.markUnused(r.queue, c.clock())
 	}
@@ -461,7 +477,7 @@ func (c *Correlator) resetChannel(st *connState, ch uint16) {
 		return
 	}
 	for tag := range s.consumers {
-		c.removeConsumer(st.topo, s, tag)
+		c.removeConsumer(st, s, tag)
 	}
 	delete(st.chans, ch)
 }

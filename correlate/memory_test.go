@@ -142,3 +142,34 @@ func TestAnnouncedSizesReserveNothing(t *testing.T) {
 		}
 	})
 }
+
+// 300,000 consumer tags on one connection (a client that sends Basic.Consume in a loop): the correlator keeps
+// maxConsumersPerConn of them and counts the rest; the heap does not follow the flood.
+func TestConsumerTableIsBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends 300,000 consumes")
+	}
+	h := newHarness(t, Config{})
+	c := h.conn("nova-api", 7, "10.0.0.9")
+	const n = 300000
+	grew := heapAfter(func() {
+		batch := make([][]byte, 0, 1000)
+		for i := range n {
+			batch = append(batch, wire.Consume(1, "q-flood", fmt.Sprintf("ctag-%0200d", i), false, false, nil))
+			if len(batch) == cap(batch) {
+				c.c2s(batch...)
+				batch = batch[:0]
+				h.flush()
+			}
+		}
+		h.flush()
+	})
+	st := h.c.Stats()
+	t.Logf("heap grew %d KiB for %d consumer tags of 205 bytes; %d not tracked", grew>>10, n, st.ConsumersUntracked)
+	if want := max(n-maxConsumersPerConn, 0); st.ConsumersUntracked != uint64(want) {
+		t.Errorf("untracked %d, want %d", st.ConsumersUntracked, want)
+	}
+	if grew > 32<<20 {
+		t.Errorf("heap grew %d MiB for a consumer flood", grew>>20)
+	}
+}

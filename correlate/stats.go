@@ -54,9 +54,11 @@ type Stats struct {
 	// drop: the message's record lacks its ids); InflateCut compressed bodies whose inflation was stopped at its
 	// time bound (read as truncated).
 	BodiesOffloaded, BodiesShed, InflateCut uint64
-	UnknownMessages                         uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
-	PlainMessages                           uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
-	Connections                             int64  // gauge: live connections
+	// ConsumersUntracked counts consumers a connection subscribed past maxConsumersPerConn (4096), not kept.
+	ConsumersUntracked uint64
+	UnknownMessages    uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
+	PlainMessages      uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
+	Connections        int64  // gauge: live connections
 
 	// PreOpenFrames counts frames a connection sent before the broker accepted its login (Connection.Open-Ok),
 	// other than the handshake's own: never decoded (see Conn's handshake).
@@ -118,6 +120,7 @@ type counters struct {
 	decodeFailures, parseFailures, unknown  atomic.Uint64
 	bodiesReused                            atomic.Uint64
 	bodiesOffloaded, bodiesShed, inflateCut atomic.Uint64
+	consumersUntracked                      atomic.Uint64
 	plain                                   atomic.Uint64
 	connections                             atomic.Int64
 	buffered, orphans                       atomic.Int64
@@ -145,7 +148,8 @@ func (c *Correlator) Stats() Stats {
 		DecodeFailures: k.decodeFailures.Load(), ParseFailures: k.parseFailures.Load(),
 		BodiesReused: k.bodiesReused.Load(), BodiesOffloaded: k.bodiesOffloaded.Load(),
 		BodiesShed: k.bodiesShed.Load(), InflateCut: k.inflateCut.Load(),
-		UnknownMessages: k.unknown.Load(), PlainMessages: k.plain.Load(), Connections: k.connections.Load(),
+		ConsumersUntracked: k.consumersUntracked.Load(),
+		UnknownMessages:    k.unknown.Load(), PlainMessages: k.plain.Load(), Connections: k.connections.Load(),
 		Buffered: k.buffered.Load(), LateEvents: k.late.Load(), ReorderOverflow: k.reorderOverflow.Load(),
 		Orphans: k.orphans.Load(), OrphansMerged: k.orphansMerged.Load(),
 		PreOpenFrames: k.preOpen.Load(), Panics: c.panics.Count(),
