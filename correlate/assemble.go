@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
@@ -105,7 +106,8 @@ type event struct {
 	queue, tag, exType   string
 	deliveryTag          uint64
 	multiple, mandatory  bool
-	noWait               bool
+	noWait, noAck        bool
+	rejected, requeue    bool // a consumer's Reject or Nack (evAck), and whether it asked for a requeue
 	replyCode            uint16
 	replyText            string
 	qflags               *queueFlags    // Queue.Declare (not passive)
@@ -130,6 +132,7 @@ const (
 	evReturn         // Basic.Return with the returned content
 	evConfirm        // Basic.Ack broker → client
 	evNack           // Basic.Nack broker → client
+	evAck            // a consumer's Basic.Ack, Reject or Nack, client → broker
 	evConfirmSelect
 	evConsume
 	evConsumeOK
@@ -466,9 +469,9 @@ func (c *Correlator) Connections() []ConnView {
 	return out
 }
 
-// interesting says whether a method is needed at all, from its ids, before anything is decoded: consumer acks
-// (client → broker) come with every delivery and would otherwise cost an allocation each. Basic.Qos comes once per
-// channel: it gives the topology view its consumers' prefetch.
+// interesting says whether a method is needed at all, from its ids, before anything is decoded (consumer acks
+// are read before, in place: see consumerAck). Basic.Qos comes once per channel: it gives the topology view its
+// consumers' prefetch.
 func interesting(dir frames.Direction, class, method uint16) bool {
 	k := uint32(class)<<16 | uint32(method)
 	if dir == frames.ClientToServer {
@@ -485,6 +488,38 @@ func interesting(dir frames.Direction, class, method uint16) bool {
 		return true
 	}
 	return false
+}
+
+// isConsumerAck says whether a client's method frame answers a delivery: Basic.Ack (60,80), Reject (60,90) or
+// Nack (60,120).
+func isConsumerAck(f *frames.Frame) bool {
+	return f.ClassID == 60 && (f.MethodID == 80 || f.MethodID == 90 || f.MethodID == 120)
+}
+
+// consumerAck reads a consumer's answer in place. One comes with nearly every delivery, so it is not decoded into
+// a method value (an allocation each): its arguments are a delivery tag and one octet of bits (multiple, requeue;
+// Reject has requeue alone).
+func (a *assembler) consumerAck(f *frames.Frame) {
+	c := a.conn.c
+	const args = 4 // class and method ids
+	if len(f.Payload) < args+9 {
+		c.ctr.decodeFailures.Add(1)
+		return
+	}
+	tag := binary.BigEndian.Uint64(f.Payload[args:])
+	bits := f.Payload[args+8]
+	at := c.stamp(f)
+	ev := c.events.Get().(*event)
+	*ev = event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at, kind: evAck, deliveryTag: tag}
+	switch f.MethodID {
+	case 80:
+		ev.multiple = bits&1 != 0
+	case 90:
+		ev.rejected, ev.requeue = true, bits&1 != 0
+	case 120:
+		ev.rejected, ev.multiple, ev.requeue = true, bits&1 != 0, bits&2 != 0
+	}
+	a.queue(ev)
 }
 
 func (a *assembler) channel(ch uint16) *chanAsm {
@@ -519,6 +554,10 @@ func (a *assembler) reset(s *chanAsm) {
 func (a *assembler) method(f *frames.Frame) {
 	if s := a.chans[f.Channel]; s != nil && s.ev != nil {
 		a.reset(s) // a method frame in the middle of a content: the content is lost
+	}
+	if a.dir == frames.ClientToServer && isConsumerAck(f) {
+		a.consumerAck(f)
+		return
 	}
 	if !interesting(a.dir, f.ClassID, f.MethodID) {
 		if a.dir == frames.ClientToServer && f.ClassID == 10 && a.conn.id.Load().ep.Vhost == "" {
@@ -567,7 +606,7 @@ func (a *assembler) method(f *frames.Frame) {
 	case *frames.QueueBind:
 		ev.kind, ev.queue, ev.exchange, ev.routingKey = evQueueBind, m.Queue, m.Exchange, m.RoutingKey
 	case *frames.BasicConsume:
-		ev.kind, ev.queue, ev.tag, ev.noWait = evConsume, m.Queue, m.ConsumerTag, m.NoWait
+		ev.kind, ev.queue, ev.tag, ev.noWait, ev.noAck = evConsume, m.Queue, m.ConsumerTag, m.NoWait, m.NoAck
 	case *frames.BasicConsumeOK:
 		ev.kind, ev.tag = evConsumeOK, m.ConsumerTag
 	case *frames.BasicCancel:

@@ -43,10 +43,13 @@ func TestBacklogCastIsOneRecordWithItsQueueWait(t *testing.T) {
 	compute := b.h.conn("nova-compute", 100, "10.0.0.20")
 	tag := compute.consume("compute.cmp1")
 	compute.deliver(tag, 1, "nova", "compute.cmp1", osloProps, body)
+	b.h.step(time.Millisecond)
+	compute.ack(1) // oslo's RPC server answers on receipt
 	b.h.advance(time.Second)
 	r := b.h.only()
 	if r.Kind != KindCast || r.Deliveries != 1 || r.Caller == nil || r.Caller.Service != "nova-api" ||
-		r.Callee == nil || r.Callee.PID != 100 || r.QueueUS != (20*time.Second).Microseconds() {
+		r.Callee == nil || r.Callee.PID != 100 || r.QueueUS != (20*time.Second).Microseconds() ||
+		r.AckUS != time.Millisecond.Microseconds() {
 		t.Errorf("backlogged cast: %s", dump([]*Record{r}))
 	}
 }
@@ -88,10 +91,12 @@ func TestBacklogNotificationIsOneRecord(t *testing.T) {
 	ceilo2 := b.h.conn("ceilometer-agent-notification", 301, "10.0.0.30")
 	tag := ceilo2.consume("notifications.info")
 	ceilo2.deliver(tag, 1, "nova", "notifications.info", osloProps, note)
+	b.h.step(40 * time.Millisecond) // the listener's handler runs, then it answers
+	ceilo2.ack(1)
 	b.h.advance(time.Second)
 	r := b.h.only()
 	if r.Kind != KindNotification || r.Deliveries != 1 || r.QueueUS != (90*time.Second).Microseconds() ||
-		r.Callee == nil || r.Callee.PID != 301 {
+		r.Callee == nil || r.Callee.PID != 301 || r.AckUS != (40*time.Millisecond).Microseconds() {
 		t.Errorf("backlogged notification: %s", dump([]*Record{r}))
 	}
 }
@@ -123,6 +128,8 @@ func TestInFlightShowsTheBacklog(t *testing.T) {
 	tag := compute.consume("compute.cmp1")
 	compute.deliver(tag, 1, "nova", "compute.cmp1", osloProps, castBody("build_and_run_instance", "u-cast", reqID, nil))
 	compute.deliver(tag, 2, "nova", "compute.cmp1", callProps(60000), call)
+	compute.ack(1)
+	compute.ack(2)
 	b.h.step(time.Second)
 	b.h.flush()
 	v = b.h.c.inFlightView(10)

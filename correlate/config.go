@@ -11,6 +11,7 @@ const (
 	DefaultTimeout         = 60 * time.Second // oslo.messaging's rpc_response_timeout
 	DefaultSettle          = 2 * time.Second
 	DefaultQueueHorizon    = 10 * time.Minute
+	DefaultAckWait         = 30 * time.Second
 	DefaultMaxPending      = 100000
 	DefaultMaxPendingBytes = 256 << 20
 	DefaultQueueSize       = 65536
@@ -33,6 +34,11 @@ type Config struct {
 	// every expected delivery is in). Default 2s: such a message is delivered, if at all, to a consumer this proxy
 	// does not see, and its record should not linger.
 	Settle time.Duration
+	// AckWait is how long a cast, fanout or notification whose deliveries are all in waits for their consumers'
+	// acknowledgements (Basic.Ack, Reject or Nack), from its last delivery, before its record is emitted without
+	// the missing ones. An oslo notification listener acknowledges after its handler returned, so the wait is the
+	// handler's run; an oslo RPC server acknowledges on receipt. Default 30s.
+	AckWait time.Duration
 	// QueueHorizon is how long a cast, fanout or notification waits in its queue for a delivery this proxy is
 	// expected to see (its queue has, or had, a consumer behind this proxy, and keeps messages while it has
 	// none) before its record is emitted without it. A backlog of minutes is what a sick cloud looks like: the
@@ -108,6 +114,7 @@ type Config struct {
 func (c *Config) grace() time.Duration          { return orDefault(c.Grace, DefaultGrace) }
 func (c *Config) defaultTimeout() time.Duration { return orDefault(c.DefaultTimeout, DefaultTimeout) }
 func (c *Config) settle() time.Duration         { return orDefault(c.Settle, DefaultSettle) }
+func (c *Config) ackWait() time.Duration        { return orDefault(c.AckWait, DefaultAckWait) }
 func (c *Config) queueHorizon() time.Duration   { return orDefault(c.QueueHorizon, DefaultQueueHorizon) }
 func (c *Config) maxPending() int               { return orDefault(c.MaxPending, DefaultMaxPending) }
 func (c *Config) maxPendingBytes() int          { return orDefault(c.MaxPendingBytes, DefaultMaxPendingBytes) }

@@ -267,8 +267,9 @@ func TestFanoutAndRoundRobin(t *testing.T) {
 			t.Fatalf("fanout emitted after %d of 3 deliveries", i)
 		}
 		s.deliver("3", 1, "compute_fanout", "", osloProps, body)
+		s.ack(1)
 	}
-	r := h.only() // all three expected deliveries are in: no settle wait
+	r := h.only() // all three expected deliveries are in and answered: no settle wait
 	if r.Kind != KindFanout || r.Deliveries != 3 || len(r.Callees) != 3 || r.Topic != "compute" {
 		t.Fatalf("got %s", dump([]*Record{r}))
 	}
@@ -283,6 +284,7 @@ func TestFanoutAndRoundRobin(t *testing.T) {
 		b := castBody("ping", fmt.Sprintf("rr%d", i), reqID, nil)
 		api.publish("nova", "compute", false, osloProps, b)
 		servers[i].deliver("1", 2, "nova", "compute", osloProps, b)
+		servers[i].ack(2)
 	}
 	rs := h.records()[1:]
 	if len(rs) != 2 || rs[0].Callee.PID != 100 || rs[1].Callee.PID != 101 || rs[0].Queue != "compute" {
@@ -385,7 +387,8 @@ func TestNotificationWithoutEnvelope(t *testing.T) {
 		{"_unique_id", "un"}}, ctxKeys(reqID)...)...))
 	compute.publish("nova", "notifications.info", false, osloProps, body)
 	listener.deliver(tag, 1, "nova", "notifications.info", osloProps, body)
-	r := h.only() // the one expected delivery is in
+	listener.ack(1)
+	r := h.only() // the one expected delivery is in, and answered
 	if r.Kind != KindNotification || r.EventType != "instance.create.start" || r.PublisherID != "nova-compute:host1" ||
 		r.Priority != "INFO" || r.Topic != "notifications" || r.Callee.PID != 3 || string(r.Args) != `{"uuid":"i1"}` {
 		t.Fatalf("got %s", dump([]*Record{r}))

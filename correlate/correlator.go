@@ -143,6 +143,11 @@ type pending struct {
 	monitorS    int         // the caller's call-monitor timeout in seconds (oslo _timeout), 0 if none
 	loaded      *serverLoad // the server process it keeps busy while it is handled
 	brokerCause string      // the broker closed a connection of the caller or callee while this was pending
+	// unacked counts its deliveries whose consumer's answer is awaited (acks.go), the last of them delivered at
+	// lastTracked; ackHeld says the record is otherwise over and waits only for those answers.
+	unacked     int
+	lastTracked time.Time
+	ackHeld     bool
 	expect      expectation // deliveries expected from known bindings and consumers
 	gen         *genericReply
 	// vals backs the record's pointer fields, and deadline its Deadline: the record is part of the pending, so
@@ -164,6 +169,8 @@ type connState struct {
 	exclusive []string
 	// consumers counts the consumers tracked over all its channels (at most maxConsumersPerConn).
 	consumers int
+	// unacked counts the deliveries awaiting an answer over all its channels (at most maxUnackedPerConn).
+	unacked int
 }
 
 // maxConsumersPerConn bounds the consumer tags one connection can make the correlator keep: an oslo process has a
@@ -179,15 +186,21 @@ type chanState struct {
 	consumers      map[string]consumerRef // by consumer tag
 	getQueue       string
 	prefetch       int // the last Basic.Qos prefetch_count (0: none seen, unlimited)
+	// unacked are the deliveries of one-way records whose consumer's answer is awaited, in delivery-tag order.
+	unacked []unackedDelivery
 }
 
 // consumerRef is one consumer of a channel: its queue, and the process it counts for in the topology.
 type consumerRef struct {
 	queue string
 	who   Endpoint
+	acks  bool // it answers its deliveries (not no-ack): their answers are awaited (acks.go)
 }
 
-type consumeReq struct{ queue, tag string }
+type consumeReq struct {
+	queue, tag string
+	acks       bool
+}
 
 type pubEntry struct {
 	seq       uint64
@@ -332,6 +345,8 @@ func (c *Correlator) process(ev *event) {
 		c.onReturn(ev)
 	case evConfirm, evNack:
 		c.onConfirm(ev)
+	case evAck:
+		c.onAck(ev)
 	case evConfirmSelect:
 		if ch := st.channel(ev.channel); !ch.confirm {
 			ch.confirm, ch.seq = true, 0
@@ -352,10 +367,10 @@ func (c *Correlator) process(ev *event) {
 			// A tag the client chose is the consumer's from now on: the broker's Consume-Ok only confirms it
 			// (a refusal closes the channel, which drops it), and a capture that lost the Consume-Ok still
 			// knows whose deliveries these are.
-			c.addConsumer(st.topo, ch, ev, ev.tag, ev.queue)
+			c.addConsumer(st.topo, ch, ev, ev.tag, ev.queue, !ev.noAck)
 		}
 		if !ev.noWait && len(ch.pendingConsume) < maxPendingConsume {
-			ch.pendingConsume = append(ch.pendingConsume, consumeReq{queue: ev.queue, tag: ev.tag})
+			ch.pendingConsume = append(ch.pendingConsume, consumeReq{queue: ev.queue, tag: ev.tag, acks: !ev.noAck})
 		}
 	case evConsumeOK:
 		ch := st.channel(ev.channel)
@@ -374,7 +389,7 @@ func (c *Correlator) process(ev *event) {
 		req := ch.pendingConsume[i]
 		ch.pendingConsume = ch.pendingConsume[i+1:]
 		if req.tag == "" {
-			c.addConsumer(st.topo, ch, ev, ev.tag, req.queue) // the broker named it
+			c.addConsumer(st.topo, ch, ev, ev.tag, req.queue, req.acks) // the broker named it
 		}
 	case evCancel:
 		if ch := st.chans[ev.channel]; ch != nil {
@@ -440,8 +455,9 @@ func (c *Correlator) topoFor(vhost string) *topology {
 	return &t
 }
 
-// addConsumer subscribes tag to queue for the process of ev's connection, with the channel's prefetch.
-func (c *Correlator) addConsumer(t *topology, ch *chanState, ev *event, tag, queue string) {
+// addConsumer subscribes tag to queue for the process of ev's connection, with the channel's prefetch; acks says
+// the consumer answers its deliveries (it is not no-ack).
+func (c *Correlator) addConsumer(t *topology, ch *chanState, ev *event, tag, queue string, acks bool) {
 	if ch.consumers == nil {
 		ch.consumers = make(map[string]consumerRef, 4)
 	}
@@ -457,7 +473,7 @@ func (c *Correlator) addConsumer(t *topology, ch *chanState, ev *event, tag, que
 		st.consumers++
 	}
 	who := procOf(&ev.ident.ep)
-	ch.consumers[tag] = consumerRef{queue: queue, who: who}
+	ch.consumers[tag] = consumerRef{queue: queue, who: who, acks: acks}
 	t.consumerAdded(queue, who, ch.prefetch)
 }
 
@@ -479,6 +495,7 @@ func (c *Correlator) resetChannel(st *connState, ch uint16) {
 	for tag := range s.consumers {
 		c.removeConsumer(st, s, tag)
 	}
+	c.forgetUnacked(st, s)
 	delete(st.chans, ch)
 }
 
@@ -655,6 +672,7 @@ func (c *Correlator) finalize(p *pending, status Status) {
 	r.Status = status
 	r.QueueUS = spanUS(r.Published, r.Delivered)
 	r.ServerUS = spanUS(r.Delivered, r.Replied)
+	r.AckUS = firstAnswerUS(r)
 	switch {
 	case r.Published != nil && r.ReplyDelivered != nil:
 		r.DurationUS = spanUS(r.Published, r.ReplyDelivered)
@@ -917,20 +935,24 @@ func (c *Correlator) published(p *pending, ev *event) {
 func (c *Correlator) onDeliver(ev *event) {
 	legacyReply(ev)
 	ch := ev.conn.st.channel(ev.channel)
-	queue := ch.getQueue
+	queue, acks := ch.getQueue, false
 	if ev.tag != "" {
-		queue = ch.consumers[ev.tag].queue
+		cr := ch.consumers[ev.tag]
+		queue, acks = cr.queue, cr.acks
 		if queue == "" && ev.exchange == "" && ev.routingKey != "" {
 			// The default exchange routes by queue name: a consumer whose Basic.Consume a capture lost is named
-			// by its first such delivery (a reply queue's always are).
+			// by its first such delivery (a reply queue's always are). Whether it answers is not known.
 			queue = ev.routingKey
-			c.addConsumer(ev.conn.st.topo, ch, ev, ev.tag, queue)
+			c.addConsumer(ev.conn.st.topo, ch, ev, ev.tag, queue, false)
 		}
 	}
 	b := &ev.body
 	switch {
 	case b.kind == mkRequest || b.kind == mkNotification:
 		p := c.request(ev, requestKind(ev))
+		if acks {
+			c.awaitAnswer(ch, p, ev)
+		}
 		c.delivered(p, ev, queue)
 		c.adopt(p)
 	case b.kind == mkReply:
@@ -950,7 +972,7 @@ func (c *Correlator) onDeliver(ev *event) {
 			c.addOrphan(string(c.keyBuf), ev, queue, true, false)
 		}
 	default:
-		c.genericDeliver(ev, queue)
+		c.genericDeliver(ev, ch, queue, acks)
 	}
 }
 
@@ -1183,7 +1205,7 @@ func (c *Correlator) genericPublish(ev *event, confirmChannel bool) (*pending, b
 	return p, false
 }
 
-func (c *Correlator) genericDeliver(ev *event, queue string) {
+func (c *Correlator) genericDeliver(ev *event, ch *chanState, queue string, acks bool) {
 	if ev.replyTo == "" && ev.correlationID != "" {
 		key := genericKey(ev.correlationID, ev.routingKey)
 		if p := c.table.byMsg[key]; p != nil && p.generic {
@@ -1211,6 +1233,9 @@ func (c *Correlator) genericDeliver(ev *event, queue string) {
 		return
 	}
 	p := c.genericRequest(ev)
+	if acks {
+		c.awaitAnswer(ch, p, ev)
+	}
 	c.delivered(p, ev, queue)
 	c.adopt(p)
 }

@@ -24,6 +24,9 @@ const (
 // end emits p's record for the given reason. For endFinal it may instead start a hold and return.
 func (c *Correlator) end(p *pending, why endReason) {
 	r := &p.rec
+	if (why == endFinal || why == endHoldOver || why == endDue) && r.Kind != KindCall && c.awaitAnswers(p) {
+		return // over but for its consumers' answers, which it waits for (acks.go)
+	}
 	switch why {
 	case endFinal:
 		if c.hold(p) {

@@ -258,6 +258,9 @@ func (tc *tconn) deliver(tag string, dtag uint64, exchange, rk string, p wire.Pr
 		wire.Body(1, body, frameMax))
 }
 
+// ack is the consumer's Basic.Ack of delivery dtag on channel 1.
+func (tc *tconn) ack(dtag uint64) { tc.c2s(wire.Ack(1, dtag, false)) }
+
 // kv is one key/value of an ordered JSON object (oslo's key order matters for truncated bodies).
 type kv struct {
 	k string

@@ -90,6 +90,11 @@ type Record struct {
 	Callee  *Endpoint  `json:"callee"`
 	Callees []Endpoint `json:"callees,omitempty"`
 	Queue   string     `json:"queue,omitempty"` // queue the request was delivered from
+	// Acks are the consumers' answers to a cast's, fanout's or notification's deliveries (Basic.Ack, Reject or
+	// Nack from the consuming client), for each delivery whose consumer acknowledges (not no-ack) and whose
+	// answer came within Config.AckWait. A delivery without one had no answer seen: its consumer was still on it,
+	// or its connection ended first (the broker then requeues it).
+	Acks []Ack `json:"acks,omitempty"`
 
 	Published      *time.Time `json:"published"`
 	Confirmed      *time.Time `json:"confirmed,omitempty"` // publisher confirm (Basic.Ack from the broker)
@@ -107,7 +112,12 @@ type Record struct {
 	// worker dispatched it; see saturation.go). Given only when the wire proves the wait: a worker of the same
 	// process came free in between. Zero when not proven. Handling is ServerUS − ServerWaitUS.
 	ServerWaitUS int64 `json:"server_wait_us,omitempty"`
-	Heartbeats   int   `json:"heartbeats"`
+	// AckUS is the first delivery's time to its consumer's answer (Acks), for casts, fanouts and notifications.
+	// An oslo notification listener answers once its handler returned (up to its poll interval, at most 5 s,
+	// later); an oslo RPC server answers on receipt, so for RPC casts it is near zero and says nothing of the
+	// handler. Zero when no answer was seen.
+	AckUS      int64 `json:"ack_us,omitempty"`
+	Heartbeats int   `json:"heartbeats"`
 	// HeartbeatTimes are the call-monitor heartbeat replies (ending=false) as published by the server.
 	HeartbeatTimes []time.Time `json:"heartbeat_times,omitempty"`
 
@@ -185,6 +195,27 @@ type Sink interface {
 	Record(r *Record)
 }
 
+// Ack is a consumer's answer to one delivery of a one-way message.
+type Ack struct {
+	Callee    int        `json:"callee"` // the delivery's consumer: an index into Record.Callees
+	Delivered time.Time  `json:"delivered"`
+	At        time.Time  `json:"at"` // when the consumer's answer was read off the wire
+	Outcome   AckOutcome `json:"outcome"`
+}
+
+// AckOutcome is what a consumer answered.
+type AckOutcome string
+
+const (
+	// AckAccepted: Basic.Ack, its own or a multiple one that covers it: the message is done.
+	AckAccepted AckOutcome = "ack"
+	// AckRejected: Basic.Reject or Basic.Nack without requeue: the broker drops it or dead-letters it.
+	AckRejected AckOutcome = "reject"
+	// AckRequeued: Basic.Reject or Basic.Nack with requeue: back in its queue, to be delivered again (oslo's
+	// notification listener does this when a handler returns REQUEUE).
+	AckRequeued AckOutcome = "requeue"
+)
+
 // Clone returns a deep copy of r: nothing reachable from the copy is shared with r. A sink that must change a
 // record (none of ours does) changes a Clone.
 func (r *Record) Clone() *Record {
@@ -195,6 +226,7 @@ func (r *Record) Clone() *Record {
 	c.Caller = clonePtr(r.Caller)
 	c.Callee = clonePtr(r.Callee)
 	c.Callees = append([]Endpoint(nil), r.Callees...)
+	c.Acks = append([]Ack(nil), r.Acks...)
 	c.Published = clonePtr(r.Published)
 	c.Confirmed = clonePtr(r.Confirmed)
 	c.Delivered = clonePtr(r.Delivered)

@@ -56,9 +56,13 @@ type Stats struct {
 	BodiesOffloaded, BodiesShed, InflateCut uint64
 	// ConsumersUntracked counts consumers a connection subscribed past maxConsumersPerConn (4096), not kept.
 	ConsumersUntracked uint64
-	UnknownMessages    uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
-	PlainMessages      uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
-	Connections        int64  // gauge: live connections
+	// ConsumerAcks counts consumers' answers (Basic.Ack, Reject, Nack) taken onto a one-way record's delivery;
+	// AcksUntracked the deliveries whose answer was not awaited because their connection already had
+	// maxUnackedPerConn (4096) outstanding.
+	ConsumerAcks, AcksUntracked uint64
+	UnknownMessages             uint64 // JSON bodies that were neither oslo RPC, reply, notification nor generic RPC
+	PlainMessages               uint64 // non-oslo publishes and deliveries without reply_to or correlation_id (no record unless Config.GenericCasts)
+	Connections                 int64  // gauge: live connections
 
 	// PreOpenFrames counts frames a connection sent before the broker accepted its login (Connection.Open-Ok),
 	// other than the handshake's own: never decoded (see Conn's handshake).
@@ -121,6 +125,7 @@ type counters struct {
 	bodiesReused                            atomic.Uint64
 	bodiesOffloaded, bodiesShed, inflateCut atomic.Uint64
 	consumersUntracked                      atomic.Uint64
+	consumerAcks, acksUntracked             atomic.Uint64
 	plain                                   atomic.Uint64
 	connections                             atomic.Int64
 	buffered, orphans                       atomic.Int64
@@ -149,6 +154,8 @@ func (c *Correlator) Stats() Stats {
 		BodiesReused: k.bodiesReused.Load(), BodiesOffloaded: k.bodiesOffloaded.Load(),
 		BodiesShed: k.bodiesShed.Load(), InflateCut: k.inflateCut.Load(),
 		ConsumersUntracked: k.consumersUntracked.Load(),
+		ConsumerAcks:       k.consumerAcks.Load(),
+		AcksUntracked:      k.acksUntracked.Load(),
 		UnknownMessages:    k.unknown.Load(), PlainMessages: k.plain.Load(), Connections: k.connections.Load(),
 		Buffered: k.buffered.Load(), LateEvents: k.late.Load(), ReorderOverflow: k.reorderOverflow.Load(),
 		Orphans: k.orphans.Load(), OrphansMerged: k.orphansMerged.Load(),

@@ -206,6 +206,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"parse_failure": cs.ParseFailures, "body_reused": cs.BodiesReused,
 			"body_offloaded": cs.BodiesOffloaded, "inflate_cut": cs.InflateCut,
 			"consumer_untracked": cs.ConsumersUntracked, "unknown_message": cs.UnknownMessages,
+			"consumer_ack": cs.ConsumerAcks, "ack_untracked": cs.AcksUntracked,
 			"plain_message": cs.PlainMessages, "late_event": cs.LateEvents, "reorder_overflow": cs.ReorderOverflow, "orphan_merged": cs.OrphansMerged, "held": cs.Holds, "server_wait": cs.ServerWaits,
 			"reply_after_record": cs.RepliesAfterRecord, "foreign_reply": cs.ForeignReplies,
 			"connection_blocked": cs.Blocked, "connection_unblocked": cs.Unblocked,

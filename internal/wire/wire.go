@@ -246,6 +246,11 @@ func Nack(ch uint16, deliveryTag uint64, multiple, requeue bool) []byte {
 	return Method(ch, 60, 120, LongLong(deliveryTag), Bits(multiple, requeue))
 }
 
+// Reject is Basic.Reject.
+func Reject(ch uint16, deliveryTag uint64, requeue bool) []byte {
+	return Method(ch, 60, 90, LongLong(deliveryTag), Bits(requeue))
+}
+
 // ConfirmSelect is Confirm.Select.
 func ConfirmSelect(ch uint16) []byte { return Method(ch, 85, 10, Bits(false)) }
 
