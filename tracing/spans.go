@@ -74,12 +74,15 @@ const (
 	keyOSPriority        = attribute.Key("openstack.priority")
 	keyOSConnection      = attribute.Key("openstack.connection")
 	keyOSConsumerIndex   = attribute.Key("openstack.consumer_index")
-	keyOSAmends          = attribute.Key("openstack.amends")
-	keyOSEventDetail     = attribute.Key("openstack.event.detail")
-	keyOSEventCount      = attribute.Key("openstack.event.count")
-	keyOSCause           = attribute.Key("openstack.cause")
-	keyOSParentCands     = attribute.Key("openstack.parent_candidates")
-	keyOSLateByUS        = attribute.Key("openstack.late_by_us")
+	// keyOSAck is the consumer's answer that ends a CONSUMER span: ack, reject or requeue (correlate.AckOutcome),
+	// or ackNotSeen when the span is the delivery instant.
+	keyOSAck         = attribute.Key("openstack.ack")
+	keyOSAmends      = attribute.Key("openstack.amends")
+	keyOSEventDetail = attribute.Key("openstack.event.detail")
+	keyOSEventCount  = attribute.Key("openstack.event.count")
+	keyOSCause       = attribute.Key("openstack.cause")
+	keyOSParentCands = attribute.Key("openstack.parent_candidates")
+	keyOSLateByUS    = attribute.Key("openstack.late_by_us")
 )
 
 // Event names.
@@ -613,6 +616,20 @@ func everDelivered(r *correlate.Record) bool {
 	return r.Delivered != nil
 }
 
+// ackNotSeen is openstack.ack on a CONSUMER span whose delivery's answer the proxy did not see (a no-ack
+// consumer, one still holding the message at AckWait, or a connection that ended first).
+const ackNotSeen = "none"
+
+// answerOf is the answer to the delivery to r.Callees[i], nil if none was seen.
+func answerOf(r *correlate.Record, i int) *correlate.Ack {
+	for j := range r.Acks {
+		if r.Acks[j].Callee == i {
+			return &r.Acks[j]
+		}
+	}
+	return nil
+}
+
 // buildOneWay draws casts, fanouts and notifications: a PRODUCER span and one CONSUMER span per delivery.
 func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
 	key := rpcKey(r)
@@ -679,9 +696,11 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 		dst = append(dst, producer.Snapshot())
 	}
 
-	// One CONSUMER per delivery. A cast has no reply, so the proxy sees only the delivery instant: the span is
-	// that instant, and queue wait is an attribute. Deliveries after the first share its timestamp (the record
-	// keeps one).
+	// One CONSUMER per delivery, from the delivery to its consumer's answer (Basic.Ack, Reject or Nack): how long
+	// the consumer held the message. For an oslo notification listener that is its handler's run (the answer
+	// goes out on the listener's next poll); an oslo RPC server answers on receipt. A delivery whose answer was
+	// not seen is the delivery instant, as are the deliveries after the first, which share its timestamp when
+	// they have no answer (the record keeps one delivery time).
 	cStart := start
 	if r.Delivered != nil {
 		cStart = *r.Delivered
@@ -699,13 +718,20 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 		cAttrs := concat(common, processAttrs(r, ep))
 		cAttrs = append(cAttrs, keyOSConsumerIndex.Int(i))
 		cAttrs = appendString(cAttrs, keyOSConnection, ep.Connection)
+		from, to := cStart, cStart
+		if a := answerOf(r, i); a != nil {
+			from, to = a.Delivered, clampEnd(a.Delivered, a.At)
+			cAttrs = append(cAttrs, keyOSAck.String(string(a.Outcome)))
+		} else {
+			cAttrs = append(cAttrs, keyOSAck.String(ackNotSeen))
+		}
 		consumer := tracetest.SpanStub{
 			Name:                 "consume " + what,
 			SpanContext:          spanContext(tid, sid),
 			Parent:               producerSC,
 			SpanKind:             trace.SpanKindConsumer,
-			StartTime:            cStart,
-			EndTime:              cStart,
+			StartTime:            from,
+			EndTime:              to,
 			Attributes:           cAttrs,
 			Resource:             b.res.forEndpoint(ep, r.Source),
 			InstrumentationScope: b.scope,

@@ -385,6 +385,37 @@ func TestNotification(t *testing.T) {
 	}
 }
 
+// A CONSUMER span runs from the delivery to the consumer's answer, one per delivery; one without an answer seen
+// is the delivery instant and says so.
+func TestConsumerSpanEndsAtTheAnswer(t *testing.T) {
+	f := fanoutUpdateAggregates()
+	if len(f.Callees) != 2 {
+		t.Fatalf("fixture has %d callees, want 2", len(f.Callees))
+	}
+	f.Acks = []correlate.Ack{{Callee: 1, Delivered: *at(10_040), At: *at(10_290), Outcome: correlate.AckRequeued}}
+	spans, _ := exportAll(t, Config{}, f)
+	co := byKind(spans, trace.SpanKindConsumer)
+	if len(co) != 2 {
+		t.Fatalf("%d consumers, want 2", len(co))
+	}
+	for _, c := range co {
+		switch attrMap(c.Attributes)["openstack.consumer_index"].AsInt64() {
+		case 0:
+			if !c.StartTime.Equal(*f.Delivered) || !c.EndTime.Equal(c.StartTime) {
+				t.Errorf("unanswered consumer %v→%v, want the delivery instant", c.StartTime, c.EndTime)
+			}
+			wantAttrs(t, c, map[string]any{"openstack.ack": "none"})
+		case 1:
+			if !c.StartTime.Equal(*at(10_040)) || c.EndTime.Sub(c.StartTime) != 250*time.Microsecond {
+				t.Errorf("answered consumer %v→%v, want its delivery to its answer (250µs)", c.StartTime, c.EndTime)
+			}
+			wantAttrs(t, c, map[string]any{"openstack.ack": "requeue"})
+		default:
+			t.Errorf("consumer without an index: %v", c.Attributes)
+		}
+	}
+}
+
 // TestOneTraceNested: all records of one request share one trace id; children nest under the handling span of
 // the RPC named by their ParentID, derived from ParentID and their own caller only.
 func TestOneTraceNested(t *testing.T) {

@@ -189,6 +189,16 @@ func expectedSpans(r *correlate.Record) int {
 	return 1
 }
 
+// answerTo is r's consumer answer to its idx-th delivery, nil if none.
+func answerTo(r *correlate.Record, idx int) *correlate.Ack {
+	for i := range r.Acks {
+		if r.Acks[i].Callee == idx {
+			return &r.Acks[i]
+		}
+	}
+	return nil
+}
+
 // checkTraceAgainstRecords finds every record's spans in the trace (by openstack.unique_id and span.kind) and
 // checks them against the record.
 func checkTraceAgainstRecords(t *testing.T, m *manifest, tr *jaegertest.Trace, records []correlate.Record) {
@@ -219,7 +229,7 @@ func checkTraceAgainstRecords(t *testing.T, m *manifest, tr *jaegertest.Trace, r
 		byRPC[r.UniqueID] = r
 	}
 
-	var nErrors, timeouts, nested, fanoutConsumers, heartbeats int
+	var nErrors, timeouts, nested, fanoutConsumers, heartbeats, answered int
 	for i := range records {
 		r := &records[i]
 		name := fmt.Sprintf("%s %s/%s%s [%s]", r.Kind, r.Topic, r.Method, r.EventType, r.Status)
@@ -311,7 +321,21 @@ func checkTraceAgainstRecords(t *testing.T, m *manifest, tr *jaegertest.Trace, r
 				if c.ParentID() != producer.SpanID {
 					errorf("CONSUMER parent %q, want its PRODUCER %s", c.ParentID(), producer.SpanID)
 				}
-				checkTimes(t, name+" CONSUMER", c, r.Delivered, r.Delivered)
+				// A consumer span runs from its delivery to the consumer's answer when the proxy saw one (oslo's RPC
+				// server answers casts on receipt), else it is the delivery instant.
+				idx, _ := strconv.Atoi(c.Tag("openstack.consumer_index"))
+				if a := answerTo(r, idx); a != nil {
+					checkTimes(t, name+" CONSUMER", c, &a.Delivered, &a.At)
+					if c.Tag("openstack.ack") != string(a.Outcome) {
+						errorf("CONSUMER openstack.ack %q, want %q", c.Tag("openstack.ack"), a.Outcome)
+					}
+					answered++
+				} else {
+					checkTimes(t, name+" CONSUMER", c, r.Delivered, r.Delivered)
+					if c.Tag("openstack.ack") != "none" {
+						errorf("CONSUMER openstack.ack %q without an answer in the record", c.Tag("openstack.ack"))
+					}
+				}
 				pids[processTag(tr, c, "process.pid")] = true
 			}
 			if r.Kind == correlate.KindFanout {
@@ -353,12 +377,14 @@ func checkTraceAgainstRecords(t *testing.T, m *manifest, tr *jaegertest.Trace, r
 		}
 	}
 	// The scenario must have exercised each case, or the checks above prove nothing.
-	if nErrors < 1 || timeouts < 2 || nested < 1 || fanoutConsumers < 2 || heartbeats < 1 {
-		t.Errorf("scenario coverage: %d errors, %d timeouts, %d nested, %d fanout consumers, %d heartbeats; want "+
-			"at least 1, 2, 1, 2, 1", nErrors, timeouts, nested, fanoutConsumers, heartbeats)
+	if nErrors < 1 || timeouts < 2 || nested < 1 || fanoutConsumers < 2 || heartbeats < 1 || answered < 2 {
+		t.Errorf("scenario coverage: %d errors, %d timeouts, %d nested, %d fanout consumers, %d heartbeats, %d "+
+			"answered consumers; want at least 1, 2, 1, 2, 1, 2", nErrors, timeouts, nested, fanoutConsumers,
+			heartbeats, answered)
 	}
-	t.Logf("checked %d records: %d remote errors, %d timeouts, %d nested RPCs, %d fanout consumers, %d heartbeats",
-		len(records), nErrors, timeouts, nested, fanoutConsumers, heartbeats)
+	t.Logf("checked %d records: %d remote errors, %d timeouts, %d nested RPCs, %d fanout consumers, %d heartbeats, "+
+		"%d consumer spans ending at their answer", len(records), nErrors, timeouts, nested, fanoutConsumers,
+		heartbeats, answered)
 }
 
 // rpcMethodOf is rpc.method as the conventions shape it: "<topic>/<namespace>.<method>".
