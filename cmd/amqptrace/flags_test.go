@@ -231,6 +231,8 @@ func TestFlagMistakesAreOneLine(t *testing.T) {
 		{[]string{"proxy", "--payload", "everything"}, `--payload: unknown payload policy "everything"`},
 		{[]string{"proxy", "--redact-patterns", "("}, `--redact-patterns: redaction pattern "(": error parsing regexp`},
 		{[]string{"proxy", "--max-conns", "-1"}, "--max-conns -1: must not be negative"},
+		{[]string{"proxy", "--ack-wait", "-5s"}, "--ack-wait -5s: must not be negative"},
+		{[]string{"proxy", "--queue-horizon", "-1m"}, "--queue-horizon -1m0s: must not be negative"},
 		{[]string{"replay", "--body-cap", "-1", "x.pcap"}, "--body-cap -1: must not be negative"},
 	} {
 		var out, errb bytes.Buffer

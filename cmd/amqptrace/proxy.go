@@ -57,7 +57,7 @@ type options struct {
 	upstreamAwaitAnswer                     bool
 	maxConns                                int
 	eventLoops                              int
-	replyGrace, queueHorizon                time.Duration
+	replyGrace, queueHorizon, ackWait       time.Duration
 	maxPending, maxPendingBytes, bodyCap    int
 	maxFrame                                int
 	metricsLimits                           metrics.Limits
@@ -124,6 +124,7 @@ func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 	fs.DurationVar(&o.slowThreshold, "slow-threshold", time.Second, "calls slower than this are always exported")
 	fs.DurationVar(&o.replyGrace, "reply-grace", 5*time.Second, "after a call's deadline, how long a late reply still lands in the same record")
 	fs.DurationVar(&o.queueHorizon, "queue-horizon", 10*time.Minute, "how long a cast, fanout or notification queued for a consumer behind this proxy is waited for before its record is emitted without the delivery")
+	fs.DurationVar(&o.ackWait, "ack-wait", correlate.DefaultAckWait, "how long a cast, fanout or notification, once delivered, waits for its consumers' acks before its record is emitted without them")
 	fs.IntVar(&o.maxPending, "max-pending", 100000, "cap on RPCs awaiting their reply; past it the oldest are expired (counted)")
 	fs.IntVar(&o.maxPendingBytes, "max-pending-bytes", 256<<20, "cap on the estimated memory of RPCs awaiting their reply or delivery (bytes); past it the oldest are emitted as they are (counted)")
 	fs.IntVar(&o.bodyCap, "body-cap", 1<<20, "bytes of each message body kept for decoding; larger bodies are marked truncated")
@@ -148,6 +149,12 @@ func (o *options) check() error {
 		"--metrics-max-services": o.metricsLimits.MaxServices, "--metrics-max-exceptions": o.metricsLimits.MaxExceptions} {
 		if v < 0 {
 			return badUsagef("%s %d: must not be negative", name, v)
+		}
+	}
+	for name, v := range map[string]time.Duration{"--reply-grace": o.replyGrace, "--queue-horizon": o.queueHorizon,
+		"--ack-wait": o.ackWait} {
+		if v < 0 {
+			return badUsagef("%s %v: must not be negative", name, v)
 		}
 	}
 	if err := checkListenAddr("--listen", o.listen); err != nil {
@@ -397,6 +404,7 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 	c.correlate = correlate.Config{
 		Grace:           o.replyGrace,
 		QueueHorizon:    o.queueHorizon,
+		AckWait:         o.ackWait,
 		MaxPending:      o.maxPending,
 		MaxPendingBytes: o.maxPendingBytes,
 		BodyCap:         o.bodyCap,

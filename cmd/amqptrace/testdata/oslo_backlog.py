@@ -16,6 +16,10 @@
                                                                  a nova-api: N times, two calls of one request at
                                                                  once to a server (pool 4) whose handler casts a
                                                                  child while both are open, then one call alone
+    oslo_backlog.py notify --url URL --exchange X --suffix S --calls N
+                                                                 a nova-compute notifier: N notifications
+                                                                 compute.instance.slow.<i>, which the server's
+                                                                 listener handles in --seconds each; prints SENT
     oslo_backlog.py late --url URL --exchange X --suffix S --seconds N --timeout T
                                                                  a nova-api whose call to a server that takes N s
                                                                  times out after T s; prints TIMED OUT, then keeps
@@ -75,13 +79,17 @@ class Compute:
 
 
 class Notifications:
-    def __init__(self):
+    def __init__(self, slow_seconds):
         self.consuming = threading.Event()
+        self.slow_seconds = slow_seconds
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
         print("%.3f notification %s" % (time.time(), event_type), file=sys.stderr, flush=True)
         if event_type == "amqptrace.e2e.listening":
             self.consuming.set()
+        if event_type.startswith("compute.instance.slow."):
+            time.sleep(self.slow_seconds)  # the listener acknowledges only once this returns
+            print("%.3f handled %s" % (time.time(), event_type), file=sys.stderr, flush=True)
         return oslo_messaging.NotificationResult.HANDLED
 
 
@@ -99,7 +107,7 @@ def server(args):
     rpc = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic="compute" + args.suffix, server="host1"),
                                         [endpoint], executor="threading",
                                         access_policy=oslo_messaging.DefaultRPCAccessPolicy)
-    handler = Notifications()
+    handler = Notifications(args.notify_seconds)
     listener = oslo_messaging.get_notification_listener(
         ntransport, [oslo_messaging.Target(topic="notifications" + args.suffix)], [handler],
         executor="threading")
@@ -186,6 +194,18 @@ def parents(args):
     transport.cleanup()
 
 
+def notify(args):
+    conf = conf_for(args)
+    ntransport = oslo_messaging.get_notification_transport(conf, url=args.url)
+    ctxt = context.RequestContext(request_id=args.request_id, user_id="e2e-user", project_id="e2e-project")
+    notifier = oslo_messaging.Notifier(ntransport, publisher_id="compute.host1", driver="messagingv2",
+                                       topics=["notifications" + args.suffix])
+    for i in range(args.calls):
+        notifier.info(ctxt, "compute.instance.slow.%d" % i, {"instance": "i-%d" % i})
+    print("SENT", flush=True)
+    ntransport.cleanup()
+
+
 def late(args):
     conf = conf_for(args)
     transport = oslo_messaging.get_rpc_transport(conf, url=args.url)
@@ -202,7 +222,9 @@ def late(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("role", choices=["server", "client", "late", "burst", "parents"])
+    ap.add_argument("role", choices=["server", "client", "late", "burst", "parents", "notify"])
+    ap.add_argument("--notify-seconds", type=float, default=0,
+                    help="how long the server's listener handles each compute.instance.slow.* notification")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--pool", type=int, default=0, help="executor_thread_pool_size of a server")
     ap.add_argument("--calls", type=int, default=8)
@@ -214,8 +236,10 @@ def main():
     ap.add_argument("--request-id", default="req-00000000-0000-4000-8000-000000000000")
     args = ap.parse_args()
     # connection_name is "<program>:<pid>:<uuid>": name the process like the service it plays.
-    sys.argv[0] = {"server": "nova-compute", "burst": "nova-conductor"}.get(args.role, "nova-api")
-    {"server": server, "client": client, "late": late, "burst": burst, "parents": parents}[args.role](args)
+    sys.argv[0] = {"server": "nova-compute", "burst": "nova-conductor", "notify": "nova-compute"}.get(args.role,
+                                                                                                  "nova-api")
+    {"server": server, "client": client, "late": late, "burst": burst, "parents": parents,
+     "notify": notify}[args.role](args)
 
 
 if __name__ == "__main__":
