@@ -216,6 +216,23 @@ func TestBrowserLiveUI(t *testing.T) {
 	step(t, ctx, "resume", chromedp.Click(chromedp.CSS("#pause")),
 		waitJS(`[...document.querySelectorAll("#calls tbody tr td:nth-child(6)")].some(td => td.textContent === "while_paused")`))
 
+	// A notification's detail tells how long each listener held it, and what it answered.
+	note := g.rec(spec{kind: correlate.KindNotification, eventType: "compute.instance.slow", topic: "notifications",
+		caller: novaCompute1, callees: []correlate.Endpoint{{Service: "ceilometer-agent-notification", Host: "ctl1"},
+			{Service: "aodh-listener", Host: "ctl2"}}, queue: time.Millisecond})
+	note.Acks = []correlate.Ack{{Callee: 1, Delivered: *note.Delivered, At: note.Delivered.Add(1500 * time.Millisecond),
+		Outcome: correlate.AckRequeued}}
+	note.AckUS = 0 // the first listener's answer was not seen
+	ui.s.Record(note)
+	step(t, ctx, "notification row", waitJS(fmt.Sprintf(`!!document.querySelector('#calls tbody tr[data-id="%d"]')`, note.ID)))
+	step(t, ctx, "notification detail", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#calls tbody tr[data-id="%d"] td:nth-child(6)`, note.ID))),
+		waitJS(fmt.Sprintf(`document.getElementById("panelbody").dataset.call === "%d"`, note.ID)))
+	detail = eval[string](t, ctx, `document.getElementById("panelbody").textContent`)
+	if !strings.Contains(detail, "Consumers' answers") || !strings.Contains(detail, "aodh-listener@ctl2") ||
+		!strings.Contains(detail, "requeue after 1.50 s") || strings.Contains(detail, "held by its consumer") {
+		t.Errorf("notification detail: %q", detail)
+	}
+
 	// Server restart on the same address: the page reconnects by itself and resumes with new records.
 	addr := ui.addr
 	ui.stop()

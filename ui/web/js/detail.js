@@ -79,7 +79,17 @@ export async function showCall(id) {
   body.appendChild(kv([["published", rel(r.published)], ["confirmed", rel(r.confirmed)], ["delivered", rel(r.delivered)],
     ["replied", rel(r.replied)], ["reply delivered", rel(r.reply_delivered)], ["deadline", rel(r.deadline)],
     ["heartbeats", r.heartbeats || ""], ["duration", fmtUS(r.duration_us)], ["queue wait", fmtUS(r.queue_us)],
-    ["server time", fmtUS(r.server_us)], ["waiting for a worker", r.server_wait_us ? fmtUS(r.server_wait_us) : ""]]));
+    ["server time", fmtUS(r.server_us)], ["waiting for a worker", r.server_wait_us ? fmtUS(r.server_wait_us) : ""],
+    ["held by its consumer", r.ack_us ? fmtUS(r.ack_us) + " (delivery → ack)" : ""]]));
+  if (r.acks && r.acks.length) {
+    // Each consumer's answer to its delivery: how long it held the message, and what it said.
+    body.appendChild(el("h3", "", "Consumers' answers"));
+    body.appendChild(kv(r.acks.map((a) => {
+      const c = (r.callees || [])[a.callee] || r.callee || {};
+      const held = micros(a.at) - micros(a.delivered);
+      return [(c.service || "consumer") + (c.host ? "@" + c.host : ""), a.outcome + (held > 0 ? " after " + fmtUS(held) : " at once")];
+    })));
+  }
   if (r.events && r.events.length) {
     body.appendChild(el("h3", "", "Events"));
     body.appendChild(kv(r.events.map((ev) => [ev.type + (ev.count > 1 ? " ×" + ev.count : ""), rel(ev.time) + (ev.detail ? "  " + ev.detail : "")])));
