@@ -74,6 +74,16 @@ func FuzzAssembler(f *testing.F) {
 	}
 	f.Add(append(append(fuzzFrame(0, 1, 1, wire.MethodPayload(60, 40, wire.Short(0), wire.ShortStr(""), wire.ShortStr("q"),
 		wire.Bits(true, false))), fuzzFrame(0, 2, 1, wire.HeaderPayload(3, wire.Properties{}))...), fuzzFrame(0, 3, 1, []byte("abc"))...))
+	// A consumer's answers, read in place: whole, multiple, Reject, Nack, and cut short.
+	for _, fr := range [][]byte{
+		wire.MethodPayload(60, 80, wire.LongLong(1), wire.Bits(false)),
+		wire.MethodPayload(60, 80, wire.LongLong(0), wire.Bits(true)),
+		wire.MethodPayload(60, 90, wire.LongLong(7), wire.Bits(true)),
+		wire.MethodPayload(60, 120, wire.LongLong(1<<63), wire.Bits(true, true)),
+		wire.MethodPayload(60, 80, wire.Short(1)),
+	} {
+		f.Add(fuzzFrame(0, 1, 1, fr))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := New(Config{MaxPending: 8, BodyCap: 256, QueueSize: 64})
 		cn := c.NewConn(ConnInfo{ID: 1, Client: "10.0.0.1:1"})
