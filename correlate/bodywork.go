@@ -19,13 +19,48 @@ import (
 // observation drop); forwarding never notices. A worker's event reaches the correlator after the ones read after
 // it; the reorder window (Config.Reorder) puts it back in read order, and inflation is bounded in time (maxInflate)
 // so that a worker's delay stays well inside the window.
+//
+// Inflation also has a CPU budget, over all workers: inflateCPU of inflating per second. A worker is a thread the
+// machine's other work (the event loops, the broker itself when it runs beside the proxy) does not get, and a
+// client that sends compressed bodies as fast as it can would otherwise keep one busy all the time; past the budget
+// a compressed body is shed like a refused one. Plain bodies over offloadMin are not budgeted: their parse is
+// linear in their size, which BodyCap bounds.
 const (
 	offloadMin  = 64 << 10
 	workQueue   = 256
 	workBytes   = 64 << 20
 	workPerConn = 4
 	maxInflate  = 25 * time.Millisecond
+	inflateCPU  = 100 * time.Millisecond
 )
+
+// inflateBudget is a token bucket of inflation time: it fills at inflateCPU per second, up to inflateCPU.
+type inflateBudget struct {
+	mu   sync.Mutex
+	left time.Duration
+	at   time.Time
+}
+
+// allow says whether an inflation may start at now.
+func (b *inflateBudget) allow(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.at.IsZero() {
+		b.left = inflateCPU
+	} else if d := now.Sub(b.at); d > 0 {
+		fill := time.Duration(d.Seconds() * float64(inflateCPU)) // in float: d can be hours
+		b.left = min(inflateCPU, b.left+fill)
+	}
+	b.at = now
+	return b.left > 0
+}
+
+// spend takes d, an inflation's time, from the budget.
+func (b *inflateBudget) spend(d time.Duration) {
+	b.mu.Lock()
+	b.left -= d
+	b.mu.Unlock()
+}
 
 // bodyJob is one body to parse: the event it completes and the bytes, owned by the job.
 type bodyJob struct {
@@ -41,8 +76,9 @@ type bodyJob struct {
 
 // bodyWorkers run the jobs. They start with the correlator's Run and end with it.
 type bodyWorkers struct {
-	jobs  chan bodyJob
-	bytes atomic.Int64
+	jobs    chan bodyJob
+	bytes   atomic.Int64
+	inflate inflateBudget
 	stop  chan struct{}
 	wg    sync.WaitGroup
 }
@@ -112,6 +148,14 @@ func (w *bodyWorkers) do(c *Correlator, p *bodyParser, j bodyJob) {
 		c.send(j.ev, 1)
 	}()
 	defer c.panics.Recover(nil)
+	var started time.Time
+	if j.comp != compNone {
+		if started = time.Now(); !w.inflate.allow(started) {
+			c.ctr.bodiesShed.Add(1) // not parsed: the event goes on without the body's ids
+			return
+		}
+		defer func() { w.inflate.spend(time.Since(started)) }()
+	}
 	failed := parseContent(c, p, j.ev, j.body, j.head, j.tail, j.truncated, j.comp)
 	if j.remember && !j.ev.truncated {
 		c.bodies.store(j.key, &j.ev.body, failed)

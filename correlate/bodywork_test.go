@@ -133,3 +133,80 @@ func TestBodyWorkersShedPerConnection(t *testing.T) {
 		<-done
 	})
 }
+
+// Inflation has a CPU budget: a client that sends compressed bodies as fast as it can gets inflateCPU of
+// inflating per second, and the rest of its bodies are shed (counted); the budget refills with time.
+func TestInflationBudget(t *testing.T) {
+	var b inflateBudget
+	t0 := time.Unix(1_800_000_000, 0)
+	if !b.allow(t0) {
+		t.Fatal("a fresh budget refuses")
+	}
+	b.spend(inflateCPU + 30*time.Millisecond) // one long inflation overdraws it
+	if b.allow(t0.Add(time.Millisecond)) {
+		t.Error("an overdrawn budget allows")
+	}
+	// It fills at inflateCPU per second: 30 ms of debt is gone after 0.3 s, and then some.
+	if !b.allow(t0.Add(time.Second)) {
+		t.Error("the budget did not refill in a second")
+	}
+	if !b.allow(t0.Add(time.Hour)) || b.left != inflateCPU {
+		t.Errorf("after an hour the budget holds %v, want at most %v", b.left, inflateCPU)
+	}
+}
+
+// Through the workers: bombs that each take 30 ms to inflate, from several connections at once (so that no
+// connection passes its share), are inflated until the budget is spent and shed after it; a second later the
+// budget has refilled and a compressed body is inflated again.
+func TestBodyWorkersKeepToTheInflationBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newLiveHarness(t, Config{})
+		h.c.cfg.InlineBodies = false
+		var mu sync.Mutex
+		n := 0
+		decompressHook = func() {
+			time.Sleep(30 * time.Millisecond) // a bomb's inflation, in the bubble's time
+			mu.Lock()
+			n++
+			mu.Unlock()
+		}
+		defer func() { decompressHook = nil }()
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- h.c.Run(ctx) }()
+
+		body := gzipOf(t, castBody("m", "u", reqID, nil))
+		h.now = time.Now()
+		const conns = 5
+		for i := range conns {
+			c := h.conn("nova-api", 10+i, "10.0.0.9")
+			for range workPerConn {
+				c.publish("nova", "conductor", false, compressed("application/x-gzip"), body)
+			}
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		st := h.c.Stats()
+		mu.Lock()
+		first := n
+		mu.Unlock()
+		// At most the budget and one inflation per worker that started before it was spent, plus what refilled
+		// while they ran.
+		most := int((inflateCPU+time.Duration(workers())*30*time.Millisecond)/(30*time.Millisecond)) + 1
+		if st.BodiesShed == 0 || first > most || first+int(st.BodiesShed) != conns*workPerConn {
+			t.Errorf("inflated %d, shed %d of %d; want some shed and at most %d inflated", first, st.BodiesShed,
+				conns*workPerConn, most)
+		}
+		late := h.conn("nova-api", 99, "10.0.0.9")
+		late.publish("nova", "conductor", false, compressed("application/x-gzip"), body)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		mu.Lock()
+		if n != first+1 {
+			t.Errorf("after the refill: %d inflated, want %d", n, first+1)
+		}
+		mu.Unlock()
+		cancel()
+		<-done
+	})
+}
