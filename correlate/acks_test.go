@@ -153,7 +153,18 @@ func TestCallDeliveriesAreNotTracked(t *testing.T) {
 	if r.Status != StatusOK || len(r.Acks) != 0 {
 		t.Errorf("got %s", dump([]*Record{r}))
 	}
+	h.flush()
+	// The caller's ack of its reply is not even an event: its channel consumes only a reply queue.
+	before := h.c.queued.Load()
+	apiRepl.ack(1)
+	if n := h.c.queued.Load() - before; n != 0 {
+		t.Errorf("a reply queue consumer's ack queued %d events, want 0", n)
+	}
+	// The server's is (its queues may deliver casts), and finds nothing to answer.
 	compute.ack(1)
+	if n := h.c.queued.Load() - before; n != 1 {
+		t.Errorf("an RPC server's ack queued %d events, want 1", n)
+	}
 	h.flush()
 	if n := h.c.Stats().ConsumerAcks; n != 0 {
 		t.Errorf("ConsumerAcks = %d, want 0", n)

@@ -198,7 +198,13 @@ type chanAsm struct {
 	buf        []byte // whole body (size <= BodyCap) when it spans frames
 	head, tail []byte // first and last BodyCap/2 bytes of a larger body
 	opaque     bool   // a body over BodyCap that is not a JSON object: none of it is kept
+	// answers (client → broker side only) says a consumer of this channel acknowledges deliveries that may be
+	// casts, fanouts or notifications: only then are its acks worth an event (see consumerAck).
+	answers bool
 }
+
+// endContent forgets the content the channel was assembling; what it knows of its consumers stays.
+func (s *chanAsm) endContent() { *s = chanAsm{answers: s.answers} }
 
 // NewConn registers a proxied connection; its HandleFrame is the frames.Handler for both directions.
 func (c *Correlator) NewConn(info ConnInfo) *Conn {
@@ -498,8 +504,13 @@ func isConsumerAck(f *frames.Frame) bool {
 
 // consumerAck reads a consumer's answer in place. One comes with nearly every delivery, so it is not decoded into
 // a method value (an allocation each): its arguments are a delivery tag and one octet of bits (multiple, requeue;
-// Reject has requeue alone).
+// Reject has requeue alone). Only a channel whose consumer may be delivered a one-way message passes its answers
+// on: a reply queue's (a caller's half of every RPC) only ever gets replies, and the correlator awaits no answer
+// for those, nor for any consumer whose Basic.Consume it did not see.
 func (a *assembler) consumerAck(f *frames.Frame) {
+	if s := a.chans[f.Channel]; s == nil || !s.answers {
+		return
+	}
 	c := a.conn.c
 	const args = 4 // class and method ids
 	if len(f.Payload) < args+9 {
@@ -548,7 +559,7 @@ func (a *assembler) frame(f *frames.Frame) {
 // reset abandons a content in progress on a channel (counted).
 func (a *assembler) reset(s *chanAsm) {
 	a.conn.c.ctr.channelResets.Add(1)
-	*s = chanAsm{}
+	s.endContent()
 }
 
 func (a *assembler) method(f *frames.Frame) {
@@ -607,6 +618,9 @@ func (a *assembler) method(f *frames.Frame) {
 		ev.kind, ev.queue, ev.exchange, ev.routingKey = evQueueBind, m.Queue, m.Exchange, m.RoutingKey
 	case *frames.BasicConsume:
 		ev.kind, ev.queue, ev.tag, ev.noWait, ev.noAck = evConsume, m.Queue, m.ConsumerTag, m.NoWait, m.NoAck
+		if !m.NoAck && !privateName(m.Queue) && m.Queue != directReplyTo {
+			a.channel(f.Channel).answers = true
+		}
 	case *frames.BasicConsumeOK:
 		ev.kind, ev.tag = evConsumeOK, m.ConsumerTag
 	case *frames.BasicCancel:
@@ -658,7 +672,7 @@ func (a *assembler) header(f *frames.Frame) {
 	}
 	if err := frames.DecodeContentHeader(f.Payload, &a.hdr); err != nil {
 		a.conn.c.ctr.decodeFailures.Add(1)
-		*s = chanAsm{}
+		s.endContent()
 		return
 	}
 	p := &a.hdr.Properties
@@ -782,7 +796,7 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 			j.body = append([]byte(nil), body...)
 		}
 		j.size = int64(len(j.body) + len(head) + len(tail))
-		*s = chanAsm{}
+		s.endContent()
 		if c.work.submit(a.conn, j) {
 			c.ctr.bodiesOffloaded.Add(1)
 			return
@@ -803,7 +817,7 @@ func (a *assembler) done(s *chanAsm, ev *event, parseFailed bool) {
 	if parseFailed {
 		a.conn.c.ctr.parseFailures.Add(1)
 	}
-	*s = chanAsm{}
+	s.endContent()
 	a.queue(ev)
 }
 
