@@ -79,8 +79,8 @@ type bodyWorkers struct {
 	jobs    chan bodyJob
 	bytes   atomic.Int64
 	inflate inflateBudget
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
 
 func newBodyWorkers() *bodyWorkers {
