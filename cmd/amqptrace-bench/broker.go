@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -55,14 +56,25 @@ func urlVia(raw, addr string) string {
 	return u.String()
 }
 
+// amqpsURL is url with the amqps scheme.
+func amqpsURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.Scheme = "amqps"
+	return u.String()
+}
+
 // dialAMQP opens one client connection. name becomes the connection_name client property, shaped like
 // oslo.messaging's "<program>:<pid>:<id>" so that amqptrace decodes it as it would a real service.
-func dialAMQP(url, name string) (*amqp.Connection, error) {
+func dialAMQP(url, name string, tlsConfig *tls.Config) (*amqp.Connection, error) {
 	return amqp.DialConfig(url, amqp.Config{
-		Dial:       amqp.DefaultDial(10 * time.Second),
-		Heartbeat:  60 * time.Second, // oslo.messaging's default heartbeat_timeout_threshold
-		Locale:     "en_US",
-		Properties: amqp.Table{"connection_name": name},
+		TLSClientConfig: tlsConfig,
+		Dial:            amqp.DefaultDial(10 * time.Second),
+		Heartbeat:       60 * time.Second, // oslo.messaging's default heartbeat_timeout_threshold
+		Locale:          "en_US",
+		Properties:      amqp.Table{"connection_name": name},
 	})
 }
 
@@ -115,7 +127,7 @@ func (r *registry) cleanup() error {
 	if len(qs)+len(xs) == 0 {
 		return nil
 	}
-	conn, err := dialAMQP(r.brokerURL, fmt.Sprintf("amqptrace-bench:%d:cleanup", os.Getpid()))
+	conn, err := dialAMQP(r.brokerURL, fmt.Sprintf("amqptrace-bench:%d:cleanup", os.Getpid()), nil)
 	if err != nil {
 		return fmt.Errorf("cleanup: connect to the broker: %w", err)
 	}

@@ -44,7 +44,7 @@ func TestCaptureRows(t *testing.T) {
 	res.add("capture", pathAmqptrace, metrics{"cpu_us_per_msg": 4, "live_msgs_per_s": 1000})
 	res.add("capture", pathAmqptrace, metrics{"kernel_drops": 0, "gaps": 0})
 	res.add("capture", pathAmqptrace, metrics{"replay_mb_per_s": 100, "replay_records_per_s": 5000})
-	rows := buildRows(res, []string{"throughput", "capture"})
+	rows := buildRows(res, []string{"throughput", "capture"}, false)
 	by := map[string]row{}
 	for _, r := range rows {
 		by[r.Workload+"/"+r.Metric] = r
@@ -61,7 +61,7 @@ func TestCaptureRows(t *testing.T) {
 	}
 	res.add("capture", pathAmqptrace, metrics{"kernel_drops": 3})
 	res.add("capture", pathAmqptrace, metrics{"kernel_drops": 3})
-	for _, r := range buildRows(res, []string{"capture"}) {
+	for _, r := range buildRows(res, []string{"capture"}, false) {
 		if r.Metric == "kernel_drops" && r.Verdict != "MISS" {
 			t.Errorf("kernel drops 3: verdict %q", r.Verdict)
 		}

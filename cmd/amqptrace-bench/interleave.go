@@ -140,7 +140,7 @@ func (b *rigBase) report(err error) {
 
 // dial connects a client of the path, named after the path and its role, and keeps the connection for shut.
 func (b *rigBase) dial(role string) (*amqp.Connection, error) {
-	c, err := dialAMQP(b.t.url, b.e.connName(b.t.path+"-"+role))
+	c, err := dialAMQP(b.t.url, b.e.connName(b.t.path+"-"+role), b.t.tls)
 	if err != nil {
 		return nil, fmt.Errorf("%s connection: %w", role, err)
 	}

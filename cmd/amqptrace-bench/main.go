@@ -32,6 +32,8 @@ type options struct {
 	workloads    []string
 	json         bool
 	otlpEndpoint string
+	profile      profile
+	tls          bool
 	// prefix overrides the per-run name prefix (tests use it to check the cleanup).
 	prefix string
 }
@@ -48,6 +50,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each visits direct, haproxy and amqptrace in turn")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measurement window per round, path and workload")
 	fs.IntVar(&o.idleConns, "idle-conns", 1000, "idle connections opened through each proxy (10000 for the full figure)")
+	prof := fs.String("profile", "default", "concurrency of the rpc and throughput workloads: default, or concurrent (8 callers with their own connections, prefetch 256)")
+	fs.BoolVar(&o.tls, "tls", false, "the clients speak amqps to haproxy and amqptrace, which terminate TLS (certificates made for the run) and speak plain AMQP to the broker; the direct path stays plain")
 	wl := fs.String("workloads", "throughput,rpc,idle,large,capture", "comma-separated subset of throughput, rpc, idle, large, capture")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON on stdout")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "passed to amqptrace as --otlp-endpoint (e.g. an unreachable 127.0.0.1:9 to check that a dead collector costs nothing)")
@@ -58,6 +62,11 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	p, err := profileNamed(*prof)
+	if err != nil {
+		return nil, err
+	}
+	o.profile = p
 	known := []string{"idle", "throughput", "rpc", "large", "capture"}
 	for w := range strings.SplitSeq(*wl, ",") {
 		w = strings.TrimSpace(w)
@@ -99,6 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	rep := &report{Config: runConfig{Rounds: o.rounds, Duration: o.duration.String(), Workloads: o.workloads,
 		IdleConnsRequested: o.idleConns, Amqptrace: o.amqptrace, OTLPEndpoint: o.otlpEndpoint,
+		Profile: o.profile.name, TLS: o.tls,
 		DevHAProxyAsTrace: o.amqptrace == devHAProxy}}
 	note := func(format string, a ...any) {
 		msg := fmt.Sprintf(format, a...)
@@ -132,13 +142,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	if c, err := dialAMQP(brokerURL, "amqptrace-bench:"+fmt.Sprint(os.Getpid())+":check"); err != nil {
+	if c, err := dialAMQP(brokerURL, "amqptrace-bench:"+fmt.Sprint(os.Getpid())+":check", nil); err != nil {
 		return fail(fmt.Errorf("cannot reach RabbitMQ at %s (scripts/ensure-rabbitmq.sh starts it): %w", upstream, err))
 	} else {
 		_ = c.Close()
 	}
 
-	e := &env{duration: o.duration, warmup: min(o.duration/5, time.Second), idleConns: o.idleConns, log: log}
+	var certs *benchTLS
+	if o.tls {
+		if certs, err = newBenchTLS(); err != nil {
+			return fail(fmt.Errorf("--tls: %w", err))
+		}
+		defer certs.cleanup()
+	}
+	e := &env{duration: o.duration, warmup: min(o.duration/5, time.Second), idleConns: o.idleConns, log: log,
+		profile: o.profile}
 	rep.Config.Warmup = e.warmup.String()
 	if slices.Contains(o.workloads, "idle") && o.idleConns > 0 {
 		// Each proxied idle connection is two sockets in the proxy and one in this process.
@@ -189,7 +207,7 @@ rounds:
 			if ctx.Err() != nil {
 				break rounds
 			}
-			t, err := startPath(ctx, p, o, amqptraceBin, haproxyBin, upstream, brokerURL, e.idleConns)
+			t, err := startPath(ctx, p, o, amqptraceBin, haproxyBin, upstream, brokerURL, e.idleConns, certs)
 			if err != nil {
 				if ctx.Err() == nil {
 					failures++
@@ -230,7 +248,7 @@ rounds:
 		}
 		var targets []*target
 		for _, p := range paths {
-			t, err := startPath(ctx, p, o, amqptraceBin, haproxyBin, upstream, brokerURL, e.idleConns)
+			t, err := startPath(ctx, p, o, amqptraceBin, haproxyBin, upstream, brokerURL, e.idleConns, certs)
 			if err != nil {
 				if ctx.Err() == nil {
 					failures++
@@ -275,7 +293,7 @@ rounds:
 	if rep.Config.DevHAProxyAsTrace {
 		note("DEV MODE (--amqptrace haproxy): the amqptrace column measures a second haproxy; PASS/MISS say nothing about amqptrace")
 	}
-	rep.Rows = buildRows(res, o.workloads)
+	rep.Rows = buildRows(res, o.workloads, o.tls)
 	if obs := rep.Observation; obs != nil && obs.MessagesDropped+obs.RecordsDropped > 0 {
 		note("amqptrace dropped %d messages and %d records: its figures above leave out the work it skipped",
 			obs.MessagesDropped, obs.RecordsDropped)
@@ -297,7 +315,7 @@ rounds:
 }
 
 // startPath starts the proxy of path p (none for direct) and returns the target the workloads use.
-func startPath(ctx context.Context, p string, o *options, amqptraceBin, haproxyBin, upstream, brokerURL string, idleConns int) (*target, error) {
+func startPath(ctx context.Context, p string, o *options, amqptraceBin, haproxyBin, upstream, brokerURL string, idleConns int, certs *benchTLS) (*target, error) {
 	maxconn := idleConns + 1000
 	var (
 		proc *proxyProc
@@ -307,14 +325,18 @@ func startPath(ctx context.Context, p string, o *options, amqptraceBin, haproxyB
 	case p == pathDirect:
 		return &target{path: p, url: brokerURL}, nil
 	case p == pathHAProxy, p == pathAmqptrace && amqptraceBin == devHAProxy:
-		proc, err = startHAProxy(ctx, haproxyBin, upstream, brokerURL, maxconn)
+		proc, err = startHAProxy(ctx, haproxyBin, upstream, brokerURL, maxconn, certs)
 	default:
-		proc, err = startAmqptrace(ctx, amqptraceBin, upstream, brokerURL, o.otlpEndpoint)
+		proc, err = startAmqptrace(ctx, amqptraceBin, upstream, brokerURL, o.otlpEndpoint, certs)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &target{path: p, url: urlVia(brokerURL, proc.addr), proc: proc}, nil
+	t := &target{path: p, url: urlVia(brokerURL, proc.addr), proc: proc}
+	if certs != nil {
+		t.url, t.tls = amqpsURL(t.url), certs.client
+	}
+	return t, nil
 }
 
 // checkBrokerCapacity returns how many idle connections to open: want, or fewer when a local broker cannot take

@@ -48,20 +48,20 @@ func (r benchReport) median(t *testing.T, workload, metric, path string) *float6
 	return nil
 }
 
-// TestRunAllPaths runs the whole command once, with haproxy in the amqptrace slot (amqptrace's own build is not this
-// package's to test), and checks that every workload produced figures on every path, that the direct path has no
-// proxy figures, and that nothing it declared is left on the broker.
-func TestRunAllPaths(t *testing.T) {
+// runDevBench runs the whole command once with haproxy in the amqptrace slot (amqptrace's own build is not this
+// package's to test), one 300 ms round, and the given flags; it returns the name prefix and the --json report.
+func runDevBench(t *testing.T, args ...string) (string, benchReport) {
+	t.Helper()
 	if testing.Short() {
-		t.Skip("runs every workload against the broker")
+		t.Skip("runs workloads against the broker")
 	}
 	brokertest.Require(t)
 	needHAProxy(t)
 	t.Setenv("AMQP_URL", brokertest.URL())
 	prefix := "amqptrace-bench-test-" + randHex(4)
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), []string{"--amqptrace", devHAProxy, "--rounds", "1", "--duration", "300ms",
-		"--idle-conns", "20", "--json", "--name-prefix", prefix}, &stdout, &stderr)
+	code := run(context.Background(), append([]string{"--amqptrace", devHAProxy, "--rounds", "1", "--duration", "300ms",
+		"--json", "--name-prefix", prefix}, args...), &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit code %d; stderr:\n%s", code, stderr.String())
 	}
@@ -69,6 +69,14 @@ func TestRunAllPaths(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("--json output is not JSON: %v\n%s", err, stdout.String())
 	}
+	return prefix, rep
+}
+
+// TestRunAllPaths runs the whole command once, with haproxy in the amqptrace slot (amqptrace's own build is not this
+// package's to test), and checks that every workload produced figures on every path, that the direct path has no
+// proxy figures, and that nothing it declared is left on the broker.
+func TestRunAllPaths(t *testing.T) {
+	prefix, rep := runDevBench(t, "--idle-conns", "20")
 	for _, p := range paths {
 		for _, wm := range [][2]string{{"throughput", "msgs_per_s"}, {"rpc", "calls_per_s"}, {"rpc", "p50_ms"},
 			{"rpc", "p99_ms"}, {"large", "mb_per_s"}} {
@@ -100,6 +108,23 @@ func TestRunAllPaths(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(rep.Notes, "\n"), "DEV MODE") {
 		t.Errorf("notes do not say that haproxy stood in for amqptrace: %q", rep.Notes)
+	}
+	assertCleanedUp(t, prefix)
+}
+
+// TestRunTLS runs the rpc and throughput workloads with --tls on the concurrent profile (haproxy in the amqptrace
+// slot again): the clients speak amqps to the proxies, which terminate it with the certificates the run made.
+func TestRunTLS(t *testing.T) {
+	prefix, rep := runDevBench(t, "--workloads", "throughput,rpc", "--tls", "--profile", "concurrent")
+	if !rep.Config.TLS || rep.Config.Profile != "concurrent" {
+		t.Errorf("config %+v: want tls and the concurrent profile", rep.Config)
+	}
+	for _, p := range paths {
+		for _, wm := range [][2]string{{"throughput", "msgs_per_s"}, {"rpc", "calls_per_s"}} {
+			if v := rep.median(t, wm[0], wm[1], p); v == nil || *v <= 0 {
+				t.Errorf("%s %s on %s: got %v, want a positive figure", wm[0], wm[1], p, v)
+			}
+		}
 	}
 	assertCleanedUp(t, prefix)
 }
@@ -186,13 +211,13 @@ func TestProxyDeathIsReported(t *testing.T) {
 	for _, w := range slicedWorkloads {
 		t.Run(w.name, func(t *testing.T) {
 			ctx := context.Background()
-			p, err := startHAProxy(ctx, bin, brokertest.Addr(), url, 100)
+			p, err := startHAProxy(ctx, bin, brokertest.Addr(), url, 100, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer p.stop(5 * time.Second)
 			e := &env{reg: newRegistry(url), prefix: "amqptrace-bench-test-" + randHex(4), duration: time.Second,
-				warmup: 100 * time.Millisecond, log: testLogger(t)}
+				warmup: 100 * time.Millisecond, log: testLogger(t), profile: profiles[0]}
 			e.onMeasure = func() { _ = p.cmd.Process.Kill() }
 			targets := []*target{{path: pathDirect, url: url}, {path: pathHAProxy, url: urlVia(url, p.addr), proc: p}}
 			err = interleave(ctx, e, w, targets, 2, func(int, string, metrics) {})
@@ -218,6 +243,7 @@ func TestParseOptions(t *testing.T) {
 		{[]string{"--amqptrace", "x", "--duration", "0s"}, "--duration"},
 		{[]string{"--amqptrace", "x", "--idle-conns", "-1"}, "--idle-conns"},
 		{[]string{"--amqptrace", "x", "extra"}, "unexpected arguments"},
+		{[]string{"--amqptrace", "x", "--profile", "busy"}, `unknown profile "busy"`},
 	} {
 		o, err := parseOptions(tc.args, &bytes.Buffer{})
 		switch {

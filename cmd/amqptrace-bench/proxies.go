@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -65,7 +66,7 @@ func (p *proxyProc) stop(grace time.Duration) {
 // startProxy starts cmd, which must listen on addr, and waits until an AMQP handshake through addr succeeds.
 // A plain TCP probe would leave half-open handshakes in the broker's log; a full AMQP connection also proves that the
 // whole path works before anything is measured.
-func startProxy(ctx context.Context, kind, addr string, cmd *exec.Cmd, brokerURL string, cleanup func()) (*proxyProc, error) {
+func startProxy(ctx context.Context, kind, addr string, cmd *exec.Cmd, brokerURL string, certs *benchTLS, cleanup func()) (*proxyProc, error) {
 	p := &proxyProc{kind: kind, addr: addr, cmd: cmd, output: &tailBuffer{max: 8 << 10}, done: make(chan struct{}), cleanup: cleanup}
 	cmd.Stdout = p.output
 	cmd.Stderr = p.output
@@ -83,10 +84,14 @@ func startProxy(ctx context.Context, kind, addr string, cmd *exec.Cmd, brokerURL
 		close(p.done)
 	}()
 	url := urlVia(brokerURL, addr)
+	var tlsConfig *tls.Config
+	if certs != nil {
+		url, tlsConfig = amqpsURL(url), certs.client
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	backoff := 20 * time.Millisecond
 	for {
-		c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second), Heartbeat: 60 * time.Second,
+		c, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second), Heartbeat: 60 * time.Second, TLSClientConfig: tlsConfig,
 			Properties: amqp.Table{"connection_name": "amqptrace-bench:" + strconv.Itoa(os.Getpid()) + ":probe"}})
 		if err == nil {
 			_ = c.Close()
@@ -126,12 +131,12 @@ defaults
     timeout tunnel 1h
 
 listen amqp
-    bind %[2]s
+    bind %[2]s%[4]s
     maxconn %[1]d
     server broker %[3]s
 `
 
-func startHAProxy(ctx context.Context, bin, upstream, brokerURL string, maxconn int) (*proxyProc, error) {
+func startHAProxy(ctx context.Context, bin, upstream, brokerURL string, maxconn int, certs *benchTLS) (*proxyProc, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
@@ -141,16 +146,20 @@ func startHAProxy(ctx context.Context, bin, upstream, brokerURL string, maxconn 
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, haproxyConfig, maxconn, addr, upstream), 0o600); err != nil {
+	ssl := ""
+	if certs != nil {
+		ssl = " ssl crt " + certs.bundleFile
+	}
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, haproxyConfig, maxconn, addr, upstream, ssl), 0o600); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	// -db: stay in the foreground, so that the pid we measure is the one doing the work.
 	cmd := exec.Command(bin, "-f", cfg, "-db")
-	return startProxy(ctx, "haproxy", addr, cmd, brokerURL, func() { _ = os.RemoveAll(dir) })
+	return startProxy(ctx, "haproxy", addr, cmd, brokerURL, certs, func() { _ = os.RemoveAll(dir) })
 }
 
-func startAmqptrace(ctx context.Context, bin, upstream, brokerURL, otlpEndpoint string) (*proxyProc, error) {
+func startAmqptrace(ctx context.Context, bin, upstream, brokerURL, otlpEndpoint string, certs *benchTLS) (*proxyProc, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
@@ -159,11 +168,14 @@ func startAmqptrace(ctx context.Context, bin, upstream, brokerURL, otlpEndpoint 
 	if otlpEndpoint != "" {
 		args = append(args, "--otlp-endpoint", otlpEndpoint)
 	}
+	if certs != nil {
+		args = append(args, "--tls-cert", certs.certFile, "--tls-key", certs.keyFile)
+	}
 	cmd := exec.Command(bin, args...)
 	// Keep the child's environment free of OTEL_* settings of the caller unless asked with --otlp-endpoint: the
 	// bench compares proxies, not exporters.
 	cmd.Env = withoutPrefix(os.Environ(), "OTEL_")
-	return startProxy(ctx, "amqptrace", addr, cmd, brokerURL, nil)
+	return startProxy(ctx, "amqptrace", addr, cmd, brokerURL, certs, nil)
 }
 
 func withoutPrefix(env []string, prefix string) []string {

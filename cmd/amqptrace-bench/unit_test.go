@@ -117,14 +117,17 @@ func TestMedianRatioVerdict(t *testing.T) {
 		at, ratio *float64
 		want      string
 	}{
-		{spec("throughput", "msgs_per_s"), f(950), f(0.95), "PASS"},
-		{spec("throughput", "msgs_per_s"), f(940), f(0.94), "MISS"},
+		{spec("throughput", "msgs_per_s"), f(970), f(0.97), "PASS"},
+		{spec("throughput", "msgs_per_s"), f(960), f(0.96), "MISS"},
+		{spec("throughput", "msgs_per_s").forTLS(), f(960), f(0.96), "PASS"},
+		{spec("rpc", "calls_per_s").forTLS(), f(960), f(0.96), "MISS"},
 		{spec("rpc", "p99_ms"), f(1), f(1.05), "PASS"},
 		{spec("rpc", "p99_ms"), f(1), f(1.06), "MISS"},
-		{spec("throughput", "cpu_us_per_msg"), f(6), f(1.5), "PASS"},
-		{spec("throughput", "cpu_us_per_msg"), f(7), f(1.75), "MISS"},
-		{spec("idle", "kib_per_conn"), f(24), nil, "PASS"},
-		{spec("idle", "kib_per_conn"), f(24.1), f(0.5), "MISS"},
+		{spec("throughput", "cpu_us_per_msg"), f(6), f(1.15), "PASS"},
+		{spec("throughput", "cpu_us_per_msg"), f(7), f(1.2), "MISS"},
+		{spec("throughput", "cpu_us_per_msg").forTLS(), f(7), f(1.2), "PASS"},
+		{spec("idle", "kib_per_conn"), f(8), nil, "PASS"},
+		{spec("idle", "kib_per_conn"), f(8.1), f(0.5), "MISS"},
 		{spec("idle", "kib_per_conn"), nil, nil, "n/a"},
 		{spec("rpc", "calls_per_s"), f(1), nil, "n/a"},
 		{spec("large", "mb_per_s"), f(1), f(0.1), ""},
@@ -141,13 +144,13 @@ func TestBuildRowsAndOutput(t *testing.T) {
 	res.add("throughput", pathHAProxy, metrics{"msgs_per_s": 800, "cpu_us_per_msg": 4})
 	res.add("throughput", pathHAProxy, metrics{"msgs_per_s": 900, "cpu_us_per_msg": 6})
 	res.add("throughput", pathHAProxy, metrics{"msgs_per_s": 1000, "cpu_us_per_msg": 5})
-	res.add("throughput", pathAmqptrace, metrics{"msgs_per_s": 855, "cpu_us_per_msg": 10})
-	rows := buildRows(res, []string{"throughput"})
+	res.add("throughput", pathAmqptrace, metrics{"msgs_per_s": 873, "cpu_us_per_msg": 10})
+	rows := buildRows(res, []string{"throughput"}, false)
 	if len(rows) != 2 {
 		t.Fatalf("%d rows, want 2 (throughput only)", len(rows))
 	}
 	r := rows[0]
-	if *r.Median[pathHAProxy] != 900 || *r.OverHAProxy != 0.95 || *r.OverDirect != 0.855 || r.Verdict != "PASS" {
+	if *r.Median[pathHAProxy] != 900 || *r.OverHAProxy != 0.97 || *r.OverDirect != 0.873 || r.Verdict != "PASS" {
 		t.Errorf("msgs/s row: %+v over=%v direct=%v", r, *r.OverHAProxy, *r.OverDirect)
 	}
 	if r.Spread == nil || *r.Spread != (1000.0-800)/900 {
@@ -161,7 +164,7 @@ func TestBuildRowsAndOutput(t *testing.T) {
 	if err := rep.writeTable(&tbl); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"1 KiB msgs/s end to end", "900", "855", "0.95", "22%", "PASS", "MISS", "n/a", "a note"} {
+	for _, want := range []string{"1 KiB msgs/s end to end", "900", "873", "0.97", "22%", "PASS", "MISS", "n/a", "a note"} {
 		if !strings.Contains(tbl.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, tbl.String())
 		}
@@ -180,7 +183,7 @@ func TestBuildRowsAndOutput(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Results[1].Median[pathDirect] != nil || back.Results[1].Verdict != "MISS" || *back.Results[0].Median[pathAmqptrace] != 855 {
+	if back.Results[1].Median[pathDirect] != nil || back.Results[1].Verdict != "MISS" || *back.Results[0].Median[pathAmqptrace] != 873 {
 		t.Errorf("JSON round trip: %s", js.String())
 	}
 }

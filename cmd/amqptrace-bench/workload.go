@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,9 +15,10 @@ import (
 
 // target is one path the workloads run over.
 type target struct {
-	path string     // pathDirect, pathHAProxy or pathAmqptrace
-	url  string     // AMQP URL the clients dial (the broker or the proxy)
-	proc *proxyProc // nil on the direct path
+	path string      // pathDirect, pathHAProxy or pathAmqptrace
+	url  string      // AMQP URL the clients dial (the broker or the proxy)
+	proc *proxyProc  // nil on the direct path
+	tls  *tls.Config // the clients' TLS config with --tls (the proxies' paths), else nil
 }
 
 const (
@@ -36,6 +38,7 @@ type env struct {
 	warmup   time.Duration
 	// idleConns is how many idle connections to open; it may have been lowered to what the broker can take.
 	idleConns int
+	profile   profile
 	log       *slog.Logger
 	// onMeasure, if set, is called when a measurement window starts (tests use it to break things mid-window).
 	onMeasure func()

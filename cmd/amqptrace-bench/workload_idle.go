@@ -43,7 +43,7 @@ func runIdle(ctx context.Context, e *env, t *target) (metrics, error) {
 				if i >= len(conns) {
 					return
 				}
-				c, err := dialAMQP(t.url, e.connName(fmt.Sprintf("idle-%d", i)))
+				c, err := dialAMQP(t.url, e.connName(fmt.Sprintf("idle-%d", i)), t.tls)
 				if err == nil {
 					if _, cerr := c.Channel(); cerr != nil {
 						_ = c.Close()

@@ -33,7 +33,7 @@ func runLarge(ctx context.Context, e *env, t *target) (metrics, error) {
 	defer func() { cancel(); closeAll(conns); wg.Wait(); _ = e.reg.cleanup() }()
 
 	q := e.reg.queue(e.prefix + "-large")
-	cc, err := dialAMQP(t.url, e.connName("large-consumer"))
+	cc, err := dialAMQP(t.url, e.connName("large-consumer"), t.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -42,7 +42,7 @@ func runLarge(ctx context.Context, e *env, t *target) (metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := dialAMQP(t.url, e.connName("large-publisher"))
+	pc, err := dialAMQP(t.url, e.connName("large-publisher"), t.tls)
 	if err != nil {
 		return nil, err
 	}

@@ -14,8 +14,6 @@ import (
 
 const (
 	rpcServers           = 2  // RPC servers sharing the topic queue (round-robin), each with a listener and a sender
-	rpcClients           = 2  // caller processes, each with a sender connection and a reply listener
-	rpcCallersPerClient  = 4  // concurrent calls per caller process
 	rpcServerConcurrency = 16 // handlers per server at once, like oslo's executor pool
 	rpcArgBytes          = 256
 	// rpcMaxSamples bounds the latency samples kept per round (a 5 s round on loopback makes a few tens of
@@ -48,13 +46,13 @@ func newRPCRig(ctx context.Context, e *env, t *target) (*rpcRig, error) {
 		}
 		r.wg.Go(func() { s.serve(ctx, &r.wg, r.report) })
 	}
-	for i := range rpcClients {
+	for i := range e.profile.rpcClients {
 		c, err := newRPCClient(r.dial, i, e.reg)
 		if err != nil {
 			return r, err
 		}
 		r.wg.Go(func() { c.listen() })
-		for range rpcCallersPerClient {
+		for range e.profile.rpcCallersPerClient {
 			r.wg.Go(func() {
 				if err := c.callLoop(ctx, exchange, topic, r.gate, &r.rec); err != nil {
 					r.report(err)

@@ -20,7 +20,6 @@ const (
 	// tputBacklog bounds published-but-not-consumed messages per pair, so a proxy that slows consumers cannot pile
 	// up a queue in the broker (and a memory alarm) instead of showing a lower rate.
 	tputBacklog  = 2048
-	tputPrefetch = 512
 	tputAckEvery = 64 // consumers ack with multiple=true every this many deliveries
 )
 
@@ -52,7 +51,7 @@ func newTputRig(ctx context.Context, e *env, t *target) (*tputRig, error) {
 		if err != nil {
 			return r, err
 		}
-		deliveries, err := declareAndConsume(cc, q, tputPrefetch)
+		deliveries, err := declareAndConsume(cc, q, e.profile.tputPrefetch)
 		if err != nil {
 			return r, err
 		}
