@@ -219,7 +219,7 @@ func TestBrowserLiveUI(t *testing.T) {
 	// A notification's detail tells how long each listener held it, and what it answered.
 	note := g.rec(spec{kind: correlate.KindNotification, eventType: "compute.instance.slow", topic: "notifications",
 		caller: novaCompute1, callees: []correlate.Endpoint{{Service: "ceilometer-agent-notification", Host: "ctl1"},
-			{Service: "aodh-listener", Host: "ctl2"}}, queue: time.Millisecond})
+			{Service: "aodh-listener", Host: "ctl2"}}, queue: time.Millisecond, req: reqs[0]})
 	note.Acks = []correlate.Ack{{Callee: 1, Delivered: *note.Delivered, At: note.Delivered.Add(1500 * time.Millisecond),
 		Outcome: correlate.AckRequeued}}
 	note.AckUS = 0 // the first listener's answer was not seen
@@ -232,6 +232,20 @@ func TestBrowserLiveUI(t *testing.T) {
 		!strings.Contains(detail, "requeue after 1.50 s") || strings.Contains(detail, "held by its consumer") {
 		t.Errorf("notification detail: %q", detail)
 	}
+	// In its request's waterfall, a one-way message answered by its first consumer shows how long it was held.
+	held := g.rec(spec{kind: correlate.KindCast, method: "held_cast", topic: "compute", caller: novaConductor,
+		callee: novaCompute1, queue: 2 * time.Millisecond, req: reqs[0]})
+	held.Acks = []correlate.Ack{{Callee: 0, Delivered: *held.Delivered, At: held.Delivered.Add(40 * time.Millisecond),
+		Outcome: correlate.AckAccepted}}
+	ui.s.Record(held)
+	step(t, ctx, "request with a held cast", chromedp.Click(chromedp.CSS("#panelclose")),
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.getElementById("reqinput").value = %q; document.getElementById("reqform").requestSubmit()`, reqs[0])),
+		waitJS(fmt.Sprintf(`!!document.querySelector('#panelbody .wf-row[data-id="%d"]')`, held.ID)))
+	heldMS := eval[[]float64](t, ctx, fmt.Sprintf(`[...document.querySelectorAll('#panelbody .wf-row[data-id="%d"] .wf-seg[data-seg="held"]')].map(s => s.dataset.b - s.dataset.a)`, held.ID))
+	if len(heldMS) != 1 || heldMS[0] < 39.9 || heldMS[0] > 40.1 {
+		t.Errorf("held cast's 'held' segments %v ms, want one of 40 ms", heldMS)
+	}
+	step(t, ctx, "close the request", chromedp.Click(chromedp.CSS("#panelclose")))
 
 	// Server restart on the same address: the page reconnects by itself and resumes with new records.
 	addr := ui.addr

@@ -44,13 +44,16 @@ export function tree(calls) {
 }
 
 // segments are one call's phases, consecutive and in time order. A timed-out call's phases stop at the deadline;
-// what came after it (a late reply, or just the record closing) is the timeout span.
+// what came after it (a late reply, or just the record closing) is the timeout span. A cast, fanout or
+// notification is its queue wait, then how long its first consumer held it (delivery to its ack), when seen.
 export function segments(r) {
   const pub = T(r.published), del = T(r.delivered), rep = T(r.replied), rdel = T(r.reply_delivered);
   const out = [];
   const add = (kind, a, b) => { if (a !== null && b !== null && b >= a) out.push({ kind, a, b }); };
   if (r.kind !== "call") {
     if (del !== null) add("queue", pub, del); else add("cast", pub, pub);
+    const ack = (r.acks || []).find((a) => a.callee === 0);
+    if (ack && del !== null) add("held", del, T(ack.at));
     return out;
   }
   if (r.status !== "timeout" || T(r.deadline) === null) {
@@ -102,7 +105,7 @@ export async function showRequest(id) {
   body.appendChild(el("div", "hint", calls.length + " RPCs · " + span.toFixed(span < 10 ? 2 : 0) + " ms from first publish to last reply · from " + fmtDateTime(first)));
   const lg = el("div", "wf-legend");
   lg.append(el("span", "lq", "queue wait"), el("span", "ls", "server time"), el("span", "lt", "reply transit"),
-    el("span", "lx", "past the deadline"), el("span", "lh", "heartbeat / event"));
+    el("span", "lk", "held by the consumer"), el("span", "lx", "past the deadline"), el("span", "lh", "heartbeat / event"));
   body.appendChild(lg);
   const wf = el("div", "wf");
   const axis = el("div", "wf-axis");
@@ -127,7 +130,7 @@ export async function showRequest(id) {
       const l = pct(s.a), w = Math.max(s.kind === "timeout" ? 1.5 : 0.3, pct(s.b) - l);
       d.style.left = l.toFixed(3) + "%";
       d.style.width = w.toFixed(3) + "%";
-      d.title = (s.kind === "timeout" ? "past the deadline" : s.kind) + ": " + (s.b - s.a).toFixed(1) + " ms";
+      d.title = ({ timeout: "past the deadline", held: "held by the consumer, delivery to ack" }[s.kind] || s.kind) + ": " + (s.b - s.a).toFixed(1) + " ms";
       d.dataset.seg = s.kind;
       d.dataset.a = String(s.a);
       d.dataset.b = String(s.b);
