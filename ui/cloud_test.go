@@ -414,6 +414,10 @@ func checkRequestTree(t *testing.T, ctx context.Context) {
 // toggle renames the time column.
 func checkTable(t *testing.T, ctx context.Context) {
 	t.Helper()
+	// Every column fits the window: no sideways scrolling to see a call's status or request.
+	if w := eval[[]int](t, ctx, `(() => { const w = document.querySelector("#callspane .tablewrap"); return [w.scrollWidth, w.clientWidth]; })()`); w[0] > w[1] {
+		t.Errorf("the calls table is %d px wide in a %d px pane", w[0], w[1])
+	}
 	if m := eval[string](t, ctx, `document.querySelector("#calls tbody tr td:nth-child(6)").textContent`); m != "create_stack" {
 		// create_stack took 180.9 ms, the slowest of the cloud's calls.
 		t.Errorf("sorted by duration, first row is %q, want create_stack", m)
