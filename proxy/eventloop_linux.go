@@ -4,11 +4,11 @@ package proxy
 
 import (
 	"fmt"
-	"os"
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
+
+	"github.com/amqptrace/amqptrace/proxy/internal/epoll"
 )
 
 // Event loops (Linux). A goroutine per direction is the simplest correct proxy, but on a busy small machine the
@@ -30,7 +30,8 @@ import (
 // a connection (idle timeout, half-close timeout, shutdown) is posted to the loop as a command, so a descriptor is
 // only ever closed by the goroutine that reads it and a number reused by the kernel cannot be hit by mistake.
 //
-// TLS connections and connections over anything but *net.TCPConn keep the goroutine pumps.
+// TLS connections and connections over anything but *net.TCPConn keep the goroutine pumps. The system calls (the
+// epoll set, its wake-up, raw reads and writes) are in proxy/internal/epoll; this file is forwarding policy.
 
 // loopReadBuf is the read size of a loop: the pump's big buffer, so a remainder that must wait always fits in one
 // pooled array.
@@ -48,11 +49,8 @@ const loopMaxReads = 4
 
 type loop struct {
 	p      *Proxy
-	epfd   int
-	file   *os.File        // epfd, registered with the Go poller
-	raw    syscall.RawConn // file's, to wait for epfd to be readable
-	wakefd int             // eventfd: posting a command writes to it
-	events [256]syscall.EpollEvent
+	poll   *epoll.Poller // posting a command wakes it
+	events [256]epoll.Event
 	// arena holds what the current batch read, from arena[0] to arena[used], until the taps have seen it; taps
 	// are the forwarded spans waiting for their tap, in read order.
 	arena [loopArena]byte
@@ -92,9 +90,9 @@ type loopConn struct {
 }
 
 const (
-	evIn  = syscall.EPOLLIN
-	evOut = syscall.EPOLLOUT
-	evErr = syscall.EPOLLERR | syscall.EPOLLHUP
+	evIn  = epoll.In
+	evOut = epoll.Out
+	evErr = epoll.Err
 )
 
 // startLoops starts n event loops. On error it stops the ones already started and returns the error; the caller
@@ -114,41 +112,11 @@ func startLoops(p *Proxy, n int) ([]*loop, error) {
 }
 
 func newLoop(p *Proxy) (*loop, error) {
-	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	poll, err := epoll.New()
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
+		return nil, err
 	}
-	// The syscall package has no eventfd wrapper; EFD_CLOEXEC|EFD_NONBLOCK are O_CLOEXEC|O_NONBLOCK on Linux.
-	r, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
-	if errno != 0 {
-		_ = syscall.Close(epfd)
-		return nil, fmt.Errorf("eventfd2: %w", errno)
-	}
-	wakefd := int(r)
-	ev := syscall.EpollEvent{Events: evIn, Fd: int32(wakefd)}
-	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
-		_ = syscall.Close(epfd)
-		_ = syscall.Close(wakefd)
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
-	}
-	// Hand epfd to the Go poller (see runEventLoop). os.NewFile registers a non-blocking descriptor with it; a
-	// deadline call tells whether that worked, since it fails on a file the poller does not hold.
-	if err := syscall.SetNonblock(epfd, true); err != nil {
-		_ = syscall.Close(epfd)
-		_ = syscall.Close(wakefd)
-		return nil, fmt.Errorf("epoll descriptor: %w", err)
-	}
-	f := os.NewFile(uintptr(epfd), "epoll")
-	raw, err := f.SyscallConn()
-	if err == nil {
-		err = f.SetReadDeadline(time.Time{})
-	}
-	if err != nil {
-		_ = f.Close()
-		_ = syscall.Close(wakefd)
-		return nil, fmt.Errorf("epoll descriptor not pollable: %w", err)
-	}
-	return &loop{p: p, epfd: epfd, file: f, raw: raw, wakefd: wakefd, done: make(chan struct{})}, nil
+	return &loop{p: p, poll: poll, done: make(chan struct{})}, nil
 }
 
 // stopLoops stops the loops and waits for their goroutines. Every connection must have finished: Serve calls it
@@ -174,56 +142,27 @@ func (l *loop) post(cmd func()) {
 	}
 	l.cmds = append(l.cmds, cmd)
 	l.mu.Unlock()
-	one := [8]byte{1}
-	// EAGAIN means the counter is already non-zero: the loop is woken anyway.
-	_, _ = syscall.Write(l.wakefd, one[:])
+	l.poll.Wake()
 }
 
-// runEventLoop is the loop goroutine; named so a goroutine dump shows it.
-//
-// It never blocks in epoll_wait. A goroutine blocked in a system call makes the runtime's monitor take its P away
-// after 20µs and start another thread for it, and keeps the monitor polling every 20µs: measured under `make bench`
-// that was 4,000 nanosleeps and 1,700 futex calls a second, more system calls than the forwarding itself. Instead
-// the epoll descriptor is itself registered with the Go poller (an epoll descriptor is readable while it has
-// events): the loop drains it with non-blocking epoll_wait calls and, when nothing is ready, parks like any
-// goroutine waiting on a socket. Events that arrive between the last empty poll and parking are not lost: they make
-// the descriptor readable, which wakes the parked goroutine.
+// runEventLoop is the loop goroutine; named so a goroutine dump shows it. It never blocks in epoll_wait: it parks
+// in the Go poller while nothing is ready (epoll.Poller.Serve says why).
 func runEventLoop(l *loop) {
 	defer close(l.done)
-	defer l.file.Close() // closes epfd, and takes it out of the Go poller
-	defer syscall.Close(l.wakefd)
-	err := l.raw.Read(func(uintptr) bool {
-		for {
-			n, err := pollNow(l.epfd, l.events[:])
-			if err != 0 {
-				if err == syscall.EINTR {
-					continue
-				}
-				// Only a bug (a bad descriptor) gets here. Stop: connections still on this loop would hang, so
-				// say it loudly.
-				l.p.log.Error("epoll_wait failed; event loop stopped", "err", err)
-				return true
-			}
-			if n == 0 {
-				return false // nothing ready: park until the descriptor is readable
-			}
-			if l.dispatch(n) {
-				return true // told to stop
-			}
-		}
-	})
-	if err != nil {
-		l.p.log.Error("event loop poller failed", "err", err)
+	defer l.poll.Close()
+	if err := l.poll.Serve(l.events[:], l.dispatch); err != nil {
+		// Only a bug (a bad descriptor) gets here. Connections still on this loop would hang, so say it loudly.
+		l.p.log.Error("event loop stopped", "err", err)
 	}
 }
 
-// dispatch serves n events from l.events and reports whether the loop was told to stop.
-func (l *loop) dispatch(n int) (stop bool) {
+// dispatch serves a batch of ready events and reports whether the loop was told to stop.
+func (l *loop) dispatch(ready []epoll.Event) (stop bool) {
 	woken := false
-	for i := range n {
-		ev := &l.events[i]
+	for i := range ready {
+		ev := &ready[i]
 		fd := int(ev.Fd)
-		if fd == l.wakefd {
+		if l.poll.IsWake(fd) {
 			woken = true
 			continue
 		}
@@ -240,8 +179,7 @@ func (l *loop) dispatch(n int) (stop bool) {
 	if !woken {
 		return false
 	}
-	var cnt [8]byte
-	_, _ = syscall.Read(l.wakefd, cnt[:])
+	l.poll.ClearWake()
 	return l.runCommands()
 }
 
@@ -306,13 +244,13 @@ func (c *conn) handOff(l *loop, done func()) *loopConn {
 	if c.closing {
 		return nil // the pumps will fail at once and report the reason already recorded
 	}
-	cfd, err := dupConnFD(client)
+	cfd, err := epoll.Dup(client)
 	if err != nil {
 		return nil
 	}
-	ufd, err := dupConnFD(up)
+	ufd, err := epoll.Dup(up)
 	if err != nil {
-		_ = syscall.Close(cfd)
+		_ = epoll.Close(cfd)
 		return nil
 	}
 	lc := &loopConn{c: c, l: l, fd: [2]int{cfd, ufd}, done: done}
@@ -323,31 +261,6 @@ func (c *conn) handOff(l *loop, done func()) *loopConn {
 	c.loop = lc
 	l.post(lc.register)
 	return lc
-}
-
-// dupConnFD duplicates the descriptor under a net.Conn. The duplicate shares the open file (and so O_NONBLOCK and
-// the socket options already set) and is close-on-exec.
-func dupConnFD(sc syscall.Conn) (int, error) {
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	var derr error
-	if err := rc.Control(func(fd uintptr) {
-		nfd, derr = dupCloexec(int(fd))
-	}); err != nil {
-		return -1, err
-	}
-	return nfd, derr
-}
-
-func dupCloexec(fd int) (int, error) {
-	r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
-	if errno != 0 {
-		return -1, errno
-	}
-	return int(r), nil
 }
 
 // register runs on the loop: it indexes the descriptors and starts watching both for reading.
@@ -362,9 +275,8 @@ func (lc *loopConn) register() {
 		l.byFD[fd] = lc
 	}
 	for i, fd := range lc.fd {
-		ev := syscall.EpollEvent{Events: evIn, Fd: int32(fd)}
-		if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			lc.fail(direction(i).readReason(), fmt.Errorf("epoll_ctl add: %w", err))
+		if err := l.poll.Set(fd, 0, evIn); err != nil {
+			lc.fail(direction(i).readReason(), err)
 			return
 		}
 		lc.interest[i] = evIn
@@ -403,7 +315,7 @@ func (lc *loopConn) readable(d direction) {
 	src := lc.fd[d]
 	for range loopMaxReads {
 		buf := l.readBuf()
-		n, err := rawRead(src, buf)
+		n, err := epoll.Read(src, buf)
 		if err != 0 {
 			switch err {
 			case syscall.EINTR:
@@ -479,7 +391,7 @@ func (lc *loopConn) write(d direction, b []byte) (int, error) {
 	dst := lc.fd[1-d]
 	total := 0
 	for total < len(b) {
-		n, err := rawWrite(dst, b[total:])
+		n, err := epoll.Write(dst, b[total:])
 		if err != 0 {
 			if err == syscall.EINTR {
 				continue
@@ -500,7 +412,7 @@ func (lc *loopConn) sawEOF(d direction) {
 	c := lc.c
 	c.noteEOF(d)
 	lc.eof[d] = true
-	if err := syscall.Shutdown(lc.fd[1-d], syscall.SHUT_WR); err != nil {
+	if err := epoll.ShutdownWrite(lc.fd[1-d]); err != nil {
 		lc.finish()
 		return
 	}
@@ -536,16 +448,8 @@ func (lc *loopConn) updateInterest() {
 		if want == have {
 			continue
 		}
-		op := syscall.EPOLL_CTL_MOD
-		switch {
-		case want == 0:
-			op = syscall.EPOLL_CTL_DEL
-		case have == 0:
-			op = syscall.EPOLL_CTL_ADD
-		}
-		ev := syscall.EpollEvent{Events: want, Fd: int32(fd)}
-		if err := syscall.EpollCtl(lc.l.epfd, op, fd, &ev); err != nil {
-			lc.fail(direction(i).readReason(), fmt.Errorf("epoll_ctl: %w", err))
+		if err := lc.l.poll.Set(fd, have, want); err != nil {
+			lc.fail(direction(i).readReason(), err)
 			return
 		}
 		lc.interest[i] = want
@@ -563,52 +467,16 @@ func (lc *loopConn) finish() {
 	l.runTaps() // the connection's last bytes reach its tap before handleConn closes the tap
 	for i, fd := range lc.fd {
 		if lc.interest[i] != 0 {
-			_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+			_ = l.poll.Set(fd, lc.interest[i], 0)
 		}
 		if fd < len(l.byFD) && l.byFD[fd] == lc {
 			l.byFD[fd] = nil
 		}
-		_ = syscall.Close(fd)
+		_ = epoll.Close(fd)
 		if lc.pendBuf[i] != nil {
 			bigBufPool.Put(lc.pendBuf[i])
 			lc.pend[i], lc.pendBuf[i] = nil, nil
 		}
 	}
 	go lc.done()
-}
-
-// A loop's reads, writes and zero-timeout epoll_waits are raw system calls, without the runtime's entersyscall and
-// exitsyscall around them. None of them can block (every descriptor is non-blocking), and that bookkeeping is not
-// free: entersyscall wakes the runtime's monitor thread (sysmon) whenever the process was idle, and a woken sysmon
-// polls every 20µs for the next millisecond or more. RPC traffic goes idle between messages, so that happened
-// all the time: about 2,600 nanosleeps a second under make bench, a tenth of the proxy's CPU. The price is that the
-// P is not released during the call, which for a call that does not sleep is what we want anyway.
-
-// rawRead is read(2) on a non-blocking descriptor. p must not be empty.
-func rawRead(fd int, p []byte) (int, syscall.Errno) {
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), 0
-}
-
-// rawWrite is write(2) on a non-blocking socket. p must not be empty. (A peer that is gone gives EPIPE and a
-// SIGPIPE, which the Go runtime ignores for descriptors other than 1 and 2.)
-func rawWrite(fd int, p []byte) (int, syscall.Errno) {
-	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), 0
-}
-
-// pollNow is epoll_pwait(2) with a zero timeout and no signal mask (so epoll_wait, which arm64 lacks): the events
-// ready now, never a wait.
-func pollNow(epfd int, events []syscall.EpollEvent) (int, syscall.Errno) {
-	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), 0
 }
