@@ -79,15 +79,22 @@ function markers(r) {
   return m.filter((x) => x.t !== null);
 }
 
+let drawn = 0; // calls of showRequest so far
+
 export async function showRequest(id) {
   id = String(id).trim();
   if (!id) return;
   const body = openPanel("Request " + id);
+  // The form and the route can both ask for the same request at once; only the latest call draws, or the panel
+  // would hold the waterfall twice.
+  const mine = ++drawn;
   let resp;
   try { resp = await getJSON("api/request/" + encodeURIComponent(id)); } catch (e) {
+    if (mine !== drawn) return;
     body.appendChild(el("div", "errbox", "Cannot load request: " + e.message));
     return;
   }
+  if (mine !== drawn) return;
   const calls = resp.calls || [];
   body.dataset.request = id;
   if (!calls.length) { body.appendChild(el("div", "hint", "No RPC with this request id in the recent records.")); return; }
