@@ -120,8 +120,8 @@ func (c *Correlator) takeAnswer(d *unackedDelivery, at time.Time, outcome AckOut
 // oneLessAwaited notes that one of p's awaited answers is in, or will never come (its channel closed).
 func (c *Correlator) oneLessAwaited(p *pending) {
 	p.unacked--
-	if p.unacked == 0 && p.ackHeld {
-		c.end(p, endFinal)
+	if p.unacked == 0 && p.ackHeld != 0 {
+		c.end(p, p.ackHeld) // the end it was about to come to, now that nothing is awaited
 	}
 }
 
@@ -136,23 +136,22 @@ func (c *Correlator) forgetUnacked(st *connState, ch *chanState) {
 	ch.unacked = nil
 }
 
-// awaitAnswers holds a one-way record that is otherwise over while answers to its deliveries are outstanding,
-// up to AckWait after its last tracked delivery. It reports whether the record waits.
-func (c *Correlator) awaitAnswers(p *pending) bool {
-	if p.unacked == 0 || p.ackHeld {
+// awaitAnswers holds a one-way record that was to end for why while answers to its deliveries are outstanding,
+// up to AckWait after its last tracked delivery; the last answer resumes that end. It reports whether the record
+// waits.
+func (c *Correlator) awaitAnswers(p *pending, why endReason) bool {
+	if p.unacked == 0 || p.ackHeld != 0 {
 		return false
 	}
-	p.ackHeld = true
+	p.ackHeld = why
 	c.schedule(p, p.lastTracked.Add(c.cfg.ackWait()))
 	return true
 }
 
 // firstAnswerUS is the first delivery's time to its consumer's answer, 0 if none was seen.
 func firstAnswerUS(r *Record) int64 {
-	for i := range r.Acks {
-		if a := &r.Acks[i]; a.Callee == 0 {
-			return max(a.At.Sub(a.Delivered).Microseconds(), 0)
-		}
+	if a := r.AnswerTo(0); a != nil {
+		return max(a.At.Sub(a.Delivered).Microseconds(), 0)
 	}
 	return 0
 }

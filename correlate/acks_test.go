@@ -194,3 +194,24 @@ func TestUnansweredDeliveriesAreBounded(t *testing.T) {
 		t.Errorf("ConsumerAcks = %d, want %d", got, maxUnackedPerConn)
 	}
 }
+
+// The last answer resumes the end the record deferred for it. A cast whose publish this proxy did not see, to a
+// queue whose binding it did not see, waits out its settle time; if its answer is still due then, the record
+// waits for it and is emitted when it comes, not held a further reorder window as if it had just become final.
+func TestLastAnswerResumesTheDeferredEnd(t *testing.T) {
+	h := newHarness(t, Config{Settle: 2 * time.Second})
+	compute := h.conn("nova-compute", 99, "10.0.0.20")
+	compute.c2s(wire.Consume(1, "compute.cmp1", "ctag", false, false, nil))
+	compute.s2c(wire.ConsumeOK(1, "ctag"))
+	body := castBody("build_and_run_instance", "u-unseen", reqID, nil)
+	compute.deliver("ctag", 1, "nova", "compute.cmp1", osloProps, body)
+	h.advance(3 * time.Second) // past the settle time: the record now waits only for its answer
+	if rs := h.records(); len(rs) != 0 {
+		t.Fatalf("record before its answer: %s", dump(rs))
+	}
+	compute.ack(1)
+	r := h.only()
+	if len(r.Acks) != 1 || r.Published != nil {
+		t.Errorf("got %s", dump([]*Record{r}))
+	}
+}

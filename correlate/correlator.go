@@ -144,10 +144,10 @@ type pending struct {
 	loaded      *serverLoad // the server process it keeps busy while it is handled
 	brokerCause string      // the broker closed a connection of the caller or callee while this was pending
 	// unacked counts its deliveries whose consumer's answer is awaited (acks.go), the last of them delivered at
-	// lastTracked; ackHeld says the record is otherwise over and waits only for those answers.
+	// lastTracked; ackHeld is the end the record was about to come to and defers for those answers (0: none).
 	unacked     int
 	lastTracked time.Time
-	ackHeld     bool
+	ackHeld     endReason
 	expect      expectation // deliveries expected from known bindings and consumers
 	gen         *genericReply
 	// vals backs the record's pointer fields, and deadline its Deadline: the record is part of the pending, so

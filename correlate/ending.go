@@ -24,7 +24,7 @@ const (
 // end emits p's record for the given reason. For endFinal it may instead start a hold and return.
 func (c *Correlator) end(p *pending, why endReason) {
 	r := &p.rec
-	if (why == endFinal || why == endHoldOver || why == endDue) && r.Kind != KindCall && c.awaitAnswers(p) {
+	if (why == endFinal || why == endHoldOver || why == endDue) && r.Kind != KindCall && c.awaitAnswers(p, why) {
 		return // over but for its consumers' answers, which it waits for (acks.go)
 	}
 	switch why {

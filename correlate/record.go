@@ -203,6 +203,16 @@ type Ack struct {
 	Outcome   AckOutcome `json:"outcome"`
 }
 
+// AnswerTo is the answer to the delivery to r.Callees[callee], nil if none was seen.
+func (r *Record) AnswerTo(callee int) *Ack {
+	for i := range r.Acks {
+		if r.Acks[i].Callee == callee {
+			return &r.Acks[i]
+		}
+	}
+	return nil
+}
+
 // AckOutcome is what a consumer answered.
 type AckOutcome string
 

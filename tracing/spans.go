@@ -620,16 +620,6 @@ func everDelivered(r *correlate.Record) bool {
 // consumer, one still holding the message at AckWait, or a connection that ended first).
 const ackNotSeen = "none"
 
-// answerOf is the answer to the delivery to r.Callees[i], nil if none was seen.
-func answerOf(r *correlate.Record, i int) *correlate.Ack {
-	for j := range r.Acks {
-		if r.Acks[j].Callee == i {
-			return &r.Acks[j]
-		}
-	}
-	return nil
-}
-
 // buildOneWay draws casts, fanouts and notifications: a PRODUCER span and one CONSUMER span per delivery.
 func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
 	key := rpcKey(r)
@@ -719,7 +709,7 @@ func (b *builder) buildOneWay(r *correlate.Record, tid trace.TraceID, dst []sdkt
 		cAttrs = append(cAttrs, keyOSConsumerIndex.Int(i))
 		cAttrs = appendString(cAttrs, keyOSConnection, ep.Connection)
 		from, to := cStart, cStart
-		if a := answerOf(r, i); a != nil {
+		if a := r.AnswerTo(i); a != nil {
 			from, to = a.Delivered, clampEnd(a.Delivered, a.At)
 			cAttrs = append(cAttrs, keyOSAck.String(string(a.Outcome)))
 		} else {

@@ -189,16 +189,6 @@ func expectedSpans(r *correlate.Record) int {
 	return 1
 }
 
-// answerTo is r's consumer answer to its idx-th delivery, nil if none.
-func answerTo(r *correlate.Record, idx int) *correlate.Ack {
-	for i := range r.Acks {
-		if r.Acks[i].Callee == idx {
-			return &r.Acks[i]
-		}
-	}
-	return nil
-}
-
 // checkTraceAgainstRecords finds every record's spans in the trace (by openstack.unique_id and span.kind) and
 // checks them against the record.
 func checkTraceAgainstRecords(t *testing.T, m *manifest, tr *jaegertest.Trace, records []correlate.Record) {
@@ -324,7 +314,7 @@ func checkTraceAgainstRecords(t *testing.T, m *manifest, tr *jaegertest.Trace, r
 				// A consumer span runs from its delivery to the consumer's answer when the proxy saw one (oslo's RPC
 				// server answers casts on receipt), else it is the delivery instant.
 				idx, _ := strconv.Atoi(c.Tag("openstack.consumer_index"))
-				if a := answerTo(r, idx); a != nil {
+				if a := r.AnswerTo(idx); a != nil {
 					checkTimes(t, name+" CONSUMER", c, &a.Delivered, &a.At)
 					if c.Tag("openstack.ack") != string(a.Outcome) {
 						errorf("CONSUMER openstack.ack %q, want %q", c.Tag("openstack.ack"), a.Outcome)
