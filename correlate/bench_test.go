@@ -151,9 +151,19 @@ func BenchmarkRPCAcked(b *testing.B) { benchRPC(b, newRPCTemplate(b), true) }
 // RPC (issue 14 allows it at most 10% of BenchmarkRPC's CPU per RPC).
 func BenchmarkRPCArgs20(b *testing.B) { benchRPC(b, newRPCTemplateArgs(b, args20()), false) }
 
+// BenchmarkRPCArgs20None is BenchmarkRPCArgs20 with --payload none: no argument is kept, so nothing is redacted.
+// What redaction adds to an RPC is BenchmarkRPCArgs20's CPU per RPC less this one's.
+func BenchmarkRPCArgs20None(b *testing.B) {
+	benchRPCWith(b, newRPCTemplateArgs(b, args20()), false, PayloadNone)
+}
+
 func benchRPC(b *testing.B, t *rpcTemplate, consumerAcks bool) {
+	benchRPCWith(b, t, consumerAcks, PayloadRedacted)
+}
+
+func benchRPCWith(b *testing.B, t *rpcTemplate, consumerAcks bool, payload PayloadPolicy) {
 	var records atomic.Int64
-	c := New(Config{Reorder: DefaultReorder / 10, Logger: slog.New(slog.DiscardHandler),
+	c := New(Config{Reorder: DefaultReorder / 10, Logger: slog.New(slog.DiscardHandler), Payload: payload,
 		Sink: SinkFunc(func(*Record) { records.Add(1) })})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -2,6 +2,9 @@ package correlate
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
+	"slices"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -190,38 +193,55 @@ func hex4(b []byte) (rune, bool) {
 // decodeString decodes the JSON string starting at b[i] ('"') into dst in one pass, and returns the index after its
 // closing quote. It is scanString + unescapeString without walking the string twice, for oslo's big
 // "oslo.message" value. That string is JSON text, so its escapes are nearly all \" and come every few bytes: it
-// jumps from backslash to backslash (a quote before the next backslash ends the string) and decodes \" in line.
+// copies eight bytes at a time up to the next quote or backslash (the word test of decodeCleanString; a search for
+// each backslash cost more in its call than in its scan) and decodes \" in line. The decoded text is never longer
+// than the rest of b, which is the room it makes once.
 func decodeString(dst, b []byte, i int) ([]byte, int, bool) {
 	if i >= len(b) || b[i] != '"' {
 		return dst, i, false
 	}
-	j := i + 1
-	for j < len(b) {
-		k := bytes.IndexByte(b[j:], '\\')
-		if k < 0 {
-			k = len(b) - j
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	out := slices.Grow(dst, len(b)-i+8)
+	n, buf := len(out), out[:cap(out)]
+	for j := i + 1; ; {
+		if j+8 <= len(b) {
+			x := binary.LittleEndian.Uint64(b[j:])
+			binary.LittleEndian.PutUint64(buf[n:], x)
+			q, y := x^(ones*'"'), x^(ones*'\\')
+			m := ((q-ones)&^q | (y-ones)&^y) & high
+			if m == 0 {
+				j, n = j+8, n+8
+				continue
+			}
+			k := bits.TrailingZeros64(m) / 8
+			j, n = j+k, n+k
 		}
-		run := b[j : j+k]
-		if q := bytes.IndexByte(run, '"'); q >= 0 {
-			return append(dst, run[:q]...), j + q + 1, true
+		if j >= len(b) {
+			return buf[:n], len(b), false
 		}
-		dst = append(dst, run...)
-		j += k
-		if j+1 >= len(b) {
-			return dst, len(b), false
-		}
-		if b[j+1] == '"' {
-			dst = append(dst, '"')
-			j += 2
+		switch c := b[j]; c {
+		case '"':
+			return buf[:n], j + 1, true
+		case '\\':
+		default: // in the last word of b
+			buf[n] = c
+			j, n = j+1, n+1
 			continue
 		}
-		out, n, ok := appendEscape(dst, b[j:])
-		if !ok {
-			return dst, j, false
+		if j+1 >= len(b) {
+			return buf[:n], len(b), false
 		}
-		dst, j = out, j+n
+		if c := b[j+1]; c == '"' || c == '\\' || c == '/' {
+			buf[n] = c
+			j, n = j+2, n+1
+			continue
+		}
+		e, k, ok := appendEscape(buf[:n], b[j:])
+		if !ok {
+			return buf[:n], j, false
+		}
+		j, n, buf = j+k, len(e), e[:cap(e)]
 	}
-	return dst, len(b), false
 }
 
 // member is one "key": value pair of an object, as spans of the scanned buffer.
