@@ -13,7 +13,7 @@ const (
 	DefaultQueueHorizon    = 10 * time.Minute
 	DefaultAckWait         = 30 * time.Second
 	DefaultMaxPending      = 100000
-	DefaultMaxPendingBytes = 256 << 20
+	DefaultMaxPendingBytes = 64 << 20
 	DefaultQueueSize       = 65536
 	DefaultBodyCap         = 1 << 20
 	DefaultMaxPayloadBytes = 4 << 10
@@ -48,8 +48,11 @@ type Config struct {
 	// MaxPending caps the pending table; past it the oldest pending RPC is emitted as it is (counted as evicted).
 	// Default 100000.
 	MaxPending int
-	// MaxPendingBytes caps the pending table's estimated memory (about 1.3 KB per message plus its kept arguments
-	// and ids); past it the oldest are emitted as they are (counted as evicted). Default 256 MiB.
+	// MaxPendingBytes caps the pending table's estimated memory (about 1.9 KB per oslo call with small arguments:
+	// 1.6 KB plus its kept arguments and ids, within a few percent of the heap it holds, see pendingBase); past it
+	// the oldest are emitted as they are (counted as evicted). Default 64 MiB, about 35,000 such calls: the heap
+	// the table holds is what the garbage collector lets grow to twice its size, and the default keeps a whole
+	// process within 256 MiB.
 	MaxPendingBytes int
 	// QueueSize bounds, in events, the queue from the per-connection assemblers to the correlator goroutine (each
 	// assembler hands over the events of one write as one batch). A full queue drops the batch and counts its

@@ -46,7 +46,13 @@ broker_nofile() {
 
 start_broker() {
   say "starting RabbitMQ (rabbitmq-server -detached)"
-  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  # The wrapper starts the broker through su, whose PAM session applies /etc/security/limits.d; the ulimit covers a
+  # machine whose su has no pam_limits (the broker then inherits this shell's limit).
+  if [ "$nofile" -gt 0 ]; then
+    as_root sh -c "ulimit -n $nofile 2>/dev/null; exec rabbitmq-server -detached" >/dev/null 2>&1 || true
+  else
+    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  fi
   wait_up || { say "RabbitMQ did not come up on $host:$port within 90 s; see /var/log/rabbitmq/"; exit 1; }
 }
 
@@ -74,6 +80,13 @@ if [ "$nofile" -gt 0 ] && local_broker; then
     as_root rabbitmqctl -q shutdown >/dev/null 2>&1 || true
     for _ in $(seq 1 30); do up || break; sleep 1; done
     start_broker
+    # Said, not retried: a broker started another way (an init script without PAM) keeps its limit, and a retry
+    # would restart it on every run.
+    have=$(broker_nofile || true)
+    if [ -n "$have" ] && [ "$have" -lt "$nofile" ]; then
+      say "the restarted broker may still open only $have files: raise it where this machine starts RabbitMQ" \
+        "(ulimit -n $nofile in /etc/default/rabbitmq-server, or LimitNOFILE=$nofile for systemd)"
+    fi
   fi
 fi
 say "RabbitMQ is up at $host:$port"

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -145,22 +146,30 @@ func (r *memRig) waitScrape(t *testing.T, what string, timeout, interval time.Du
 	}
 }
 
+// dial connects through the proxy as connectionName and opens a channel; what names the client in failures.
+func (r *memRig) dial(t *testing.T, what, connectionName string) (*amqp.Connection, *amqp.Channel) {
+	t.Helper()
+	conn, err := amqp.DialConfig(brokertest.URLVia(r.listen), amqp.Config{Dial: amqp.DefaultDial(10 * time.Second),
+		Properties: amqp.Table{"connection_name": connectionName}})
+	if err != nil {
+		t.Fatalf("%s: dial through the proxy: %v", what, err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		_ = conn.Close()
+		t.Fatalf("%s: channel: %v", what, err)
+	}
+	return conn, ch
+}
+
 // roundTrips is the client whose forwarding must not suffer: through the proxy, on its own exclusive queue, it
 // publishes n messages one at a time and waits for each to come back before the next.
 func (r *memRig) roundTrips(t *testing.T, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := amqp.DialConfig(brokertest.URLVia(r.listen), amqp.Config{Dial: amqp.DefaultDial(10 * time.Second),
-		Properties: amqp.Table{"connection_name": "e2e-memory-roundtrips"}})
-	if err != nil {
-		t.Fatalf("round-trip client: dial through the proxy: %v", err)
-	}
+	conn, ch := r.dial(t, "round-trip client", "e2e-memory-roundtrips")
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatalf("round-trip client: channel: %v", err)
-	}
 	q, err := ch.QueueDeclare("", false, true, true, false, nil) // server-named, exclusive: gone with the connection
 	if err != nil {
 		t.Fatalf("round-trip client: declare: %v", err)
@@ -283,9 +292,10 @@ func brokerSocketsFree(t *testing.T) (free, limit int, ok bool) {
 
 // TestE2EMemory is the issue's "nothing on the wire can stall forwarding: memory bounded" at the level of the
 // real process: `amqptrace proxy` with default limits in front of the real broker, and, one phase at a time,
-// slow clients trickling frame headers, a client announcing 1 MiB bodies on 2,047 channels, and an
-// unauthenticated client doing the same before its login is refused. During each, another client makes real round
-// trips through the same proxy, and the proxy's memory must stay under rssBudget. The figures are logged.
+// slow clients trickling frame headers, a client announcing 1 MiB bodies on 2,047 channels, an unauthenticated
+// client doing the same before its login is refused, and 200,000 calls nobody answers while 1,000 idle HTTP
+// clients wait and 50 fetch /api/calls at once. During each, another client makes real round trips through the
+// same proxy, and the proxy's memory must stay under rssBudget. The figures are logged.
 func TestE2EMemory(t *testing.T) {
 	skipShort(t)
 	broker := brokertest.Require(t)
@@ -321,7 +331,8 @@ func TestE2EMemory(t *testing.T) {
 		// broker's Connection.Start: every slow client here is a broker connection too, and is closed by the
 		// broker's handshake_timeout (10 s) if it lives that long. RabbitMQ stops accepting at its socket limit
 		// (832 with 1024 files) for everyone, and the broker is shared, so the count is the issue's 2,000 only
-		// when the broker has room for it with 200 sockets to spare.
+		// when the broker has room for it with 200 sockets to spare: make test lets it open 20,000 files
+		// (scripts/ensure-test-deps.sh).
 		n := 2000
 		if free, limit, ok := brokerSocketsFree(t); !ok {
 			n = 500
@@ -483,4 +494,212 @@ func TestE2EMemory(t *testing.T) {
 		settled(t)
 	})
 
+	// Last: the calls it leaves pending stay until their deadline, ten minutes on.
+	t.Run("200000 calls nobody answers, under HTTP load", func(t *testing.T) {
+		r.unansweredCalls(t, 200000, trips)
+	})
+}
+
+// unansweredCalls publishes n oslo calls through the proxy to a topic exchange nobody is bound to, so none is
+// answered, and reads the proxy's memory with the pending table at its byte cap, while 1,000 clients hold idle
+// HTTP connections, 50 fetch a full page of /api/calls at once (the ring is full of the evicted records) each time
+// another 10,000 calls are out, and each time a new round-trip client connects and works. With the defaults the byte cap (a quarter of
+// --memory-limit) comes first: the table evicts the oldest calls (counted), and its estimate must be what the heap
+// holds, or the budget would not hold.
+func (r *memRig) unansweredCalls(t *testing.T, n, trips int) {
+	t.Helper()
+	const fetchers, idlers, window = 50, 1000, 10000
+	limit := r.metric(t, "pending_bytes_limit", nil)
+	if limit != 64<<20 {
+		t.Errorf("pending_bytes_limit is %v, want the default 64 MiB (a quarter of --memory-limit)", limit)
+	}
+	evicted := map[string]string{"event": "evicted"}
+	drops := map[string]string{"stage": "correlator_queue"}
+	evictedBefore, dropsBefore := r.metric(t, "correlator_events_total", evicted), r.metric(t, "dropped_total", drops)
+	pendingBefore := r.metric(t, "pending_calls", nil)
+
+	// Each fetcher has a client and so a connection of its own, kept alive from one round to the next: a shared
+	// pool would dial spare connections, which wait in the kernel's backlog behind the idle clients.
+	f := newFetchers(t, r.httpAddr, fetchers)
+	defer f.close()
+	// The first round before the idle clients connect, so that the fetchers hold connection slots of their own
+	// (--http-max-conns, 64): the idle clients then fill the rest and wait in the kernel's backlog, as the cap
+	// means them to.
+	f.round()
+	f.wait(t)
+	idle := make([]net.Conn, 0, idlers)
+	defer func() {
+		for _, c := range idle {
+			_ = c.Close()
+		}
+	}()
+	for i := range idlers {
+		c, err := net.DialTimeout("tcp", r.httpAddr, 10*time.Second)
+		if err != nil {
+			t.Fatalf("idle HTTP client %d: %v", i, err)
+		}
+		idle = append(idle, c)
+	}
+
+	conn, ch := r.dial(t, "caller", "nova-api:4242:e2e-memory-caller")
+	defer conn.Close()
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	exchange := "amqptrace-e2e-memory-" + randHex(4)
+	if err := ch.ExchangeDeclare(exchange, "topic", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	replyQ := "reply_" + randHex(16)
+	if _, err := ch.QueueDeclare(replyQ, false, true, true, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.Consume(replyQ, "", true, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	seen := func(m scrape) float64 {
+		return m.sum("amqptrace_correlator_events_total", evicted) - evictedBefore +
+			m.sum("amqptrace_pending_calls", nil) - pendingBefore + m.sum("amqptrace_dropped_total", drops) - dropsBefore
+	}
+	f.round()
+	for i := range n {
+		inner, _ := json.Marshal(map[string]any{"method": "get_console_output",
+			"args":      map[string]any{"instance_uuid": "6b0c5e3e-0000-4000-8000-" + fmt.Sprintf("%012d", i), "length": 50},
+			"namespace": nil, "version": "2.0", "_msg_id": randHex(16), "_reply_q": replyQ, "_timeout": nil,
+			"_unique_id": randHex(16), "_context_request_id": "req-" + randHex(16), "_context_global_request_id": nil})
+		msg := osloProps(osloEnvelope(string(inner)))
+		msg.Expiration = "600000" // a ten-minute call: none is due during the test, every end is an eviction
+		if err := ch.PublishWithContext(ctx, exchange, "compute.nobody", false, false, msg); err != nil {
+			select {
+			case why := <-closed:
+				t.Fatalf("call %d of %d: publish: %v; the connection closed: %v", i+1, n, err, why)
+			default:
+				t.Fatalf("call %d of %d: publish: %v", i+1, n, err)
+			}
+		}
+		// Every window, wait for the proxy to have taken in all but the last window, so that the correlator's
+		// queue (64 Ki events) never has to drop a batch: the bound under test is the pending table's. A new AMQP
+		// client connects and makes round trips while the fetches are out, and the next round of fetches starts
+		// once the last is answered.
+		if sent := i + 1; sent%window == 0 {
+			r.waitScrape(t, "the proxy took in the calls", 2*time.Minute, 250*time.Millisecond, func(m scrape) (bool, string) {
+				v := seen(m)
+				return v >= float64(sent-window), fmt.Sprintf("%v of %d calls evicted, pending or dropped", v, sent)
+			})
+			r.roundTrips(t, 5)
+			f.wait(t)
+			f.round()
+		}
+	}
+	r.waitScrape(t, "the proxy took in every call", 2*time.Minute, 250*time.Millisecond, func(m scrape) (bool, string) {
+		v := seen(m)
+		return v >= float64(n), fmt.Sprintf("%v of %d calls evicted, pending or dropped", v, n)
+	})
+	r.roundTrips(t, trips)
+	f.wait(t)
+	m := scrapeMetrics(t, r.client, r.httpAddr)
+	pending, pendingBytes := m.sum("amqptrace_pending_calls", nil), m.sum("amqptrace_pending_bytes", nil)
+	ev, dropped := m.sum("amqptrace_correlator_events_total", evicted)-evictedBefore, m.sum("amqptrace_dropped_total", drops)-dropsBefore
+	t.Logf("%d calls nobody answers: %v pending (%.1f MiB estimated, cap %.0f MiB, %.0f bytes a call), %v evicted, "+
+		"%v dropped before the correlator; %d rounds of %d concurrent GET /api/calls answered %d records", n, pending,
+		pendingBytes/(1<<20), limit/(1<<20), pendingBytes/pending, ev, dropped, f.rounds, fetchers, f.records)
+	r.checkRSS(t, fmt.Sprintf("%d unanswered calls, %d concurrent /api/calls, %d idle HTTP clients", n, fetchers,
+		idlers), rssBudget)
+	if pendingBytes > limit {
+		t.Errorf("pending table estimated at %v bytes, over its cap %v", pendingBytes, limit)
+	}
+	if ev == 0 || ev+pending-pendingBefore+dropped < float64(n) {
+		t.Errorf("%v evicted + %v pending + %v dropped: want all %d calls, the table full and the rest evicted", ev,
+			pending-pendingBefore, dropped, n)
+	}
+	// The fetches got the evicted records: incomplete calls, full pages.
+	if f.fullPages == 0 {
+		t.Errorf("no round of /api/calls got a full page of %d records", maxPage)
+	}
+	if err := ch.ExchangeDelete(exchange, false, false); err != nil {
+		t.Errorf("delete exchange %s: %v", exchange, err)
+	}
+	if err := conn.Close(); err != nil {
+		t.Errorf("caller: close: %v", err)
+	}
+}
+
+// maxPage is the largest page of /api/calls (ui's maxCallsPage).
+const maxPage = 1000
+
+// fetchers are HTTP clients that each GET a full page of /api/calls, all at once, in rounds.
+type fetchers struct {
+	url     string
+	clients []*http.Client
+	done    chan fetched
+	out     int // fetches of the current round not answered yet
+
+	rounds, records, fullPages int
+}
+
+type fetched struct {
+	count int
+	err   error
+}
+
+func newFetchers(t *testing.T, addr string, n int) *fetchers {
+	t.Helper()
+	f := &fetchers{url: "http://" + addr + "/api/calls?limit=" + strconv.Itoa(maxPage), done: make(chan fetched, n)}
+	for range n {
+		f.clients = append(f.clients, &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxConnsPerHost: 1}})
+	}
+	return f
+}
+
+// round starts one fetch per client.
+func (f *fetchers) round() {
+	f.out = len(f.clients)
+	for _, c := range f.clients {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			code, body, err := httpGet(ctx, c, f.url)
+			var page struct {
+				Count int `json:"count"`
+			}
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("status %d", code)
+			}
+			if err == nil {
+				err = json.Unmarshal(body, &page)
+			}
+			f.done <- fetched{page.Count, err}
+		}()
+	}
+}
+
+// wait waits for the current round's answers and fails the test on any error.
+func (f *fetchers) wait(t *testing.T) {
+	t.Helper()
+	var errs []error
+	for ; f.out > 0; f.out-- {
+		r := <-f.done
+		if r.err != nil {
+			errs = append(errs, r.err)
+			continue
+		}
+		f.records += r.count
+		if r.count == maxPage {
+			f.fullPages++
+		}
+	}
+	f.rounds++
+	if len(errs) > 0 {
+		t.Fatalf("round %d: %d of %d GET /api/calls failed, the first: %v", f.rounds, len(errs), len(f.clients), errs[0])
+	}
+}
+
+// close waits for a round still out and closes the clients' connections.
+func (f *fetchers) close() {
+	for ; f.out > 0; f.out-- {
+		<-f.done
+	}
+	for _, c := range f.clients {
+		c.CloseIdleConnections()
+	}
 }

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"flag"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -276,5 +278,48 @@ func TestUnknownEnvIsNamed(t *testing.T) {
 	want := [][2]string{{"AMQPTRACE_FROBNICATE_ALL", ""}, {"AMQPTRACE_LISTN", "AMQPTRACE_LISTEN"}}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("unknownEnv = %q, want %q", got, want)
+	}
+}
+
+// --memory-limit sets Go's soft limit to seven eighths of itself and the pending table's default cap to a quarter
+// of itself; an explicit --max-pending-bytes stays; GOMEMLIMIT stands when the flag is not given.
+func TestMemoryLimitSetsTheSoftLimitAndThePendingCap(t *testing.T) {
+	var set []int64
+	defer func(f func(int64) int64) { setMemoryLimit = f }(setMemoryLimit)
+	setMemoryLimit = func(v int64) int64 {
+		if v < 0 {
+			return 1 << 30 // as if GOMEMLIMIT=1GiB
+		}
+		set = append(set, v)
+		return 0
+	}
+	for _, tc := range []struct {
+		name        string
+		args        []string
+		gomemlimit  string
+		wantSet     []int64
+		wantPending int
+	}{
+		{"defaults", nil, "", []int64{224 << 20}, 64 << 20},
+		{"a larger budget", []string{"--memory-limit", "1073741824"}, "", []int64{896 << 20}, 256 << 20},
+		{"an explicit cap", []string{"--max-pending-bytes", "1000000"}, "", []int64{224 << 20}, 1000000},
+		{"no soft limit", []string{"--memory-limit", "0"}, "", nil, 64 << 20},
+		{"GOMEMLIMIT", nil, "1GiB", nil, 256 << 20},
+		{"GOMEMLIMIT and the flag", []string{"--memory-limit", "134217728"}, "1GiB", []int64{112 << 20}, 32 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("GOMEMLIMIT", tc.gomemlimit)
+			set = nil
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			var o options
+			o.register(fs, "127.0.0.1:5673", "127.0.0.1:8080")
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			got := o.applyMemoryLimit(slog.New(slog.DiscardHandler))
+			if got != tc.wantPending || !slices.Equal(set, tc.wantSet) {
+				t.Errorf("pending cap %d, soft limits set %v; want %d, %v", got, set, tc.wantPending, tc.wantSet)
+			}
+		})
 	}
 }

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +61,7 @@ type options struct {
 	eventLoops                              int
 	replyGrace, queueHorizon, ackWait       time.Duration
 	maxPending, maxPendingBytes, bodyCap    int
+	memoryLimit                             int
 	maxFrame                                int
 	metricsLimits                           metrics.Limits
 	genericCasts                            bool
@@ -126,7 +129,8 @@ func (o *options) registerSinks(fs *flag.FlagSet, http string) {
 	fs.DurationVar(&o.queueHorizon, "queue-horizon", 10*time.Minute, "how long a cast, fanout or notification queued for a consumer behind this proxy is waited for before its record is emitted without the delivery")
 	fs.DurationVar(&o.ackWait, "ack-wait", correlate.DefaultAckWait, "how long a cast, fanout or notification, once delivered, waits for its consumers' acks before its record is emitted without them")
 	fs.IntVar(&o.maxPending, "max-pending", 100000, "cap on RPCs awaiting their reply; past it the oldest are expired (counted)")
-	fs.IntVar(&o.maxPendingBytes, "max-pending-bytes", 256<<20, "cap on the estimated memory of RPCs awaiting their reply or delivery (bytes); past it the oldest are emitted as they are (counted)")
+	fs.IntVar(&o.maxPendingBytes, "max-pending-bytes", 0, "cap on the estimated memory of RPCs awaiting their reply or delivery (bytes; about 1.9 KB per oslo call, 1.6 KB plus its kept arguments and ids); past it the oldest are emitted as they are (counted). 0: a quarter of --memory-limit (64 MiB, about 35,000 calls), since the heap may grow to twice what the table holds")
+	fs.IntVar(&o.memoryLimit, "memory-limit", defaultMemoryLimit, "the process's memory budget (bytes): seven eighths of it is Go's soft memory limit, which makes the garbage collector work harder as the process nears it, and the default --max-pending-bytes is a quarter of it. 0: no soft limit; GOMEMLIMIT, when set, applies unless this flag is given")
 	fs.IntVar(&o.bodyCap, "body-cap", 1<<20, "bytes of each message body kept for decoding; larger bodies are marked truncated")
 	fs.BoolVar(&o.genericCasts, "generic-casts", false, "also record plain (non-oslo) AMQP messages without reply_to or correlation_id; off: they are only counted")
 	fs.IntVar(&o.maxFrame, "max-frame", 1<<20, "largest AMQP frame decoded before frame_max is negotiated (bytes)")
@@ -143,7 +147,7 @@ func (o *options) check() error {
 	if o.sampleRatio < 0 || o.sampleRatio > 1 {
 		return badUsagef("--sample-ratio %v: must be between 0 and 1", o.sampleRatio)
 	}
-	for name, v := range map[string]int{"--max-conns": o.maxConns, "--body-cap": o.bodyCap,
+	for name, v := range map[string]int{"--max-conns": o.maxConns, "--body-cap": o.bodyCap, "--memory-limit": o.memoryLimit,
 		"--max-pending": o.maxPending, "--max-pending-bytes": o.maxPendingBytes, "--max-frame": o.maxFrame,
 		"--http-max-conns": o.httpMaxConns, "--metrics-max-series": o.metricsLimits.MaxSeries,
 		"--metrics-max-services": o.metricsLimits.MaxServices, "--metrics-max-exceptions": o.metricsLimits.MaxExceptions} {
@@ -340,6 +344,8 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 		return nil, c, badUsagef("--http %s is not a loopback address: set --http-token (or AMQPTRACE_HTTP_TOKEN) so the UI is not open to everyone", o.http)
 	}
 
+	pendingBytes := o.applyMemoryLimit(logger)
+
 	src := metrics.Sources{Pipeline: func() pipeline.Stats { return a.stats() }, Logger: logger.With("component", "metrics")}
 	var records *metrics.Records
 	a.registry, records = metrics.NewRegistry(&src, o.metricsLimits)
@@ -406,7 +412,7 @@ func newSinks(ctx context.Context, o *options, logger *slog.Logger, stdout io.Wr
 		QueueHorizon:    o.queueHorizon,
 		AckWait:         o.ackWait,
 		MaxPending:      o.maxPending,
-		MaxPendingBytes: o.maxPendingBytes,
+		MaxPendingBytes: pendingBytes,
 		BodyCap:         o.bodyCap,
 		Payload:         payload,
 		Redactor:        redactor,
@@ -733,3 +739,49 @@ func firstEnv(names ...string) string {
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
+
+// defaultMemoryLimit is --memory-limit's default: the process budget TestE2EMemory holds amqptrace proxy to.
+const defaultMemoryLimit = 256 << 20
+
+// setMemoryLimit is debug.SetMemoryLimit; a test of the flags replaces it, since the limit is the whole process's.
+var setMemoryLimit = debug.SetMemoryLimit
+
+// applyMemoryLimit sets Go's soft memory limit from --memory-limit and returns the pending table's byte cap:
+// --max-pending-bytes, or a quarter of the limit. The soft limit is seven eighths of the flag's value: it counts
+// the memory the Go runtime holds, and the resident size has the binary's code besides, and the runtime returns
+// memory a little after the limit asked. The quarter is what keeps the process within the limit without making
+// the garbage collector run constantly: it lets the heap grow to twice what is live before it runs (GOGC=100),
+// and besides the pending table the live heap holds the UI's ring of recent records, the connections' buffers and
+// the queues between the stages. GOMEMLIMIT from the environment wins over the default, not over the flag.
+func (o *options) applyMemoryLimit(logger *slog.Logger) int {
+	limit := int64(o.memoryLimit)
+	if os.Getenv("GOMEMLIMIT") != "" && !o.given("memory-limit") {
+		limit = setMemoryLimit(-1) // the runtime's, from GOMEMLIMIT
+		if limit == math.MaxInt64 {
+			limit = 0
+		}
+	} else if limit > 0 {
+		setMemoryLimit(limit - limit/8)
+	}
+	pending := o.maxPendingBytes
+	if pending == 0 {
+		pending = int(limit / 4) // 0 without a limit: the correlator's default
+	} else if limit > 0 && int64(pending) > limit/2 {
+		logger.Warn("--max-pending-bytes is over half of --memory-limit: a full pending table keeps the garbage collector running, or takes the process past the limit",
+			"max_pending_bytes", pending, "memory_limit", limit)
+	}
+	if pending == 0 {
+		pending = correlate.DefaultMaxPendingBytes
+	}
+	logger.Debug("memory bounds", "memory_limit", limit, "max_pending_bytes", pending)
+	return pending
+}
+
+// given says whether flag name was set on the command line or from the environment.
+func (o *options) given(name string) bool {
+	set := false
+	if o.fs != nil {
+		o.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	}
+	return set
+}
