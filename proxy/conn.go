@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -199,6 +201,7 @@ func (c *conn) pump(d direction) error {
 		src, dst = c.up, c.client
 	}
 	t := c.tapTarget(d)
+	tc, drain := src.(*tls.Conn)
 	// Allocated here rather than kept in conn, so a connection forwarded by an event loop does not pay for it.
 	small := make([]byte, smallBufSize)
 	var big *[bigBufSize]byte
@@ -213,6 +216,9 @@ func (c *conn) pump(d direction) error {
 			buf = big[:]
 		}
 		n, rerr := src.Read(buf)
+		if drain && n > 0 && rerr == nil && n < len(buf) {
+			n, rerr = drainTLS(tc, buf, n)
+		}
 		if n > 0 {
 			readAt := time.Now()
 			c.touchAt(readAt)
@@ -250,6 +256,59 @@ func (c *conn) pump(d direction) error {
 		}
 	}
 }
+
+// drainTLS reads on from a TLS source the records already received, after a read that returned n bytes into buf,
+// without waiting for more: it returns the bytes in buf and the error that ended a read, if it was not the
+// deadline. A TLS read returns one record's plaintext, and a pipelined publisher over amqps sends a record per
+// message, so a pump forwarded every message with its own write and went back to the poller for the next one;
+// haproxy and the plain path forward what arrived together in one write. A deadline in the past makes a read
+// that would wait fail at once, before any system call, while one that a received record can answer succeeds;
+// crypto/tls keeps a partly received record after a timeout, so the next blocking read goes on with it.
+func drainTLS(tc *tls.Conn, buf []byte, n int) (int, error) {
+	if err := tc.SetReadDeadline(aLongTimeAgo); err != nil {
+		return n, nil // the socket is closing: the next read says so
+	}
+	var rerr error
+	for n < len(buf) {
+		m, err := tc.Read(buf[n:])
+		n += m
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				rerr = err
+			}
+			break
+		}
+	}
+	if err := tc.SetReadDeadline(time.Time{}); err != nil && rerr == nil {
+		rerr = err
+	}
+	return n, rerr
+}
+
+// tlsReadBuf is the read buffer under a client's TLS: a whole record of the largest size and its header, so that
+// what one system call brought is there for drainTLS (crypto/tls itself reads little more than the record it
+// needs, so without it only a record or two were ever received already).
+const tlsReadBuf = 16<<10 + 512
+
+// bufferedConn is a net.Conn whose reads go through a buffer, under crypto/tls. Deadlines, writes and CloseWrite
+// are the socket's own.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWrite half-closes the socket (closeWrite reaches it through tls.Conn.NetConn).
+func (b *bufferedConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("proxy: connection cannot half-close")
+}
+
+// aLongTimeAgo is a read deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
 
 func (d direction) srcName() string {
 	if d == clientToServer {
@@ -532,7 +591,7 @@ func (c *conn) handshakeClient() error {
 	if cfg == nil {
 		return nil
 	}
-	tc := tls.Server(c.raw, cfg)
+	tc := tls.Server(&bufferedConn{Conn: c.raw, r: bufio.NewReaderSize(c.raw, tlsReadBuf)}, cfg)
 	c.client = tc
 	c.info.ClientTLS = true
 	// The deadline bounds a silent client; the hard context (cancelled when the shutdown grace ends) aborts a

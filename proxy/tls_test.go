@@ -1,14 +1,17 @@
 package proxy_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"math/big"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,5 +129,113 @@ func TestClientNeverHandshakes(t *testing.T) {
 	st := p.Stats()
 	if st.HandshakeFailures != 1 || st.BytesClientToServer != 0 {
 		t.Fatalf("Stats = %+v", st)
+	}
+}
+
+// batchConn passes writes through until hold is set; then it keeps them until flush sends them as one write.
+type batchConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	if c.hold {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *batchConn) flush() error {
+	c.hold = false
+	_, err := c.Conn.Write(c.buf)
+	return err
+}
+
+// countingWriter counts the writes a tap direction gets and keeps their bytes.
+type countingWriter struct {
+	mu    sync.Mutex
+	calls int
+	buf   bytes.Buffer
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls++
+	return w.buf.Write(p)
+}
+
+// TestTLSRecordsReceivedTogetherAreForwardedTogether: a pipelined amqps client sends a TLS record per message. The
+// proxy forwards the records that arrived together in one write (a TLS read returns one record; the pump drains
+// the ones already received without waiting for more), byte for byte, and the tap sees the same bytes in the same
+// few writes. Without the drain every record was its own write: 2,000 here.
+func TestTLSRecordsReceivedTogetherAreForwardedTogether(t *testing.T) {
+	pki := newTestPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const records = 2000
+	var want []byte
+	for i := range records {
+		want = append(want, payload(uint64(i), 1+i*7919%1000)[:1+i*7919%1000]...)
+	}
+	got := make(chan []byte, 1)
+	serveUpstream(t, ln, func(c net.Conn) {
+		b, _ := io.ReadAll(io.LimitReader(c, int64(len(want))))
+		_ = c.Close()
+		got <- b
+	})
+	var c2s countingWriter
+	ended := make(chan struct{})
+	_, addr, _ := runProxy(t, proxy.Config{
+		Upstreams: []string{ln.Addr().String()},
+		ClientTLS: pki.serverConfig(),
+		Tap: func(proxy.ConnInfo) proxy.Tap {
+			return proxy.Tap{ClientToServer: &c2s, ServerToClient: io.Discard, Done: func(proxy.ConnEnd) { close(ended) }}
+		},
+	})
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	bc := &batchConn{Conn: raw}
+	client := tls.Client(bc, pki.clientConfig())
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	bc.hold = true
+	for i, off := 0, 0; i < records; i++ {
+		n := 1 + i*7919%1000
+		if _, err := client.Write(want[off : off+n]); err != nil { // one record each
+			t.Fatal(err)
+		}
+		off += n
+	}
+	if err := bc.flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		requireEqual(t, "upstream received", b, want)
+	case <-time.After(hangGuard):
+		t.Fatal("the upstream did not receive every byte")
+	}
+	_ = client.Close() // the tap has had every byte once the connection's end is reported
+	select {
+	case <-ended:
+	case <-time.After(hangGuard):
+		t.Fatal("no ConnEnd reported")
+	}
+	c2s.mu.Lock()
+	calls, tapped := c2s.calls, bytes.Clone(c2s.buf.Bytes())
+	c2s.mu.Unlock()
+	requireEqual(t, "tap client→server", tapped, want)
+	t.Logf("%d records, %d bytes, forwarded in %d writes", records, len(want), calls)
+	if calls > records/4 {
+		t.Errorf("%d records that arrived together were forwarded in %d writes, want at most %d", records, calls, records/4)
 	}
 }
