@@ -637,7 +637,11 @@ func answer(ctx context.Context, up net.Conn, hdr []byte) ([]byte, error) {
 	// kept connection, so a cut that has started fails the exchange.
 	stop := context.AfterFunc(ctx, func() { _ = up.SetDeadline(time.Unix(1, 0)) })
 	_, err := up.Write(hdr)
-	buf := make([]byte, 4<<10)
+	// The answer is read into a pooled array and copied out at its size: Connection.Start is a few hundred
+	// bytes, and a fresh 4 KiB buffer per connection was most of the garbage a handshake left behind.
+	pb := bigBufPool.Get().(*[bigBufSize]byte)
+	defer bigBufPool.Put(pb)
+	buf := pb[:answerMax]
 	n := 0
 	if err == nil {
 		n, err = up.Read(buf)
@@ -652,8 +656,11 @@ func answer(ctx context.Context, up net.Conn, hdr []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	_ = up.SetDeadline(time.Time{})
-	return buf[:n:n], nil
+	return append([]byte(nil), buf[:n]...), nil
 }
+
+// answerMax bounds the first read of an upstream's answer. The client reads the rest through the pumps.
+const answerMax = 4 << 10
 
 // sendPreface forwards what dialUpstream read, before the pumps start: the client's header to the upstream (unless
 // the answer exchange sent it) and the upstream's answer to the client, each then handed to its tap like any
