@@ -38,7 +38,7 @@ const (
 //
 // Fields under mu: cause, finished, closing, up (while dialling), halfTimer, idleTimer. Lock order: server.mu
 // and conn.mu are never held together (drain collects the connections under server.mu, releases it, and only then
-// calls forceClose).
+// calls forceClose). raw, client and up are nil again once an event loop owns the sockets (handOff).
 type conn struct {
 	s      *server
 	p      *Proxy
@@ -53,6 +53,8 @@ type conn struct {
 	pre   [2][]byte
 	preAt [2]time.Time
 	sent  bool
+	// preBuf backs pre[serverToClient]: from answerPool, back to it once sendPreface is done with the answer.
+	preBuf *[answerMax]byte
 
 	tap    Tap
 	tapOff atomic.Bool
@@ -107,6 +109,7 @@ func handleConn(c *conn, end func(ConnEnd, bool)) {
 		return
 	}
 	if err := c.dialUpstream(); err != nil {
+		c.releasePreface()
 		p.connsDialFailed.Add(1)
 		_ = c.raw.Close()
 		// A client turned away is worth a warning with every upstream's error; a storm of them, one line per
@@ -415,13 +418,13 @@ func (c *conn) checkIdle() {
 func (c *conn) closeBoth() {
 	c.mu.Lock()
 	c.closing = true
-	up, lc := c.up, c.loop
+	raw, up, lc := c.raw, c.up, c.loop
 	c.mu.Unlock()
 	if lc != nil {
 		lc.l.post(lc.abort)
 		return
 	}
-	_ = c.raw.Close()
+	_ = raw.Close()
 	if up != nil {
 		closeRaw(up)
 	}
@@ -596,7 +599,10 @@ func (c *conn) dialUpstream() error {
 			continue
 		}
 		if exchange {
-			ans, err := answer(ctx, up, hdr)
+			if c.preBuf == nil {
+				c.preBuf = answerPool.Get().(*[answerMax]byte)
+			}
+			ans, err := answer(ctx, up, hdr, c.preBuf[:])
 			if err != nil {
 				closeRaw(up)
 				errs = append(errs, nodeErr{n.addr, err})
@@ -628,8 +634,8 @@ func (c *conn) dialUpstream() error {
 }
 
 // answer sends the client's protocol header to a freshly dialled upstream and reads the first bytes of its answer
-// (Connection.Start, or the broker's own protocol header when it wants another version), within ctx.
-func answer(ctx context.Context, up net.Conn, hdr []byte) ([]byte, error) {
+// (Connection.Start, or the broker's own protocol header when it wants another version) into buf, within ctx.
+func answer(ctx context.Context, up net.Conn, hdr, buf []byte) ([]byte, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = up.SetDeadline(dl)
 	}
@@ -637,11 +643,6 @@ func answer(ctx context.Context, up net.Conn, hdr []byte) ([]byte, error) {
 	// kept connection, so a cut that has started fails the exchange.
 	stop := context.AfterFunc(ctx, func() { _ = up.SetDeadline(time.Unix(1, 0)) })
 	_, err := up.Write(hdr)
-	// The answer is read into a pooled array and copied out at its size: Connection.Start is a few hundred
-	// bytes, and a fresh 4 KiB buffer per connection was most of the garbage a handshake left behind.
-	pb := bigBufPool.Get().(*[bigBufSize]byte)
-	defer bigBufPool.Put(pb)
-	buf := pb[:answerMax]
 	n := 0
 	if err == nil {
 		n, err = up.Read(buf)
@@ -656,16 +657,22 @@ func answer(ctx context.Context, up net.Conn, hdr []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrNoAnswer, err)
 	}
 	_ = up.SetDeadline(time.Time{})
-	return append([]byte(nil), buf[:n]...), nil
+	return buf[:n:n], nil
 }
 
 // answerMax bounds the first read of an upstream's answer. The client reads the rest through the pumps.
 const answerMax = 4 << 10
 
+// answerPool holds the arrays answers are read into. An answer lives only until sendPreface has forwarded it, so
+// a handful of arrays serve every handshake; a fresh 4 KiB buffer per connection was most of the garbage a
+// handshake left behind (Connection.Start is a few hundred bytes).
+var answerPool = sync.Pool{New: func() any { return new([answerMax]byte) }}
+
 // sendPreface forwards what dialUpstream read, before the pumps start: the client's header to the upstream (unless
 // the answer exchange sent it) and the upstream's answer to the client, each then handed to its tap like any
 // forwarded bytes. It returns false when a write failed (the connection is then failing).
 func (c *conn) sendPreface() bool {
+	defer c.releasePreface()
 	if b := c.pre[clientToServer]; len(b) > 0 {
 		if !c.sent {
 			if _, err := c.up.Write(b); err != nil {
@@ -684,8 +691,16 @@ func (c *conn) sendPreface() bool {
 		t := c.tapTarget(serverToClient)
 		c.forwarded(serverToClient, &t, b, c.preAt[serverToClient])
 	}
-	c.pre = [2][]byte{}
 	return true
+}
+
+// releasePreface drops what dialUpstream read and gives the answer's array back.
+func (c *conn) releasePreface() {
+	c.pre = [2][]byte{}
+	if c.preBuf != nil {
+		answerPool.Put(c.preBuf)
+		c.preBuf = nil
+	}
 }
 
 // observeEnd records in the upstream's health how a connection whose client spoke and never got a byte back
@@ -756,7 +771,11 @@ func closeWrite(c net.Conn) error {
 	return cw.CloseWrite()
 }
 
+// closeRaw closes c without TLS close_notify; a nil c (an event loop owns the sockets) is nothing to close.
 func closeRaw(c net.Conn) {
+	if c == nil {
+		return
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
