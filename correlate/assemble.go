@@ -313,8 +313,8 @@ func (cn *Conn) handshakeFrame(f *frames.Frame) {
 		k := uint32(f.ClassID)<<16 | uint32(f.MethodID)
 		switch {
 		case f.Dir == frames.ClientToServer && k == 10<<16|11: // Start-Ok
-			if m, err := frames.DecodeMethod(f.Payload); err == nil {
-				cn.startOK(m.(*frames.ConnectionStartOK))
+			if m, err := frames.DecodeConnectionStartOK(f.Payload, identityField); err == nil {
+				cn.startOK(m)
 			} else {
 				c.ctr.decodeFailures.Add(1)
 			}
@@ -863,6 +863,16 @@ func (c *Correlator) send(head *event, n int) {
 }
 
 // startOK takes the client's identity from Connection.Start-Ok (client → broker goroutine).
+// identityField says which client properties startOK reads; Start-Ok is decoded with only these, so a handshake
+// does not build a map of every property (and the capabilities table) to throw away.
+func identityField(name []byte) bool {
+	switch string(name) {
+	case "product", "product_version", "connection_name":
+		return true
+	}
+	return false
+}
+
 func (cn *Conn) startOK(m *frames.ConnectionStartOK) {
 	old := cn.id.Load()
 	id := *old

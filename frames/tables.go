@@ -51,6 +51,39 @@ func decodeTable(b []byte, depth int) (Table, error) {
 	return t, c.err
 }
 
+// tableKeep reads a field table of which it decodes only the top-level fields keep accepts (see
+// DecodeConnectionStartOK); the others are skipped. An empty result is a nil Table.
+func (c *cursor) tableKeep(keep func(name []byte) bool) Table {
+	b := c.longBytes()
+	if c.err != nil {
+		return nil
+	}
+	t := cursor{b: b}
+	var out Table
+	for t.err == nil && t.remaining() > 0 {
+		name := t.shortBytes()
+		if t.err != nil {
+			break
+		}
+		if !keep(name) {
+			t.skipValue(0)
+			continue
+		}
+		v := t.value(0)
+		if t.err == nil {
+			if out == nil {
+				out = make(Table, 4)
+			}
+			out[string(name)] = v
+		}
+	}
+	if t.err != nil {
+		c.err = t.err
+		return nil
+	}
+	return out
+}
+
 // value reads one typed field value: the type octet, then the value.
 func (c *cursor) value(depth int) any {
 	typ := c.u8()
