@@ -150,16 +150,31 @@ const (
 
 // assembler turns one direction's frames into events: method → content header → body frames per channel.
 type assembler struct {
-	conn   *Conn
-	dir    frames.Direction
-	chans  map[uint16]*chanAsm
-	hdr    frames.ContentHeader
-	parser bodyParser
+	conn  *Conn
+	dir   frames.Direction
+	chans map[uint16]*chanAsm
+	// cs is the content state, made at the direction's first content header: an idle connection, or a direction
+	// that never carries a message, does not pay for it (a header and a parser are two thirds of an assembler).
+	cs *contentState
 
 	// The events completed by the current write, sent as one batch at its end (EndWrite), or earlier once
 	// maxBatch are waiting, so that a handler fed without EndWrite still hands its events over.
 	head, tail *event
 	batched    int
+}
+
+// contentState is what an assembler needs only while it assembles messages.
+type contentState struct {
+	hdr    frames.ContentHeader
+	parser bodyParser
+}
+
+// content returns the assembler's content state, making it on first use.
+func (a *assembler) content() *contentState {
+	if a.cs == nil {
+		a.cs = &contentState{parser: a.conn.c.newBodyParser()}
+	}
+	return a.cs
 }
 
 // maxBatch bounds the events an assembler holds before it sends them without waiting for the end of the write.
@@ -213,8 +228,7 @@ func (c *Correlator) NewConn(info ConnInfo) *Conn {
 	}
 	cn := &Conn{c: c, info: info}
 	for d := range cn.asm {
-		cn.asm[d] = assembler{conn: cn, dir: frames.Direction(d),
-			parser: c.newBodyParser()}
+		cn.asm[d] = assembler{conn: cn, dir: frames.Direction(d)}
 	}
 	host, port, err := net.SplitHostPort(info.Client)
 	if err != nil {
@@ -299,8 +313,8 @@ func (cn *Conn) handshakeFrame(f *frames.Frame) {
 		k := uint32(f.ClassID)<<16 | uint32(f.MethodID)
 		switch {
 		case f.Dir == frames.ClientToServer && k == 10<<16|11: // Start-Ok
-			if m, err := frames.DecodeMethod(f.Payload); err == nil {
-				cn.startOK(m.(*frames.ConnectionStartOK))
+			if m, err := frames.DecodeConnectionStartOK(f.Payload, identityField); err == nil {
+				cn.startOK(m)
 			} else {
 				c.ctr.decodeFailures.Add(1)
 			}
@@ -670,25 +684,26 @@ func (a *assembler) header(f *frames.Frame) {
 		}
 		return
 	}
-	if err := frames.DecodeContentHeader(f.Payload, &a.hdr); err != nil {
+	cs := a.content()
+	if err := frames.DecodeContentHeader(f.Payload, &cs.hdr); err != nil {
 		a.conn.c.ctr.decodeFailures.Add(1)
 		s.endContent()
 		return
 	}
-	p := &a.hdr.Properties
+	p := &cs.hdr.Properties
 	ev := s.ev
 	ev.correlationID = truncate(p.CorrelationID, maxIDLen)
 	ev.replyTo = truncate(p.ReplyTo, maxIDLen)
 	ev.expiration = truncate(p.Expiration, 32)
 	ev.messageID = truncate(p.MessageID, maxIDLen)
 	ev.amqpType = truncate(p.Type, maxIDLen)
-	ev.bodySize = a.hdr.BodySize
+	ev.bodySize = cs.hdr.BodySize
 	var hc string
 	if v, ok := p.Headers["compression"].(string); ok {
 		hc = v
 	}
 	s.comp = compressionOf(p.ContentEncoding, hc)
-	s.haveHeader, s.size, s.got = true, a.hdr.BodySize, 0
+	s.haveHeader, s.size, s.got = true, cs.hdr.BodySize, 0
 	if s.size == 0 {
 		a.finish(s, nil, f)
 	}
@@ -711,7 +726,7 @@ func (a *assembler) body(f *frames.Frame) {
 		a.reset(s) // more body than the header announced
 		return
 	}
-	bodyCap := uint64(a.parser.bodyCap)
+	bodyCap := uint64(a.content().parser.bodyCap)
 	switch {
 	case s.size <= bodyCap && off == 0 && s.got == s.size:
 		// The whole body in one frame (the common case): parse it in place, copy nothing but what is kept.
@@ -805,7 +820,7 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 		a.queue(ev)
 		return
 	}
-	failed := parseContent(c, &a.parser, ev, body, head, tail, truncated, s.comp)
+	failed := parseContent(c, &a.content().parser, ev, body, head, tail, truncated, s.comp)
 	if remember && !truncated {
 		c.bodies.store(key, &ev.body, failed)
 	}
@@ -848,6 +863,16 @@ func (c *Correlator) send(head *event, n int) {
 }
 
 // startOK takes the client's identity from Connection.Start-Ok (client → broker goroutine).
+// identityField says which client properties startOK reads; Start-Ok is decoded with only these, so a handshake
+// does not build a map of every property (and the capabilities table) to throw away.
+func identityField(name []byte) bool {
+	switch string(name) {
+	case "product", "product_version", "connection_name":
+		return true
+	}
+	return false
+}
+
 func (cn *Conn) startOK(m *frames.ConnectionStartOK) {
 	old := cn.id.Load()
 	id := *old

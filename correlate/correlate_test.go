@@ -686,7 +686,7 @@ func TestLargeMessageScratchIsReleased(t *testing.T) {
 	caller := h.conn("nova-conductor", 4242, "10.0.0.5")
 	args := map[string]any{"blob": strings.Repeat("z", 512<<10)}
 	caller.publish("nova", "scheduler", false, callProps(60000), callBody("big", "m-big", "u-big", reqID, args))
-	p := &caller.cn.asm[0].parser // client → broker
+	p := &caller.cn.asm[0].content().parser // client → broker
 	if cap(p.inner) > keepScratch || cap(p.dec) > keepScratch {
 		t.Fatalf("after a 512 KiB message the parser keeps %d + %d bytes of scratch, want at most %d each",
 			cap(p.inner), cap(p.dec), keepScratch)

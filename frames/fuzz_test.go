@@ -3,6 +3,7 @@ package frames
 import (
 	"bytes"
 	"encoding/binary"
+	"reflect"
 	"testing"
 
 	"github.com/amqptrace/amqptrace/internal/wire"
@@ -116,6 +117,47 @@ func FuzzMethod(f *testing.F) {
 			if len(b) < 4 || m.ClassID() != binary.BigEndian.Uint16(b) || m.MethodID() != binary.BigEndian.Uint16(b[2:]) {
 				t.Fatalf("%#v from % x", m, b)
 			}
+		}
+	})
+}
+
+// FuzzStartOKKeep checks DecodeConnectionStartOK against DecodeMethod: whatever DecodeMethod accepts as a
+// Start-Ok, the filtered decode accepts too, with the same kept fields, mechanism, user and locale, and nothing
+// it was told to leave out.
+func FuzzStartOKKeep(f *testing.F) {
+	props := wire.Table{"product": "py-amqp", "connection_name": "nova-api:1:x", "capabilities": wire.Table{
+		"publisher_confirms": true, "consumer_cancel_notify": true}, "version": "5.1.1", "n": int32(3), "e": ""}
+	f.Add(payloadOf(wire.StartOKPlain(props, "u", "p")))
+	f.Add(payloadOf(wire.StartOKAMQPlain(props, "u", "p")))
+	f.Add(payloadOf(wire.StartOKPlain(nil, "u", "p")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		keep := func(name []byte) bool { return len(name)%2 == 1 }
+		got, gerr := DecodeConnectionStartOK(b, keep)
+		m, err := DecodeMethod(b)
+		want, ok := m.(*ConnectionStartOK)
+		if err != nil || !ok {
+			if gerr == nil && (len(b) < 4 || binary.BigEndian.Uint32(b) != 10<<16|11) {
+				t.Fatalf("accepted a payload that is not a Start-Ok: % x", b)
+			}
+			return
+		}
+		if gerr != nil {
+			t.Fatalf("DecodeMethod accepts % x, DecodeConnectionStartOK: %v", b, gerr)
+		}
+		if got.Mechanism != want.Mechanism || got.User != want.User || got.Locale != want.Locale {
+			t.Fatalf("got %q %q %q, want %q %q %q", got.Mechanism, got.User, got.Locale, want.Mechanism, want.User, want.Locale)
+		}
+		kept := Table{}
+		for k, v := range want.ClientProperties {
+			if keep([]byte(k)) {
+				kept[k] = v
+			}
+		}
+		if len(kept) == 0 {
+			kept = nil
+		}
+		if !reflect.DeepEqual(got.ClientProperties, kept) {
+			t.Fatalf("kept %#v, want %#v", got.ClientProperties, kept)
 		}
 	})
 }

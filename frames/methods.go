@@ -20,13 +20,7 @@ func DecodeMethod(payload []byte) (Method, error) {
 		m = &ConnectionStart{VersionMajor: c.u8(), VersionMinor: c.u8(), ServerProperties: c.table(0),
 			Mechanisms: c.longstr(), Locales: c.longstr()}
 	case 10<<16 | 11:
-		v := &ConnectionStartOK{ClientProperties: c.table(0), Mechanism: c.shortstr()}
-		resp := c.longBytes()
-		v.Locale = c.shortstr()
-		if c.err == nil {
-			v.User = saslUser(v.Mechanism, resp)
-		}
-		m = v
+		m = c.startOK(nil)
 	case 10<<16 | 30:
 		m = &ConnectionTune{ChannelMax: c.u16(), FrameMax: c.u32(), Heartbeat: c.u16()}
 	case 10<<16 | 31:
@@ -160,6 +154,45 @@ func itoa(v uint16) string {
 // AMQPLAIN is a field table holding LOGIN and PASSWORD, sent WITHOUT the table's 4-byte length (amqp091-go
 // auth.go strips it with [4:], py-amqp sasl.py with [4:]); a response that does carry the length is accepted too.
 // Other mechanisms (EXTERNAL: the user is the certificate subject) yield "".
+// DecodeConnectionStartOK decodes a Connection.Start-Ok payload as DecodeMethod does, except that ClientProperties
+// holds only the top-level fields whose name keep accepts: the others are stepped over by their encoded length,
+// undecoded, so a caller that wants two or three strings of the client's properties does not build a map of them
+// all (with the capabilities table inside) for every connection. A payload DecodeMethod accepts is accepted, with
+// the same values for the kept fields; a malformed value inside a field that is not kept may go unnoticed. keep
+// must not retain name. A payload of another method is an error.
+func DecodeConnectionStartOK(payload []byte, keep func(name []byte) bool) (*ConnectionStartOK, error) {
+	c := cursor{b: payload}
+	class, method := c.u16(), c.u16()
+	if c.err != nil {
+		return nil, c.err
+	}
+	if class != 10 || method != 11 {
+		return nil, errf("method (%d,%d) is not connection.start-ok", class, method)
+	}
+	m := c.startOK(keep)
+	if c.err != nil {
+		return nil, c.err
+	}
+	return m, nil
+}
+
+// startOK reads Start-Ok's arguments; keep filters the client properties (nil keeps them all).
+func (c *cursor) startOK(keep func(name []byte) bool) *ConnectionStartOK {
+	v := &ConnectionStartOK{}
+	if keep == nil {
+		v.ClientProperties = c.table(0)
+	} else {
+		v.ClientProperties = c.tableKeep(keep)
+	}
+	v.Mechanism = c.shortstr()
+	resp := c.longBytes()
+	v.Locale = c.shortstr()
+	if c.err == nil {
+		v.User = saslUser(v.Mechanism, resp)
+	}
+	return v
+}
+
 func saslUser(mechanism string, resp []byte) string {
 	switch mechanism {
 	case "PLAIN":

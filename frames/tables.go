@@ -36,8 +36,11 @@ func decodeTable(b []byte, depth int) (Table, error) {
 		return nil, nil
 	}
 	c := cursor{b: b}
-	// A field is at least 3 bytes (empty name, type, void), which bounds the map's size hint by the input.
-	t := make(Table, min(len(b)/3, 64))
+	// A field is at least 3 bytes (empty name, type, void), which bounds the map's size hint by the input. The hint
+	// stays at one map group (8 fields) beyond that: real fields are tens of bytes, and sizing for len(b)/3 gave a
+	// connection's client properties (a dozen fields in ~400 bytes) a 64-slot map, 3.5 KiB of garbage per
+	// handshake. A larger table grows the map as its fields come.
+	t := make(Table, min(len(b)/3, 8))
 	for c.err == nil && c.remaining() > 0 {
 		name := c.shortBytes()
 		v := c.value(depth)
@@ -46,6 +49,39 @@ func decodeTable(b []byte, depth int) (Table, error) {
 		}
 	}
 	return t, c.err
+}
+
+// tableKeep reads a field table of which it decodes only the top-level fields keep accepts (see
+// DecodeConnectionStartOK); the others are skipped. An empty result is a nil Table.
+func (c *cursor) tableKeep(keep func(name []byte) bool) Table {
+	b := c.longBytes()
+	if c.err != nil {
+		return nil
+	}
+	t := cursor{b: b}
+	var out Table
+	for t.err == nil && t.remaining() > 0 {
+		name := t.shortBytes()
+		if t.err != nil {
+			break
+		}
+		if !keep(name) {
+			t.skipValue(0)
+			continue
+		}
+		v := t.value(0)
+		if t.err == nil {
+			if out == nil {
+				out = make(Table, 4)
+			}
+			out[string(name)] = v
+		}
+	}
+	if t.err != nil {
+		c.err = t.err
+		return nil
+	}
+	return out
 }
 
 // value reads one typed field value: the type octet, then the value.

@@ -40,7 +40,7 @@ const (
 //
 // Fields under mu: cause, finished, closing, up (while dialling), halfTimer, idleTimer. Lock order: server.mu
 // and conn.mu are never held together (drain collects the connections under server.mu, releases it, and only then
-// calls forceClose).
+// calls forceClose). raw, client and up are nil again once an event loop owns the sockets (handOff).
 type conn struct {
 	s      *server
 	p      *Proxy
@@ -55,6 +55,8 @@ type conn struct {
 	pre   [2][]byte
 	preAt [2]time.Time
 	sent  bool
+	// preBuf backs pre[serverToClient]: from answerPool, back to it once sendPreface is done with the answer.
+	preBuf *[answerMax]byte
 
 	tap    Tap
 	tapOff atomic.Bool
@@ -109,6 +111,7 @@ func handleConn(c *conn, end func(ConnEnd, bool)) {
 		return
 	}
 	if err := c.dialUpstream(); err != nil {
+		c.releasePreface()
 		p.connsDialFailed.Add(1)
 		_ = c.raw.Close()
 		// A client turned away is worth a warning with every upstream's error; a storm of them, one line per
@@ -474,13 +477,13 @@ func (c *conn) checkIdle() {
 func (c *conn) closeBoth() {
 	c.mu.Lock()
 	c.closing = true
-	up, lc := c.up, c.loop
+	raw, up, lc := c.raw, c.up, c.loop
 	c.mu.Unlock()
 	if lc != nil {
 		lc.l.post(lc.abort)
 		return
 	}
-	_ = c.raw.Close()
+	_ = raw.Close()
 	if up != nil {
 		closeRaw(up)
 	}
@@ -655,7 +658,10 @@ func (c *conn) dialUpstream() error {
 			continue
 		}
 		if exchange {
-			ans, err := answer(ctx, up, hdr)
+			if c.preBuf == nil {
+				c.preBuf = answerPool.Get().(*[answerMax]byte)
+			}
+			ans, err := answer(ctx, up, hdr, c.preBuf[:])
 			if err != nil {
 				closeRaw(up)
 				errs = append(errs, nodeErr{n.addr, err})
@@ -687,8 +693,8 @@ func (c *conn) dialUpstream() error {
 }
 
 // answer sends the client's protocol header to a freshly dialled upstream and reads the first bytes of its answer
-// (Connection.Start, or the broker's own protocol header when it wants another version), within ctx.
-func answer(ctx context.Context, up net.Conn, hdr []byte) ([]byte, error) {
+// (Connection.Start, or the broker's own protocol header when it wants another version) into buf, within ctx.
+func answer(ctx context.Context, up net.Conn, hdr, buf []byte) ([]byte, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = up.SetDeadline(dl)
 	}
@@ -696,7 +702,6 @@ func answer(ctx context.Context, up net.Conn, hdr []byte) ([]byte, error) {
 	// kept connection, so a cut that has started fails the exchange.
 	stop := context.AfterFunc(ctx, func() { _ = up.SetDeadline(time.Unix(1, 0)) })
 	_, err := up.Write(hdr)
-	buf := make([]byte, 4<<10)
 	n := 0
 	if err == nil {
 		n, err = up.Read(buf)
@@ -714,10 +719,19 @@ func answer(ctx context.Context, up net.Conn, hdr []byte) ([]byte, error) {
 	return buf[:n:n], nil
 }
 
+// answerMax bounds the first read of an upstream's answer. The client reads the rest through the pumps.
+const answerMax = 4 << 10
+
+// answerPool holds the arrays answers are read into. An answer lives only until sendPreface has forwarded it, so
+// a handful of arrays serve every handshake; a fresh 4 KiB buffer per connection was most of the garbage a
+// handshake left behind (Connection.Start is a few hundred bytes).
+var answerPool = sync.Pool{New: func() any { return new([answerMax]byte) }}
+
 // sendPreface forwards what dialUpstream read, before the pumps start: the client's header to the upstream (unless
 // the answer exchange sent it) and the upstream's answer to the client, each then handed to its tap like any
 // forwarded bytes. It returns false when a write failed (the connection is then failing).
 func (c *conn) sendPreface() bool {
+	defer c.releasePreface()
 	if b := c.pre[clientToServer]; len(b) > 0 {
 		if !c.sent {
 			if _, err := c.up.Write(b); err != nil {
@@ -736,8 +750,16 @@ func (c *conn) sendPreface() bool {
 		t := c.tapTarget(serverToClient)
 		c.forwarded(serverToClient, &t, b, c.preAt[serverToClient])
 	}
-	c.pre = [2][]byte{}
 	return true
+}
+
+// releasePreface drops what dialUpstream read and gives the answer's array back.
+func (c *conn) releasePreface() {
+	c.pre = [2][]byte{}
+	if c.preBuf != nil {
+		answerPool.Put(c.preBuf)
+		c.preBuf = nil
+	}
 }
 
 // observeEnd records in the upstream's health how a connection whose client spoke and never got a byte back
@@ -808,7 +830,11 @@ func closeWrite(c net.Conn) error {
 	return cw.CloseWrite()
 }
 
+// closeRaw closes c without TLS close_notify; a nil c (an event loop owns the sockets) is nothing to close.
 func closeRaw(c net.Conn) {
+	if c == nil {
+		return
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
