@@ -783,10 +783,12 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 	ev.order = c.stamp(last)
 	truncated := s.head != nil || s.tail != nil || s.opaque
 	head, tail := s.head, s.tail
-	// A whole body is looked up in (deliveries) or added to (publishes) the cache of recent publishes' parses.
+	// A whole body is looked up in (deliveries) or added to (publishes) the cache of recent publishes' parses. A
+	// plain body that cannot hold JSON (the parser reads nothing from it, and nothing keys a record by it) is not
+	// hashed: a stream of plain 1 KiB messages spent more on hashing them twice than on the rest of their decoding.
 	var key bodyKey
 	reuse, remember := false, false
-	if !truncated && len(body) > 0 {
+	if !truncated && len(body) > 0 && (s.comp != compNone || mayBeJSONObject(body)) {
 		switch {
 		case a.dir == frames.ServerToClient && (ev.kind == evDeliver || ev.kind == evReturn):
 			key, reuse = c.bodies.key(body, s.comp), true
@@ -825,6 +827,12 @@ func (a *assembler) finish(s *chanAsm, body []byte, last *frames.Frame) {
 		c.bodies.store(key, &ev.body, failed)
 	}
 	a.done(s, ev, failed)
+}
+
+// mayBeJSONObject says whether body starts, after white space, with the '{' that every body the parser reads does.
+func mayBeJSONObject(body []byte) bool {
+	i := skipWS(body, 0)
+	return i < len(body) && body[i] == '{'
 }
 
 // done hands a finished content's event on and clears the channel.

@@ -271,3 +271,63 @@ func BenchmarkRedactArgs20(b *testing.B) {
 		b.Fatalf("redacted %s", out)
 	}
 }
+
+// BenchmarkPlainMessage is amqptrace-bench's throughput workload through the public path: a plain 1 KiB
+// octet-stream message (no oslo envelope, no reply_to) published on a confirm channel, its confirm, its delivery
+// and the consumer's ack. One op is one message (four writes). Such a message makes no record; this is what
+// observing it costs the proxy.
+func BenchmarkPlainMessage(b *testing.B) {
+	var records atomic.Int64
+	c := New(Config{Reorder: DefaultReorder / 10, Logger: slog.New(slog.DiscardHandler),
+		Sink: SinkFunc(func(*Record) { records.Add(1) })})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	open := func(id uint64) *frames.Conn {
+		cn := c.NewConn(ConnInfo{ID: id, Client: fmt.Sprintf("10.0.0.1:%d", 5000+id)})
+		dec := frames.NewConn(cn, frames.Options{})
+		dec.ClientDecoder().Write(wire.Concat(wire.ProtocolHeader(), wire.StartOKPlain(wire.Table{}, "guest", "pw"),
+			wire.TuneOK(2047, frameMax, 60), wire.Open("/"), wire.ChannelOpen(1)))
+		dec.ServerDecoder().Write(wire.Concat(wire.Start(wire.Table{}), wire.Tune(2047, frameMax, 60), wire.OpenOK(),
+			wire.ChannelOpenOK(1)))
+		return dec
+	}
+	pub, sub := open(1), open(2)
+	pub.ClientDecoder().Write(wire.ConfirmSelect(1))
+	sub.ClientDecoder().Write(wire.Concat(wire.QueueDeclare(1, "bench-q", false, false, false, nil),
+		wire.Consume(1, "bench-q", "1", false, false, nil)))
+	sub.ServerDecoder().Write(wire.ConsumeOK(1, "1"))
+	body := bytes.Repeat([]byte{'x'}, 1024)
+	props := wire.Properties{ContentType: "application/octet-stream"}
+	publish := wire.Concat(wire.Publish(1, "", "bench-q", false), wire.Header(1, uint64(len(body)), props),
+		wire.Body(1, body, frameMax))
+	confirm := wire.Ack(1, 1, false)
+	deliver := wire.Concat(wire.Deliver(1, "1", 1, false, "", "bench-q"), wire.Header(1, uint64(len(body)), props),
+		wire.Body(1, body, frameMax))
+	ack := wire.Ack(1, 1, false)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for i := range b.N {
+		binary.BigEndian.PutUint64(confirm[11:], uint64(i+1))
+		binary.BigEndian.PutUint64(deliver[11+1+len("1"):], uint64(i+1)) // Deliver: the consumer tag, then its own
+		binary.BigEndian.PutUint64(ack[11:], uint64(i+1))
+		pub.ClientDecoder().Write(publish)
+		pub.ServerDecoder().Write(confirm)
+		sub.ServerDecoder().Write(deliver)
+		sub.ClientDecoder().Write(ack)
+		for c.queued.Load() > DefaultQueueSize/2 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	cpu := cpuTime() - cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	if st := c.Stats(); records.Load() != 0 || st.QueueDrops != 0 || st.PlainMessages == 0 {
+		b.Fatalf("%d records; stats %+v", records.Load(), st)
+	}
+}

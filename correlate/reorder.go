@@ -42,50 +42,65 @@ type heapSlot struct {
 	ev  *event
 }
 
-func (h eventHeap) less(i, j int) bool {
-	a, b := &h[i], &h[j]
-	if a.key != b.key {
-		return a.key < b.key
-	}
-	return a.seq < b.seq
+// before orders slots by key, then by arrival.
+func (a *heapSlot) before(b *heapSlot) bool {
+	return a.key < b.key || a.key == b.key && a.seq < b.seq
 }
 
+// push sifts the new slot up by moving parents down into the hole, one write per level instead of a swap.
 func (h *eventHeap) push(ev *event) {
-	*h = append(*h, heapSlot{key: ev.key, seq: ev.seq, ev: ev})
+	s := heapSlot{key: ev.key, seq: ev.seq, ev: ev}
+	*h = append(*h, s)
 	q := *h
-	for i := len(q) - 1; i > 0; {
+	i := len(q) - 1
+	for i > 0 {
 		parent := (i - 1) / 2
-		if !q.less(i, parent) {
+		if !s.before(&q[parent]) {
 			break
 		}
-		q[i], q[parent] = q[parent], q[i]
+		q[i] = q[parent]
 		i = parent
 	}
+	q[i] = s
 }
 
+// pop takes the oldest event out bottom-up (Floyd's): the hole at the root moves down to a leaf along the smaller
+// children, one comparison per level, and the last slot then sifts up from there, which is rarely more than a step
+// for a window whose newest arrivals are its latest keys. The usual sift-down compares twice per level all the way
+// down, and the window is deep (a few tens of thousands of events).
 func (h *eventHeap) pop() *event {
 	q := *h
 	top := q[0].ev
 	n := len(q) - 1
-	q[0] = q[n]
+	last := q[n]
 	q[n] = heapSlot{}
 	q = q[:n]
-	for i := 0; ; {
+	*h = q
+	if n == 0 {
+		return top
+	}
+	i := 0
+	for {
 		l := 2*i + 1
 		if l >= n {
 			break
 		}
 		m := l
-		if r := l + 1; r < n && q.less(r, l) {
+		if r := l + 1; r < n && q[r].before(&q[l]) {
 			m = r
 		}
-		if !q.less(m, i) {
-			break
-		}
-		q[i], q[m] = q[m], q[i]
+		q[i] = q[m]
 		i = m
 	}
-	*h = q
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !last.before(&q[parent]) {
+			break
+		}
+		q[i] = q[parent]
+		i = parent
+	}
+	q[i] = last
 	return top
 }
 

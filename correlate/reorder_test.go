@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -531,5 +532,51 @@ func TestEventClockKeepsTheWindowWhenTheReaderIsAhead(t *testing.T) {
 				t.Fatalf("complete record %v, want %v: %s", complete, eventClock, dump(h.records()))
 			}
 		})
+	}
+}
+
+// TestEventHeapOrder checks the heap against a sort: random keys with many ties, pushes and pops interleaved, and
+// every event comes out by key and then by arrival.
+func TestEventHeapOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var h eventHeap
+	var seq uint64
+	var want []heapSlot
+	var got []*event
+	for round := range 200 {
+		for range r.IntN(300) {
+			seq++
+			ev := &event{key: int64(r.IntN(50) + round*10), seq: seq}
+			h.push(ev)
+			want = append(want, heapSlot{key: ev.key, seq: ev.seq, ev: ev})
+		}
+		// The keys taken so far are below every key pushed later only within a round, as in the window: pop
+		// what a sort of everything pushed so far puts first, and compare.
+		slices.SortFunc(want, func(a, b heapSlot) int {
+			if a.before(&b) {
+				return -1
+			}
+			if b.before(&a) {
+				return 1
+			}
+			return 0
+		})
+		for k := r.IntN(len(want) + 1); k > 0; k-- {
+			got = append(got, h.pop())
+			if got[len(got)-1] != want[0].ev {
+				t.Fatalf("round %d: popped key %d seq %d, want key %d seq %d", round, got[len(got)-1].key,
+					got[len(got)-1].seq, want[0].key, want[0].seq)
+			}
+			want = want[1:]
+		}
+	}
+	for len(h) > 0 {
+		if ev := h.pop(); ev != want[0].ev {
+			t.Fatalf("draining: popped key %d seq %d, want key %d seq %d", ev.key, ev.seq, want[0].key, want[0].seq)
+		}
+		want = want[1:]
+	}
+	if len(want) != 0 {
+		t.Fatalf("%d events never came out", len(want))
 	}
 }
