@@ -157,34 +157,77 @@ func BenchmarkRPCArgs20None(b *testing.B) {
 	benchRPCWith(b, newRPCTemplateArgs(b, args20()), false, PayloadNone)
 }
 
+// benchRig is a Correlator running on its own goroutine, fed through frames decoders on the benchmark's, and
+// counting the records its sink gets: what BenchmarkRPC and BenchmarkPlainMessage share.
+type benchRig struct {
+	c       *Correlator
+	records atomic.Int64
+	ids     uint64
+	cancel  context.CancelFunc
+	done    chan error
+	cpu0    time.Duration
+}
+
+func newBenchRig(payload PayloadPolicy) *benchRig {
+	r := &benchRig{done: make(chan error, 1)}
+	r.c = New(Config{Reorder: DefaultReorder / 10, Logger: slog.New(slog.DiscardHandler), Payload: payload,
+		Sink: SinkFunc(func(*Record) { r.records.Add(1) })})
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- r.c.Run(ctx) }()
+	return r
+}
+
+// open is a connection of program (pid) past its handshake, with channel 1 open.
+func (r *benchRig) open(program string, pid int) *frames.Conn {
+	r.ids++
+	cn := r.c.NewConn(ConnInfo{ID: r.ids, Client: fmt.Sprintf("10.0.0.%d:%d", pid, 5000+r.ids)})
+	dec := frames.NewConn(cn, frames.Options{})
+	dec.ClientDecoder().Write(wire.Concat(wire.ProtocolHeader(),
+		wire.StartOKPlain(wire.Table{"connection_name": fmt.Sprintf("%s:%d:x", program, pid)}, "guest", "pw"),
+		wire.TuneOK(2047, frameMax, 60), wire.Open("/"), wire.ChannelOpen(1)))
+	// Nothing past the handshake is decoded before the broker's Open-Ok (f290ce9).
+	dec.ServerDecoder().Write(wire.Concat(wire.Start(wire.Table{}), wire.Tune(2047, frameMax, 60), wire.OpenOK(),
+		wire.ChannelOpenOK(1)))
+	return dec
+}
+
+// start resets the timer and the CPU clock once the setup is done.
+func (r *benchRig) start(b *testing.B) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	r.cpu0 = cpuTime()
+}
+
+// pace keeps the benchmark well inside QueueSize (Run drains the queue on a tick), so nothing is dropped.
+func (r *benchRig) pace() {
+	for r.c.queued.Load() > DefaultQueueSize/2 {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// finish stops Run once it has emitted everything, reports the process's CPU time per op (both goroutines and
+// GC), and returns the stats and the records counted.
+func (r *benchRig) finish(b *testing.B) (Stats, int64) {
+	r.cancel()
+	if err := <-r.done; err != nil {
+		b.Fatal(err)
+	}
+	cpu := cpuTime() - r.cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	return r.c.Stats(), r.records.Load()
+}
+
 func benchRPC(b *testing.B, t *rpcTemplate, consumerAcks bool) {
 	benchRPCWith(b, t, consumerAcks, PayloadRedacted)
 }
 
 func benchRPCWith(b *testing.B, t *rpcTemplate, consumerAcks bool, payload PayloadPolicy) {
-	var records atomic.Int64
-	c := New(Config{Reorder: DefaultReorder / 10, Logger: slog.New(slog.DiscardHandler), Payload: payload,
-		Sink: SinkFunc(func(*Record) { records.Add(1) })})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-
-	var ids uint64
+	r := newBenchRig(payload)
 	// Each process has two connections (oslo's listener and sender), as in amqptrace-bench.
-	open := func(program string, pid int) *frames.Conn {
-		ids++
-		cn := c.NewConn(ConnInfo{ID: ids, Client: fmt.Sprintf("10.0.0.%d:%d", pid, 5000+ids)})
-		dec := frames.NewConn(cn, frames.Options{})
-		dec.ClientDecoder().Write(wire.Concat(wire.ProtocolHeader(),
-			wire.StartOKPlain(wire.Table{"connection_name": fmt.Sprintf("%s:%d:x", program, pid)}, "guest", "pw"),
-			wire.TuneOK(2047, frameMax, 60), wire.Open("/"), wire.ChannelOpen(1)))
-		// Nothing past the handshake is decoded before the broker's Open-Ok (f290ce9).
-		dec.ServerDecoder().Write(wire.Concat(wire.Start(wire.Table{}), wire.Tune(2047, frameMax, 60), wire.OpenOK(),
-			wire.ChannelOpenOK(1)))
-		return dec
-	}
-	caller, callerReply := open("nova-conductor", 1), open("nova-conductor", 1)
-	server, serverSend := open("nova-scheduler", 2), open("nova-scheduler", 2)
+	caller, callerReply := r.open("nova-conductor", 1), r.open("nova-conductor", 1)
+	server, serverSend := r.open("nova-scheduler", 2), r.open("nova-scheduler", 2)
 	caller.ClientDecoder().Write(wire.ConfirmSelect(1))
 	serverSend.ClientDecoder().Write(wire.ConfirmSelect(1))
 	server.ClientDecoder().Write(wire.Concat(wire.ExchangeDeclare(1, "bench", "topic", false, nil),
@@ -196,9 +239,7 @@ func benchRPCWith(b *testing.B, t *rpcTemplate, consumerAcks bool, payload Paylo
 		wire.Consume(1, replyQ, "1", false, false, nil)))
 	callerReply.ServerDecoder().Write(wire.ConsumeOK(1, "1"))
 
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0 := cpuTime()
+	r.start(b)
 	for i := range b.N {
 		t.setIDs(uint64(i + 1))
 		caller.ClientDecoder().Write(t.call)
@@ -213,20 +254,10 @@ func benchRPCWith(b *testing.B, t *rpcTemplate, consumerAcks bool, payload Paylo
 		if consumerAcks {
 			callerReply.ClientDecoder().Write(t.consumerAck)
 		}
-		// Run drains the queue on a tick: keep well inside QueueSize so nothing is dropped.
-		for c.queued.Load() > DefaultQueueSize/2 {
-			time.Sleep(time.Millisecond)
-		}
+		r.pace()
 	}
-	cancel()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
-	cpu := cpuTime() - cpu0
-	b.StopTimer()
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
-	st := c.Stats()
-	if got := records.Load(); got != int64(b.N) || st.QueueDrops != 0 || st.UnmatchedReplies != 0 || st.ReorderOverflow != 0 ||
+	st, got := r.finish(b)
+	if got != int64(b.N) || st.QueueDrops != 0 || st.UnmatchedReplies != 0 || st.ReorderOverflow != 0 ||
 		st.RecordsOf(KindCall, StatusOK) != uint64(b.N) {
 		b.Fatalf("%d records for %d calls; stats %+v", got, b.N, st)
 	}
@@ -277,22 +308,8 @@ func BenchmarkRedactArgs20(b *testing.B) {
 // and the consumer's ack. One op is one message (four writes). Such a message makes no record; this is what
 // observing it costs the proxy.
 func BenchmarkPlainMessage(b *testing.B) {
-	var records atomic.Int64
-	c := New(Config{Reorder: DefaultReorder / 10, Logger: slog.New(slog.DiscardHandler),
-		Sink: SinkFunc(func(*Record) { records.Add(1) })})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	open := func(id uint64) *frames.Conn {
-		cn := c.NewConn(ConnInfo{ID: id, Client: fmt.Sprintf("10.0.0.1:%d", 5000+id)})
-		dec := frames.NewConn(cn, frames.Options{})
-		dec.ClientDecoder().Write(wire.Concat(wire.ProtocolHeader(), wire.StartOKPlain(wire.Table{}, "guest", "pw"),
-			wire.TuneOK(2047, frameMax, 60), wire.Open("/"), wire.ChannelOpen(1)))
-		dec.ServerDecoder().Write(wire.Concat(wire.Start(wire.Table{}), wire.Tune(2047, frameMax, 60), wire.OpenOK(),
-			wire.ChannelOpenOK(1)))
-		return dec
-	}
-	pub, sub := open(1), open(2)
+	r := newBenchRig(PayloadRedacted)
+	pub, sub := r.open("publisher", 1), r.open("consumer", 2)
 	pub.ClientDecoder().Write(wire.ConfirmSelect(1))
 	sub.ClientDecoder().Write(wire.Concat(wire.QueueDeclare(1, "bench-q", false, false, false, nil),
 		wire.Consume(1, "bench-q", "1", false, false, nil)))
@@ -305,9 +322,7 @@ func BenchmarkPlainMessage(b *testing.B) {
 	deliver := wire.Concat(wire.Deliver(1, "1", 1, false, "", "bench-q"), wire.Header(1, uint64(len(body)), props),
 		wire.Body(1, body, frameMax))
 	ack := wire.Ack(1, 1, false)
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu0 := cpuTime()
+	r.start(b)
 	for i := range b.N {
 		binary.BigEndian.PutUint64(confirm[11:], uint64(i+1))
 		binary.BigEndian.PutUint64(deliver[11+1+len("1"):], uint64(i+1)) // Deliver: the consumer tag, then its own
@@ -316,18 +331,9 @@ func BenchmarkPlainMessage(b *testing.B) {
 		pub.ServerDecoder().Write(confirm)
 		sub.ServerDecoder().Write(deliver)
 		sub.ClientDecoder().Write(ack)
-		for c.queued.Load() > DefaultQueueSize/2 {
-			time.Sleep(time.Millisecond)
-		}
+		r.pace()
 	}
-	cancel()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
-	cpu := cpuTime() - cpu0
-	b.StopTimer()
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
-	if st := c.Stats(); records.Load() != 0 || st.QueueDrops != 0 || st.PlainMessages == 0 {
-		b.Fatalf("%d records; stats %+v", records.Load(), st)
+	if st, records := r.finish(b); records != 0 || st.QueueDrops != 0 || st.PlainMessages == 0 {
+		b.Fatalf("%d records; stats %+v", records, st)
 	}
 }

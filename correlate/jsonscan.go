@@ -193,10 +193,14 @@ func hex4(b []byte) (rune, bool) {
 // decodeString decodes the JSON string starting at b[i] ('"') into dst in one pass, and returns the index after its
 // closing quote. It is scanString + unescapeString without walking the string twice, for oslo's big
 // "oslo.message" value. That string is JSON text, so its escapes are nearly all \" and come every few bytes: it
-// copies eight bytes at a time up to the next quote or backslash (the word test of decodeCleanString; a search for
-// each backslash cost more in its call than in its scan) and decodes \" in line. The decoded text is never longer
-// than the rest of b, which is the room it makes once.
-func decodeString(dst, b []byte, i int) ([]byte, int, bool) {
+// copies eight bytes at a time up to the next quote or backslash (a search for each backslash cost more in its
+// call than in its scan) and decodes \" in line.
+func decodeString(dst, b []byte, i int) ([]byte, int, bool) { return decodeWords(dst, b, i, false) }
+
+// decodeWords is decodeString and, with clean, decodeCleanString: clean also stops at a control character and
+// accepts only the escapes JSON has, as validStringContent does. The decoded text is never longer than the rest
+// of b, which is the room it makes once.
+func decodeWords(dst, b []byte, i int, clean bool) ([]byte, int, bool) {
 	if i >= len(b) || b[i] != '"' {
 		return dst, i, false
 	}
@@ -208,8 +212,11 @@ func decodeString(dst, b []byte, i int) ([]byte, int, bool) {
 			x := binary.LittleEndian.Uint64(b[j:])
 			binary.LittleEndian.PutUint64(buf[n:], x)
 			q, y := x^(ones*'"'), x^(ones*'\\')
-			m := ((q-ones)&^q | (y-ones)&^y) & high
-			if m == 0 {
+			m := (q-ones)&^q | (y-ones)&^y
+			if clean {
+				m |= (x - ones*0x20) &^ x
+			}
+			if m &= high; m == 0 {
 				j, n = j+8, n+8
 				continue
 			}
@@ -219,11 +226,12 @@ func decodeString(dst, b []byte, i int) ([]byte, int, bool) {
 		if j >= len(b) {
 			return buf[:n], len(b), false
 		}
-		switch c := b[j]; c {
-		case '"':
+		switch c := b[j]; {
+		case c == '"':
 			return buf[:n], j + 1, true
-		case '\\':
-		default: // in the last word of b
+		case clean && c < 0x20:
+			return buf[:n], j, false
+		case c != '\\': // in the last word of b
 			buf[n] = c
 			j, n = j+1, n+1
 			continue
@@ -231,10 +239,20 @@ func decodeString(dst, b []byte, i int) ([]byte, int, bool) {
 		if j+1 >= len(b) {
 			return buf[:n], len(b), false
 		}
-		if c := b[j+1]; c == '"' || c == '\\' || c == '/' {
-			buf[n] = c
+		switch b[j+1] {
+		case '"', '\\', '/':
+			buf[n] = b[j+1]
 			j, n = j+2, n+1
 			continue
+		case 'u':
+			if _, ok := hex4(b[j:]); clean && !ok {
+				return buf[:n], j, false
+			}
+		case 'b', 'f', 'n', 'r', 't':
+		default:
+			if clean {
+				return buf[:n], j, false
+			}
 		}
 		e, k, ok := appendEscape(buf[:n], b[j:])
 		if !ok {

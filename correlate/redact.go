@@ -596,60 +596,7 @@ func unescapeChecked(dst, raw []byte) []byte {
 // says so. It copies eight bytes at a time up to the next quote, backslash or control character (the result can
 // only be shorter than the rest of b, which is the room it makes).
 func decodeCleanString(dst, b []byte, i int) (out []byte, end int, ok bool) {
-	if i >= len(b) || b[i] != '"' {
-		return dst, i, false
-	}
-	const ones, high = 0x0101010101010101, 0x8080808080808080
-	out = slices.Grow(dst, len(b)-i+8)
-	n, buf := len(out), out[:cap(out)]
-	for j := i + 1; ; {
-		if j+8 <= len(b) {
-			x := binary.LittleEndian.Uint64(b[j:])
-			binary.LittleEndian.PutUint64(buf[n:], x)
-			q, y := x^(ones*'"'), x^(ones*'\\')
-			m := ((x-ones*0x20)&^x | (q-ones)&^q | (y-ones)&^y) & high
-			if m == 0 {
-				j, n = j+8, n+8
-				continue
-			}
-			k := bits.TrailingZeros64(m) / 8
-			j, n = j+k, n+k
-		}
-		if j >= len(b) {
-			return buf[:n], len(b), false
-		}
-		switch c := b[j]; {
-		case c == '"':
-			return buf[:n], j + 1, true
-		case c < 0x20:
-			return buf[:n], j, false
-		case c != '\\': // in the last word of b
-			buf[n] = c
-			j, n = j+1, n+1
-			continue
-		}
-		if j+1 >= len(b) {
-			return buf[:n], len(b), false
-		}
-		switch b[j+1] {
-		case '"', '\\', '/':
-			buf[n] = b[j+1]
-			j, n = j+2, n+1
-			continue
-		case 'u':
-			if _, ok := hex4(b[j:]); !ok {
-				return buf[:n], j, false
-			}
-		case 'b', 'f', 'n', 'r', 't':
-		default:
-			return buf[:n], j, false
-		}
-		e, k, ok := appendEscape(buf[:n], b[j:])
-		if !ok {
-			return buf[:n], j, false
-		}
-		j, n, buf = j+k, len(e), e[:cap(e)]
-	}
+	return decodeWords(dst, b, i, true)
 }
 
 // escapeQuotes appends s to dst as the content of a JSON string, for s without control characters (the inner
