@@ -2,7 +2,6 @@ package correlate
 
 import (
 	"bytes"
-	"encoding/binary"
 	"math/bits"
 	"slices"
 	"unicode/utf16"
@@ -209,8 +208,8 @@ func decodeWords(dst, b []byte, i int, clean bool) ([]byte, int, bool) {
 	n, buf := len(out), out[:cap(out)]
 	for j := i + 1; ; {
 		if j+8 <= len(b) {
-			x := binary.LittleEndian.Uint64(b[j:])
-			binary.LittleEndian.PutUint64(buf[n:], x)
+			x := load8(b, j)
+			store8(buf, n, x) // n+8 <= cap(buf): the output never runs ahead of the input
 			q, y := x^(ones*'"'), x^(ones*'\\')
 			m := (q-ones)&^q | (y-ones)&^y
 			if clean {

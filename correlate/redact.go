@@ -561,8 +561,8 @@ func unescapeChecked(dst, raw []byte) []byte {
 	n, buf := len(out), out[:cap(out)] // at most len(raw) bytes are written, and one word past them
 	for i := 0; i < len(raw); {
 		if i+8 <= len(raw) {
-			x := binary.LittleEndian.Uint64(raw[i:])
-			binary.LittleEndian.PutUint64(buf[n:], x)
+			x := load8(raw, i)
+			store8(buf, n, x)
 			y := x ^ (ones * '\\')
 			m := (y - ones) &^ y & high
 			if m == 0 {
@@ -608,8 +608,8 @@ func escapeQuotes(dst, s []byte) []byte {
 	n, buf := len(out), out[:cap(out)]
 	for i := 0; i < len(s); {
 		if i+8 <= len(s) {
-			x := binary.LittleEndian.Uint64(s[i:])
-			binary.LittleEndian.PutUint64(buf[n:], x)
+			x := load8(s, i)
+			store8(buf, n, x)
 			q, y := x^(ones*'"'), x^(ones*'\\')
 			m := ((q-ones)&^q | (y-ones)&^y) & high
 			if m == 0 {
@@ -956,7 +956,7 @@ func mayHoldTrigger(w uint64) bool {
 // start in the same order as a scan of every byte would.
 func nextValueStart(s []byte, i int) (trig, start int) {
 	for ; i < len(s); i++ {
-		for i+8 <= len(s) && !mayHoldTrigger(binary.LittleEndian.Uint64(s[i:])) {
+		for i+8 <= len(s) && !mayHoldTrigger(load8(s, i)) {
 			i += 8
 		}
 		if i >= len(s) {
@@ -1262,7 +1262,7 @@ func scanCleanString(b []byte, i int) (raw []byte, end int, trig, ok bool) {
 	var t uint64 // the trigger bytes seen, as high bits
 	for j := start; ; {
 		for ; j+8 <= len(b); j += 8 {
-			x := binary.LittleEndian.Uint64(b[j:])
+			x := load8(b, j)
 			q, y := x^(ones*'"'), x^(ones*'\\')
 			low7 := x & (ones * 127)
 			tw := (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo)) & high
@@ -1342,7 +1342,7 @@ func validStringContent(raw []byte) bool {
 func ctlOrBackslash(b []byte, i int) int {
 	const ones, high = 0x0101010101010101, 0x8080808080808080
 	for ; i+8 <= len(b); i += 8 {
-		x := binary.LittleEndian.Uint64(b[i:])
+		x := load8(b, i)
 		y := x ^ (ones * '\\')
 		if m := ((x-ones*0x20)&^x | (y-ones)&^y) & high; m != 0 {
 			return i + bits.TrailingZeros64(m)/8

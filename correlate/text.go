@@ -1,7 +1,6 @@
 package correlate
 
 import (
-	"encoding/binary"
 	"strings"
 	"unicode/utf8"
 	"unsafe"
@@ -154,9 +153,9 @@ func textClass(s string) (nonASCII, trig bool) {
 		return h&high != 0, t&high != 0
 	}
 	for i := 0; i+8 <= len(b); i += 8 {
-		word(binary.LittleEndian.Uint64(b[i:]))
+		word(load8(b, i))
 	}
-	word(binary.LittleEndian.Uint64(b[len(b)-8:])) // the last bytes, overlapping the words before them
+	word(load8(b, len(b)-8)) // the last bytes, overlapping the words before them
 	return h&high != 0, t&high != 0
 }
 
