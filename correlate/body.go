@@ -102,10 +102,7 @@ func (p *bodyParser) parse(body []byte, out *bodyInfo) {
 			out.parsed = false
 			return
 		}
-		var m member
-		for is.next(&m) {
-			p.field(out, p.inner, &m)
-		}
+		p.members(out, &is, p.inner)
 		p.keep()
 		if cap(p.inner) > 4*p.bodyCap {
 			p.inner = nil // do not pin a huge scratch buffer
@@ -118,12 +115,42 @@ func (p *bodyParser) parse(body []byte, out *bodyInfo) {
 		return
 	}
 	out.parsed = true
-	var m member
-	for s.next(&m) {
-		p.field(out, body, &m)
-	}
+	p.members(out, &s, body)
 	p.keep()
 	out.classify()
+}
+
+// members reads every member of the object s is in. A payload (args, payload, result: an object or an array) is
+// read once, by the Redactor, which also finds where it ends; every other value is skipped by the scanner and
+// taken by field. When the Redactor cannot say where the payload ended (it ran out of budget, or the value is not
+// JSON it accepts), the scanner skips it as any other value.
+func (p *bodyParser) members(out *bodyInfo, s *objectScanner, b []byte) {
+	var m member
+	for s.key(&m) {
+		if p.policy == PayloadNone || !payloadKey(m.key) || m.start >= len(b) || b[m.start] != '{' && b[m.start] != '[' {
+			if !s.skip(&m) {
+				return
+			}
+			p.field(out, b, &m)
+			continue
+		}
+		v, end := p.red.jsonAt(&p.rs, b, m.start, p.policy, p.maxPayload)
+		if end >= 0 {
+			s.took(&m, end)
+		} else if !s.skip(&m) {
+			return
+		}
+		if string(m.key) == "result" {
+			out.hasResult, out.result = true, v
+		} else {
+			out.args = v
+		}
+	}
+}
+
+// payloadKey says whether a member of the inner message holds a payload the Redactor reads.
+func payloadKey(k []byte) bool {
+	return string(k) == "args" || string(k) == "payload" || string(k) == "result"
 }
 
 // envelope decodes the oslo.message string of an oslo 2.0 envelope into p.inner, reading the outer object once.
@@ -183,7 +210,7 @@ func (p *bodyParser) parseTruncated(head, tail []byte, out *bodyInfo) {
 	out.parsed = true
 	var m member
 	for s.next(&m) {
-		if string(m.key) == "args" || string(m.key) == "result" || string(m.key) == "payload" {
+		if payloadKey(m.key) {
 			continue // a fragment cannot be redacted reliably: keep nothing of a truncated payload
 		}
 		p.field(out, inner, &m)

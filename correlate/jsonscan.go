@@ -221,6 +221,14 @@ func decodeWords(dst, b []byte, i int, clean bool) ([]byte, int, bool) {
 			}
 			k := bits.TrailingZeros64(m) / 8
 			j, n = j+k, n+k
+			// JSON text held in a string stops here at every \" (two per name): decode it without the checks below.
+			if b[j] == '\\' && j+1 < len(b) {
+				if c := b[j+1]; c == '"' || c == '\\' {
+					buf[n] = c
+					j, n = j+2, n+1
+					continue
+				}
+			}
 		}
 		if j >= len(b) {
 			return buf[:n], len(b), false
@@ -290,7 +298,12 @@ func openObject(b []byte, i int) (objectScanner, bool) {
 // the tail of a truncated body).
 func membersFrom(b []byte, i int) objectScanner { return objectScanner{b: b, i: i} }
 
-func (s *objectScanner) next(m *member) bool {
+func (s *objectScanner) next(m *member) bool { return s.key(m) && s.skip(m) }
+
+// key reads the next member's name and sets m.key and m.start, the index where its value starts; the caller then
+// either skips the value (skip) or reads it itself and says where it ended (took). false at the closing brace or
+// at a malformed spot, as next.
+func (s *objectScanner) key(m *member) bool {
 	b := s.b
 	i := skipWS(b, s.i)
 	if i >= len(b) {
@@ -314,18 +327,28 @@ func (s *objectScanner) next(m *member) bool {
 	if i >= len(b) || b[i] != ':' {
 		return false
 	}
-	i = skipWS(b, i+1)
-	end, ok := skipValue(b, i)
+	m.key, m.start = key, skipWS(b, i+1)
+	return true
+}
+
+// skip finds the end of the value key positioned m at and moves past it.
+func (s *objectScanner) skip(m *member) bool {
+	end, ok := skipValue(s.b, m.start)
 	if !ok {
 		// The value is cut off: report the member with what is there so a caller reading a truncated head can
 		// still take a string prefix or nothing; it stops after this.
-		s.i = len(b)
+		s.i = len(s.b)
 		return false
 	}
-	m.key, m.start, m.end = key, i, end
+	s.took(m, end)
+	return true
+}
+
+// took moves past a value the caller read itself, which ended at end.
+func (s *objectScanner) took(m *member, end int) {
+	m.end = end
 	s.i = end
 	s.n++
-	return true
 }
 
 // stringRaw returns the raw content of the member value at b[start:end], or ok=false when the value is not a

@@ -136,9 +136,37 @@ func (x *Redactor) Counts() map[string]uint64 {
 	return out
 }
 
-func (x *Redactor) count(rule int) {
-	if x != nil {
-		x.counts[rule].Add(1)
+// tally holds what one payload's redaction removed, by rule, until the copy it belongs to is kept: a copy that is
+// given up (a nested JSON string written as text after all, a fast copy redone by the token copy) counts nothing.
+type tally [numRules]uint32
+
+// add counts n removals by rule; a nil tally counts them on x at once.
+func (t *tally) add(x *Redactor, rule int, n uint32) {
+	if t == nil {
+		if x != nil {
+			x.counts[rule].Add(uint64(n))
+		}
+		return
+	}
+	t[rule] += n
+}
+
+// merge adds u to t.
+func (t *tally) merge(u *tally) {
+	for i, n := range u {
+		t[i] += n
+	}
+}
+
+// commit counts t on x.
+func (t *tally) commit(x *Redactor) {
+	if x == nil {
+		return
+	}
+	for i, n := range t {
+		if n > 0 {
+			x.counts[i].Add(uint64(n))
+		}
 	}
 }
 
@@ -199,15 +227,58 @@ func (x *Redactor) json(sc *redactScratch, src []byte, policy PayloadPolicy, max
 	if sc == nil {
 		sc = new(redactScratch)
 	}
-	r := redactor{x: x, pats: x != nil && len(x.extraPats) > 0, maxBytes: maxBytes, maxStr: 256, sc: sc}
+	out, end := x.jsonAt(sc, src, 0, policy, maxBytes)
+	if end >= 0 && skipWS(src, end) != len(src) {
+		return nil // more than one value
+	}
+	return out
+}
+
+// jsonAt is json for the JSON value that starts at b[i] and may be followed by more text: it also returns the
+// index just after the value, or -1 when it cannot tell (the budget ran out before the value's end, or the value
+// is not one it accepts, and then the result is nil).
+func (x *Redactor) jsonAt(sc *redactScratch, b []byte, i int, policy PayloadPolicy, maxBytes int) (json.RawMessage, int) {
+	return x.copyAt(sc, b, i, policy, maxBytes, false)
+}
+
+// copyAt is jsonAt; tokens makes it take the token copy all the way down (the tests' reference for the fast copy).
+func (x *Redactor) copyAt(sc *redactScratch, b []byte, i int, policy PayloadPolicy, maxBytes int, tokens bool) (json.RawMessage, int) {
+	if policy == PayloadNone || i >= len(b) {
+		return nil, -1
+	}
+	r := redactor{x: x, pats: x != nil && len(x.extraPats) > 0, maxBytes: maxBytes, maxStr: 256, sc: sc, tokens: tokens}
 	if policy == PayloadFull {
 		r.maxStr = maxBytes
 	}
-	r.out = make([]byte, 0, min(len(src), maxBytes)+16)
-	if !r.document(src, 0) {
-		return nil
+	// The value's length is not known before it is read, and the rest of b can be twice it (an oslo call's
+	// _context_* keys follow its args): the copy is made in scratch and then cut to size, as a record keeps it.
+	r.out, r.last = sc.whole[:0], i
+	if !tokens {
+		end, ok := r.spanValue(b, i, 0)
+		out := b[i:min(max(end, i), len(b))]
+		if ok && r.edits > 0 {
+			r.out = append(r.out, b[r.last:end]...)
+			out = r.out
+		}
+		sc.whole = r.out
+		if ok && len(out)+16 <= maxBytes {
+			r.tally.commit(x)
+			return slices.Clone(out), end
+		}
 	}
-	return r.out
+	// What the fast copy does not take: the token copy reads it again.
+	r = redactor{x: r.x, pats: r.pats, maxBytes: maxBytes, maxStr: r.maxStr, sc: sc, out: sc.whole[:0], tokens: tokens}
+	end, ok := r.value(b, i, 0)
+	sc.whole = r.out
+	if !ok {
+		return nil, -1
+	}
+	r.tally.commit(x)
+	out := json.RawMessage(slices.Clone(r.out))
+	if r.over {
+		return out, -1
+	}
+	return out, end
 }
 
 // redactJSON is JSON with the built-in rules only.
@@ -226,12 +297,19 @@ type redactor struct {
 	over     bool
 	sc       *redactScratch
 	level    int // how many strings holding JSON this copy is inside
+	tally    tally
+	// The fast copy (span) writes nothing while the input can stand as it is: last is where the input not yet
+	// copied to out starts, and edits counts the values it changed.
+	last, edits int
+	nestedSame  bool // the last string holding JSON that nestedText wrote is the one it read
+	tokens      bool // the token copy only, in nested JSON too (the tests' reference)
 }
 
 // redactScratch is what a redaction writes and then drops: the owner of one (a bodyParser, so one per connection
 // direction, used by one goroutine) keeps its buffers from one payload to the next.
 type redactScratch struct {
-	text []byte // a string's content after the value rules, until it is copied out
+	text  []byte // a string's content after the value rules, until it is copied out
+	whole []byte // jsonAt's copy, until it is cut to size
 	// nested holds, for each level of JSON held in a string, the string's unescaped text and its redacted copy.
 	nested [][2][]byte
 	// keys remembers keyRule's verdict on the member names seen: a connection sends the same few dozen names in
@@ -299,6 +377,9 @@ func (sc *redactScratch) trim() {
 	if cap(sc.text) > keepScratch {
 		sc.text = nil
 	}
+	if cap(sc.whole) > keepScratch {
+		sc.whole = nil
+	}
 	for i := range sc.nested {
 		for j := range sc.nested[i] {
 			if cap(sc.nested[i][j]) > keepScratch {
@@ -310,7 +391,7 @@ func (sc *redactScratch) trim() {
 
 // document redacts the whole of src as one value at nesting depth; false when src is not one JSON value.
 func (r *redactor) document(src []byte, depth int) bool {
-	end, ok := r.value(src, 0, depth)
+	end, ok := r.value(src, 0, depth) // the token copy: the callers have tried the fast copy
 	return ok && (r.over || skipWS(src, end) == len(src))
 }
 
@@ -384,15 +465,11 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 			i = skipWS(b, i+1)
 		}
 		ks := i // the key's opening quote
-		key, e, _, ok := scanCleanString(b, i)
+		key, e, colon, ok := memberName(b, i)
 		if !ok {
 			return e, false
 		}
-		i = skipWS(b, e)
-		if i >= len(b) || b[i] != ':' {
-			return i, false
-		}
-		i++
+		i = colon + 1
 		if !r.budgetLeft(depth + len(key) + 8) {
 			if n > 0 {
 				r.out = append(r.out, ',')
@@ -414,7 +491,7 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 				r.out = append(r.out, "null"...) // nothing to hide: keep saying there was nothing
 			} else {
 				r.out = append(r.out, redactedValue...)
-				r.x.count(rule)
+				r.tally.add(r.x, rule, 1)
 			}
 			i = end
 			continue
@@ -429,6 +506,20 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 		}
 		i = end
 	}
+}
+
+// memberName reads the name of an object member at b[i] ('"') and the colon after it: the name's raw content, the
+// index after its closing quote and the colon's index.
+func memberName(b []byte, i int) (key []byte, end, colon int, ok bool) {
+	key, end, _, ok = scanCleanString(b, i)
+	if !ok {
+		return nil, end, end, false
+	}
+	colon = skipWS(b, end)
+	if colon >= len(b) || b[colon] != ':' {
+		return nil, colon, colon, false
+	}
+	return key, end, colon, true
 }
 
 func (r *redactor) array(b []byte, i, depth int) (int, bool) {
@@ -480,7 +571,7 @@ func (r *redactor) stringValue(raw []byte, trig bool, depth int) {
 		r.str(raw)
 		return
 	}
-	if out, changed := r.x.text(r.sc.text[:0], raw, true); changed {
+	if out, changed := r.x.textInto(r.sc.text[:0], raw, true, nextValueStart, &r.tally); changed {
 		r.sc.text = out
 		r.str(out)
 		return
@@ -497,7 +588,7 @@ func (r *redactor) nested(raw []byte, depth int) bool {
 	}
 	text := unescapeChecked(bufs[0][:0], raw)
 	bufs[0] = text
-	return r.nestedText(text, room, depth)
+	return r.nestedText(text, raw, room, depth)
 }
 
 // nestedAt is value's way to a string at b[i] whose content starts with '{' or '[': it decodes the string in the
@@ -511,7 +602,7 @@ func (r *redactor) nestedAt(b []byte, i, depth int) (int, bool) {
 	}
 	text, end, ok := decodeCleanString(bufs[0][:0], b, i)
 	bufs[0] = text
-	if !ok || end-i-2 > maxNestedJSON || !r.nestedText(text, room, depth) {
+	if !ok || end-i-2 > maxNestedJSON || !r.nestedText(text, b[i+1:end-1], room, depth) {
 		return i, false
 	}
 	return end, true
@@ -533,21 +624,45 @@ func (r *redactor) nestedScratch(depth int) (int, *[2][]byte) {
 
 // nestedText redacts the JSON text held in a string (decoded) into this level's second buffer and writes it as a
 // string, escaped again; false, with nothing written, when text is not exactly one JSON value or does not fit.
-func (r *redactor) nestedText(text []byte, room, depth int) bool {
+func (r *redactor) nestedText(text, raw []byte, room, depth int) bool {
 	bufs := &r.sc.nested[r.level]
+	sub := redactor{x: r.x, pats: r.pats, maxBytes: room, maxStr: r.maxStr, out: bufs[1][:0], sc: r.sc, level: r.level + 1}
+	if r.tokens {
+		sub.tokens = true
+	} else if end, ok := sub.spanValue(text, 0, depth+1); ok && skipWS(text, end) == len(text) {
+		if sub.edits == 0 {
+			// Nothing in it to change: the string stays as it was quoted, and is not escaped again.
+			r.sc.nested[r.level][1] = sub.out
+			r.tally.merge(&sub.tally)
+			r.nestedSame = true
+			r.out = append(append(append(r.out, '"'), raw...), '"')
+			return true
+		}
+		if sub.out = append(sub.out, text[sub.last:]...); len(sub.out)+16 <= room {
+			r.sc.nested[r.level][1] = sub.out
+			r.tally.merge(&sub.tally)
+			r.nestedSame = false
+			r.out = append(escapeQuotes(append(r.out, '"'), sub.out), '"')
+			return true
+		}
+	}
+	bufs = &r.sc.nested[r.level] // the inner copy may have grown r.sc.nested
 	if n := min(len(text), room) + 16; cap(bufs[1]) < n {
 		bufs[1] = make([]byte, 0, n)
 	}
-	sub := redactor{x: r.x, pats: r.pats, maxBytes: room, maxStr: r.maxStr, out: bufs[1][:0], sc: r.sc, level: r.level + 1}
+	sub = redactor{x: r.x, pats: r.pats, maxBytes: room, maxStr: r.maxStr, out: bufs[1][:0], sc: r.sc, level: r.level + 1,
+		tokens: r.tokens}
 	ok := sub.document(text, depth+1)
-	bufs = &r.sc.nested[r.level] // the inner copy may have grown r.sc.nested
+	bufs = &r.sc.nested[r.level]
 	bufs[1] = sub.out
 	if !ok {
 		return false
 	}
-	// The inner copy has no raw control characters (strings are copied as they were escaped, and no whitespace
-	// is written between tokens): only quotes and backslashes need escaping, which at most doubles it. Room for
-	// that is made once, and the bytes are written in place.
+	r.tally.merge(&sub.tally)
+	r.nestedSame = false
+	// The token copy has no raw control characters (strings are copied as they were escaped, and no whitespace
+	// is written between tokens); the fast copy above keeps the text's own white space, which escapeQuotes
+	// escapes too.
 	r.out = append(escapeQuotes(append(r.out, '"'), sub.out), '"')
 	return true
 }
@@ -599,9 +714,9 @@ func decodeCleanString(dst, b []byte, i int) (out []byte, end int, ok bool) {
 	return decodeWords(dst, b, i, true)
 }
 
-// escapeQuotes appends s to dst as the content of a JSON string, for s without control characters (the inner
-// copy of JSON held in a string): a backslash before every quote and backslash, which at most doubles it. It copies
-// eight bytes at a time up to the next of them.
+// escapeQuotes appends s to dst as the content of a JSON string: a backslash before every quote and backslash,
+// which at most doubles it, and the control characters a copy's white space may hold (tab, newline, return) as
+// their escapes. It copies eight bytes at a time up to the next of them.
 func escapeQuotes(dst, s []byte) []byte {
 	const ones, high = 0x0101010101010101, 0x8080808080808080
 	out := slices.Grow(dst, 2*len(s)+8)
@@ -611,22 +726,43 @@ func escapeQuotes(dst, s []byte) []byte {
 			x := load8(s, i)
 			store8(buf, n, x)
 			q, y := x^(ones*'"'), x^(ones*'\\')
-			m := ((q-ones)&^q | (y-ones)&^y) & high
+			m := ((q-ones)&^q | (y-ones)&^y | (x-ones*0x20)&^x) & high
 			if m == 0 {
 				i, n = i+8, n+8
 				continue
 			}
 			k := bits.TrailingZeros64(m) / 8
 			i, n = i+k, n+k
-		} else if c := s[i]; c != '"' && c != '\\' {
+		} else if c := s[i]; c != '"' && c != '\\' && c >= 0x20 {
 			buf[n] = c
 			i, n = i+1, n+1
+			continue
+		}
+		if c := s[i]; c < 0x20 {
+			// Six bytes at most for one: room for the rest at twice its length is made again.
+			e := slices.Grow(appendEscaped(buf[:n], c), 2*(len(s)-i)+8)
+			n, buf = len(e), e[:cap(e)]
+			i++
 			continue
 		}
 		buf[n], buf[n+1] = '\\', s[i]
 		i, n = i+1, n+2
 	}
 	return buf[:n]
+}
+
+// appendEscaped appends the JSON escape of the control character c.
+func appendEscaped(dst []byte, c byte) []byte {
+	switch c {
+	case '\t':
+		return append(dst, '\\', 't')
+	case '\n':
+		return append(dst, '\\', 'n')
+	case '\r':
+		return append(dst, '\\', 'r')
+	}
+	const hex = "0123456789abcdef"
+	return append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
 }
 
 // validScalar says whether b is one JSON number, true, false or null and nothing else, as json.Valid would (b has
@@ -989,12 +1125,17 @@ func nextValueStart(s []byte, i int) (trig, start int) {
 // when nothing was, dst is returned as it came (s is not copied). esc says s is the raw content of a JSON string
 // (escapes still in it: an escaped quote \" is a quote, and a backslash ends a value so that no escape is split).
 func (x *Redactor) text(dst, s []byte, esc bool) ([]byte, bool) {
-	return x.textFrom(dst, s, esc, nextValueStart)
+	return x.textInto(dst, s, esc, nextValueStart, nil)
 }
 
 // textFrom is text with the places where a value rule is tried given by next (nextValueStart; the tests compare it
 // with trying at every byte).
 func (x *Redactor) textFrom(dst, s []byte, esc bool, next func(s []byte, i int) (trig, start int)) ([]byte, bool) {
+	return x.textInto(dst, s, esc, next, nil)
+}
+
+// textInto is textFrom counting into t (nil: on x at once).
+func (x *Redactor) textInto(dst, s []byte, esc bool, next func(s []byte, i int) (trig, start int), t *tally) ([]byte, bool) {
 	start := len(dst)
 	changed := false
 	last := 0 // s[last:] is not copied yet
@@ -1018,7 +1159,7 @@ func (x *Redactor) textFrom(dst, s []byte, esc bool, next func(s []byte, i int) 
 			dst = append(dst, s[last:from]...)
 		}
 		dst = append(dst, redactedText...)
-		x.count(rule)
+		t.add(x, rule, 1)
 		last = to
 		i = max(to, i)
 	}
@@ -1037,7 +1178,7 @@ func (x *Redactor) textFrom(dst, s []byte, esc bool, next func(s []byte, i int) 
 			n := 0
 			repl := re.ReplaceAllFunc(cur, func([]byte) []byte { n++; return []byte(redactedText) })
 			if n > 0 {
-				x.counts[ruleExtraPattern].Add(uint64(n))
+				t.add(x, ruleExtraPattern, uint32(n))
 				dst = append(dst[:start], repl...)
 				cur, changed = dst[start:], true
 			}

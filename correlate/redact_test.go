@@ -595,3 +595,82 @@ func TestTextClassMatchesByteLoop(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRedactSpanMatchesTokens: the fast copy (spanValue) and the token copy remove the same values and keep the
+// same rest. Their texts differ only in white space, which the fast copy keeps, also inside a string holding JSON
+// that it leaves as it was quoted; so both are compared as values, with every string that holds JSON read as the
+// value it holds. The bound is large enough that neither cuts for room.
+func FuzzRedactSpanMatchesTokens(f *testing.F) {
+	for _, s := range []string{
+		`{"admin_password": "p", "connection_info": "{\"data\": {\"auth_password\": \"c\", \"n\": 1}}", "n": [1, 2.5e3, null, true]}`,
+		`{"transport_url": "rabbit://u:PW@h/", "m": "--password=x token gAAAAABmZ2Fub3RhcmVhbHRva2VuYnV0bG9uZ2Vub3VnaA"}`,
+		`["{\"a\": [\"{\\\"password\\\": 1}\"]}", "\u00e9\ud83d\ude00", "-----BEGIN EC PRIVATE KEY-----\nx"]`,
+		`{"s": "` + strings.Repeat("x", 300) + `", "key_name": "k", "token": null, "t":"{\n\t\"secret\": 2}"}`,
+		`{"a": {}, "b": [], "c": [{}], "d": " {\"password\": 1}"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if !json.Valid(in) {
+			return
+		}
+		for _, policy := range []PayloadPolicy{PayloadRedacted, PayloadFull} {
+			x, err := NewRedactor(RedactRules{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			y, _ := NewRedactor(RedactRules{})
+			fast, fe := x.copyAt(new(redactScratch), in, 0, policy, 1<<20, false)
+			slow, se := y.copyAt(new(redactScratch), in, 0, policy, 1<<20, true)
+			if fast == nil || slow == nil || !json.Valid(fast) || fe != se {
+				t.Fatalf("%s: %q: fast %q (end %d), tokens %q (end %d)", policy, in, fast, fe, slow, se)
+			}
+			if a, b := jsonValueDeep(t, fast), jsonValueDeep(t, slow); !reflect.DeepEqual(a, b) {
+				t.Fatalf("%s: %q: fast %q, tokens %q", policy, in, fast, slow)
+			}
+			if a, b := x.Counts(), y.Counts(); !reflect.DeepEqual(a, b) {
+				t.Fatalf("%s: %q: fast counted %v, tokens %v", policy, in, a, b)
+			}
+		}
+	})
+}
+
+// jsonValueDeep decodes b, and every string in it that holds one JSON object or array (as the redactor reads it:
+// after leading white space), into that value.
+func jsonValueDeep(t *testing.T, b []byte) any {
+	t.Helper()
+	decode := func(b []byte) (any, error) {
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber() // 1E700 is valid JSON, and no float64
+		var v any
+		err := d.Decode(&v)
+		return v, err
+	}
+	v, err := decode(b)
+	if err != nil {
+		t.Fatalf("%q: %v", b, err)
+	}
+	var deep func(v any) any
+	deep = func(v any) any {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, e := range v {
+				v[k] = deep(e)
+			}
+		case []any:
+			for i, e := range v {
+				v[i] = deep(e)
+			}
+		case string:
+			if s := strings.TrimLeft(v, " \t\n\r"); len(s) > 0 && (s[0] == '{' || s[0] == '[') {
+				if json.Valid([]byte(v)) {
+					if inner, err := decode([]byte(v)); err == nil {
+						return deep(inner)
+					}
+				}
+			}
+		}
+		return v
+	}
+	return deep(v)
+}
