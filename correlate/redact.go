@@ -1,7 +1,6 @@
 package correlate
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/bits"
@@ -319,15 +318,21 @@ type redactScratch struct {
 
 // keyCache is a small cache of keyRule's verdicts, for one Redactor's rules: a name may sit in one of two slots
 // side by side, chosen by a hash of its length and its first and last eight bytes; a new name takes a free one of
-// them or replaces the first. Names longer than maxCachedKeyLen are not kept, so it holds at most
-// keyCacheSize*maxCachedKeyLen bytes of names. Its slots are 3 KiB, allocated by the first payload a body parser
-// (one per connection and direction) redacts: an idle connection has none.
+// them or replaces the first. A slot keeps those two words and the length, which are the whole name up to 16
+// bytes, so that most names are compared without a call; a longer name is kept too and compared whole. Names longer
+// than maxCachedKeyLen are not kept, so it holds at most keyCacheSize*maxCachedKeyLen bytes of names. Its slots are
+// 5 KiB, allocated by the first payload a body parser (one per connection and direction) redacts: an idle
+// connection has none.
 type keyCache struct {
 	of    *Redactor
-	slots [keyCacheSize]struct {
-		name string
-		rule int8
-	}
+	slots [keyCacheSize]keySlot
+}
+
+type keySlot struct {
+	first, last uint64
+	name        string // only for a name over 16 bytes
+	n           uint8  // the name's length; 0 for a free slot
+	rule        int8
 }
 
 const (
@@ -336,8 +341,8 @@ const (
 	maxCachedKeyLen = 48
 )
 
-// keyRule is Redactor.keyRule through the scratch's cache. A hit costs a hash of two words and one comparison of
-// the name; only a name that takes a slot is copied.
+// keyRule is Redactor.keyRule through the scratch's cache. A hit costs a hash of two words and their comparison
+// (and of the rest of a name over 16 bytes); only a name over 16 bytes that takes a slot is copied.
 func (r *redactor) keyRule(key []byte) int {
 	if len(key) > maxCachedKeyLen || len(key) == 0 {
 		return r.x.keyRule(key)
@@ -349,26 +354,30 @@ func (r *redactor) keyRule(key []byte) int {
 	}
 	var first, last uint64
 	if len(key) >= 8 {
-		first, last = binary.LittleEndian.Uint64(key), binary.LittleEndian.Uint64(key[len(key)-8:])
+		first, last = load8(key, 0), load8(key, len(key)-8)
 	} else {
 		for _, c := range key {
 			first = first<<8 | uint64(c)
 		}
 	}
-	h := ((first * 0x9E3779B97F4A7C15) ^ (last * 0xC2B2AE3D27D4EB4F) ^ uint64(len(key))) * 0x165667B19E3779F9 >> (64 - keyCacheBits)
+	n := uint8(len(key))
+	h := ((first * 0x9E3779B97F4A7C15) ^ (last * 0xC2B2AE3D27D4EB4F) ^ uint64(n)) * 0x165667B19E3779F9 >> (64 - keyCacheBits)
 	h &^= 1
 	a, b := &kc.slots[h%keyCacheSize], &kc.slots[(h+1)%keyCacheSize]
-	if a.name == string(key) {
+	if a.n == n && a.first == first && a.last == last && (n <= 16 || a.name == string(key)) {
 		return int(a.rule)
 	}
-	if b.name == string(key) {
+	if b.n == n && b.first == first && b.last == last && (n <= 16 || b.name == string(key)) {
 		return int(b.rule)
 	}
 	rule := r.x.keyRule(key)
-	if a.name != "" && b.name == "" {
+	if a.n != 0 && b.n == 0 {
 		a = b
 	}
-	a.name, a.rule = string(key), int8(rule)
+	*a = keySlot{first: first, last: last, n: n, rule: int8(rule)}
+	if n > 16 {
+		a.name = string(key)
+	}
 	return rule
 }
 
@@ -1397,58 +1406,78 @@ func scanCleanString(b []byte, i int) (raw []byte, end int, trig, ok bool) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, i, false, false
 	}
-	const ones, high = 0x0101010101010101, 0x8080808080808080
-	const lo, hi = ':' - 1, 'M' + 1 // exclusive bounds, as in mayHoldTrigger
 	start := i + 1
-	var t uint64 // the trigger bytes seen, as high bits
 	for j := start; ; {
-		for ; j+8 <= len(b); j += 8 {
-			x := load8(b, j)
-			q, y := x^(ones*'"'), x^(ones*'\\')
-			low7 := x & (ones * 127)
-			tw := (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo)) & high
-			if stop := ((x-ones*0x20)&^x | (q-ones)&^q | (y-ones)&^y) & high; stop != 0 {
-				k := bits.TrailingZeros64(stop) &^ 7 // the lowest stop byte's first bit
-				t |= tw & (1<<k - 1)
-				j += k / 8
-				break
-			}
-			t |= tw
-		}
-		for ; j < len(b); j++ { // the tail, or the byte the word loop stopped at
-			c := b[j]
-			if c == '"' || c == '\\' || c < 0x20 {
-				break
-			}
-			if c > lo && c < hi {
-				t = 1
-			}
-		}
-		if j >= len(b) {
+		stop, t := stringRun(b, j)
+		trig = trig || t
+		if stop >= len(b) {
 			return nil, len(b), false, false
 		}
-		switch c := b[j]; {
+		switch c := b[stop]; {
 		case c == '"':
-			return b[start:j], j + 1, t != 0, true
-		case c < 0x20:
-			return nil, j, false, false
+			return b[start:stop], stop + 1, trig, true
+		case c < 0x20 || stop+1 >= len(b):
+			return nil, stop, false, false
 		}
-		if j+1 >= len(b) {
-			return nil, len(b), false, false
-		}
-		switch b[j+1] {
+		switch b[stop+1] {
 		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			j += 2
+			j = stop + 2
 		case 'u':
-			if _, ok := hex4(b[j:]); !ok {
-				return nil, j, false, false
+			if _, ok := hex4(b[stop:]); !ok {
+				return nil, stop, false, false
 			}
-			t = 1
-			j += 6
+			trig = true
+			j = stop + 6
 		default:
-			return nil, j, false, false
+			return nil, stop, false, false
 		}
 	}
+}
+
+// scanEscapedString is scanCleanString for a string of JSON text held in a string, read in its escaped form: it
+// starts at b[i] with \" and ends at the next \". Its content must have no escape of its own (that would be a \\
+// here), which JSON text written by json.dumps or jsonutils holds in names, ids, URLs and numbers; ok is false for
+// any other, and the caller decodes the text instead.
+func scanEscapedString(b []byte, i int) (raw []byte, end int, trig, ok bool) {
+	if i+1 >= len(b) || b[i] != '\\' || b[i+1] != '"' {
+		return nil, i, false, false
+	}
+	stop, trig := stringRun(b, i+2)
+	if stop+1 >= len(b) || b[stop] != '\\' || b[stop+1] != '"' {
+		return nil, stop, false, false
+	}
+	return b[i+2 : stop], stop + 2, trig, true
+}
+
+// stringRun returns the index of the first quote, backslash or control character in b at or after j (len(b) when
+// there is none), and whether a byte between ':' and 'M' comes before it (where every trigger of a built-in value
+// rule lies: see mayHoldTrigger). It reads eight bytes at a time with the word tests of ctlOrBackslash and
+// mayHoldTrigger.
+func stringRun(b []byte, j int) (stop int, trig bool) {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	const lo, hi = ':' - 1, 'M' + 1 // exclusive bounds, as in mayHoldTrigger
+	var t uint64                    // the trigger bytes seen, as high bits
+	for ; j+8 <= len(b); j += 8 {
+		x := load8(b, j)
+		q, y := x^(ones*'"'), x^(ones*'\\')
+		low7 := x & (ones * 127)
+		tw := (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo)) & high
+		if stop := ((x-ones*0x20)&^x | (q-ones)&^q | (y-ones)&^y) & high; stop != 0 {
+			k := bits.TrailingZeros64(stop) &^ 7 // the lowest stop byte's first bit
+			return j + k/8, t|tw&(1<<k-1) != 0
+		}
+		t |= tw
+	}
+	for ; j < len(b); j++ { // the tail
+		c := b[j]
+		if c == '"' || c == '\\' || c < 0x20 {
+			break
+		}
+		if c > lo && c < hi {
+			t = 1
+		}
+	}
+	return j, t != 0
 }
 
 // validStringContent checks what the redactor copies verbatim: no raw control characters and only JSON escapes, so

@@ -226,17 +226,18 @@ func FuzzRedactJSON(f *testing.F) {
 	})
 }
 
-// checkNestedPaths: a JSON string holding JSON is redacted the same by value's one-pass way (nestedAt) as by the
-// way every other string takes (scanCleanString, then stringValue, which tries nested).
+// checkNestedPaths: in the token copy, a JSON string holding JSON is redacted the same by value's one-pass way
+// (nestedAt) as by the way every other string takes (scanCleanString, then stringValue, which tries nested). (The
+// fast copy, which keeps what fits the bound whole, is compared with the token copy by FuzzRedactSpanMatchesTokens.)
 func checkNestedPaths(t *testing.T, in []byte, maxBytes int) {
 	t.Helper()
 	if len(in) < 2 || in[0] != '"' || in[1] != '{' && in[1] != '[' {
 		return
 	}
 	for _, policy := range []PayloadPolicy{PayloadRedacted, PayloadFull} {
-		got := (*Redactor)(nil).JSON(in, policy, maxBytes)
+		got, _ := (*Redactor)(nil).copyAt(new(redactScratch), in, 0, policy, maxBytes, true)
 		var sc redactScratch
-		r := redactor{maxBytes: maxBytes, maxStr: 256, sc: &sc}
+		r := redactor{maxBytes: maxBytes, maxStr: 256, sc: &sc, tokens: true}
 		if policy == PayloadFull {
 			r.maxStr = maxBytes
 		}

@@ -4,7 +4,9 @@ package correlate
 // timestamps, with a secret or two among them. The token copy (redactor.value) writes every token it reads; the
 // fast copy reads the same tokens with the same rules but writes nothing while the input can stand as it is, and
 // copies the stretch before each change in one append (a payload without secrets is one copy, made by its caller).
-// It keeps the input's white space and leaves a string holding JSON as it was quoted when nothing in it changes.
+// It keeps the input's white space and reads a string holding JSON (nova's connection_info, block_device_info) in
+// its escaped form, in the same pass: nothing is decoded into a copy and escaped again, and the changes in it are
+// written in its escaped form. Text whose strings have escapes of their own is decoded and copied as before.
 // What it does not take (nesting deeper than maxRedactDepth, malformed input, a result over the budget) the token
 // copy reads again from the start, and only the copy that is kept counts its removals (tally).
 
@@ -21,18 +23,23 @@ const (
 // changes and the input before it that is not copied yet (from r.last); it returns the index after the value, and
 // false where the token copy must take over. The caller copies b[r.last:end] after the last change (when
 // r.edits > 0).
-func (r *redactor) spanValue(b []byte, i, depth int) (int, bool) {
+func (r *redactor) spanValue(b []byte, i, depth int) (int, bool) { return r.span(b, i, depth, false) }
+
+// span is spanValue; with esc the value is JSON text held in a JSON string, read in its escaped form: its strings
+// start and end with \", and its white space is spaces only (a tab would be a raw control character in the string
+// that holds it).
+func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 	var stack uint64 // one bit per open container, 1 for an object; the innermost is bit 0
 	open := 0        // how many containers are open
-	i = skipWS(b, i)
+	i = skipSpace(b, i, esc)
 	for st := spanValue; ; {
 		switch st {
 		case spanValue:
 			if i >= len(b) {
 				return i, false
 			}
-			switch c := b[i]; c {
-			case '{', '[':
+			switch c := b[i]; {
+			case c == '{' || c == '[':
 				if depth+open >= maxRedactDepth {
 					return i, false // the token copy writes "…" for it
 				}
@@ -40,38 +47,62 @@ func (r *redactor) spanValue(b []byte, i, depth int) (int, bool) {
 				if c == '{' {
 					stack |= 1
 				}
-				i = skipWS(b, i+1)
+				i = skipSpace(b, i+1, esc)
 				if i < len(b) && (c == '{' && b[i] == '}' || c == '[' && b[i] == ']') {
 					i, stack, open, st = i+1, stack>>1, open-1, spanClosed
 				} else if c == '{' {
 					st = spanKey
 				}
-			case '"':
+			case c == '"' && !esc:
 				end, ok := r.spanString(b, i, depth+open)
 				if !ok {
 					return end, false
 				}
 				i, st = end, spanClosed
+			case c == '\\' && esc:
+				end, ok := r.spanEscapedString(b, i)
+				if !ok {
+					return end, false
+				}
+				i, st = end, spanClosed
 			default:
-				end, ok := skipValue(b, i)
-				if !ok || !validScalar(b[i:end]) { // a number, true, false or null, and nothing else
+				end := scalarEnd(b, i)
+				if end == i || !validScalar(b[i:end]) { // a number, true, false or null, and nothing else
 					return end, false
 				}
 				i, st = end, spanClosed
 			}
 		case spanKey:
-			key, _, colon, ok := memberName(b, i)
-			if !ok {
-				return colon, false
+			var key []byte
+			colon := -1
+			if !esc && i < len(b) && b[i] == '"' { // the common name, without escapes, read here
+				if stop, _ := stringRun(b, i+1); stop < len(b) && b[stop] == '"' {
+					if key, colon = b[i+1:stop], skipWS(b, stop+1); colon >= len(b) || b[colon] != ':' {
+						return colon, false
+					}
+				}
 			}
-			i, st = skipWS(b, colon+1), spanValue
+			if colon < 0 {
+				var ok bool
+				if key, colon, ok = r.spanName(b, i, esc); !ok {
+					return colon, false
+				}
+			}
+			i, st = skipSpace(b, colon+1, esc), spanValue
 			if rule := r.keyRule(key); rule >= 0 {
 				end, ok := skipValue(b, i)
+				if esc {
+					end, ok = skipEscapedValue(b, i)
+				}
 				if !ok {
 					return end, false
 				}
 				if end-i != 4 || string(b[i:end]) != "null" { // a null hides nothing: it stays
-					r.out = append(append(r.out, b[r.last:i]...), redactedValue...)
+					v := redactedValue
+					if esc {
+						v = `\"***\"`
+					}
+					r.out = append(append(r.out, b[r.last:i]...), v...)
 					r.last, r.edits = end, r.edits+1
 					r.tally.add(r.x, rule, 1)
 				}
@@ -81,13 +112,13 @@ func (r *redactor) spanValue(b []byte, i, depth int) (int, bool) {
 			if open == 0 {
 				return i, true
 			}
-			i = skipWS(b, i)
+			i = skipSpace(b, i, esc)
 			if i >= len(b) {
 				return i, false
 			}
 			switch inObject := stack&1 != 0; {
 			case b[i] == ',':
-				i, st = skipWS(b, i+1), spanValue
+				i, st = skipSpace(b, i+1, esc), spanValue
 				if inObject {
 					st = spanKey
 				}
@@ -100,10 +131,29 @@ func (r *redactor) spanValue(b []byte, i, depth int) (int, bool) {
 	}
 }
 
+// spanName reads a member's name and the colon after it: the name's raw content and the colon's index. (span
+// reads a name without escapes itself, and calls this for the others and for JSON text held in a string.)
+func (r *redactor) spanName(b []byte, i int, esc bool) (key []byte, colon int, ok bool) {
+	var end int
+	if esc {
+		key, end, _, ok = scanEscapedString(b, i)
+	} else {
+		key, end, _, ok = scanCleanString(b, i)
+	}
+	if !ok {
+		return nil, end, false
+	}
+	colon = skipSpace(b, end, esc)
+	return key, colon, colon < len(b) && b[colon] == ':'
+}
+
 // spanString reads the string value at b[i] ('"') at nesting depth, as the token copy's value does, and writes it
 // only when it changes: a secret value in it, a cut, or JSON held in it that changes.
 func (r *redactor) spanString(b []byte, i, depth int) (int, bool) {
 	if i+1 < len(b) && (b[i+1] == '{' || b[i+1] == '[') && depth+1 < maxRedactDepth {
+		if end, ok := r.spanHeld(b, i, depth); ok {
+			return end, true
+		}
 		mark := len(r.out)
 		r.out = append(r.out, b[r.last:i]...)
 		if end, ok := r.nestedAt(b, i, depth); ok {
@@ -116,9 +166,16 @@ func (r *redactor) spanString(b []byte, i, depth int) (int, bool) {
 		}
 		r.out = r.out[:mark]
 	}
-	raw, end, trig, ok := scanCleanString(b, i)
-	if !ok {
-		return end, false
+	var raw []byte
+	var end int
+	stop, trig := stringRun(b, i+1) // most strings have no escape: scanCleanString reads those that do
+	if stop < len(b) && b[stop] == '"' {
+		raw, end = b[i+1:stop], stop+1
+	} else {
+		var ok bool
+		if raw, end, trig, ok = scanCleanString(b, i); !ok {
+			return end, false
+		}
 	}
 	if len(raw) <= r.maxStr && (len(raw) == 0 || raw[0] != '{' && raw[0] != '[' && !isWS(raw[0])) {
 		if !trig && !r.pats {
@@ -137,4 +194,103 @@ func (r *redactor) spanString(b []byte, i, depth int) (int, bool) {
 	}
 	r.last, r.edits = end, r.edits+1
 	return end, true
+}
+
+// spanHeld reads the string at b[i] ('"', then '{' or '[') as JSON text held in it, in its escaped form, with
+// its changes written in that form; false, with nothing written or counted, when the string is not one JSON
+// value of that form (its strings have escapes of their own, it is longer than maxNestedJSON) and the caller
+// takes it as nestedAt does.
+func (r *redactor) spanHeld(b []byte, i, depth int) (int, bool) {
+	mark, last, edits, t := len(r.out), r.last, r.edits, r.tally
+	end, ok := r.span(b, i+1, depth+1, true)
+	if ok {
+		end = skipSpaces(b, end)
+	}
+	if !ok || end >= len(b) || b[end] != '"' || end-i-1 > maxNestedJSON {
+		r.out, r.last, r.edits, r.tally = r.out[:mark], last, edits, t
+		return i, false
+	}
+	return end + 1, true
+}
+
+// spanEscapedString reads a string value of JSON text held in a string (esc) at b[i] (\") and writes the value
+// rules' changes to its content. A string the token copy would cut, or would read as JSON held in it again, is
+// left to it (false).
+func (r *redactor) spanEscapedString(b []byte, i int) (int, bool) {
+	raw, end, trig, ok := scanEscapedString(b, i)
+	if !ok || len(raw) > r.maxStr || len(raw) > 0 && (raw[0] == '{' || raw[0] == '[' || isWS(raw[0])) {
+		return end, false
+	}
+	if !trig && !r.pats {
+		return end, true
+	}
+	out, changed := r.x.textInto(r.sc.text[:0], raw, true, nextValueStart, &r.tally)
+	if !changed {
+		return end, true
+	}
+	if len(out) > r.maxStr {
+		return end, false
+	}
+	r.sc.text = out
+	r.out = append(append(r.out, b[r.last:i+2]...), out...)
+	r.last, r.edits = end-2, r.edits+1
+	return end, true
+}
+
+// skipEscapedValue is skipValue for JSON text held in a string, in its escaped form (esc): the end of the value at
+// b[i], whose strings are scanEscapedString's.
+func skipEscapedValue(b []byte, i int) (int, bool) {
+	if i < len(b) && b[i] == '\\' {
+		_, end, _, ok := scanEscapedString(b, i)
+		return end, ok
+	}
+	if i >= len(b) || b[i] != '{' && b[i] != '[' {
+		return skipValue(b, i)
+	}
+	for depth, j := 0, i; j < len(b); j++ {
+		switch b[j] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				return j + 1, true
+			}
+		case '\\':
+			_, e, _, ok := scanEscapedString(b, j)
+			if !ok {
+				return e, false
+			}
+			j = e - 1
+		case '"':
+			return j, false // the end of the string that holds the text
+		}
+	}
+	return len(b), false
+}
+
+// scalarEnd returns the index of the first delimiter (',', '}', ']', white space) at or after i, where a number
+// or literal at b[i] ends (skipValue's scalar case); a backslash ends it too, for JSON text held in a string.
+func scalarEnd(b []byte, i int) int {
+	for ; i < len(b); i++ {
+		if c := b[i]; c == ',' || c == '}' || c == ']' || c == '\\' || c == '"' || isWS(c) {
+			break
+		}
+	}
+	return i
+}
+
+// skipSpaces returns the index of the first byte at or after i that is not a space.
+func skipSpaces(b []byte, i int) int {
+	for i < len(b) && b[i] == ' ' {
+		i++
+	}
+	return i
+}
+
+// skipSpace is skipWS, or with esc skipSpaces.
+func skipSpace(b []byte, i int, esc bool) int {
+	for i < len(b) && (b[i] == ' ' || !esc && (b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) {
+		i++
+	}
+	return i
 }
