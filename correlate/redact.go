@@ -1350,7 +1350,7 @@ func (x *Redactor) pair(s []byte, i int, esc bool) (from, to, rule int) {
 		}
 	}
 	kend := k + 1
-	for k >= 0 && kend-k <= 64 && pairKeyByte[s[k]] {
+	for lo := max(kend-65, 0); k >= lo && pairKeyByte[s[k]]; {
 		k--
 	}
 	key := s[k+1 : kend]
