@@ -106,8 +106,12 @@
 //     (secretKey: admin_password, adminPass, new_pass, _context_auth_token, hmac_key, private_key, client_cert
 //     go; key_name, keypair_id, token_expiry, public_key, secret_ref stay); every string passes the value rules
 //     (URL userinfo passwords, key=value and key: value pairs with a secret key, Fernet, JWT and PKI tokens, PEM
-//     private keys, the operator's patterns); a string that holds JSON (nova's connection_info) is parsed,
-//     redacted and re-encoded within the budget;
+//     private keys, the operator's patterns); a string that holds JSON (nova's connection_info) is read as JSON
+//     and redacted within the budget. A payload is read once, in the body parser's pass that finds its end
+//     (bodyParser.members): the fast copy (redactspan.go) writes only what changes and keeps the rest as it came,
+//     white space included, reading JSON held in a string in its escaped form; what it does not take (nesting past
+//     maxRedactDepth, a result over the budget, text with escapes of its own) the token copy reads again, by the
+//     same rules, and FuzzRedactSpanMatchesTokens holds the two to the same result;
 //   - a reply's remote exception message, before it is cut to its bound (the traceback is not kept);
 //   - every emitted Record's free text (exception class, module and message, the Return text, names, endpoint
 //     strings), in Correlator.emit, in the same pass as the cleaning of its strings (Record.edit), before the
