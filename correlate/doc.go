@@ -109,9 +109,10 @@
 //     private keys, the operator's patterns); a string that holds JSON (nova's connection_info) is read as JSON
 //     and redacted within the budget. A payload is read once, in the body parser's pass that finds its end
 //     (bodyParser.members): the fast copy (redactspan.go) writes only what changes and keeps the rest as it came,
-//     white space included, reading JSON held in a string in its escaped form; what it does not take (nesting past
-//     maxRedactDepth, a result over the budget, text with escapes of its own) the token copy reads again, by the
-//     same rules, and FuzzRedactSpanMatchesTokens holds the two to the same result;
+//     white space included, and reads JSON held in a string in its escaped form (decoding it first only when its
+//     own strings have escapes); what it does not take (nesting past maxRedactDepth, malformed input, a result
+//     over the budget) the token copy reads again by the same rules, and FuzzRedactSpanMatchesTokens holds the
+//     two to the same result;
 //   - a reply's remote exception message, before it is cut to its bound (the traceback is not kept);
 //   - every emitted Record's free text (exception class, module and message, the Return text, names, endpoint
 //     strings), in Correlator.emit, in the same pass as the cleaning of its strings (Record.edit), before the

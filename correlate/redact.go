@@ -580,7 +580,7 @@ func (r *redactor) stringValue(raw []byte, trig bool, depth int) {
 		r.str(raw)
 		return
 	}
-	if out, changed := r.x.textInto(r.sc.text[:0], raw, true, nextValueStart, &r.tally); changed {
+	if out, changed := r.x.rules(r.sc.text[:0], raw, true, &r.tally); changed {
 		r.sc.text = out
 		r.str(out)
 		return
@@ -1133,8 +1133,37 @@ func nextValueStart(s []byte, i int) (trig, start int) {
 // text appends s to dst with every secret value replaced by "***" and reports whether anything was replaced;
 // when nothing was, dst is returned as it came (s is not copied). esc says s is the raw content of a JSON string
 // (escapes still in it: an escaped quote \" is a quote, and a backslash ends a value so that no escape is split).
-func (x *Redactor) text(dst, s []byte, esc bool) ([]byte, bool) {
-	return x.textInto(dst, s, esc, nextValueStart, nil)
+func (x *Redactor) text(dst, s []byte, esc bool) ([]byte, bool) { return x.rules(dst, s, esc, nil) }
+
+// rules is text counting into t (nil: on x at once). Text in which no rule can match (noSecretText, for the
+// built-in rules alone) is passed over without trying them.
+func (x *Redactor) rules(dst, s []byte, esc bool, t *tally) ([]byte, bool) {
+	if (x == nil || len(x.extraKeys) == 0 && len(x.extraPats) == 0) && noSecretText(s) {
+		return dst, false
+	}
+	return x.textInto(dst, s, esc, nextValueStart, t)
+}
+
+// noSecretText says whether no built-in value rule can match s: each needs three ASCII letters in a row (a word
+// of a secret key before its '=' or ':', the head of a token: gAAAAA, eyJ, MII, BEGIN) or an '@' (a URL's
+// userinfo). Timestamps, addresses with ports and numbers have neither, and are the text that most often holds a
+// ':' or an upper-case letter, where the rules are tried. The operator's keys and patterns can match anything:
+// with them the rules are always tried.
+func noSecretText(s []byte) bool {
+	run := 0
+	for _, c := range s {
+		switch l := c | 0x20; {
+		case l >= 'a' && l <= 'z':
+			if run++; run == 3 {
+				return false
+			}
+		case c == '@':
+			return false
+		default:
+			run = 0
+		}
+	}
+	return true
 }
 
 // textFrom is text with the places where a value rule is tried given by next (nextValueStart; the tests compare it

@@ -362,6 +362,12 @@ func TestTextTriggers(t *testing.T) {
 			if fc != sc || !bytes.Equal(fast, slow) {
 				t.Fatalf("text(%q, esc %v) = %q %v, trying every byte gives %q %v", s, esc, fast, fc, slow, sc)
 			}
+			// The built-in rules alone, with the noSecretText shortcut, as the copies call them.
+			bf, bfc := (*Redactor)(nil).rules(nil, s, esc, nil)
+			bs, bsc := (*Redactor)(nil).textFrom(nil, s, esc, everyByte)
+			if bfc != bsc || !bytes.Equal(bf, bs) {
+				t.Fatalf("built-in rules(%q, esc %v) = %q %v, trying every byte gives %q %v", s, esc, bf, bfc, bs, bsc)
+			}
 			if sc {
 				changed++
 			}
@@ -390,7 +396,7 @@ func FuzzRedactFastPaths(f *testing.F) {
 			t.Fatalf("secretKey(%q) = %v, secretKeyWords differs", s, secretKey(s))
 		}
 		for _, esc := range []bool{false, true} {
-			fast, fc := (*Redactor)(nil).textFrom(nil, s, esc, nextValueStart)
+			fast, fc := (*Redactor)(nil).rules(nil, s, esc, nil) // with noSecretText, as the copies call it
 			slow, sc := (*Redactor)(nil).textFrom(nil, s, esc, everyByte)
 			if fc != sc || !bytes.Equal(fast, slow) {
 				t.Fatalf("text(%q, esc %v) = %q, trying every byte gives %q", s, esc, fast, slow)

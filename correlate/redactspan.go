@@ -181,7 +181,7 @@ func (r *redactor) spanString(b []byte, i, depth int) (int, bool) {
 		if !trig && !r.pats {
 			return end, true // nothing for the rules, no JSON in it, not cut
 		}
-		out, changed := r.x.textInto(r.sc.text[:0], raw, true, nextValueStart, &r.tally)
+		out, changed := r.x.rules(r.sc.text[:0], raw, true, &r.tally)
 		if !changed {
 			return end, true
 		}
@@ -224,7 +224,7 @@ func (r *redactor) spanEscapedString(b []byte, i int) (int, bool) {
 	if !trig && !r.pats {
 		return end, true
 	}
-	out, changed := r.x.textInto(r.sc.text[:0], raw, true, nextValueStart, &r.tally)
+	out, changed := r.x.rules(r.sc.text[:0], raw, true, &r.tally)
 	if !changed {
 		return end, true
 	}
