@@ -353,16 +353,19 @@ func (r *redactor) keyRule(key []byte) int {
 		r.sc.keys = kc
 	}
 	var first, last uint64
-	if len(key) >= 8 {
-		first, last = load8(key, 0), load8(key, len(key)-8)
-	} else {
+	switch n := len(key); {
+	case n >= 8:
+		first, last = load8(key, 0), load8(key, n-8)
+	case n >= 4: // two four-byte halves, overlapping: with the length, the whole name
+		first = uint64(key[0]) | uint64(key[1])<<8 | uint64(key[2])<<16 | uint64(key[3])<<24 |
+			uint64(key[n-4])<<32 | uint64(key[n-3])<<40 | uint64(key[n-2])<<48 | uint64(key[n-1])<<56
+	default:
 		for _, c := range key {
 			first = first<<8 | uint64(c)
 		}
 	}
 	n := uint8(len(key))
-	h := ((first * 0x9E3779B97F4A7C15) ^ (last * 0xC2B2AE3D27D4EB4F) ^ uint64(n)) * 0x165667B19E3779F9 >> (64 - keyCacheBits)
-	h &^= 1
+	h := (first ^ last<<7 ^ last>>11 ^ uint64(n)) * 0x9E3779B97F4A7C15 >> (64 - keyCacheBits) &^ 1
 	a, b := &kc.slots[h%keyCacheSize], &kc.slots[(h+1)%keyCacheSize]
 	if a.n == n && a.first == first && a.last == last && (n <= 16 || a.name == string(key)) {
 		return int(a.rule)
