@@ -19,7 +19,7 @@ type backlogCloud struct {
 	tag     string
 }
 
-func newBacklogCloud(t *testing.T, cfg Config) *backlogCloud {
+func newBacklogCloud(t testing.TB, cfg Config) *backlogCloud {
 	h := newHarness(t, cfg)
 	b := &backlogCloud{h: h}
 	b.api = h.conn("nova-api", 7, "10.0.0.9")

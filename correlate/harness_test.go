@@ -23,7 +23,7 @@ const frameMax = 131072
 // the test goroutine as a tap without lag would (every window has passed), so tests need no Run goroutine and no
 // sleeps.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	c    *Correlator
 	mu   sync.Mutex
 	recs []*Record
@@ -36,7 +36,7 @@ type harness struct {
 	live bool
 }
 
-func newHarness(t *testing.T, cfg Config) *harness {
+func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	h := &harness{t: t, now: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
 	// Driven by hand, without Run: no body worker runs, and every frame has the same read time, so bodies are
