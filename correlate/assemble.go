@@ -122,6 +122,10 @@ type event struct {
 	bodySize                                                uint64
 	truncated                                               bool
 	body                                                    bodyInfo
+
+	// pubSeq is a publish's sequence number on a channel in confirm mode (0 otherwise), and for evPlainPublishes
+	// the last of the run's plainRun publishes.
+	pubSeq, plainRun uint64
 }
 
 type evKind uint8
@@ -146,6 +150,9 @@ const (
 	evQos
 	evClose  // the proxied connection ended (Conn.Close): its consumers go away
 	evBroker // the broker blocked, unblocked or closed the connection, or closed a channel
+	// evPlainPublishes stands for consecutive plain publishes of a confirm channel (see assembler.plain): their
+	// confirms are counted, and nothing else is done with them.
+	evPlainPublishes
 )
 
 // assembler turns one direction's frames into events: method → content header → body frames per channel.
@@ -161,6 +168,9 @@ type assembler struct {
 	// maxBatch are waiting, so that a handler fed without EndWrite still hands its events over.
 	head, tail *event
 	batched    int
+	// batch numbers the batches sent (flush), so that a channel's plain-publish run is extended only while it is
+	// still in the batch being built.
+	batch uint64
 }
 
 // contentState is what an assembler needs only while it assembles messages.
@@ -201,6 +211,7 @@ func (a *assembler) flush() {
 	}
 	a.conn.c.send(a.head, a.batched)
 	a.head, a.tail, a.batched = nil, nil, 0
+	a.batch++
 }
 
 // chanAsm is the content state of one channel in one direction. ev != nil means a content method is waiting for
@@ -213,13 +224,33 @@ type chanAsm struct {
 	buf        []byte // whole body (size <= BodyCap) when it spans frames
 	head, tail []byte // first and last BodyCap/2 bytes of a larger body
 	opaque     bool   // a body over BodyCap that is not a JSON object: none of it is kept
+	// keep is what the channel knows beyond the content in progress.
+	keep chanKeep
+}
+
+// chanKeep is the part of a channel's state that outlives its contents.
+type chanKeep struct {
 	// answers (client → broker side only) says a consumer of this channel acknowledges deliveries that may be
 	// casts, fanouts or notifications: only then are its acks worth an event (see consumerAck).
 	answers bool
+	// confirm and seq (client → broker) are the channel's publisher-confirm mode and the sequence number of its
+	// last publish, numbered here rather than by the correlator so that plain publishes need not reach it (see
+	// plain): confirm.select starts the count at zero, channel.open ends the mode.
+	confirm bool
+	seq     uint64
+	// run (client → broker) is the plain-publish run of this channel in the assembler's current batch (while
+	// runBatch is the assembler's batch number): later plain publishes of the batch only extend it.
+	run      *event
+	runBatch uint64
+	// plainTag (broker → client) is the consumer tag of the last plain delivery handed over; taught says that one
+	// came through the default exchange, which names an unknown consumer's queue. Later plain deliveries of the
+	// same consumer tell the correlator nothing more (see plain).
+	plainTag string
+	taught   bool
 }
 
 // endContent forgets the content the channel was assembling; what it knows of its consumers stays.
-func (s *chanAsm) endContent() { *s = chanAsm{answers: s.answers} }
+func (s *chanAsm) endContent() { *s = chanAsm{keep: s.keep} }
 
 // NewConn registers a proxied connection; its HandleFrame is the frames.Handler for both directions.
 func (c *Correlator) NewConn(info ConnInfo) *Conn {
@@ -522,7 +553,7 @@ func isConsumerAck(f *frames.Frame) bool {
 // on: a reply queue's (a caller's half of every RPC) only ever gets replies, and the correlator awaits no answer
 // for those, nor for any consumer whose Basic.Consume it did not see.
 func (a *assembler) consumerAck(f *frames.Frame) {
-	if s := a.chans[f.Channel]; s == nil || !s.answers {
+	if s := a.chans[f.Channel]; s == nil || !s.keep.answers {
 		return
 	}
 	c := a.conn.c
@@ -577,8 +608,15 @@ func (a *assembler) reset(s *chanAsm) {
 }
 
 func (a *assembler) method(f *frames.Frame) {
-	if s := a.chans[f.Channel]; s != nil && s.ev != nil {
-		a.reset(s) // a method frame in the middle of a content: the content is lost
+	if s := a.chans[f.Channel]; s != nil {
+		if s.ev != nil {
+			a.reset(s) // a method frame in the middle of a content: the content is lost
+		}
+		if a.dir == frames.ServerToClient && (f.ClassID != 60 || f.MethodID != 60) {
+			// Consumers may have changed (Consume-Ok, Cancel, a channel closed or opened): the next plain delivery
+			// goes to the correlator again.
+			s.keep.plainTag, s.keep.taught = "", false
+		}
 	}
 	if a.dir == frames.ClientToServer && isConsumerAck(f) {
 		a.consumerAck(f)
@@ -614,6 +652,9 @@ func (a *assembler) method(f *frames.Frame) {
 		ev.kind, ev.broker = evBroker, brokerUnblocked
 	case *frames.ChannelOpen:
 		ev.kind = evChannelOpen
+		if s := a.chans[f.Channel]; s != nil {
+			s.keep.confirm, s.keep.seq, s.keep.run = false, 0, nil // as the correlator's resetChannel
+		}
 	case *frames.ExchangeDeclare:
 		ev.kind, ev.exchange, ev.exType = evExchangeDeclare, m.Exchange, m.Type
 		if !m.Passive {
@@ -633,7 +674,7 @@ func (a *assembler) method(f *frames.Frame) {
 	case *frames.BasicConsume:
 		ev.kind, ev.queue, ev.tag, ev.noWait, ev.noAck = evConsume, m.Queue, m.ConsumerTag, m.NoWait, m.NoAck
 		if !m.NoAck && !privateName(m.Queue) && m.Queue != directReplyTo {
-			a.channel(f.Channel).answers = true
+			a.channel(f.Channel).keep.answers = true
 		}
 	case *frames.BasicConsumeOK:
 		ev.kind, ev.tag = evConsumeOK, m.ConsumerTag
@@ -650,9 +691,17 @@ func (a *assembler) method(f *frames.Frame) {
 		ev.kind, ev.deliveryTag, ev.multiple = evNack, m.DeliveryTag, m.Multiple
 	case *frames.ConfirmSelect:
 		ev.kind = evConfirmSelect
+		if k := &a.channel(f.Channel).keep; !k.confirm {
+			k.confirm, k.seq, k.run = true, 0, nil
+		}
 	case *frames.BasicPublish:
 		ev.kind, ev.exchange, ev.routingKey, ev.mandatory = evPublish, m.Exchange, m.RoutingKey, m.Mandatory
-		a.channel(f.Channel).ev = ev
+		s := a.channel(f.Channel)
+		s.ev = ev
+		if s.keep.confirm {
+			s.keep.seq++
+			ev.pubSeq = s.keep.seq
+		}
 		return
 	case *frames.BasicDeliver:
 		ev.kind, ev.tag, ev.deliveryTag, ev.redelivered = evDeliver, m.ConsumerTag, m.DeliveryTag, m.Redelivered
@@ -841,7 +890,66 @@ func (a *assembler) done(s *chanAsm, ev *event, parseFailed bool) {
 		a.conn.c.ctr.parseFailures.Add(1)
 	}
 	s.endContent()
+	if a.plain(s, ev) {
+		return
+	}
 	a.queue(ev)
+}
+
+// plain keeps a plain message (not oslo, no reply_to, no correlation_id: what the correlator only counts, see
+// genericPublish and genericDeliver) out of the correlator's queue and reorder window, and reports whether it
+// did. It counts the message as the correlator would have, and as taken in (Stats.MessagesIn).
+//   - A publish on a channel without confirms is dropped here, unless it is mandatory (a Basic.Return names the
+//     oldest unconfirmed publish to its exchange and routing key, which must be tracked). On a confirm channel
+//     its confirm must still be counted: consecutive plain publishes of one batch are handed over as one
+//     evPlainPublishes event, the first one's, which the following ones extend (their sequence numbers are
+//     consecutive only while no other publish came between).
+//   - A delivery is handed over when it is its channel's first plain one of a consumer tag since the broker
+//     last spoke of the channel's consumers, or the first through the default exchange (the correlator learns
+//     a consumer whose Basic.Consume it did not see from such a delivery); later ones tell it nothing more.
+func (a *assembler) plain(s *chanAsm, ev *event) bool {
+	c := a.conn.c
+	if c.cfg.GenericCasts || ev.body.kind != mkUnknown || ev.replyTo != "" || ev.correlationID != "" {
+		return false
+	}
+	k := &s.keep
+	switch ev.kind {
+	case evPublish:
+		if ev.mandatory {
+			return false
+		}
+		c.ctr.plain.Add(1)
+		if ev.body.parsed {
+			c.ctr.unknown.Add(1)
+		}
+		if ev.pubSeq != 0 {
+			if r := k.run; r != nil && k.runBatch == a.batch && r.pubSeq+1 == ev.pubSeq {
+				r.pubSeq++
+				r.plainRun++
+				c.ctr.messagesIn.Add(1)
+				break
+			}
+			*ev = event{kind: evPlainPublishes, conn: ev.conn, ident: ev.ident, channel: ev.channel, at: ev.at,
+				order: ev.order, pubSeq: ev.pubSeq, plainRun: 1}
+			k.run, k.runBatch = ev, a.batch
+			a.queue(ev)
+			return true
+		}
+		c.ctr.messagesIn.Add(1)
+	case evDeliver:
+		learns := ev.exchange == "" && ev.routingKey != ""
+		if ev.tag != "" && (ev.tag != k.plainTag || learns && !k.taught) {
+			k.plainTag, k.taught = ev.tag, learns
+			return false
+		}
+		c.ctr.plain.Add(1)
+		c.ctr.messagesIn.Add(1)
+	default:
+		return false
+	}
+	*ev = event{}
+	c.events.Put(ev)
+	return true
 }
 
 // stamp is when a frame's bytes were read: the proxy's stamp, else (a decoder fed without one) now.
