@@ -177,6 +177,31 @@ type assembler struct {
 type contentState struct {
 	hdr    frames.ContentHeader
 	parser bodyParser
+	names  recentNames
+	args   frames.MessageArgs
+}
+
+// recentNames are the last exchange names, routing keys and consumer tags a direction's messages carried, so that
+// a stream of messages to the same queue makes each string once rather than once per message.
+type recentNames struct {
+	s    [8]string
+	next int
+}
+
+// get returns b as a string, one of the recent ones when it is.
+func (n *recentNames) get(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	for _, s := range n.s {
+		if s == string(b) {
+			return s
+		}
+	}
+	s := string(b)
+	n.s[n.next] = s
+	n.next = (n.next + 1) % len(n.s)
+	return s
 }
 
 // content returns the assembler's content state, making it on first use.
@@ -556,17 +581,10 @@ func (a *assembler) consumerAck(f *frames.Frame) {
 	if s := a.chans[f.Channel]; s == nil || !s.keep.answers {
 		return
 	}
-	c := a.conn.c
-	const args = 4 // class and method ids
-	if len(f.Payload) < args+9 {
-		c.ctr.decodeFailures.Add(1)
+	ev, bits := a.ackEvent(f, evAck)
+	if ev == nil {
 		return
 	}
-	tag := binary.BigEndian.Uint64(f.Payload[args:])
-	bits := f.Payload[args+8]
-	at := c.stamp(f)
-	ev := c.events.Get().(*event)
-	*ev = event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at, kind: evAck, deliveryTag: tag}
 	switch f.MethodID {
 	case 80:
 		ev.multiple = bits&1 != 0
@@ -576,6 +594,62 @@ func (a *assembler) consumerAck(f *frames.Frame) {
 		ev.rejected, ev.multiple, ev.requeue = true, bits&1 != 0, bits&2 != 0
 	}
 	a.queue(ev)
+}
+
+// ackEvent is the event of a Basic.Ack, Reject or Nack, read in place: a delivery tag, then the octet of bits
+// (multiple, requeue; Reject has requeue alone) it returns too. A payload too short for them is counted and nil.
+func (a *assembler) ackEvent(f *frames.Frame, kind evKind) (*event, byte) {
+	c := a.conn.c
+	const args = 4 // class and method ids
+	if len(f.Payload) < args+9 {
+		c.ctr.decodeFailures.Add(1)
+		return nil, 0
+	}
+	at := c.stamp(f)
+	ev := c.events.Get().(*event)
+	*ev = event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at, kind: kind,
+		deliveryTag: binary.BigEndian.Uint64(f.Payload[args:])}
+	return ev, f.Payload[args+8]
+}
+
+// confirm reads a broker's Basic.Ack or Nack of publishes in place, as consumerAck does a consumer's.
+func (a *assembler) confirm(f *frames.Frame) {
+	kind := evConfirm
+	if f.MethodID == 120 {
+		kind = evNack
+	}
+	if ev, bits := a.ackEvent(f, kind); ev != nil {
+		ev.multiple = bits&1 != 0
+		a.queue(ev)
+	}
+}
+
+// message reads the Basic.Publish or Basic.Deliver that starts a message, in place: one comes with every message,
+// and its strings are the assembler's recent ones when they match.
+func (a *assembler) message(f *frames.Frame) {
+	c := a.conn.c
+	cs := a.content()
+	m := &cs.args
+	if err := frames.DecodeMessageArgs(f.Payload, m); err != nil {
+		c.ctr.decodeFailures.Add(1)
+		return
+	}
+	at := c.stamp(f)
+	ev := c.events.Get().(*event)
+	*ev = event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at,
+		exchange: cs.names.get(m.Exchange), routingKey: cs.names.get(m.RoutingKey)}
+	s := a.channel(f.Channel)
+	s.ev = ev
+	if m.MethodID == 40 {
+		ev.kind, ev.mandatory = evPublish, m.Mandatory
+		if s.keep.confirm {
+			s.keep.seq++
+			ev.pubSeq = s.keep.seq
+		}
+	} else {
+		ev.kind, ev.tag, ev.deliveryTag, ev.redelivered = evDeliver, cs.names.get(m.ConsumerTag), m.DeliveryTag, m.Redelivered
+	}
+	*m = frames.MessageArgs{} // holds no frame past this call
 }
 
 func (a *assembler) channel(ch uint16) *chanAsm {
@@ -626,6 +700,14 @@ func (a *assembler) method(f *frames.Frame) {
 		if a.dir == frames.ClientToServer && f.ClassID == 10 && a.conn.id.Load().ep.Vhost == "" {
 			a.conn.lateHandshake(f)
 		}
+		return
+	}
+	switch k := uint32(f.ClassID)<<16 | uint32(f.MethodID); {
+	case k == 60<<16|40 && a.dir == frames.ClientToServer, k == 60<<16|60 && a.dir == frames.ServerToClient:
+		a.message(f)
+		return
+	case (k == 60<<16|80 || k == 60<<16|120) && a.dir == frames.ServerToClient:
+		a.confirm(f)
 		return
 	}
 	c := a.conn.c
@@ -685,29 +767,11 @@ func (a *assembler) method(f *frames.Frame) {
 		ev.kind, ev.tag = evCancel, m.ConsumerTag
 	case *frames.BasicGet:
 		ev.kind, ev.queue = evGet, m.Queue
-	case *frames.BasicAck:
-		ev.kind, ev.deliveryTag, ev.multiple = evConfirm, m.DeliveryTag, m.Multiple
-	case *frames.BasicNack:
-		ev.kind, ev.deliveryTag, ev.multiple = evNack, m.DeliveryTag, m.Multiple
 	case *frames.ConfirmSelect:
 		ev.kind = evConfirmSelect
 		if k := &a.channel(f.Channel).keep; !k.confirm {
 			k.confirm, k.seq, k.run = true, 0, nil
 		}
-	case *frames.BasicPublish:
-		ev.kind, ev.exchange, ev.routingKey, ev.mandatory = evPublish, m.Exchange, m.RoutingKey, m.Mandatory
-		s := a.channel(f.Channel)
-		s.ev = ev
-		if s.keep.confirm {
-			s.keep.seq++
-			ev.pubSeq = s.keep.seq
-		}
-		return
-	case *frames.BasicDeliver:
-		ev.kind, ev.tag, ev.deliveryTag, ev.redelivered = evDeliver, m.ConsumerTag, m.DeliveryTag, m.Redelivered
-		ev.exchange, ev.routingKey = m.Exchange, m.RoutingKey
-		a.channel(f.Channel).ev = ev
-		return
 	case *frames.BasicGetOK:
 		ev.kind, ev.deliveryTag, ev.exchange, ev.routingKey = evDeliver, m.DeliveryTag, m.Exchange, m.RoutingKey
 		a.channel(f.Channel).ev = ev
