@@ -168,6 +168,9 @@ type assembler struct {
 	// maxBatch are waiting, so that a handler fed without EndWrite still hands its events over.
 	head, tail *event
 	batched    int
+	// last is the channel state lookup found last, lastID its channel.
+	last   *chanAsm
+	lastID uint16
 	// batch numbers the batches sent (flush), so that a channel's plain-publish run is extended only while it is
 	// still in the batch being built.
 	batch uint64
@@ -578,7 +581,7 @@ func isConsumerAck(f *frames.Frame) bool {
 // on: a reply queue's (a caller's half of every RPC) only ever gets replies, and the correlator awaits no answer
 // for those, nor for any consumer whose Basic.Consume it did not see.
 func (a *assembler) consumerAck(f *frames.Frame) {
-	if s := a.chans[f.Channel]; s == nil || !s.keep.answers {
+	if s := a.lookup(f.Channel); s == nil || !s.keep.answers {
 		return
 	}
 	ev, bits := a.ackEvent(f, evAck)
@@ -652,14 +655,29 @@ func (a *assembler) message(f *frames.Frame) {
 	*m = frames.MessageArgs{} // holds no frame past this call
 }
 
+// channel returns channel ch's state, making it on first use.
 func (a *assembler) channel(ch uint16) *chanAsm {
+	if s := a.lookup(ch); s != nil {
+		return s
+	}
 	if a.chans == nil {
 		a.chans = make(map[uint16]*chanAsm, 1)
 	}
+	s := &chanAsm{}
+	a.chans[ch] = s
+	a.last, a.lastID = s, ch
+	return s
+}
+
+// lookup returns channel ch's state, nil if it has none. Every frame of a message looks its channel up, and most
+// connections use one channel: the last one found answers without hashing (a channel's state is never removed).
+func (a *assembler) lookup(ch uint16) *chanAsm {
+	if a.last != nil && a.lastID == ch {
+		return a.last
+	}
 	s := a.chans[ch]
-	if s == nil {
-		s = &chanAsm{}
-		a.chans[ch] = s
+	if s != nil {
+		a.last, a.lastID = s, ch
 	}
 	return s
 }
@@ -682,7 +700,7 @@ func (a *assembler) reset(s *chanAsm) {
 }
 
 func (a *assembler) method(f *frames.Frame) {
-	if s := a.chans[f.Channel]; s != nil {
+	if s := a.lookup(f.Channel); s != nil {
 		if s.ev != nil {
 			a.reset(s) // a method frame in the middle of a content: the content is lost
 		}
@@ -734,7 +752,7 @@ func (a *assembler) method(f *frames.Frame) {
 		ev.kind, ev.broker = evBroker, brokerUnblocked
 	case *frames.ChannelOpen:
 		ev.kind = evChannelOpen
-		if s := a.chans[f.Channel]; s != nil {
+		if s := a.lookup(f.Channel); s != nil {
 			s.keep.confirm, s.keep.seq, s.keep.run = false, 0, nil // as the correlator's resetChannel
 		}
 	case *frames.ExchangeDeclare:
@@ -788,7 +806,7 @@ func (a *assembler) method(f *frames.Frame) {
 }
 
 func (a *assembler) header(f *frames.Frame) {
-	s := a.chans[f.Channel]
+	s := a.lookup(f.Channel)
 	if s == nil || s.ev == nil || s.haveHeader {
 		if s != nil {
 			a.reset(s)
@@ -823,7 +841,7 @@ func (a *assembler) header(f *frames.Frame) {
 }
 
 func (a *assembler) body(f *frames.Frame) {
-	s := a.chans[f.Channel]
+	s := a.lookup(f.Channel)
 	if s == nil || s.ev == nil || !s.haveHeader {
 		if s != nil {
 			a.reset(s)
