@@ -42,7 +42,8 @@ type Correlator struct {
 	q      chan *event // batches: each element heads a list linked by event.next
 	// work parses the bodies that may be slow (compressed, large) away from the forwarding goroutines.
 	work *bodyWorkers
-	// events recycles processed events for the assemblers (see recycle).
+	// events recycles processed events for the assemblers (see recycle). Every event in it is zero, which
+	// assembler.newEvent relies on: whatever puts one back clears it first.
 	events sync.Pool
 	// bodies remembers recent publishes' parses for their deliveries (see bodyCache).
 	bodies *bodyCache
