@@ -122,6 +122,10 @@ type event struct {
 	bodySize                                                uint64
 	truncated                                               bool
 	body                                                    bodyInfo
+
+	// pubSeq is a publish's sequence number on a channel in confirm mode (0 otherwise), and for evPlainPublishes
+	// the last of the run's plainRun publishes.
+	pubSeq, plainRun uint64
 }
 
 type evKind uint8
@@ -146,6 +150,9 @@ const (
 	evQos
 	evClose  // the proxied connection ended (Conn.Close): its consumers go away
 	evBroker // the broker blocked, unblocked or closed the connection, or closed a channel
+	// evPlainPublishes stands for consecutive plain publishes of a confirm channel (see assembler.plain): their
+	// confirms are counted, and nothing else is done with them.
+	evPlainPublishes
 )
 
 // assembler turns one direction's frames into events: method → content header → body frames per channel.
@@ -161,12 +168,43 @@ type assembler struct {
 	// maxBatch are waiting, so that a handler fed without EndWrite still hands its events over.
 	head, tail *event
 	batched    int
+	// last is the channel state lookup found last, lastID its channel.
+	last   *chanAsm
+	lastID uint16
+	// batch numbers the batches sent (flush), so that a channel's plain-publish run is extended only while it is
+	// still in the batch being built.
+	batch uint64
 }
 
 // contentState is what an assembler needs only while it assembles messages.
 type contentState struct {
 	hdr    frames.ContentHeader
 	parser bodyParser
+	names  recentNames
+	args   frames.MessageArgs
+}
+
+// recentNames are the last exchange names, routing keys and consumer tags a direction's messages carried, so that
+// a stream of messages to the same queue makes each string once rather than once per message.
+type recentNames struct {
+	s    [8]string
+	next int
+}
+
+// get returns b as a string, one of the recent ones when it is.
+func (n *recentNames) get(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	for _, s := range n.s {
+		if s == string(b) {
+			return s
+		}
+	}
+	s := string(b)
+	n.s[n.next] = s
+	n.next = (n.next + 1) % len(n.s)
+	return s
 }
 
 // content returns the assembler's content state, making it on first use.
@@ -201,6 +239,7 @@ func (a *assembler) flush() {
 	}
 	a.conn.c.send(a.head, a.batched)
 	a.head, a.tail, a.batched = nil, nil, 0
+	a.batch++
 }
 
 // chanAsm is the content state of one channel in one direction. ev != nil means a content method is waiting for
@@ -213,13 +252,33 @@ type chanAsm struct {
 	buf        []byte // whole body (size <= BodyCap) when it spans frames
 	head, tail []byte // first and last BodyCap/2 bytes of a larger body
 	opaque     bool   // a body over BodyCap that is not a JSON object: none of it is kept
+	// keep is what the channel knows beyond the content in progress.
+	keep chanKeep
+}
+
+// chanKeep is the part of a channel's state that outlives its contents.
+type chanKeep struct {
 	// answers (client → broker side only) says a consumer of this channel acknowledges deliveries that may be
 	// casts, fanouts or notifications: only then are its acks worth an event (see consumerAck).
 	answers bool
+	// confirm and seq (client → broker) are the channel's publisher-confirm mode and the sequence number of its
+	// last publish, numbered here rather than by the correlator so that plain publishes need not reach it (see
+	// plain): confirm.select starts the count at zero, channel.open ends the mode.
+	confirm bool
+	seq     uint64
+	// run (client → broker) is the plain-publish run of this channel in the assembler's current batch (while
+	// runBatch is the assembler's batch number): later plain publishes of the batch only extend it.
+	run      *event
+	runBatch uint64
+	// plainTag (broker → client) is the consumer tag of the last plain delivery handed over; taught says that one
+	// came through the default exchange, which names an unknown consumer's queue. Later plain deliveries of the
+	// same consumer tell the correlator nothing more (see plain).
+	plainTag string
+	taught   bool
 }
 
 // endContent forgets the content the channel was assembling; what it knows of its consumers stays.
-func (s *chanAsm) endContent() { *s = chanAsm{answers: s.answers} }
+func (s *chanAsm) endContent() { *s = chanAsm{keep: s.keep} }
 
 // NewConn registers a proxied connection; its HandleFrame is the frames.Handler for both directions.
 func (c *Correlator) NewConn(info ConnInfo) *Conn {
@@ -522,20 +581,13 @@ func isConsumerAck(f *frames.Frame) bool {
 // on: a reply queue's (a caller's half of every RPC) only ever gets replies, and the correlator awaits no answer
 // for those, nor for any consumer whose Basic.Consume it did not see.
 func (a *assembler) consumerAck(f *frames.Frame) {
-	if s := a.chans[f.Channel]; s == nil || !s.answers {
+	if s := a.lookup(f.Channel); s == nil || !s.keep.answers {
 		return
 	}
-	c := a.conn.c
-	const args = 4 // class and method ids
-	if len(f.Payload) < args+9 {
-		c.ctr.decodeFailures.Add(1)
+	ev, bits := a.ackEvent(f, evAck)
+	if ev == nil {
 		return
 	}
-	tag := binary.BigEndian.Uint64(f.Payload[args:])
-	bits := f.Payload[args+8]
-	at := c.stamp(f)
-	ev := c.events.Get().(*event)
-	*ev = event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at, kind: evAck, deliveryTag: tag}
 	switch f.MethodID {
 	case 80:
 		ev.multiple = bits&1 != 0
@@ -547,14 +599,91 @@ func (a *assembler) consumerAck(f *frames.Frame) {
 	a.queue(ev)
 }
 
+// newEvent is an event of frame f's method, from the pool: every event there is zero (recycle and plain clear
+// what they put back, and the pool makes new ones zero), so only what every event has is set, instead of clearing
+// its 600-odd bytes once more.
+func (a *assembler) newEvent(f *frames.Frame) *event {
+	at := a.conn.c.stamp(f)
+	ev := a.conn.c.events.Get().(*event)
+	ev.conn, ev.ident, ev.channel, ev.at, ev.order = a.conn, a.conn.id.Load(), f.Channel, at, at
+	return ev
+}
+
+// ackEvent is the event of a Basic.Ack, Reject or Nack, read in place: a delivery tag, then the octet of bits
+// (multiple, requeue; Reject has requeue alone) it returns too. A payload too short for them is counted and nil.
+func (a *assembler) ackEvent(f *frames.Frame, kind evKind) (*event, byte) {
+	c := a.conn.c
+	const args = 4 // class and method ids
+	if len(f.Payload) < args+9 {
+		c.ctr.decodeFailures.Add(1)
+		return nil, 0
+	}
+	ev := a.newEvent(f)
+	ev.kind, ev.deliveryTag = kind, binary.BigEndian.Uint64(f.Payload[args:])
+	return ev, f.Payload[args+8]
+}
+
+// confirm reads a broker's Basic.Ack or Nack of publishes in place, as consumerAck does a consumer's.
+func (a *assembler) confirm(f *frames.Frame) {
+	kind := evConfirm
+	if f.MethodID == 120 {
+		kind = evNack
+	}
+	if ev, bits := a.ackEvent(f, kind); ev != nil {
+		ev.multiple = bits&1 != 0
+		a.queue(ev)
+	}
+}
+
+// message reads the Basic.Publish or Basic.Deliver that starts a message, in place: one comes with every message,
+// and its strings are the assembler's recent ones when they match.
+func (a *assembler) message(f *frames.Frame) {
+	c := a.conn.c
+	cs := a.content()
+	m := &cs.args
+	if err := frames.DecodeMessageArgs(f.Payload, m); err != nil {
+		c.ctr.decodeFailures.Add(1)
+		return
+	}
+	ev := a.newEvent(f)
+	ev.exchange, ev.routingKey = cs.names.get(m.Exchange), cs.names.get(m.RoutingKey)
+	s := a.channel(f.Channel)
+	s.ev = ev
+	if m.MethodID == 40 {
+		ev.kind, ev.mandatory = evPublish, m.Mandatory
+		if s.keep.confirm {
+			s.keep.seq++
+			ev.pubSeq = s.keep.seq
+		}
+	} else {
+		ev.kind, ev.tag, ev.deliveryTag, ev.redelivered = evDeliver, cs.names.get(m.ConsumerTag), m.DeliveryTag, m.Redelivered
+	}
+	*m = frames.MessageArgs{} // holds no frame past this call
+}
+
+// channel returns channel ch's state, making it on first use.
 func (a *assembler) channel(ch uint16) *chanAsm {
+	if s := a.lookup(ch); s != nil {
+		return s
+	}
 	if a.chans == nil {
 		a.chans = make(map[uint16]*chanAsm, 1)
 	}
+	s := &chanAsm{}
+	a.chans[ch] = s
+	a.last, a.lastID = s, ch
+	return s
+}
+
+// lookup returns channel ch's state, nil if it has none. Every frame of a message looks its channel up, and most
+// connections use one channel: the last one found answers without hashing (a channel's state is never removed).
+func (a *assembler) lookup(ch uint16) *chanAsm {
+	if a.last != nil && a.lastID == ch {
+		return a.last
+	}
 	s := a.chans[ch]
-	if s == nil {
-		s = &chanAsm{}
-		a.chans[ch] = s
+	if s != nil {
+		a.last, a.lastID = s, ch
 	}
 	return s
 }
@@ -577,8 +706,15 @@ func (a *assembler) reset(s *chanAsm) {
 }
 
 func (a *assembler) method(f *frames.Frame) {
-	if s := a.chans[f.Channel]; s != nil && s.ev != nil {
-		a.reset(s) // a method frame in the middle of a content: the content is lost
+	if s := a.lookup(f.Channel); s != nil {
+		if s.ev != nil {
+			a.reset(s) // a method frame in the middle of a content: the content is lost
+		}
+		if a.dir == frames.ServerToClient && (f.ClassID != 60 || f.MethodID != 60) {
+			// Consumers may have changed (Consume-Ok, Cancel, a channel closed or opened): the next plain delivery
+			// goes to the correlator again.
+			s.keep.plainTag, s.keep.taught = "", false
+		}
 	}
 	if a.dir == frames.ClientToServer && isConsumerAck(f) {
 		a.consumerAck(f)
@@ -590,15 +726,21 @@ func (a *assembler) method(f *frames.Frame) {
 		}
 		return
 	}
+	switch k := uint32(f.ClassID)<<16 | uint32(f.MethodID); {
+	case k == 60<<16|40 && a.dir == frames.ClientToServer, k == 60<<16|60 && a.dir == frames.ServerToClient:
+		a.message(f)
+		return
+	case (k == 60<<16|80 || k == 60<<16|120) && a.dir == frames.ServerToClient:
+		a.confirm(f)
+		return
+	}
 	c := a.conn.c
 	m, err := frames.DecodeMethod(f.Payload)
 	if err != nil {
 		c.ctr.decodeFailures.Add(1)
 		return
 	}
-	at := c.stamp(f)
-	ev := c.events.Get().(*event)
-	*ev = event{conn: a.conn, ident: a.conn.id.Load(), channel: f.Channel, at: at, order: at}
+	ev := a.newEvent(f)
 	switch m := m.(type) {
 	case *frames.ConnectionClose:
 		a.conn.closeSeen.CompareAndSwap(nil, &closeInfo{code: m.ReplyCode, text: CleanString(m.ReplyText, maxMessageLen), dir: a.dir})
@@ -614,6 +756,9 @@ func (a *assembler) method(f *frames.Frame) {
 		ev.kind, ev.broker = evBroker, brokerUnblocked
 	case *frames.ChannelOpen:
 		ev.kind = evChannelOpen
+		if s := a.lookup(f.Channel); s != nil {
+			s.keep.confirm, s.keep.seq, s.keep.run = false, 0, nil // as the correlator's resetChannel
+		}
 	case *frames.ExchangeDeclare:
 		ev.kind, ev.exchange, ev.exType = evExchangeDeclare, m.Exchange, m.Type
 		if !m.Passive {
@@ -633,7 +778,7 @@ func (a *assembler) method(f *frames.Frame) {
 	case *frames.BasicConsume:
 		ev.kind, ev.queue, ev.tag, ev.noWait, ev.noAck = evConsume, m.Queue, m.ConsumerTag, m.NoWait, m.NoAck
 		if !m.NoAck && !privateName(m.Queue) && m.Queue != directReplyTo {
-			a.channel(f.Channel).answers = true
+			a.channel(f.Channel).keep.answers = true
 		}
 	case *frames.BasicConsumeOK:
 		ev.kind, ev.tag = evConsumeOK, m.ConsumerTag
@@ -644,21 +789,11 @@ func (a *assembler) method(f *frames.Frame) {
 		ev.kind, ev.tag = evCancel, m.ConsumerTag
 	case *frames.BasicGet:
 		ev.kind, ev.queue = evGet, m.Queue
-	case *frames.BasicAck:
-		ev.kind, ev.deliveryTag, ev.multiple = evConfirm, m.DeliveryTag, m.Multiple
-	case *frames.BasicNack:
-		ev.kind, ev.deliveryTag, ev.multiple = evNack, m.DeliveryTag, m.Multiple
 	case *frames.ConfirmSelect:
 		ev.kind = evConfirmSelect
-	case *frames.BasicPublish:
-		ev.kind, ev.exchange, ev.routingKey, ev.mandatory = evPublish, m.Exchange, m.RoutingKey, m.Mandatory
-		a.channel(f.Channel).ev = ev
-		return
-	case *frames.BasicDeliver:
-		ev.kind, ev.tag, ev.deliveryTag, ev.redelivered = evDeliver, m.ConsumerTag, m.DeliveryTag, m.Redelivered
-		ev.exchange, ev.routingKey = m.Exchange, m.RoutingKey
-		a.channel(f.Channel).ev = ev
-		return
+		if k := &a.channel(f.Channel).keep; !k.confirm {
+			k.confirm, k.seq, k.run = true, 0, nil
+		}
 	case *frames.BasicGetOK:
 		ev.kind, ev.deliveryTag, ev.exchange, ev.routingKey = evDeliver, m.DeliveryTag, m.Exchange, m.RoutingKey
 		a.channel(f.Channel).ev = ev
@@ -675,7 +810,7 @@ func (a *assembler) method(f *frames.Frame) {
 }
 
 func (a *assembler) header(f *frames.Frame) {
-	s := a.chans[f.Channel]
+	s := a.lookup(f.Channel)
 	if s == nil || s.ev == nil || s.haveHeader {
 		if s != nil {
 			a.reset(s)
@@ -710,7 +845,7 @@ func (a *assembler) header(f *frames.Frame) {
 }
 
 func (a *assembler) body(f *frames.Frame) {
-	s := a.chans[f.Channel]
+	s := a.lookup(f.Channel)
 	if s == nil || s.ev == nil || !s.haveHeader {
 		if s != nil {
 			a.reset(s)
@@ -841,7 +976,66 @@ func (a *assembler) done(s *chanAsm, ev *event, parseFailed bool) {
 		a.conn.c.ctr.parseFailures.Add(1)
 	}
 	s.endContent()
+	if a.plain(s, ev) {
+		return
+	}
 	a.queue(ev)
+}
+
+// plain keeps a plain message (not oslo, no reply_to, no correlation_id: what the correlator only counts, see
+// genericPublish and genericDeliver) out of the correlator's queue and reorder window, and reports whether it
+// did. It counts the message as the correlator would have, and as taken in (Stats.MessagesIn).
+//   - A publish on a channel without confirms is dropped here, unless it is mandatory (a Basic.Return names the
+//     oldest unconfirmed publish to its exchange and routing key, which must be tracked). On a confirm channel
+//     its confirm must still be counted: consecutive plain publishes of one batch are handed over as one
+//     evPlainPublishes event, the first one's, which the following ones extend (their sequence numbers are
+//     consecutive only while no other publish came between).
+//   - A delivery is handed over when it is its channel's first plain one of a consumer tag since the broker
+//     last spoke of the channel's consumers, or the first through the default exchange (the correlator learns
+//     a consumer whose Basic.Consume it did not see from such a delivery); later ones tell it nothing more.
+func (a *assembler) plain(s *chanAsm, ev *event) bool {
+	c := a.conn.c
+	if c.cfg.GenericCasts || ev.body.kind != mkUnknown || ev.replyTo != "" || ev.correlationID != "" {
+		return false
+	}
+	k := &s.keep
+	switch ev.kind {
+	case evPublish:
+		if ev.mandatory {
+			return false
+		}
+		c.ctr.plain.Add(1)
+		if ev.body.parsed {
+			c.ctr.unknown.Add(1)
+		}
+		if ev.pubSeq != 0 {
+			if r := k.run; r != nil && k.runBatch == a.batch && r.pubSeq+1 == ev.pubSeq {
+				r.pubSeq++
+				r.plainRun++
+				c.ctr.messagesIn.Add(1)
+				break
+			}
+			*ev = event{kind: evPlainPublishes, conn: ev.conn, ident: ev.ident, channel: ev.channel, at: ev.at,
+				order: ev.order, pubSeq: ev.pubSeq, plainRun: 1}
+			k.run, k.runBatch = ev, a.batch
+			a.queue(ev)
+			return true
+		}
+		c.ctr.messagesIn.Add(1)
+	case evDeliver:
+		learns := ev.exchange == "" && ev.routingKey != ""
+		if ev.tag != "" && (ev.tag != k.plainTag || learns && !k.taught) {
+			k.plainTag, k.taught = ev.tag, learns
+			return false
+		}
+		c.ctr.plain.Add(1)
+		c.ctr.messagesIn.Add(1)
+	default:
+		return false
+	}
+	*ev = event{}
+	c.events.Put(ev)
+	return true
 }
 
 // stamp is when a frame's bytes were read: the proxy's stamp, else (a decoder fed without one) now.

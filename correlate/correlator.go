@@ -42,7 +42,8 @@ type Correlator struct {
 	q      chan *event // batches: each element heads a list linked by event.next
 	// work parses the bodies that may be slow (compressed, large) away from the forwarding goroutines.
 	work *bodyWorkers
-	// events recycles processed events for the assemblers (see recycle).
+	// events recycles processed events for the assemblers (see recycle). Every event in it is zero, which
+	// assembler.newEvent relies on: whatever puts one back clears it first.
 	events sync.Pool
 	// bodies remembers recent publishes' parses for their deliveries (see bodyCache).
 	bodies *bodyCache
@@ -180,7 +181,6 @@ const maxConsumersPerConn = 4096
 
 type chanState struct {
 	confirm        bool
-	seq            uint64
 	tracked        []pubEntry // publishes awaiting their confirm (or Return), in publish order
 	pendingConsume []consumeReq
 	consumers      map[string]consumerRef // by consumer tag
@@ -203,7 +203,10 @@ type consumeReq struct {
 }
 
 type pubEntry struct {
+	// seq is the publish's sequence number (its assembler numbers a confirm channel's publishes); a run of plain
+	// publishes (run > 0) stands for the run publishes up to seq, which have no record and are only counted.
 	seq       uint64
+	run       uint64
 	exchange  string
 	rk        string
 	mandatory bool
@@ -348,8 +351,10 @@ func (c *Correlator) process(ev *event) {
 	case evAck:
 		c.onAck(ev)
 	case evConfirmSelect:
-		if ch := st.channel(ev.channel); !ch.confirm {
-			ch.confirm, ch.seq = true, 0
+		st.channel(ev.channel).confirm = true
+	case evPlainPublishes:
+		if ch := st.channel(ev.channel); ch.confirm {
+			c.track(ch, pubEntry{seq: ev.pubSeq, run: ev.plainRun})
 		}
 	case evChannelOpen:
 		c.resetChannel(st, ev.channel)
@@ -721,6 +726,11 @@ func (c *Correlator) track(ch *chanState, e pubEntry) {
 		ch.tracked = ch.tracked[1:]
 	}
 	ch.tracked = append(ch.tracked, e)
+	// A publish whose body a worker parsed can be processed after later publishes of its channel: the list stays
+	// in sequence order, which the confirms' multiple flag relies on.
+	for i := len(ch.tracked) - 1; ch.confirm && i > 0 && ch.tracked[i-1].seq > e.seq; i-- {
+		ch.tracked[i-1], ch.tracked[i] = ch.tracked[i], ch.tracked[i-1]
+	}
 }
 
 // legacyReply reads a 2012-era (Folsom) reply: published to, and delivered from, a direct exchange named after the
@@ -757,8 +767,7 @@ func (c *Correlator) onPublish(ev *event) {
 	ch := ev.conn.st.channel(ev.channel)
 	entry := pubEntry{exchange: ev.exchange, rk: ev.routingKey, mandatory: ev.mandatory}
 	if ch.confirm {
-		ch.seq++
-		entry.seq = ch.seq
+		entry.seq = ev.pubSeq
 	}
 	b := &ev.body
 	switch {
@@ -1088,7 +1097,7 @@ func (c *Correlator) onReturn(ev *event) {
 	// unconfirmed one to the same exchange and routing key on this channel.
 	for i := range ch.tracked {
 		e := &ch.tracked[i]
-		if !e.returned && e.exchange == ev.exchange && e.rk == ev.routingKey {
+		if e.run == 0 && !e.returned && e.exchange == ev.exchange && e.rk == ev.routingKey {
 			e.returned = true
 			p, reply = c.entryTarget(e)
 			break
@@ -1120,12 +1129,19 @@ func (c *Correlator) onConfirm(ev *event) {
 		return
 	}
 	nack := ev.kind == evNack
-	take := func(e *pubEntry) {
+	count := func(n uint64) {
 		if nack {
-			c.ctr.nacks.Add(1)
+			c.ctr.nacks.Add(n)
 		} else {
-			c.ctr.confirms.Add(1)
+			c.ctr.confirms.Add(n)
 		}
+	}
+	take := func(e *pubEntry) {
+		if e.run > 0 {
+			count(e.run) // plain publishes: nothing but the count
+			return
+		}
+		count(1)
 		if o := e.orphan; o != nil && o.into == nil {
 			o.acked = !nack && !e.returned // the reply's call is not known yet: it ends at its merge
 			return
@@ -1149,21 +1165,47 @@ func (c *Correlator) onConfirm(ev *event) {
 			p.event(ev.at, EventNacked, "")
 		}
 	}
+	tag := ev.deliveryTag
 	if ev.multiple {
 		n := 0
-		for n < len(ch.tracked) && ch.tracked[n].seq <= ev.deliveryTag {
+		for n < len(ch.tracked) && ch.tracked[n].seq <= tag {
 			take(&ch.tracked[n])
 			n++
 		}
 		ch.tracked = ch.tracked[n:]
+		if len(ch.tracked) > 0 {
+			if e := &ch.tracked[0]; e.run > 0 && e.seq-e.run < tag {
+				count(tag - (e.seq - e.run)) // the front of a run: what is left of it waits
+				e.run = e.seq - tag
+			}
+		}
 		return
 	}
 	for i := range ch.tracked {
-		if ch.tracked[i].seq == ev.deliveryTag {
-			take(&ch.tracked[i])
-			ch.tracked = append(ch.tracked[:i], ch.tracked[i+1:]...)
-			return
+		e := &ch.tracked[i]
+		if e.seq < tag {
+			continue
 		}
+		if e.seq != tag && (e.run == 0 || e.seq-e.run >= tag) {
+			return // not tracked (the list is in sequence order)
+		}
+		switch {
+		case e.run <= 1: // a publish, or a run of one
+			take(e)
+			ch.tracked = append(ch.tracked[:i], ch.tracked[i+1:]...)
+		case e.seq == tag: // the end of a run
+			count(1)
+			e.seq--
+			e.run--
+		default: // inside a run: it splits in two around tag
+			count(1)
+			front := pubEntry{seq: tag - 1, run: e.run - (e.seq - tag) - 1}
+			e.run = e.seq - tag
+			if front.run > 0 {
+				ch.tracked = slices.Insert(ch.tracked, i, front)
+			}
+		}
+		return
 	}
 }
 

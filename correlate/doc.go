@@ -16,7 +16,11 @@
 // counted), parses the body once the content is complete and hands the events of one write over in one
 // non-blocking send. It never blocks; the two directions of a connection share only atomic pointers (identity,
 // close info) once the connection is open (see "Before the login is accepted"). Methods nobody needs (consumer acks,
-// Qos) are skipped by their ids before anything is decoded.
+// Qos) are skipped by their ids before anything is decoded. Plain messages (no oslo envelope, no reply_to, no
+// correlation_id), which make no record, are counted there and go no further, except what the correlator needs
+// of them: a confirm channel's consecutive plain publishes of one write as one event (their confirms are counted),
+// and a consumer's first plain delivery (it may name the consumer's queue). The assembler therefore numbers a
+// confirm channel's publishes itself.
 //
 // The correlator's state is split by what it knows, each in its own file and testable without frames:
 //   - topology.go: the broker's routing as the wire showed it: exchanges, queues with their flags and arguments,

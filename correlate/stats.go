@@ -5,7 +5,7 @@ import "sync/atomic"
 // Stats is a snapshot of a Correlator's counters. Every message or record that is dropped, expired or left
 // unmatched is counted in exactly one of them.
 type Stats struct {
-	MessagesIn uint64 // messages (and topology methods) handed to the correlator queue
+	MessagesIn uint64 // messages (and topology methods) taken in: handed to the correlator queue, or plain and counted as they were assembled
 	QueueDrops uint64 // messages dropped because the correlator queue was full
 	Records    []RecordCount
 	RecordsOut uint64 // records handed to the sink

@@ -32,7 +32,9 @@
 // A frame is copied only in that second case; the carry buffer is bounded by frame_max (and
 // Options.MaxFrameSize) and returned to its pool as soon as the frame is complete, so an idle connection holds no
 // buffer. A frame header is size-checked before anything is buffered, so a header claiming 4 GiB costs nothing.
-// DecodeMethod, DecodeContentHeader and DecodeTable return values that own their memory.
+// DecodeMethod, DecodeContentHeader and DecodeTable return values that own their memory; DecodeMessageArgs, which
+// reads the Basic.Publish or Basic.Deliver of every message without allocating, fills a MessageArgs whose slices
+// alias the payload.
 //
 // # Failure
 //

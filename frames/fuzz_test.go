@@ -118,7 +118,39 @@ func FuzzMethod(f *testing.F) {
 				t.Fatalf("%#v from % x", m, b)
 			}
 		}
+		checkMessageArgs(t, b, m, err)
 	})
+}
+
+// checkMessageArgs checks DecodeMessageArgs against DecodeMethod's m and err for payload b: it accepts exactly the
+// Publish and Deliver payloads DecodeMethod accepts, with the same values.
+func checkMessageArgs(t *testing.T, b []byte, m Method, err error) {
+	t.Helper()
+	var got MessageArgs
+	gerr := DecodeMessageArgs(b, &got)
+	var want MessageArgs
+	switch m := m.(type) {
+	case *BasicPublish:
+		want = MessageArgs{ClassID: 60, MethodID: 40, Exchange: []byte(m.Exchange), RoutingKey: []byte(m.RoutingKey),
+			Mandatory: m.Mandatory, Immediate: m.Immediate}
+	case *BasicDeliver:
+		want = MessageArgs{ClassID: 60, MethodID: 60, ConsumerTag: []byte(m.ConsumerTag), DeliveryTag: m.DeliveryTag,
+			Redelivered: m.Redelivered, Exchange: []byte(m.Exchange), RoutingKey: []byte(m.RoutingKey)}
+	default:
+		if gerr == nil {
+			t.Fatalf("DecodeMessageArgs accepted % x (DecodeMethod: %T, %v)", b, m, err)
+		}
+		return
+	}
+	if gerr != nil {
+		t.Fatalf("DecodeMethod accepts % x, DecodeMessageArgs: %v", b, gerr)
+	}
+	if got.ClassID != want.ClassID || got.MethodID != want.MethodID || !bytes.Equal(got.ConsumerTag, want.ConsumerTag) ||
+		got.DeliveryTag != want.DeliveryTag || got.Redelivered != want.Redelivered ||
+		!bytes.Equal(got.Exchange, want.Exchange) || !bytes.Equal(got.RoutingKey, want.RoutingKey) ||
+		got.Mandatory != want.Mandatory || got.Immediate != want.Immediate {
+		t.Fatalf("got %+v, want %+v, from % x", got, want, b)
+	}
 }
 
 // FuzzStartOKKeep checks DecodeConnectionStartOK against DecodeMethod: whatever DecodeMethod accepts as a

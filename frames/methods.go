@@ -176,6 +176,48 @@ func DecodeConnectionStartOK(payload []byte, keep func(name []byte) bool) (*Conn
 	return m, nil
 }
 
+// MessageArgs is what a Basic.Publish or Basic.Deliver says of its message, read in place by DecodeMessageArgs:
+// the byte slices alias the payload and are valid only as long as it is (a frame's, during HandleFrame). Fields
+// the method does not have are zero.
+type MessageArgs struct {
+	ClassID, MethodID uint16
+	ConsumerTag       []byte // Deliver
+	DeliveryTag       uint64 // Deliver
+	Redelivered       bool   // Deliver
+	Exchange          []byte
+	RoutingKey        []byte
+	Mandatory         bool // Publish
+	Immediate         bool // Publish
+}
+
+// DecodeMessageArgs reads a Basic.Publish or Basic.Deliver payload into m without allocating: a message's method
+// comes with every message, and its strings are usually the same ones as the last message's, which the caller can
+// keep instead of a copy each. It accepts what DecodeMethod accepts for those methods, with the same values; a
+// payload of another method is an error.
+func DecodeMessageArgs(payload []byte, m *MessageArgs) error {
+	c := cursor{b: payload}
+	*m = MessageArgs{ClassID: c.u16(), MethodID: c.u16()}
+	if c.err != nil {
+		return c.err
+	}
+	switch uint32(m.ClassID)<<16 | uint32(m.MethodID) {
+	case 60<<16 | 40:
+		c.u16() // ticket
+		m.Exchange, m.RoutingKey = c.shortBytes(), c.shortBytes()
+		m.Mandatory, m.Immediate = c.bit(), c.bit()
+	case 60<<16 | 60:
+		m.ConsumerTag, m.DeliveryTag, m.Redelivered = c.shortBytes(), c.u64(), c.bit()
+		m.Exchange, m.RoutingKey = c.shortBytes(), c.shortBytes()
+	default:
+		return errf("method (%d,%d) is not basic.publish or basic.deliver", m.ClassID, m.MethodID)
+	}
+	if c.err != nil {
+		*m = MessageArgs{}
+		return c.err
+	}
+	return nil
+}
+
 // startOK reads Start-Ok's arguments; keep filters the client properties (nil keeps them all).
 func (c *cursor) startOK(keep func(name []byte) bool) *ConnectionStartOK {
 	v := &ConnectionStartOK{}

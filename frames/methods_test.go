@@ -281,3 +281,32 @@ func TestDecodeTable(t *testing.T) {
 		t.Errorf("deep nesting: %v", err)
 	}
 }
+
+// DecodeMessageArgs reads Publish and Deliver in place: the values DecodeMethod gives, no allocation, an error for
+// a cut payload and for any other method.
+func TestDecodeMessageArgs(t *testing.T) {
+	pub := payloadOf(wire.Publish(1, "nova", "conductor", true))
+	del := payloadOf(wire.Deliver(1, "ctag", 1<<40, true, "nova", "conductor"))
+	var m MessageArgs
+	if err := DecodeMessageArgs(pub, &m); err != nil || m.MethodID != 40 || string(m.Exchange) != "nova" ||
+		string(m.RoutingKey) != "conductor" || !m.Mandatory || m.Immediate || m.ConsumerTag != nil {
+		t.Fatalf("publish: %+v, %v", m, err)
+	}
+	if err := DecodeMessageArgs(del, &m); err != nil || m.MethodID != 60 || string(m.ConsumerTag) != "ctag" ||
+		m.DeliveryTag != 1<<40 || !m.Redelivered || string(m.Exchange) != "nova" || string(m.RoutingKey) != "conductor" {
+		t.Fatalf("deliver: %+v, %v", m, err)
+	}
+	if a := testing.AllocsPerRun(10, func() { _ = DecodeMessageArgs(pub, &m); _ = DecodeMessageArgs(del, &m) }); a != 0 {
+		t.Errorf("%v allocations", a)
+	}
+	for _, p := range [][]byte{pub, del} {
+		for cut := range len(p) {
+			if err := DecodeMessageArgs(p[:cut], &m); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("% x cut at %d: %v", p, cut, err)
+			}
+		}
+	}
+	if err := DecodeMessageArgs(payloadOf(wire.GetOK(1, 1, false, "e", "k", 0)), &m); err == nil {
+		t.Error("Get-Ok accepted")
+	}
+}

@@ -58,6 +58,9 @@ type loop struct {
 	taps  []pendingTap
 	byFD  []*loopConn // indexed by descriptor; only the loop goroutine touches it
 	done  chan struct{}
+	// more says the current batch left a socket unread that is still readable (loopMaxReads), or changed a
+	// descriptor's interest: the set must be polled again before the loop parks (see epoll.Poller.Serve).
+	more bool
 
 	mu      sync.Mutex
 	cmds    []func()
@@ -90,7 +93,9 @@ type loopConn struct {
 }
 
 const (
-	evIn  = epoll.In
+	// evIn is the read interest: readable, and told apart when the peer's FIN is among what is readable (a short
+	// read can leave it unread, and nothing will wake the loop for it again).
+	evIn  = epoll.In | epoll.RdHup
 	evOut = epoll.Out
 	evErr = epoll.Err
 )
@@ -156,9 +161,11 @@ func runEventLoop(l *loop) {
 	}
 }
 
-// dispatch serves a batch of ready events and reports whether the loop was told to stop.
-func (l *loop) dispatch(ready []epoll.Event) (stop bool) {
+// dispatch serves a batch of ready events and reports whether the loop was told to stop, and whether the set must
+// be polled again before the loop parks (more).
+func (l *loop) dispatch(ready []epoll.Event) (stop, more bool) {
 	woken := false
+	l.more = false
 	for i := range ready {
 		ev := &ready[i]
 		fd := int(ev.Fd)
@@ -177,10 +184,10 @@ func (l *loop) dispatch(ready []epoll.Event) (stop bool) {
 	}
 	l.runTaps()
 	if !woken {
-		return false
+		return false, l.more
 	}
 	l.poll.ClearWake()
-	return l.runCommands()
+	return l.runCommands(), true // a command may have registered a descriptor that is ready already
 }
 
 // tapLater queues b, forwarded for direction d of lc and still in the arena, for its tap.
@@ -305,6 +312,9 @@ func (lc *loopConn) handle(fd int, events uint32) {
 			return
 		}
 	}
+	if events&(epoll.RdHup|evErr) != 0 {
+		lc.l.more = true // still reported after this batch's reads: poll again before parking
+	}
 	if events&(evIn|evErr) != 0 && lc.reading(src) {
 		lc.readable(src)
 	}
@@ -342,6 +352,7 @@ func (lc *loopConn) readable(d direction) {
 			return
 		}
 	}
+	l.more = true // loopMaxReads full reads: the rest waits for the next poll, which must come before parking
 }
 
 // forward writes b (in the arena) to direction d's destination and queues what was written for the tap. It reports
@@ -451,6 +462,9 @@ func (lc *loopConn) updateInterest() {
 		if want == have {
 			continue
 		}
+		// A descriptor whose interest changes may be ready now, and epoll_ctl wakes no poller for one that the set
+		// already holds as ready (level-triggered, reported earlier in this batch): poll again before parking.
+		lc.l.more = true
 		if err := lc.l.poll.Set(fd, have, want); err != nil {
 			lc.fail(direction(i).readReason(), err)
 			return
