@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -143,6 +144,28 @@ func TestInFlightShowsTheBacklog(t *testing.T) {
 	b.h.advance(time.Second)
 	if v := b.h.c.inFlightView(10); v.Pending != 0 || len(v.Servers)+len(v.Callers)+len(v.Queues) != 0 {
 		t.Errorf("after the reply: %+v", v)
+	}
+}
+
+// The in-flight view takes a queued message's queue from the message before it when they were published alike
+// (inFlightView): messages for two queues of one exchange, interleaved, are still counted each in its own.
+func TestInFlightCountsInterleavedQueues(t *testing.T) {
+	b := newBacklogCloud(t, Config{})
+	b.compute.cn.Close("nova-compute stopped", nil)
+	b.h.flush()
+	for i := range 6 {
+		rk := []string{"compute", "compute.cmp1"}[i%2]
+		b.api.publish("nova", rk, false, osloProps, castBody("build_and_run_instance", fmt.Sprintf("u-%d", i), reqID, nil))
+		b.h.step(time.Second)
+	}
+	b.h.flush()
+	v := b.h.c.inFlightView(0)
+	depth := map[string]int{}
+	for _, q := range v.Queues {
+		depth[q.Queue] = q.Depth
+	}
+	if len(v.Queues) != 2 || depth["compute"] != 3 || depth["compute.cmp1"] != 3 {
+		t.Errorf("queues: %+v", v.Queues)
 	}
 }
 

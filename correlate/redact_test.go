@@ -498,7 +498,10 @@ func TestKeyCacheAgreesWithKeyRule(t *testing.T) {
 		names = append(names, []string{"host", "admin_password", "key_name", "seed", "x_seed", "auth_token",
 			"a"}[i%7]+strings.Repeat("_", i/7%3)+string(rune('a'+i%26)))
 	}
-	names = append(names, "newPass", "s", "seed_"+strings.Repeat("x", maxCachedKeyLen), "pw", "seed")
+	names = append(names, "newPass", "s", "seed_"+strings.Repeat("x", maxCachedKeyLen), "pw", "seed",
+		// Over 16 bytes, with the same length and first and last eight bytes: a slot's words cannot tell them
+		// apart, its copy of the name must.
+		"prefix__hostname__suffix", "prefix__password__suffix")
 	var sc redactScratch
 	for _, x := range []*Redactor{nil, extra, nil} {
 		for pass := range 2 {
