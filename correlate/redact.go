@@ -254,15 +254,19 @@ func (x *Redactor) copyAt(sc *redactScratch, b []byte, i int, policy PayloadPoli
 	r.out, r.last = sc.whole[:0], i
 	if !tokens {
 		end, ok := r.spanValue(b, i, 0)
-		out := b[i:min(max(end, i), len(b))]
 		if ok && r.edits > 0 {
 			r.out = append(r.out, b[r.last:end]...)
-			out = r.out
 		}
 		sc.whole = r.out
-		if ok && len(out)+16 <= maxBytes {
-			r.tally.commit(x)
-			return slices.Clone(out), end
+		if ok {
+			out := b[i:end]
+			if r.edits > 0 {
+				out = r.out
+			}
+			if len(out)+16 <= maxBytes {
+				r.tally.commit(x)
+				return slices.Clone(out), end
+			}
 		}
 	}
 	// What the fast copy does not take: the token copy reads it again.
@@ -477,7 +481,7 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 			i = skipWS(b, i+1)
 		}
 		ks := i // the key's opening quote
-		key, e, colon, ok := memberName(b, i)
+		key, e, colon, ok := memberName(b, i, false)
 		if !ok {
 			return e, false
 		}
@@ -521,13 +525,27 @@ func (r *redactor) object(b []byte, i, depth int) (int, bool) {
 }
 
 // memberName reads the name of an object member at b[i] ('"') and the colon after it: the name's raw content, the
-// index after its closing quote and the colon's index.
-func memberName(b []byte, i int) (key []byte, end, colon int, ok bool) {
-	key, end, _, ok = scanCleanString(b, i)
+// index after its closing quote and the colon's index. With esc the object is JSON text held in a string, read in
+// its escaped form (see span).
+func memberName(b []byte, i int, esc bool) (key []byte, end, colon int, ok bool) {
+	switch stop := 0; {
+	case esc:
+		key, end, _, ok = scanEscapedString(b, i)
+	case i < len(b) && b[i] == '"':
+		// Names have no escapes: their closing quote is found here, without scanCleanString's call (a name per
+		// member of every payload).
+		if stop, _ = stringRun(b, i+1); stop < len(b) && b[stop] == '"' {
+			key, end, ok = b[i+1:stop], stop+1, true
+			break
+		}
+		fallthrough
+	default:
+		key, end, _, ok = scanCleanString(b, i)
+	}
 	if !ok {
 		return nil, end, end, false
 	}
-	colon = skipWS(b, end)
+	colon = skipSpace(b, end, esc)
 	if colon >= len(b) || b[colon] != ':' {
 		return nil, colon, colon, false
 	}

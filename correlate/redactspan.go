@@ -66,34 +66,24 @@ func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 				}
 				i, st = end, spanClosed
 			default:
-				end := scalarEnd(b, i)
-				if end == i || !validScalar(b[i:end]) { // a number, true, false or null, and nothing else
+				end, ok := skipValue(b, i)
+				if !ok || !validScalar(b[i:end]) { // a number, true, false or null, and nothing else
 					return end, false
 				}
 				i, st = end, spanClosed
 			}
 		case spanKey:
-			var key []byte
-			colon := -1
-			if !esc && i < len(b) && b[i] == '"' { // the common name, without escapes, read here
-				if stop, _ := stringRun(b, i+1); stop < len(b) && b[stop] == '"' {
-					if key, colon = b[i+1:stop], skipWS(b, stop+1); colon >= len(b) || b[colon] != ':' {
-						return colon, false
-					}
-				}
-			}
-			if colon < 0 {
-				var ok bool
-				if key, colon, ok = r.spanName(b, i, esc); !ok {
-					return colon, false
-				}
+			key, _, colon, ok := memberName(b, i, esc)
+			if !ok {
+				return colon, false
 			}
 			i, st = skipSpace(b, colon+1, esc), spanValue
 			if rule := r.keyRule(key); rule >= 0 {
-				end, ok := skipValue(b, i)
+				skip := skipValue
 				if esc {
-					end, ok = skipEscapedValue(b, i)
+					skip = skipEscapedValue
 				}
+				end, ok := skip(b, i)
 				if !ok {
 					return end, false
 				}
@@ -131,22 +121,6 @@ func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 	}
 }
 
-// spanName reads a member's name and the colon after it: the name's raw content and the colon's index. (span
-// reads a name without escapes itself, and calls this for the others and for JSON text held in a string.)
-func (r *redactor) spanName(b []byte, i int, esc bool) (key []byte, colon int, ok bool) {
-	var end int
-	if esc {
-		key, end, _, ok = scanEscapedString(b, i)
-	} else {
-		key, end, _, ok = scanCleanString(b, i)
-	}
-	if !ok {
-		return nil, end, false
-	}
-	colon = skipSpace(b, end, esc)
-	return key, colon, colon < len(b) && b[colon] == ':'
-}
-
 // spanString reads the string value at b[i] ('"') at nesting depth, as the token copy's value does, and writes it
 // only when it changes: a secret value in it, a cut, or JSON held in it that changes.
 func (r *redactor) spanString(b []byte, i, depth int) (int, bool) {
@@ -166,16 +140,9 @@ func (r *redactor) spanString(b []byte, i, depth int) (int, bool) {
 		}
 		r.out = r.out[:mark]
 	}
-	var raw []byte
-	var end int
-	stop, trig := stringRun(b, i+1) // most strings have no escape: scanCleanString reads those that do
-	if stop < len(b) && b[stop] == '"' {
-		raw, end = b[i+1:stop], stop+1
-	} else {
-		var ok bool
-		if raw, end, trig, ok = scanCleanString(b, i); !ok {
-			return end, false
-		}
+	raw, end, trig, ok := scanCleanString(b, i)
+	if !ok {
+		return end, false
 	}
 	if len(raw) <= r.maxStr && (len(raw) == 0 || raw[0] != '{' && raw[0] != '[' && !isWS(raw[0])) {
 		if !trig && !r.pats {
@@ -204,7 +171,7 @@ func (r *redactor) spanHeld(b []byte, i, depth int) (int, bool) {
 	mark, last, edits, t := len(r.out), r.last, r.edits, r.tally
 	end, ok := r.span(b, i+1, depth+1, true)
 	if ok {
-		end = skipSpaces(b, end)
+		end = skipSpace(b, end, true)
 	}
 	if !ok || end >= len(b) || b[end] != '"' || end-i-1 > maxNestedJSON {
 		r.out, r.last, r.edits, r.tally = r.out[:mark], last, edits, t
@@ -268,26 +235,7 @@ func skipEscapedValue(b []byte, i int) (int, bool) {
 	return len(b), false
 }
 
-// scalarEnd returns the index of the first delimiter (',', '}', ']', white space) at or after i, where a number
-// or literal at b[i] ends (skipValue's scalar case); a backslash ends it too, for JSON text held in a string.
-func scalarEnd(b []byte, i int) int {
-	for ; i < len(b); i++ {
-		if c := b[i]; c == ',' || c == '}' || c == ']' || c == '\\' || c == '"' || isWS(c) {
-			break
-		}
-	}
-	return i
-}
-
-// skipSpaces returns the index of the first byte at or after i that is not a space.
-func skipSpaces(b []byte, i int) int {
-	for i < len(b) && b[i] == ' ' {
-		i++
-	}
-	return i
-}
-
-// skipSpace is skipWS, or with esc skipSpaces.
+// skipSpace is skipWS, or with esc spaces only (JSON text held in a string, read in its escaped form).
 func skipSpace(b []byte, i int, esc bool) int {
 	for i < len(b) && (b[i] == ' ' || !esc && (b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) {
 		i++
