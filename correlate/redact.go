@@ -304,7 +304,6 @@ type redactor struct {
 	// The fast copy (span) writes nothing while the input can stand as it is: last is where the input not yet
 	// copied to out starts, and edits counts the values it changed.
 	last, edits int
-	nestedSame  bool // the last string holding JSON that nestedText wrote is the one it read
 	tokens      bool // the token copy only, in nested JSON too (the tests' reference)
 }
 
@@ -664,14 +663,12 @@ func (r *redactor) nestedText(text, raw []byte, room, depth int) bool {
 			// Nothing in it to change: the string stays as it was quoted, and is not escaped again.
 			r.sc.nested[r.level][1] = sub.out
 			r.tally.merge(&sub.tally)
-			r.nestedSame = true
 			r.out = append(append(append(r.out, '"'), raw...), '"')
 			return true
 		}
 		if sub.out = append(sub.out, text[sub.last:]...); len(sub.out)+16 <= room {
 			r.sc.nested[r.level][1] = sub.out
 			r.tally.merge(&sub.tally)
-			r.nestedSame = false
 			r.out = append(escapeQuotes(append(r.out, '"'), sub.out), '"')
 			return true
 		}
@@ -689,7 +686,6 @@ func (r *redactor) nestedText(text, raw []byte, room, depth int) bool {
 		return false
 	}
 	r.tally.merge(&sub.tally)
-	r.nestedSame = false
 	// The token copy has no raw control characters (strings are copied as they were escaped, and no whitespace
 	// is written between tokens); the fast copy above keeps the text's own white space, which escapeQuotes
 	// escapes too.

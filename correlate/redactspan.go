@@ -1,5 +1,7 @@
 package correlate
 
+import "bytes"
+
 // The fast copy. Most of a payload has nothing to remove: a call's arguments are ids, names, numbers and
 // timestamps, with a secret or two among them. The token copy (redactor.value) writes every token it reads; the
 // fast copy reads the same tokens with the same rules but writes nothing while the input can stand as it is, and
@@ -130,8 +132,9 @@ func (r *redactor) spanString(b []byte, i, depth int) (int, bool) {
 		}
 		mark := len(r.out)
 		r.out = append(r.out, b[r.last:i]...)
+		at := len(r.out)
 		if end, ok := r.nestedAt(b, i, depth); ok {
-			if r.nestedSame {
+			if bytes.Equal(r.out[at:], b[i:end]) { // nothing in it changed: it stays as it was quoted
 				r.out = r.out[:mark]
 			} else {
 				r.last, r.edits = end, r.edits+1
