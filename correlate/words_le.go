@@ -1,8 +1,12 @@
-//go:build 386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64 || wasm
+//go:build 386 || amd64 || arm64 || loong64 || ppc64le || wasm
 
 package correlate
 
 import "unsafe"
+
+// These architectures are little-endian and load unaligned words cheaply (those Go itself merges byte loads into
+// unaligned words on); on the others (arm, mips, riscv64, big-endian ones) words_other.go reads through
+// encoding/binary, whose byte loads never fault or trap.
 
 // load8 returns the eight bytes b[i:i+8] as a little-endian word. The caller has checked i+8 <= len(b): the JSON
 // scanners test that once per word already, and binary.LittleEndian.Uint64(b[i:]) would check it twice more (the
