@@ -73,9 +73,10 @@ type Config struct {
 	// closed at once). When it runs out, the remaining connections are closed with ReasonShutdown. 0 closes them
 	// immediately.
 	ShutdownGrace time.Duration
-	// EventLoops is the number of epoll event loops that forward plain-TCP connections on Linux (TLS connections
-	// always use a goroutine per direction). 0 means the default, GOMAXPROCS-1 loops (at least one); negative
-	// disables the loops, so every connection gets goroutine pumps.
+	// EventLoops is the number of epoll event loops that forward TCP connections on Linux, clients speaking TLS
+	// included once their handshake is done (a connection with TLS to the upstream uses a goroutine per
+	// direction). 0 means the default, GOMAXPROCS-1 loops (at least one); negative disables the loops, so every
+	// connection gets goroutine pumps.
 	EventLoops int
 	// Tap, when set, is called once per connection after the upstream was dialled and returns the writers that
 	// observe the connection's bytes. nil means no observation.

@@ -304,13 +304,48 @@ func drainTLS(tc *tls.Conn, buf []byte, n int) (int, error) {
 const tlsReadBuf = 16<<10 + 512
 
 // bufferedConn is a net.Conn whose reads go through a buffer, under crypto/tls. Deadlines, writes and CloseWrite
-// are the socket's own.
+// are the socket's own, until an event loop takes the connection over: then crypto/tls reads and writes through
+// loopIO (tlsloop_linux.go), which never waits, and deadlines are the loop's business.
 type bufferedConn struct {
 	net.Conn
-	r *bufio.Reader
+	r    *bufio.Reader
+	loop io.ReadWriter
 }
 
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *bufferedConn) Read(p []byte) (int, error) {
+	if b.loop != nil {
+		return b.loop.Read(p)
+	}
+	return b.r.Read(p)
+}
+
+func (b *bufferedConn) Write(p []byte) (int, error) {
+	if b.loop != nil {
+		return b.loop.Write(p)
+	}
+	return b.Conn.Write(p)
+}
+
+func (b *bufferedConn) SetDeadline(t time.Time) error {
+	if b.loop != nil {
+		return nil
+	}
+	return b.Conn.SetDeadline(t)
+}
+
+func (b *bufferedConn) SetReadDeadline(t time.Time) error {
+	if b.loop != nil {
+		return nil
+	}
+	return b.Conn.SetReadDeadline(t)
+}
+
+func (b *bufferedConn) SetWriteDeadline(t time.Time) error {
+	if b.loop != nil {
+		return nil
+	}
+	return b.Conn.SetWriteDeadline(t)
+}
 
 // CloseWrite half-closes the socket (closeWrite reaches it through tls.Conn.NetConn).
 func (b *bufferedConn) CloseWrite() error {

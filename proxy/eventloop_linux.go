@@ -30,7 +30,8 @@ import (
 // a connection (idle timeout, half-close timeout, shutdown) is posted to the loop as a command, so a descriptor is
 // only ever closed by the goroutine that reads it and a number reused by the kernel cannot be hit by mistake.
 //
-// TLS connections and connections over anything but *net.TCPConn keep the goroutine pumps. The system calls (the
+// A client speaking TLS is forwarded by a loop too, once its handshake is done (tlsloop_linux.go); an upstream TLS
+// session and connections over anything but *net.TCPConn keep the goroutine pumps. The system calls (the
 // epoll set, its wake-up, raw reads and writes) are in proxy/internal/epoll; this file is forwarding policy.
 
 // loopReadBuf is the read size of a loop: the pump's big buffer, so a remainder that must wait always fits in one
@@ -88,6 +89,7 @@ type loopConn struct {
 	pendBuf  [2]*[bigBufSize]byte // backing array of pend[d], from bigBufPool
 	pendAt   [2]time.Time         // read time of pend[d], for the tap
 	eof      [2]bool              // direction d saw a clean EOF and half-closed its destination
+	tls      *tlsSide             // the client's TLS session, when it speaks TLS: fd[clientToServer] carries records
 	finished bool
 	done     func()
 }
@@ -187,7 +189,9 @@ func (l *loop) dispatch(ready []epoll.Event) (stop, more bool) {
 		return false, l.more
 	}
 	l.poll.ClearWake()
-	return l.runCommands(), true // a command may have registered a descriptor that is ready already
+	stop = l.runCommands()
+	l.runTaps()       // a command can read too (a TLS session's held records)
+	return stop, true // a command may have registered a descriptor that is ready already
 }
 
 // tapLater queues b, forwarded for direction d of lc and still in the arena, for its tap.
@@ -233,15 +237,21 @@ func (l *loop) runCommands() (stop bool) {
 	return stop
 }
 
-// handOff moves an established plain-TCP connection onto a loop. It returns nil when the connection must keep
-// the goroutine pumps: TLS on either side, a socket that is not TCP, or a close that raced with the hand-off. On
+// handOff moves an established TCP connection onto a loop. It returns nil when the connection must keep the
+// goroutine pumps: TLS to the upstream, a socket that is not TCP, or a close that raced with the hand-off. On
 // success the net.Conns are closed (the loop holds duplicates of their descriptors) and done runs once the loop
 // has finished the connection.
 func (c *conn) handOff(l *loop, done func()) *loopConn {
-	if c.info.ClientTLS || c.info.UpstreamTLS {
+	if c.info.UpstreamTLS {
 		return nil
 	}
-	client, ok1 := c.client.(syscall.Conn)
+	var side *tlsSide
+	if c.info.ClientTLS {
+		if side = newTLSSide(c); side == nil {
+			return nil
+		}
+	}
+	client, ok1 := c.raw.(syscall.Conn)
 	up, ok2 := c.up.(syscall.Conn)
 	if !ok1 || !ok2 {
 		return nil
@@ -260,12 +270,16 @@ func (c *conn) handOff(l *loop, done func()) *loopConn {
 		_ = epoll.Close(cfd)
 		return nil
 	}
-	lc := &loopConn{c: c, l: l, fd: [2]int{cfd, ufd}, done: done}
+	lc := &loopConn{c: c, l: l, fd: [2]int{cfd, ufd}, done: done, tls: side}
 	lc.w = [2]tapTarget{c.tapTarget(clientToServer), c.tapTarget(serverToClient)}
+	if side != nil {
+		side.start(cfd)
+	}
 	// The duplicates keep the sockets open; closing the net.Conns takes them out of the Go poller. Nothing uses
 	// them after this (closeBoth goes through the loop, closeOut skips nil), so they are dropped: a closed
-	// net.Conn still holds its netFD and both addresses, about 0.5 KiB a connection for as long as it lives.
-	_ = c.client.Close()
+	// net.Conn still holds its netFD and both addresses, about 0.5 KiB a connection for as long as it lives. The
+	// raw socket is closed, not a TLS session over it, which would send close_notify.
+	_ = c.raw.Close()
 	_ = c.up.Close()
 	c.raw, c.client, c.up = nil, nil, nil
 	c.loop = lc
@@ -291,6 +305,9 @@ func (lc *loopConn) register() {
 		}
 		lc.interest[i] = evIn
 	}
+	if lc.tls != nil {
+		lc.readTLS() // the handshake's reader may hold records already, which epoll will not report
+	}
 }
 
 // abort is the command closeBoth posts: end the connection now, with the reason the caller recorded.
@@ -306,7 +323,7 @@ func (lc *loopConn) handle(fd int, events uint32) {
 	dstOf := direction(1 - i) // the direction that writes to fd
 	// Every event is for someone: a descriptor is in the epoll set only while a direction reads it or waits to
 	// write to it (updateInterest), so a hang-up cannot be reported, level-triggered, to nobody, forever.
-	if events&(evOut|evErr) != 0 && lc.pend[dstOf] != nil {
+	if events&(evOut|evErr) != 0 && lc.waiting(dstOf) {
 		lc.flush(dstOf)
 		if lc.finished {
 			return
@@ -321,9 +338,20 @@ func (lc *loopConn) handle(fd int, events uint32) {
 }
 
 // reading reports whether direction d's source is being read: not ended, and not waiting for its destination.
-func (lc *loopConn) reading(d direction) bool { return !lc.eof[d] && lc.pend[d] == nil }
+func (lc *loopConn) reading(d direction) bool { return !lc.eof[d] && !lc.waiting(d) }
+
+// waiting reports whether direction d has bytes its destination has not taken yet: read and queued (pend), or,
+// towards a TLS client, sealed into records.
+func (lc *loopConn) waiting(d direction) bool {
+	return lc.pend[d] != nil || d == serverToClient && lc.tls != nil && lc.tls.out != nil
+}
 
 func (lc *loopConn) readable(d direction) {
+	if d == clientToServer && lc.tls != nil {
+		lc.tls.drained = false // epoll says there is something
+		lc.readTLS()
+		return
+	}
 	l, c := lc.l, lc.c
 	src := lc.fd[d]
 	for range loopMaxReads {
@@ -358,6 +386,9 @@ func (lc *loopConn) readable(d direction) {
 // forward writes b (in the arena) to direction d's destination and queues what was written for the tap. It reports
 // whether all of b went; otherwise the rest is queued (and reading paused) or the connection failed.
 func (lc *loopConn) forward(d direction, b []byte, readAt time.Time) bool {
+	if d == serverToClient && lc.tls != nil {
+		return lc.sealTo(b, readAt)
+	}
 	wn, err := lc.write(d, b)
 	if wn > 0 {
 		lc.l.tapLater(lc, d, b[:wn], readAt)
@@ -379,6 +410,10 @@ func (lc *loopConn) forward(d direction, b []byte, readAt time.Time) bool {
 
 // flush writes what direction d has queued; once all of it went, reading its source resumes.
 func (lc *loopConn) flush(d direction) {
+	if d == serverToClient && lc.tls != nil {
+		lc.sendSealed()
+		return
+	}
 	wn, err := lc.write(d, lc.pend[d])
 	if wn > 0 {
 		// Not in the arena: tapped now, after what the batch read before it.
@@ -397,6 +432,9 @@ func (lc *loopConn) flush(d direction) {
 	bigBufPool.Put(lc.pendBuf[d])
 	lc.pend[d], lc.pendBuf[d] = nil, nil
 	lc.updateInterest()
+	if d == clientToServer && lc.tls != nil {
+		lc.resumeTLS() // crypto/tls may hold records that arrived while the upstream was full
+	}
 }
 
 // write writes as much of b as the destination takes now; the caller hands what went to the tap. EAGAIN is not an
@@ -426,6 +464,9 @@ func (lc *loopConn) sawEOF(d direction) {
 	c := lc.c
 	c.noteEOF(d)
 	lc.eof[d] = true
+	if d == serverToClient && lc.tls != nil {
+		lc.closeNotify()
+	}
 	if err := epoll.ShutdownWrite(lc.fd[1-d]); err != nil {
 		lc.finish()
 		return
@@ -455,7 +496,7 @@ func (lc *loopConn) updateInterest() {
 		if lc.reading(direction(i)) {
 			want |= evIn
 		}
-		if lc.pend[1-i] != nil {
+		if lc.waiting(direction(1 - i)) {
 			want |= evOut
 		}
 		have := lc.interest[i]
@@ -494,6 +535,9 @@ func (lc *loopConn) finish() {
 			bigBufPool.Put(lc.pendBuf[i])
 			lc.pend[i], lc.pendBuf[i] = nil, nil
 		}
+	}
+	if lc.tls != nil {
+		lc.tls.release()
 	}
 	go lc.done()
 }

@@ -11,6 +11,9 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -238,4 +241,94 @@ func TestTLSRecordsReceivedTogetherAreForwardedTogether(t *testing.T) {
 	if calls > records/4 {
 		t.Errorf("%d records that arrived together were forwarded in %d writes, want at most %d", records, calls, records/4)
 	}
+}
+
+// TestTLSClientOnEventLoop: a TLS client in front of a plain upstream is forwarded by an event loop once its
+// handshake is done (no pump goroutine while it runs, unless the tests run on the pumps), and the loop keeps the
+// pumps' promises: bytes exact both ways while both directions run at once, the client reading in small pieces
+// so that the records towards it queue behind its socket, a half-close each way (close_notify from the client
+// ends the upstream's stream with a FIN; the upstream's FIN reaches the client as close_notify), and the tap sees
+// the plaintext of both streams.
+func TestTLSClientOnEventLoop(t *testing.T) {
+	pki := newTestPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upConns := make(chan net.Conn, 1)
+	up := serveUpstream(t, ln, func(c net.Conn) { upConns <- c })
+	rec := newRecorder()
+	_, addr, _ := runProxy(t, proxy.Config{Upstreams: []string{up.addr()}, ClientTLS: pki.serverConfig(), Tap: rec.tap})
+	client, err := tls.Dial("tcp", addr, pki.clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	toUp, toClient := payload(6, 3<<20+5), payload(7, 4<<20+3)
+	var gotUp []byte
+	var upErr, writeErrs [2]error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		writeErrs[0] = writeChunked(client, toUp, 31)
+	}()
+	var upc net.Conn
+	select {
+	case upc = <-upConns:
+	case <-time.After(hangGuard):
+		t.Fatal("no upstream connection")
+	}
+	defer upc.Close()
+	if os.Getenv(pumpsEnv) != "goroutines" {
+		if stacks := goroutineStacks(); strings.Contains(stacks, "proxy.pumpClientToServer") {
+			t.Errorf("a TLS client is forwarded by goroutine pumps, want an event loop:\n%s", stacks)
+		}
+	}
+	go func() {
+		defer wg.Done()
+		writeErrs[1] = writeChunked(upc, toClient, 32)
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gotUp, upErr[0] = readAllGuarded(upc)
+	}()
+	var gotClient []byte
+	_ = client.SetReadDeadline(time.Now().Add(hangGuard))
+	small := make([]byte, 700)
+	for {
+		n, err := client.Read(small)
+		gotClient = append(gotClient, small[:n]...)
+		if err != nil {
+			if err != io.EOF {
+				upErr[1] = err
+			}
+			break
+		}
+	}
+	<-done
+	wg.Wait()
+	for _, err := range append(writeErrs[:], upErr[:]...) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	requireEqual(t, "upstream received", gotUp, toUp)
+	requireEqual(t, "client received", gotClient, toClient)
+	_ = upc.Close()
+	end := rec.waitEnd(t)
+	if !end.Info.ClientTLS || end.Info.UpstreamTLS || end.Err != nil ||
+		end.ClientToServerBytes != int64(len(toUp)) || end.ServerToClientBytes != int64(len(toClient)) {
+		t.Errorf("ConnEnd = %+v, want client TLS, a clean close and every byte counted", end)
+	}
+	c2s, s2c := rec.bytes()
+	requireEqual(t, "tap client→server", c2s, toUp)
+	requireEqual(t, "tap server→client", s2c, toClient)
+}
+
+// goroutineStacks is every goroutine's stack.
+func goroutineStacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }
