@@ -337,8 +337,11 @@ func (lc *loopConn) handle(fd int, events uint32) {
 	}
 }
 
-// reading reports whether direction d's source is being read: not ended, and not waiting for its destination.
-func (lc *loopConn) reading(d direction) bool { return !lc.eof[d] && !lc.waiting(d) }
+// reading reports whether direction d's source is being read: not ended, and not waiting for its destination
+// (nor, for a TLS client, held by the records waiting for it: tlsOutMax).
+func (lc *loopConn) reading(d direction) bool {
+	return !lc.eof[d] && !lc.waiting(d) && (d == serverToClient || lc.tls == nil || len(lc.tls.out) <= tlsOutMax)
+}
 
 // waiting reports whether direction d has bytes its destination has not taken yet: read and queued (pend), or,
 // towards a TLS client, sealed into records.

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -331,4 +332,55 @@ func TestTLSClientOnEventLoop(t *testing.T) {
 func goroutineStacks() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// TestTLSClientSendsGarbageAfterHandshake: a client that completes its handshake and then sends bytes that are no
+// TLS record loses its connection (a client error), and the proxy goes on serving the next client.
+func TestTLSClientSendsGarbageAfterHandshake(t *testing.T) {
+	pki := newTestPKI(t)
+	up := startUpstream(t, echo)
+	rec := newRecorder()
+	_, addr, _ := runProxy(t, proxy.Config{Upstreams: []string{up.addr()}, ClientTLS: pki.serverConfig(), Tap: rec.tap})
+	raw := dial(t, addr)
+	client := tls.Client(raw, pki.clientConfig())
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
+		t.Fatal(err)
+	}
+	echoed := make([]byte, 8)
+	_ = client.SetReadDeadline(time.Now().Add(hangGuard))
+	if _, err := io.ReadFull(client, echoed); err != nil || string(echoed) != "AMQP\x00\x00\x09\x01" {
+		t.Fatalf("echo through the proxy: %q, %v", echoed, err)
+	}
+	if _, err := raw.Write(bytes.Repeat([]byte{0x17, 0x03, 0x03, 0x00, 0x10, 0xde, 0xad}, 100)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_ = raw.SetReadDeadline(time.Now().Add(hangGuard))
+		var b [512]byte
+		if _, err := raw.Read(b[:]); err != nil { // the proxy's alert may come first, then the close
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the connection is still open")
+			}
+			break
+		}
+	}
+	if end := rec.waitEnd(t); end.Reason != proxy.ReasonClientError || end.Err == nil {
+		t.Errorf("ConnEnd = %+v, want a client error", end)
+	}
+	next, err := tls.Dial("tcp", addr, pki.clientConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if _, err := next.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	_ = next.SetReadDeadline(time.Now().Add(hangGuard))
+	if _, err := io.ReadFull(next, echoed[:4]); err != nil || string(echoed[:4]) != "ping" {
+		t.Fatalf("the next client's echo: %q, %v", echoed[:4], err)
+	}
 }

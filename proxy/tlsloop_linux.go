@@ -46,6 +46,13 @@ type tlsSide struct {
 	outBuf *[bigBufSize]byte
 }
 
+// tlsOutMax bounds the records waiting for a client that does not read. What the upstream sends adds at most one
+// read's worth (the upstream is not read while records wait), but crypto/tls also writes on its own while the
+// client's session is read: a TLS 1.3 client may ask for a key update in every handshake message, and each
+// request is answered. Past the bound the client is not read until its socket has taken the backlog, as a pump's
+// blocked write would hold its TLS session.
+const tlsOutMax = 64 << 10
+
 // errWouldBlock is what tlsSide's Read returns when the socket has nothing to read now.
 var errWouldBlock error = wouldBlock{}
 
@@ -136,7 +143,7 @@ func (lc *loopConn) readTLS() {
 		buf := l.readBuf()
 		n := 0
 		var err error
-		for n < len(buf) && err == nil {
+		for n < len(buf) && err == nil && len(s.out) <= tlsOutMax {
 			var m int
 			m, err = s.tc.Read(buf[n:])
 			n += m
@@ -156,6 +163,9 @@ func (lc *loopConn) readTLS() {
 		}
 		switch {
 		case err == nil:
+			if !lc.reading(clientToServer) {
+				return // the client's records back up (tlsOutMax): sendSealed resumes here
+			}
 			continue // the buffer is full: more may be held
 		case errors.Is(err, errWouldBlock):
 			return
@@ -191,6 +201,7 @@ func (lc *loopConn) sealTo(b []byte, readAt time.Time) bool {
 // sendSealed writes out to the client's socket, and reports whether all of it went.
 func (lc *loopConn) sendSealed() bool {
 	s := lc.tls
+	over := len(s.out) > tlsOutMax
 	wn, err := lc.write(serverToClient, s.out)
 	if err != nil {
 		lc.fail(ReasonClientError, fmt.Errorf("write to client: %w", err))
@@ -206,6 +217,9 @@ func (lc *loopConn) sendSealed() bool {
 		s.out = s.out[wn:]
 	}
 	lc.updateInterest()
+	if done && over {
+		lc.l.post(lc.resumeTLS) // posted: readTLS may be what called
+	}
 	return done
 }
 
