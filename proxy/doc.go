@@ -20,12 +20,14 @@
 //   - Forward first, observe second. Whatever moves the bytes reads, writes all it read, and only then calls the
 //     tap with those bytes. Nothing sits between the read and the write (no bufio, no pipe, no channel), so TCP
 //     backpressure reaches the sender and small frames such as heartbeats leave at once (Go keeps TCP_NODELAY on).
-//   - Two ways to move them. On Linux, plain-TCP connections are served by a few epoll event loops
-//     (Config.EventLoops, GOMAXPROCS-1 of them by default), as haproxy does: one goroutine per loop, level-triggered,
-//     no goroutine per connection, no read that only returns EAGAIN. A destination that cannot take everything
-//     stops its source from being read until it drains. TLS connections, and every connection elsewhere, get one
-//     named pump per direction (pumpClientToServer, pumpServerToClient). make test runs the loopback tests on both
-//     paths; the fake-clock idle tests (in-memory pipes) run on the pumps only.
+//   - Two ways to move them. On Linux, TCP connections are served by a few epoll event loops (Config.EventLoops,
+//     GOMAXPROCS-1 of them by default), as haproxy does: one goroutine per loop, level-triggered, no goroutine per
+//     connection, no read that only returns EAGAIN. A destination that cannot take everything stops its source
+//     from being read until it drains. A client speaking TLS joins a loop once its handshake is done: crypto/tls
+//     reads and writes the loop's socket through a conn that never waits (the plaintext is what is tapped and
+//     forwarded). TLS to the upstream, and every connection elsewhere, get one named pump per direction
+//     (pumpClientToServer, pumpServerToClient). make test runs the loopback tests on both paths; the fake-clock
+//     idle tests (in-memory pipes) run on the pumps only.
 //   - Observation never stops forwarding. A tap writer that panics or returns an error is turned off for that
 //     connection (ConnEnd.TapDisabled, Stats.TapFailures); the bytes keep flowing.
 //   - Half-close is honoured. A clean EOF from one side becomes CloseWrite on the other (TLS: close_notify, then
