@@ -104,7 +104,7 @@ func (o *options) registerProxy(fs *flag.FlagSet, listen string) {
 	fs.DurationVar(&o.upstreamMaxBackoff, "upstream-max-backoff", 30*time.Second, "cap on the upstream backoff")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close a connection after this long without a byte either way (0: never; AMQP heartbeats keep live ones busy)")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on concurrent client connections (0: none); extra clients are closed at once")
-	fs.IntVar(&o.eventLoops, "event-loops", 0, "epoll loops forwarding plain-TCP connections on Linux (0: GOMAXPROCS-1, at least one; -1: a goroutine pair per connection instead)")
+	fs.IntVar(&o.eventLoops, "event-loops", 0, "epoll loops forwarding TCP connections on Linux, amqps clients included (0: GOMAXPROCS-1, at least one; -1: a goroutine pair per connection instead)")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long open connections may go on before they are closed")
 }
 
