@@ -304,7 +304,8 @@ type redactor struct {
 	// The fast copy (span) writes nothing while the input can stand as it is: last is where the input not yet
 	// copied to out starts, and edits counts the values it changed.
 	last, edits int
-	tokens      bool // the token copy only, in nested JSON too (the tests' reference)
+	tokens      bool      // the token copy only, in nested JSON too (the tests' reference)
+	keys        *keyCache // sc.keys once a name was looked up in it (keyCache)
 }
 
 // redactScratch is what a redaction writes and then drops: the owner of one (a bodyParser, so one per connection
@@ -328,7 +329,7 @@ type redactScratch struct {
 // connection has none.
 type keyCache struct {
 	of    *Redactor
-	slots [keyCacheSize]keySlot
+	slots [keyCacheSize / 2][2]keySlot
 }
 
 type keySlot struct {
@@ -350,26 +351,59 @@ func (r *redactor) keyRule(key []byte) int {
 	if len(key) > maxCachedKeyLen || len(key) == 0 {
 		return r.x.keyRule(key)
 	}
-	kc := r.sc.keys
-	if kc == nil || kc.of != r.x {
-		kc = &keyCache{of: r.x}
-		r.sc.keys = kc
-	}
-	var first, last uint64
+	first, last := keyWords(key)
+	return r.cachedKeyRule(key, first, last)
+}
+
+// keyWords returns the two words a keyCache slot keeps of a name: up to eight bytes, the name in first (little
+// endian, zero above it) and 0 in last; over eight, its first and its last eight bytes. With the length they are
+// the whole name up to 16 bytes. spanName reads the same words off the input in place.
+func keyWords(key []byte) (first, last uint64) {
 	switch n := len(key); {
-	case n >= 8:
-		first, last = load8(key, 0), load8(key, n-8)
-	case n >= 4: // two four-byte halves, overlapping: with the length, the whole name
-		first = uint64(key[0]) | uint64(key[1])<<8 | uint64(key[2])<<16 | uint64(key[3])<<24 |
-			uint64(key[n-4])<<32 | uint64(key[n-3])<<40 | uint64(key[n-2])<<48 | uint64(key[n-1])<<56
+	case n > 8:
+		return load8(key, 0), load8(key, n-8)
+	case n == 8:
+		return load8(key, 0), 0
 	default:
-		for _, c := range key {
-			first = first<<8 | uint64(c)
+		for j := n - 1; j >= 0; j-- {
+			first = first<<8 | uint64(key[j])
 		}
+		return first, 0
+	}
+}
+
+// cachedKeyRule is keyRule for a name of 1 to maxCachedKeyLen bytes whose keyWords are first and last. A name of
+// up to 16 bytes is told by its words alone; everything that calls out (a longer name's comparison, a miss, the
+// first name of a copy) is left to functions it returns through, so that nothing of it is kept over a call.
+func (r *redactor) cachedKeyRule(key []byte, first, last uint64) int {
+	kc := r.keys
+	if kc == nil {
+		return r.firstKeyRule(key, first, last)
 	}
 	n := uint8(len(key))
-	h := (first ^ last<<7 ^ last>>11 ^ uint64(n)) * 0x9E3779B97F4A7C15 >> (64 - keyCacheBits) &^ 1
-	a, b := &kc.slots[h%keyCacheSize], &kc.slots[(h+1)%keyCacheSize]
+	pair := &kc.slots[(first^last<<7^last>>11^uint64(n))*0x9E3779B97F4A7C15>>(64-keyCacheBits+1)]
+	if n > 16 {
+		return r.slotKeyRule(pair, key, first, last)
+	}
+	if a := &pair[0]; a.n == n && a.first == first && a.last == last {
+		return int(a.rule)
+	}
+	if b := &pair[1]; b.n == n && b.first == first && b.last == last {
+		return int(b.rule)
+	}
+	return r.slotKeyRule(pair, key, first, last)
+}
+
+// firstKeyRule is cachedKeyRule for the first name r looks up: it finds the cache first.
+func (r *redactor) firstKeyRule(key []byte, first, last uint64) int {
+	r.keyCache()
+	return r.cachedKeyRule(key, first, last)
+}
+
+// slotKeyRule is cachedKeyRule in the slots pair, whole: for a name over 16 bytes, or one its words missed.
+func (r *redactor) slotKeyRule(pair *[2]keySlot, key []byte, first, last uint64) int {
+	n := uint8(len(key))
+	a, b := &pair[0], &pair[1]
 	if a.n == n && a.first == first && a.last == last && (n <= 16 || a.name == string(key)) {
 		return int(a.rule)
 	}
@@ -385,6 +419,18 @@ func (r *redactor) keyRule(key []byte) int {
 		a.name = string(key)
 	}
 	return rule
+}
+
+// keyCache returns the scratch's cache of key verdicts, new when it has none or one of another Redactor's rules,
+// and keeps it in r for the rest of the copy.
+func (r *redactor) keyCache() *keyCache {
+	kc := r.sc.keys
+	if kc == nil || kc.of != r.x {
+		kc = &keyCache{of: r.x}
+		r.sc.keys = kc
+	}
+	r.keys = kc
+	return kc
 }
 
 // trim lets go of buffers that grew past keepScratch.
@@ -1524,6 +1570,15 @@ func stringRun(b []byte, j int) (stop int, trig bool) {
 		}
 	}
 	return j, t != 0
+}
+
+// stopBytes marks, as high bits, the bytes of the word x that end a run of string content: a quote, a backslash or a
+// control character (the "has a byte below n" test of ctlOrBackslash, with a quote and a backslash as zero bytes of
+// x^'"' and x^'\\'). The lowest mark is the first such byte. A byte with its high bit set is none of them and has it
+// set in all three words, so one &^x serves the three tests.
+func stopBytes(x uint64) uint64 {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	return ((x - ones*0x20) | (x ^ ones*'"' - ones) | (x ^ ones*'\\' - ones)) &^ x & high
 }
 
 // validStringContent checks what the redactor copies verbatim: no raw control characters and only JSON escapes, so

@@ -1,6 +1,9 @@
 package correlate
 
-import "bytes"
+import (
+	"bytes"
+	"math/bits"
+)
 
 // The fast copy. Most of a payload has nothing to remove: a call's arguments are ids, names, numbers and
 // timestamps, with a secret or two among them. The token copy (redactor.value) writes every token it reads; the
@@ -75,12 +78,16 @@ func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 				i, st = end, spanClosed
 			}
 		case spanKey:
-			key, _, colon, ok := memberName(b, i, esc)
+			colon, rule, ok := r.spanName(b, i, esc)
 			if !ok {
-				return colon, false
+				var key []byte
+				if key, _, colon, ok = memberName(b, i, esc); !ok {
+					return colon, false
+				}
+				rule = r.keyRule(key)
 			}
 			i, st = skipSpace(b, colon+1, esc), spanValue
-			if rule := r.keyRule(key); rule >= 0 {
+			if rule >= 0 {
 				skip := skipValue
 				if esc {
 					skip = skipEscapedValue
@@ -121,6 +128,63 @@ func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 			}
 		}
 	}
+}
+
+// spanName is memberName and keyRule in one pass for the names most members have: no escape, 1 to
+// maxCachedKeyLen bytes, at least eight bytes of input from the name's start. It returns the colon's index and the
+// key's rule; false, having read nothing for good, for any other name (or malformed input), which the caller gives
+// to memberName. It finds the name's end with the stop test of stringRun alone (a name needs no trigger), and the
+// words it read on the way are those keyRule's cache is probed with.
+func (r *redactor) spanName(b []byte, i int, esc bool) (colon, rule int, ok bool) {
+	s := i + 1 // the name's first byte
+	if esc {
+		if s++; s+16 > len(b) || b[i] != '\\' || b[i+1] != '"' {
+			return 0, 0, false
+		}
+	} else if s+16 > len(b) || b[i] != '"' {
+		return 0, 0, false
+	}
+	// Most names end within their first sixteen bytes, which are read as two words; a longer one is read on
+	// while sixteen more bytes are there (and a name over maxCachedKeyLen is left to memberName).
+	first, last, e := load8(b, s), uint64(0), s
+	if m := stopBytes(first); m != 0 {
+		k := bits.TrailingZeros64(m) &^ 7
+		if k == 0 {
+			return 0, 0, false // an empty name
+		}
+		e, first = s+k/8, first&(1<<k-1)
+	} else if m := stopBytes(load8(b, s+8)); m != 0 {
+		e = s + 8 + bits.TrailingZeros64(m)/8
+		if e > s+8 {
+			last = load8(b, e-8)
+		}
+	} else {
+		for e = s + 16; ; e += 8 {
+			if e+8 > len(b) || e-s >= maxCachedKeyLen {
+				return 0, 0, false
+			}
+			if m := stopBytes(load8(b, e)); m != 0 {
+				e += bits.TrailingZeros64(m) / 8
+				break
+			}
+		}
+		last = load8(b, e-8)
+	}
+	end := e + 1
+	if esc {
+		if e+1 >= len(b) || b[e] != '\\' || b[e+1] != '"' {
+			return 0, 0, false
+		}
+		end++
+	} else if b[e] != '"' {
+		return 0, 0, false
+	}
+	if colon = end; colon >= len(b) || b[colon] != ':' {
+		if colon = skipSpace(b, end, esc); colon >= len(b) || b[colon] != ':' {
+			return 0, 0, false
+		}
+	}
+	return colon, r.cachedKeyRule(b[s:e], first, last), true
 }
 
 // spanString reads the string value at b[i] ('"') at nesting depth, as the token copy's value does, and writes it
