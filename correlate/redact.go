@@ -1,6 +1,7 @@
 package correlate
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/bits"
@@ -1207,27 +1208,63 @@ func (x *Redactor) rules(dst, s []byte, esc bool, t *tally) ([]byte, bool) {
 	return x.textInto(dst, s, esc, nextValueStart, t)
 }
 
-// noSecretText says whether no built-in value rule can match s: each needs three ASCII letters in a row (a word
-// of a secret key before its '=' or ':', the head of a token: gAAAAA, eyJ, MII, BEGIN) or an '@' (a URL's
-// userinfo). Timestamps, addresses with ports and numbers have neither, and are the text that most often holds a
-// ':' or an upper-case letter, where the rules are tried. The operator's keys and patterns can match anything:
-// with them the rules are always tried.
+// noSecretText says whether no built-in value rule can match s. Each needs three ASCII letters in a row (a word of
+// a secret key before its '=' or ':', the head of a token: gAAAAA, eyJ, MII, BEGIN) or an '@' (a URL's userinfo),
+// which timestamps, addresses with ports and numbers do not have; and each needs an '@' or one of valueTrigrams: a
+// secret key holds one of keyTrigrams (keyMayBeSecret), a token its head. URLs without userinfo and most names
+// have none. These are the text that most often holds a ':' or an upper-case letter, where the rules are tried.
+// The operator's keys and patterns can match anything: with them the rules are always tried.
 func noSecretText(s []byte) bool {
-	run := 0
+	if bytes.IndexByte(s, '@') >= 0 {
+		return false
+	}
+	if !threeLetters(s) {
+		return true
+	}
+	var x uint // the last three bytes as a trigramIndex (in its low 15 bits); the first two make none of a stem
 	for _, c := range s {
-		switch l := c | 0x20; {
-		case l >= 'a' && l <= 'z':
-			if run++; run == 3 {
-				return false
-			}
-		case c == '@':
+		x = x<<5 | uint(c&31)
+		if valueTrigrams[x>>6&uint(len(valueTrigrams)-1)]>>(x&63)&1 != 0 {
 			return false
-		default:
-			run = 0
 		}
 	}
 	return true
 }
+
+// threeLetters says whether s holds three ASCII letters in a row. It reads eight bytes at a time, six apart, so
+// that every three bytes in a row lie in one word: a letter is a byte between 'a' and 'z' once 0x20 is set in it
+// (the word test of mayHoldTrigger).
+func threeLetters(s []byte) bool {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	const lo, hi = 'a' - 1, 'z' + 1 // exclusive bounds
+	j := 0
+	for ; j+8 <= len(s); j += 6 {
+		x := load8(s, j)
+		l := x | ones*0x20
+		low7 := l & (ones * 127)
+		if let := (ones*(127+hi) - low7) &^ l & (low7 + ones*(127-lo)) & high; let&(let>>8)&(let>>16) != 0 {
+			return true
+		}
+	}
+	for run := 0; j < len(s); j++ { // the tail: what starts in it
+		if l := s[j] | 0x20; l < 'a' || l > 'z' {
+			run = 0
+		} else if run++; run == 3 {
+			return true
+		}
+	}
+	return false
+}
+
+// valueTrigrams is keyTrigrams and the first three bytes of each token's head, as bits indexed by trigramIndex.
+var valueTrigrams = func() (t [1 << 15 / 64]uint64) {
+	t = keyTrigrams
+	for _, w := range [...]string{"gAA", "eyJ", "MII", "BEG"} {
+		x := trigramIndex(w[0], w[1], w[2])
+		t[x/64] |= 1 << (x % 64)
+	}
+	return t
+}()
 
 // textFrom is text with the places where a value rule is tried given by next (nextValueStart; the tests compare it
 // with trying at every byte).
