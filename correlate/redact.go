@@ -330,8 +330,10 @@ type redactScratch struct {
 // connection has none.
 type keyCache struct {
 	of    *Redactor
-	slots [keyCacheSize / 2][2]keySlot
+	slots [keyCacheSize / 2]keyPair
 }
+
+type keyPair [2]keySlot
 
 type keySlot struct {
 	first, last uint64
@@ -382,17 +384,29 @@ func (r *redactor) cachedKeyRule(key []byte, first, last uint64) int {
 		return r.firstKeyRule(key, first, last)
 	}
 	n := uint8(len(key))
-	pair := &kc.slots[(first^last<<7^last>>11^uint64(n))*0x9E3779B97F4A7C15>>(64-keyCacheBits+1)]
-	if n > 16 {
-		return r.slotKeyRule(pair, key, first, last)
-	}
-	if a := &pair[0]; a.n == n && a.first == first && a.last == last {
-		return int(a.rule)
-	}
-	if b := &pair[1]; b.n == n && b.first == first && b.last == last {
-		return int(b.rule)
+	pair := kc.pair(first, last, n)
+	if n <= 16 {
+		if rule, ok := pair.hit(first, last, n); ok {
+			return rule
+		}
 	}
 	return r.slotKeyRule(pair, key, first, last)
+}
+
+// pair returns the pair of slots a name of n bytes whose keyWords are first and last may sit in.
+func (kc *keyCache) pair(first, last uint64, n uint8) *keyPair {
+	return &kc.slots[(first^last<<7^last>>11^uint64(n))*0x9E3779B97F4A7C15>>(64-keyCacheBits+1)]
+}
+
+// hit returns the rule a slot of p keeps for the name of n bytes, at most 16, whose keyWords are first and last.
+func (p *keyPair) hit(first, last uint64, n uint8) (rule int, ok bool) {
+	if a := &p[0]; a.n == n && a.first == first && a.last == last {
+		return int(a.rule), true
+	}
+	if b := &p[1]; b.n == n && b.first == first && b.last == last {
+		return int(b.rule), true
+	}
+	return 0, false
 }
 
 // firstKeyRule is cachedKeyRule for the first name r looks up: it finds the cache first.
@@ -402,7 +416,7 @@ func (r *redactor) firstKeyRule(key []byte, first, last uint64) int {
 }
 
 // slotKeyRule is cachedKeyRule in the slots pair, whole: for a name over 16 bytes, or one its words missed.
-func (r *redactor) slotKeyRule(pair *[2]keySlot, key []byte, first, last uint64) int {
+func (r *redactor) slotKeyRule(pair *keyPair, key []byte, first, last uint64) int {
 	n := uint8(len(key))
 	a, b := &pair[0], &pair[1]
 	if a.n == n && a.first == first && a.last == last && (n <= 16 || a.name == string(key)) {
@@ -1585,18 +1599,18 @@ func scanEscapedString(b []byte, i int) (raw []byte, end int, trig, ok bool) {
 func stringRun(b []byte, j int) (stop int, trig bool) {
 	const ones, high = 0x0101010101010101, 0x8080808080808080
 	const lo, hi = ':' - 1, 'M' + 1 // exclusive bounds, as in mayHoldTrigger
-	var t uint64                    // the trigger bytes seen, as high bits
+	var t uint64                    // the trigger bytes seen, as high bits (the other bits say nothing)
 	for ; j+8 <= len(b); j += 8 {
 		x := load8(b, j)
-		q, y := x^(ones*'"'), x^(ones*'\\')
 		low7 := x & (ones * 127)
-		tw := (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo)) & high
-		if stop := ((x-ones*0x20)&^x | (q-ones)&^q | (y-ones)&^y) & high; stop != 0 {
+		tw := (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo))
+		if stop := stopBytes(x); stop != 0 {
 			k := bits.TrailingZeros64(stop) &^ 7 // the lowest stop byte's first bit
-			return j + k/8, t|tw&(1<<k-1) != 0
+			return j + k/8, (t|tw&(1<<k-1))&high != 0
 		}
 		t |= tw
 	}
+	t &= high
 	for ; j < len(b); j++ { // the tail
 		c := b[j]
 		if c == '"' || c == '\\' || c < 0x20 {

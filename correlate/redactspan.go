@@ -184,6 +184,11 @@ func (r *redactor) spanName(b []byte, i int, esc bool) (colon, rule int, ok bool
 			return 0, 0, false
 		}
 	}
+	if n := uint8(e - s); r.keys != nil && n <= 16 { // cachedKeyRule's hit, inline
+		if rule, ok := r.keys.pair(first, last, n).hit(first, last, n); ok {
+			return colon, rule, true
+		}
+	}
 	return colon, r.cachedKeyRule(b[s:e], first, last), true
 }
 
@@ -207,8 +212,12 @@ func (r *redactor) spanString(b []byte, i, depth int) (int, bool) {
 		}
 		r.out = r.out[:mark]
 	}
-	raw, end, trig, ok := scanCleanString(b, i)
-	if !ok {
+	// Most strings have no escape: their closing quote is the first stop (scanCleanString's first run, inline).
+	var raw []byte
+	end, trig := stringRun(b, i+1)
+	if ok := end < len(b) && b[end] == '"'; ok {
+		raw, end = b[i+1:end], end+1
+	} else if raw, end, trig, ok = scanCleanString(b, i); !ok {
 		return end, false
 	}
 	if len(raw) <= r.maxStr && (len(raw) == 0 || raw[0] != '{' && raw[0] != '[' && !isWS(raw[0])) {
@@ -302,9 +311,10 @@ func skipEscapedValue(b []byte, i int) (int, bool) {
 	return len(b), false
 }
 
-// skipSpace is skipWS, or with esc spaces only (JSON text held in a string, read in its escaped form).
+// skipSpace is skipWS, or with esc spaces only (JSON text held in a string, read in its escaped form). Compact JSON
+// has no white space, and every byte of it is above ' ': one comparison passes it.
 func skipSpace(b []byte, i int, esc bool) int {
-	for i < len(b) && (b[i] == ' ' || !esc && (b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) {
+	for i < len(b) && b[i] <= ' ' && (b[i] == ' ' || !esc && (b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) {
 		i++
 	}
 	return i
