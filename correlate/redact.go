@@ -1,7 +1,6 @@
 package correlate
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/bits"
@@ -1222,52 +1221,49 @@ func (x *Redactor) rules(dst, s []byte, esc bool, t *tally) ([]byte, bool) {
 	return x.textInto(dst, s, esc, nextValueStart, t)
 }
 
-// noSecretText says whether no built-in value rule can match s. Each needs three ASCII letters in a row (a word of
-// a secret key before its '=' or ':', the head of a token: gAAAAA, eyJ, MII, BEGIN) or an '@' (a URL's userinfo),
-// which timestamps, addresses with ports and numbers do not have; and each needs an '@' or one of valueTrigrams: a
-// secret key holds one of keyTrigrams (keyMayBeSecret), a token its head. URLs without userinfo and most names
-// have none. These are the text that most often holds a ':' or an upper-case letter, where the rules are tried.
-// The operator's keys and patterns can match anything: with them the rules are always tried.
+// noSecretText says whether no built-in value rule can match s. Each needs an '@' (a URL's userinfo) or three ASCII
+// letters in a row that valueTrigrams holds, case aside: a secret key a word secretWord accepts, which holds one of
+// the stems of keyTrigrams in letters, and a token its head (gAAAAA, eyJ, MII, BEGIN). Timestamps, addresses with
+// ports, URLs without userinfo and most names have neither, and are the text that most often holds a ':' or an
+// upper-case letter, where the rules are tried. The operator's keys and patterns can match anything: with them
+// the rules are always tried.
+//
+// It reads eight bytes at a time, six apart, so that every three bytes in a row lie in one word, and looks up
+// only where three letters start: a letter is a byte between 'a' and 'z' once 0x20 is set in it (the word test of
+// mayHoldTrigger), an '@' a zero byte of x^'@'.
 func noSecretText(s []byte) bool {
-	if bytes.IndexByte(s, '@') >= 0 {
-		return false
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	const lo, hi = 'a' - 1, 'z' + 1 // exclusive bounds
+	for j := 0; len(s) >= 8; j += 6 {
+		if j+8 > len(s) {
+			j = len(s) - 8 // the last word, overlapping the one before
+		}
+		x := load8(s, j)
+		l := x | ones*0x20
+		low7 := l & (ones * 127)
+		let := (ones*(127+hi) - low7) &^ l & (low7 + ones*(127-lo)) & high
+		if at := x ^ ones*'@'; (at-ones)&^at&high != 0 {
+			return false
+		}
+		for run := let & (let >> 8) & (let >> 16); run != 0; run &= run - 1 { // bytes 0 to 5 at most
+			w := x >> (bits.TrailingZeros64(run) &^ 7)
+			if t := trigramIndex(byte(w), byte(w>>8), byte(w>>16)); valueTrigrams[t/64]&(1<<(t%64)) != 0 {
+				return false
+			}
+		}
+		if j+8 == len(s) {
+			return true
+		}
 	}
-	if !threeLetters(s) {
-		return true
-	}
+	// A short s: every three bytes are looked up (other bytes only add indexes of stems).
 	var x uint // the last three bytes as a trigramIndex (in its low 15 bits); the first two make none of a stem
 	for _, c := range s {
 		x = x<<5 | uint(c&31)
-		if valueTrigrams[x>>6&uint(len(valueTrigrams)-1)]>>(x&63)&1 != 0 {
+		if c == '@' || valueTrigrams[x>>6&uint(len(valueTrigrams)-1)]>>(x&63)&1 != 0 {
 			return false
 		}
 	}
 	return true
-}
-
-// threeLetters says whether s holds three ASCII letters in a row. It reads eight bytes at a time, six apart, so
-// that every three bytes in a row lie in one word: a letter is a byte between 'a' and 'z' once 0x20 is set in it
-// (the word test of mayHoldTrigger).
-func threeLetters(s []byte) bool {
-	const ones, high = 0x0101010101010101, 0x8080808080808080
-	const lo, hi = 'a' - 1, 'z' + 1 // exclusive bounds
-	j := 0
-	for ; j+8 <= len(s); j += 6 {
-		x := load8(s, j)
-		l := x | ones*0x20
-		low7 := l & (ones * 127)
-		if let := (ones*(127+hi) - low7) &^ l & (low7 + ones*(127-lo)) & high; let&(let>>8)&(let>>16) != 0 {
-			return true
-		}
-	}
-	for run := 0; j < len(s); j++ { // the tail: what starts in it
-		if l := s[j] | 0x20; l < 'a' || l > 'z' {
-			run = 0
-		} else if run++; run == 3 {
-			return true
-		}
-	}
-	return false
 }
 
 // valueTrigrams is keyTrigrams and the first three bytes of each token's head, as bits indexed by trigramIndex.

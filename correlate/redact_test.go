@@ -684,3 +684,24 @@ func jsonValueDeep(t *testing.T, b []byte) any {
 	}
 	return deep(v)
 }
+
+// noSecretText reads words six bytes apart and then one overlapping the end: a secret at any offset of text of
+// any length is still found, as trying the rules at every byte finds it.
+func TestNoSecretTextOffsets(t *testing.T) {
+	secrets := []string{"pw:x", "db_pass=x", "u@h", "rabbit://u:p@h/", "a Token: x"}
+	for _, pad := range []string{"0", "-", "a", "1.2"} {
+		for _, sec := range secrets {
+			for n := range 40 {
+				for at := 0; at+len(sec) <= n; at++ {
+					s := []byte(strings.Repeat(pad, n)[:n])
+					copy(s[at:], sec)
+					got, gc := (*Redactor)(nil).rules(nil, s, false, nil)
+					want, wc := (*Redactor)(nil).textFrom(nil, s, false, everyByte)
+					if gc != wc || !bytes.Equal(got, want) {
+						t.Fatalf("rules(%q) = %q %v, trying every byte gives %q %v", s, got, gc, want, wc)
+					}
+				}
+			}
+		}
+	}
+}
