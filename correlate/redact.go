@@ -322,10 +322,10 @@ type redactScratch struct {
 
 // keyCache is a small cache of keyRule's verdicts, for one Redactor's rules: a name may sit in one of two slots
 // side by side, chosen by a hash of its length and its first and last eight bytes; a new name takes a free one of
-// them or replaces the first. A slot keeps those two words and the length, which are the whole name up to 16
+// them or replaces the first. A slot keeps the name's keyWords and length, which are the whole name up to 24
 // bytes, so that most names are compared without a call; a longer name is kept too and compared whole. Names longer
 // than maxCachedKeyLen are not kept, so it holds at most keyCacheSize*maxCachedKeyLen bytes of names. Its slots are
-// 5 KiB, allocated by the first payload a body parser (one per connection and direction) redacts: an idle
+// 6 KiB, allocated by the first payload a body parser (one per connection and direction) redacts: an idle
 // connection has none.
 type keyCache struct {
 	of    *Redactor
@@ -335,101 +335,109 @@ type keyCache struct {
 type keyPair [2]keySlot
 
 type keySlot struct {
-	first, last uint64
-	name        string // only for a name over 16 bytes
-	n           uint8  // the name's length; 0 for a free slot
-	rule        int8
+	w    keyWords
+	name string // only for a name over 24 bytes
+	n    uint8  // the name's length; 0 for a free slot
+	rule int8
 }
+
+// keyWords are the words a keyCache slot keeps of a name: its first eight bytes (little endian, zero above a
+// shorter name's end), for a name over 16 bytes the eight after them, and for a name over eight bytes its last
+// eight. With the length they are the whole name up to 24 bytes. spanName reads the same words off the input in
+// place.
+type keyWords struct{ first, mid, last uint64 }
 
 const (
 	keyCacheBits    = 7
 	keyCacheSize    = 1 << keyCacheBits
 	maxCachedKeyLen = 48
+	wholeKeyWords   = 24 // a name up to this long is told by its keyWords
 )
 
-// keyRule is Redactor.keyRule through the scratch's cache. A hit costs a hash of two words and their comparison
-// (and of the rest of a name over 16 bytes); only a name over 16 bytes that takes a slot is copied.
+// keyRule is Redactor.keyRule through the scratch's cache. A hit costs a hash of two words and the comparison of
+// three (and of the rest of a name over 24 bytes); only a name over 24 bytes that takes a slot is copied.
 func (r *redactor) keyRule(key []byte) int {
 	if len(key) > maxCachedKeyLen || len(key) == 0 {
 		return r.x.keyRule(key)
 	}
-	first, last := keyWords(key)
-	return r.cachedKeyRule(key, first, last)
+	return r.cachedKeyRule(key, wordsOf(key))
 }
 
-// keyWords returns the two words a keyCache slot keeps of a name: up to eight bytes, the name in first (little
-// endian, zero above it) and 0 in last; over eight, its first and its last eight bytes. With the length they are
-// the whole name up to 16 bytes. spanName reads the same words off the input in place.
-func keyWords(key []byte) (first, last uint64) {
-	switch n := len(key); {
-	case n > 8:
-		return load8(key, 0), load8(key, n-8)
-	case n == 8:
-		return load8(key, 0), 0
-	default:
+// wordsOf returns the keyWords of a name.
+func wordsOf(key []byte) (w keyWords) {
+	n := len(key)
+	if n < 8 {
 		for j := n - 1; j >= 0; j-- {
-			first = first<<8 | uint64(key[j])
+			w.first = w.first<<8 | uint64(key[j])
 		}
-		return first, 0
+		return w
 	}
+	w.first = load8(key, 0)
+	if n > 16 {
+		w.mid = load8(key, 8)
+	}
+	if n > 8 {
+		w.last = load8(key, n-8)
+	}
+	return w
 }
 
-// cachedKeyRule is keyRule for a name of 1 to maxCachedKeyLen bytes whose keyWords are first and last. A name of
-// up to 16 bytes is told by its words alone; everything that calls out (a longer name's comparison, a miss, the
-// first name of a copy) is left to functions it returns through, so that nothing of it is kept over a call.
-func (r *redactor) cachedKeyRule(key []byte, first, last uint64) int {
+// cachedKeyRule is keyRule for a name of 1 to maxCachedKeyLen bytes whose keyWords are w. A name of up to 24
+// bytes is told by its words alone; everything that calls out (a longer name's comparison, a miss, the first name
+// of a copy) is left to functions it returns through, so that nothing of it is kept over a call.
+func (r *redactor) cachedKeyRule(key []byte, w keyWords) int {
 	kc := r.keys
 	if kc == nil {
-		return r.firstKeyRule(key, first, last)
+		return r.firstKeyRule(key, w)
 	}
 	n := uint8(len(key))
-	pair := kc.pair(first, last, n)
-	if n <= 16 {
-		if rule, ok := pair.hit(first, last, n); ok {
+	pair := kc.pair(w, n)
+	if n <= wholeKeyWords {
+		if rule, ok := pair.hit(w, n); ok {
 			return rule
 		}
 	}
-	return r.slotKeyRule(pair, key, first, last)
+	return r.slotKeyRule(pair, key, w)
 }
 
-// pair returns the pair of slots a name of n bytes whose keyWords are first and last may sit in.
-func (kc *keyCache) pair(first, last uint64, n uint8) *keyPair {
-	return &kc.slots[(first^last<<7^last>>11^uint64(n))*0x9E3779B97F4A7C15>>(64-keyCacheBits+1)]
+// pair returns the pair of slots a name of n bytes whose keyWords are w may sit in.
+func (kc *keyCache) pair(w keyWords, n uint8) *keyPair {
+	return &kc.slots[(w.first^w.last<<7^w.last>>11^uint64(n))*0x9E3779B97F4A7C15>>(64-keyCacheBits+1)]
 }
 
-// hit returns the rule a slot of p keeps for the name of n bytes, at most 16, whose keyWords are first and last.
-func (p *keyPair) hit(first, last uint64, n uint8) (rule int, ok bool) {
-	if a := &p[0]; a.n == n && a.first == first && a.last == last {
+// hit returns the rule a slot of p keeps for the name of n bytes, at most wholeKeyWords, whose keyWords are w.
+func (p *keyPair) hit(w keyWords, n uint8) (rule int, ok bool) {
+	if a := &p[0]; a.n == n && a.w == w {
 		return int(a.rule), true
 	}
-	if b := &p[1]; b.n == n && b.first == first && b.last == last {
+	if b := &p[1]; b.n == n && b.w == w {
 		return int(b.rule), true
 	}
 	return 0, false
 }
 
 // firstKeyRule is cachedKeyRule for the first name r looks up: it finds the cache first.
-func (r *redactor) firstKeyRule(key []byte, first, last uint64) int {
+func (r *redactor) firstKeyRule(key []byte, w keyWords) int {
 	r.keyCache()
-	return r.cachedKeyRule(key, first, last)
+	return r.cachedKeyRule(key, w)
 }
 
-// slotKeyRule is cachedKeyRule in the slots pair, whole: for a name over 16 bytes, or one its words missed.
-func (r *redactor) slotKeyRule(pair *keyPair, key []byte, first, last uint64) int {
+// slotKeyRule is cachedKeyRule in the slots pair, whole: for a name over 24 bytes, or one its words missed.
+func (r *redactor) slotKeyRule(pair *keyPair, key []byte, w keyWords) int {
 	n := uint8(len(key))
 	a, b := &pair[0], &pair[1]
-	if a.n == n && a.first == first && a.last == last && (n <= 16 || a.name == string(key)) {
+	if a.n == n && a.w == w && (n <= wholeKeyWords || a.name == string(key)) {
 		return int(a.rule)
 	}
-	if b.n == n && b.first == first && b.last == last && (n <= 16 || b.name == string(key)) {
+	if b.n == n && b.w == w && (n <= wholeKeyWords || b.name == string(key)) {
 		return int(b.rule)
 	}
 	rule := r.x.keyRule(key)
 	if a.n != 0 && b.n == 0 {
 		a = b
 	}
-	*a = keySlot{first: first, last: last, n: n, rule: int8(rule)}
-	if n > 16 {
+	*a = keySlot{w: w, n: n, rule: int8(rule)}
+	if n > wholeKeyWords {
 		a.name = string(key)
 	}
 	return rule

@@ -131,32 +131,36 @@ func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 }
 
 // spanName is memberName and keyRule in one pass for the names most members have: no escape, 1 to
-// maxCachedKeyLen bytes, at least eight bytes of input from the name's start. It returns the colon's index and the
-// key's rule; false, having read nothing for good, for any other name (or malformed input), which the caller gives
-// to memberName. It finds the name's end with the stop test of stringRun alone (a name needs no trigger), and the
-// words it read on the way are those keyRule's cache is probed with.
+// maxCachedKeyLen bytes, in input that runs on for at least eight bytes after the name's start (sixteen for a name
+// over seven bytes). It returns the colon's index and the key's rule; false, having read nothing for good, for any
+// other name (or malformed input), which the caller gives to memberName. It finds the name's end with the stop test
+// of stringRun alone (a name needs no trigger), and the words it read on the way are the keyWords keyRule's cache
+// is probed with.
 func (r *redactor) spanName(b []byte, i int, esc bool) (colon, rule int, ok bool) {
 	s := i + 1 // the name's first byte
 	if esc {
-		if s++; s+16 > len(b) || b[i] != '\\' || b[i+1] != '"' {
+		if s++; s+8 > len(b) || b[i] != '\\' || b[i+1] != '"' {
 			return 0, 0, false
 		}
-	} else if s+16 > len(b) || b[i] != '"' {
+	} else if s+8 > len(b) || b[i] != '"' {
 		return 0, 0, false
 	}
 	// Most names end within their first sixteen bytes, which are read as two words; a longer one is read on
-	// while sixteen more bytes are there (and a name over maxCachedKeyLen is left to memberName).
-	first, last, e := load8(b, s), uint64(0), s
-	if m := stopBytes(first); m != 0 {
+	// while eight more bytes are there (and a name over maxCachedKeyLen is left to memberName).
+	var w keyWords
+	w.first = load8(b, s)
+	e := s
+	if m := stopBytes(w.first); m != 0 {
 		k := bits.TrailingZeros64(m) &^ 7
 		if k == 0 {
 			return 0, 0, false // an empty name
 		}
-		e, first = s+k/8, first&(1<<k-1)
-	} else if m := stopBytes(load8(b, s+8)); m != 0 {
-		e = s + 8 + bits.TrailingZeros64(m)/8
-		if e > s+8 {
-			last = load8(b, e-8)
+		e, w.first = s+k/8, w.first&(1<<k-1)
+	} else if s+16 > len(b) {
+		return 0, 0, false
+	} else if second := load8(b, s+8); stopBytes(second) != 0 {
+		if e = s + 8 + bits.TrailingZeros64(stopBytes(second))/8; e > s+8 {
+			w.last = load8(b, e-8)
 		}
 	} else {
 		for e = s + 16; ; e += 8 {
@@ -168,7 +172,7 @@ func (r *redactor) spanName(b []byte, i int, esc bool) (colon, rule int, ok bool
 				break
 			}
 		}
-		last = load8(b, e-8)
+		w.mid, w.last = second, load8(b, e-8)
 	}
 	end := e + 1
 	if esc {
@@ -184,12 +188,12 @@ func (r *redactor) spanName(b []byte, i int, esc bool) (colon, rule int, ok bool
 			return 0, 0, false
 		}
 	}
-	if n := uint8(e - s); r.keys != nil && n <= 16 { // cachedKeyRule's hit, inline
-		if rule, ok := r.keys.pair(first, last, n).hit(first, last, n); ok {
+	if n := uint8(e - s); r.keys != nil && n <= wholeKeyWords { // cachedKeyRule's hit, inline
+		if rule, ok := r.keys.pair(w, n).hit(w, n); ok {
 			return colon, rule, true
 		}
 	}
-	return colon, r.cachedKeyRule(b[s:e], first, last), true
+	return colon, r.cachedKeyRule(b[s:e], w), true
 }
 
 // spanString reads the string value at b[i] ('"') at nesting depth, as the token copy's value does, and writes it
@@ -216,11 +220,14 @@ func (r *redactor) spanString(b []byte, i, depth int) (int, bool) {
 	var raw []byte
 	end, trig := stringRun(b, i+1)
 	if ok := end < len(b) && b[end] == '"'; ok {
+		if n := end - i - 1; !trig && !r.pats && n <= r.maxStr && (n == 0 || textStart(b[i+1])) {
+			return end + 1, true // nothing for the rules, no JSON in it, not cut (below, without raw)
+		}
 		raw, end = b[i+1:end], end+1
 	} else if raw, end, trig, ok = scanCleanString(b, i); !ok {
 		return end, false
 	}
-	if len(raw) <= r.maxStr && (len(raw) == 0 || raw[0] != '{' && raw[0] != '[' && !isWS(raw[0])) {
+	if len(raw) <= r.maxStr && (len(raw) == 0 || textStart(raw[0])) {
 		if !trig && !r.pats {
 			return end, true // nothing for the rules, no JSON in it, not cut
 		}
@@ -260,13 +267,22 @@ func (r *redactor) spanHeld(b []byte, i, depth int) (int, bool) {
 // rules' changes to its content. A string the token copy would cut, or would read as JSON held in it again, is
 // left to it (false).
 func (r *redactor) spanEscapedString(b []byte, i int) (int, bool) {
-	raw, end, trig, ok := scanEscapedString(b, i)
-	if !ok || len(raw) > r.maxStr || len(raw) > 0 && (raw[0] == '{' || raw[0] == '[' || isWS(raw[0])) {
+	// scanEscapedString, inline, with the content's bounds only: most strings are passed over.
+	if i+1 >= len(b) || b[i] != '\\' || b[i+1] != '"' {
+		return i, false
+	}
+	stop, trig := stringRun(b, i+2)
+	if stop+1 >= len(b) || b[stop] != '\\' || b[stop+1] != '"' {
+		return stop, false
+	}
+	end := stop + 2
+	if n := stop - i - 2; n > r.maxStr || n > 0 && !textStart(b[i+2]) {
 		return end, false
 	}
 	if !trig && !r.pats {
 		return end, true
 	}
+	raw := b[i+2 : stop]
 	out, changed := r.x.rules(r.sc.text[:0], raw, true, &r.tally)
 	if !changed {
 		return end, true
@@ -310,6 +326,10 @@ func skipEscapedValue(b []byte, i int) (int, bool) {
 	}
 	return len(b), false
 }
+
+// textStart says whether a string whose content starts with c is text to the fast copy: not JSON held in it, and
+// no white space first (the token copy would read such a string as JSON held in it, after the white space).
+func textStart(c byte) bool { return c != '{' && c != '[' && (c > ' ' || !isWS(c)) }
 
 // skipSpace is skipWS, or with esc spaces only (JSON text held in a string, read in its escaped form). Compact JSON
 // has no white space, and every byte of it is above ' ': one comparison passes it.
