@@ -723,3 +723,21 @@ func TestASCIIPrefix(t *testing.T) {
 		}
 	}
 }
+
+// shortScalar takes only what skipValue and validScalar take, and ends it where skipValue does.
+func TestShortScalar(t *testing.T) {
+	for _, s := range []string{"1,", "10}", "2]", "4096,", "0,", "01,", "1.5,", "1e5,", "-1,", "7", "12 ,", "null,",
+		"null}", "nul,", "nullx,", "null", "n", "true,", "1x,", ",", "}"} {
+		b := []byte(s)
+		end := shortScalar(b, 0)
+		if end == 0 {
+			continue
+		}
+		if e, ok := skipValue(b, 0); !ok || e != end || !validScalar(b[:e]) {
+			t.Errorf("shortScalar(%q) = %d; skipValue gives %d %v", s, end, e, ok)
+		}
+	}
+	if shortScalar([]byte("4096,"), 0) != 4 || shortScalar([]byte("null}"), 0) != 4 {
+		t.Error("shortScalar does not take a plain integer or null")
+	}
+}

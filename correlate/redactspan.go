@@ -44,6 +44,12 @@ func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 				return i, false
 			}
 			switch c := b[i]; {
+			case c == '"' && !esc: // first: most values are strings
+				end, ok := r.spanString(b, i, depth+open)
+				if !ok {
+					return end, false
+				}
+				i, st = end, spanClosed
 			case c == '{' || c == '[':
 				if depth+open >= maxRedactDepth {
 					return i, false // the token copy writes "…" for it
@@ -58,12 +64,6 @@ func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 				} else if c == '{' {
 					st = spanKey
 				}
-			case c == '"' && !esc:
-				end, ok := r.spanString(b, i, depth+open)
-				if !ok {
-					return end, false
-				}
-				i, st = end, spanClosed
 			case c == '\\' && esc:
 				end, ok := r.spanEscapedString(b, i)
 				if !ok {
@@ -71,6 +71,10 @@ func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 				}
 				i, st = end, spanClosed
 			default:
+				if end := shortScalar(b, i); end > i {
+					i, st = end, spanClosed
+					break
+				}
 				end, ok := skipValue(b, i)
 				if !ok || !validScalar(b[i:end]) { // a number, true, false or null, and nothing else
 					return end, false
@@ -332,6 +336,25 @@ func skipEscapedValue(b []byte, i int) (int, bool) {
 		}
 	}
 	return len(b), false
+}
+
+// shortScalar returns the end of the scalar at b[i] when it is one of the common ones, a positive integer or null,
+// followed by a comma or a closing bracket, as skipValue and validScalar would take it; i for any other, which
+// they read.
+func shortScalar(b []byte, i int) int {
+	j := i
+	switch c := b[i]; {
+	case c >= '1' && c <= '9':
+		for j++; j < len(b) && b[j] >= '0' && b[j] <= '9'; {
+			j++
+		}
+	case c == 'n' && len(b)-i > 4 && string(b[i:i+4]) == "null":
+		j += 4
+	}
+	if j < len(b) && (b[j] == ',' || b[j] == '}' || b[j] == ']') {
+		return j
+	}
+	return i
 }
 
 // textStart says whether a string whose content starts with c is text to the fast copy: not JSON held in it, and
