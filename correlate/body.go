@@ -127,7 +127,7 @@ func (p *bodyParser) parse(body []byte, out *bodyInfo) {
 func (p *bodyParser) members(out *bodyInfo, s *objectScanner, b []byte) {
 	var m member
 	for s.key(&m) {
-		if p.policy == PayloadNone || !payloadKey(m.key) || m.start >= len(b) || b[m.start] != '{' && b[m.start] != '[' {
+		if p.policy == PayloadNone || m.start >= len(b) || b[m.start] != '{' && b[m.start] != '[' || !payloadKey(m.key) {
 			if !s.skip(&m) {
 				return
 			}
