@@ -1609,8 +1609,9 @@ func stringRun(b []byte, j int) (stop int, trig bool) {
 		low7 := x & (ones * 127)
 		tw := (ones*(127+hi) - low7) &^ x & (low7 + ones*(127-lo))
 		if stop := stopBytes(x); stop != 0 {
-			k := bits.TrailingZeros64(stop) &^ 7 // the lowest stop byte's first bit
-			return j + k/8, (t|tw&(1<<k-1))&high != 0
+			// stop^(stop-1) is every bit up to the lowest stop byte's high bit, which tw does not have: a stop
+			// byte is no trigger.
+			return j + bits.TrailingZeros64(stop)/8, (t|tw&(stop^(stop-1)))&high != 0
 		}
 		t |= tw
 	}

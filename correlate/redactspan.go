@@ -155,11 +155,10 @@ func (r *redactor) spanName(b []byte, i int, esc bool) (colon, rule int, ok bool
 	w.first = load8(b, s)
 	e := s
 	if m := nameStops(w.first); m != 0 {
-		k := bits.TrailingZeros64(m) &^ 7
-		if k == 0 {
+		if m&0x80 != 0 {
 			return 0, 0, false // an empty name
 		}
-		e, w.first = s+k/8, w.first&(1<<k-1)
+		e, w.first = s+bits.TrailingZeros64(m)/8, w.first&((m^(m-1))>>8) // the bytes before the stop
 	} else if s+16 > len(b) {
 		return 0, 0, false
 	} else if second := load8(b, s+8); nameStops(second) != 0 {
