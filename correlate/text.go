@@ -62,16 +62,26 @@ func cleanBytes(b []byte) []byte {
 	return []byte(mend(string(b)))
 }
 
-// asciiPrefix returns how many bytes at the start of b are ASCII (len(b) when all are). A payload (ids, names,
+// asciiPrefix returns a length of the start of b that is ASCII, all of b when it is. A payload (ids, names,
 // numbers, JSON's punctuation) is ASCII throughout, which eight words ORed together prove 64 bytes at a time, an
-// eighth of utf8.Valid's steps; the rest of b starts a rune, so utf8.Valid takes it from there.
+// eighth of utf8.Valid's steps (the last 64 bytes overlap the ones before); what follows the ASCII starts a rune,
+// so utf8.Valid takes it from there.
 func asciiPrefix(b []byte) int {
 	const high = 0x8080808080808080
-	i := 0
-	for ; i+64 <= len(b); i += 64 {
+	for i := 0; len(b) >= 64; i += 64 {
+		i = min(i, len(b)-64)
 		if (load8(b, i)|load8(b, i+8)|load8(b, i+16)|load8(b, i+24)|load8(b, i+32)|load8(b, i+40)|load8(b, i+48)|
 			load8(b, i+56))&high != 0 {
-			break
+			return i
+		}
+		if i+64 == len(b) {
+			return len(b)
+		}
+	}
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		if load8(b, i)&high != 0 {
+			return i
 		}
 	}
 	for ; i < len(b); i++ {
