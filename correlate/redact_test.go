@@ -741,3 +741,24 @@ func TestShortScalar(t *testing.T) {
 		t.Error("shortScalar does not take a plain integer or null")
 	}
 }
+
+// TestSpanNameKeepsKeyWords: a name spanName reads in place takes the key cache's slot under the same keyWords as
+// keyRule gives the name as a slice (wordsOf), at every length the cache keeps, so the two paths share one entry.
+func TestSpanNameKeepsKeyWords(t *testing.T) {
+	for n := 1; n < maxCachedKeyLen; n++ {
+		name := make([]byte, n)
+		for i := range name {
+			name[i] = 'a' + byte(i%26)
+		}
+		in := []byte(`"` + string(name) + `": 1, "` + strings.Repeat("p", 64) + `": 2}`)
+		r := redactor{sc: new(redactScratch)}
+		r.keyCache()
+		if _, _, ok := r.spanName(in, 0, false); !ok {
+			t.Fatalf("spanName did not read the %d-byte name in %q", n, in)
+		}
+		w, k := wordsOf(name), uint8(n)
+		if p := r.keys.pair(w, k); !(p[0].n == k && p[0].w == w || p[1].n == k && p[1].w == w) {
+			t.Errorf("a %d-byte name read in place is not kept under its keyWords %+v: slots %+v", n, w, *p)
+		}
+	}
+}

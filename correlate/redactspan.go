@@ -135,7 +135,7 @@ func (r *redactor) span(b []byte, i, depth int, esc bool) (int, bool) {
 }
 
 // spanName is memberName and keyRule in one pass for the names most members have: no escape, 1 to
-// maxCachedKeyLen bytes, in input that runs on for at least eight bytes after the name's start (sixteen for a name
+// maxCachedKeyLen-1 bytes, in input that runs on for at least eight bytes after the name's start (sixteen for a name
 // over seven bytes). It returns the colon's index and the key's rule; false, having read nothing for good, for any
 // other name (or malformed input), which the caller gives to memberName. It finds the name's end with a stop test
 // alone (nameStops: a name needs no trigger), and the words it read on the way are the keyWords keyRule's cache is
@@ -175,7 +175,9 @@ func (r *redactor) spanName(b []byte, i int, esc bool) (colon, rule int, ok bool
 				break
 			}
 		}
-		w.mid, w.last = second, load8(b, e-8)
+		if w.last = load8(b, e-8); e-s > 16 { // a name of exactly 16 bytes is its first and last words (wordsOf)
+			w.mid = second
+		}
 	}
 	end := e + 1
 	if esc {
