@@ -305,7 +305,7 @@ const tlsReadBuf = 16<<10 + 512
 
 // bufferedConn is a net.Conn whose reads go through a buffer, under crypto/tls. Deadlines, writes and CloseWrite
 // are the socket's own, until an event loop takes the connection over: then crypto/tls reads and writes through
-// loopIO (tlsloop_linux.go), which never waits, and deadlines are the loop's business.
+// loop (tlsSide, tlsloop_linux.go), which never waits, and deadlines are the loop's business.
 type bufferedConn struct {
 	net.Conn
 	r    *bufio.Reader

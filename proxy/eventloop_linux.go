@@ -346,8 +346,12 @@ func (lc *loopConn) reading(d direction) bool {
 // waiting reports whether direction d has bytes its destination has not taken yet: read and queued (pend), or,
 // towards a TLS client, sealed into records.
 func (lc *loopConn) waiting(d direction) bool {
-	return lc.pend[d] != nil || d == serverToClient && lc.tls != nil && lc.tls.out != nil
+	return lc.pend[d] != nil || lc.sealed(d) && lc.tls.out != nil
 }
+
+// sealed says whether direction d writes to a TLS client: its bytes go through crypto/tls (sealTo) and what waits
+// is ciphertext in tlsSide.out, not pend.
+func (lc *loopConn) sealed(d direction) bool { return d == serverToClient && lc.tls != nil }
 
 func (lc *loopConn) readable(d direction) {
 	if d == clientToServer && lc.tls != nil {
@@ -389,7 +393,7 @@ func (lc *loopConn) readable(d direction) {
 // forward writes b (in the arena) to direction d's destination and queues what was written for the tap. It reports
 // whether all of b went; otherwise the rest is queued (and reading paused) or the connection failed.
 func (lc *loopConn) forward(d direction, b []byte, readAt time.Time) bool {
-	if d == serverToClient && lc.tls != nil {
+	if lc.sealed(d) {
 		return lc.sealTo(b, readAt)
 	}
 	wn, err := lc.write(d, b)
@@ -413,7 +417,7 @@ func (lc *loopConn) forward(d direction, b []byte, readAt time.Time) bool {
 
 // flush writes what direction d has queued; once all of it went, reading its source resumes.
 func (lc *loopConn) flush(d direction) {
-	if d == serverToClient && lc.tls != nil {
+	if lc.sealed(d) {
 		lc.sendSealed()
 		return
 	}
@@ -467,7 +471,7 @@ func (lc *loopConn) sawEOF(d direction) {
 	c := lc.c
 	c.noteEOF(d)
 	lc.eof[d] = true
-	if d == serverToClient && lc.tls != nil {
+	if lc.sealed(d) {
 		lc.closeNotify()
 	}
 	if err := epoll.ShutdownWrite(lc.fd[1-d]); err != nil {

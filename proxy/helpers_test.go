@@ -31,12 +31,18 @@ const pumpsEnv = "PROXY_TEST_PUMPS"
 // runProxy serves cfg on a loopback listener until the test ends and checks that Serve returned nil and joined.
 func runProxy(t testing.TB, cfg proxy.Config) (*proxy.Proxy, string, context.CancelFunc) {
 	t.Helper()
-	if os.Getenv(pumpsEnv) == "goroutines" && cfg.EventLoops == 0 {
-		cfg.EventLoops = -1
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	return runProxyOn(t, cfg, ln)
+}
+
+// runProxyOn is runProxy on a listener of the test's (one whose sockets have small buffers, say).
+func runProxyOn(t testing.TB, cfg proxy.Config, ln net.Listener) (*proxy.Proxy, string, context.CancelFunc) {
+	t.Helper()
+	if os.Getenv(pumpsEnv) == "goroutines" && cfg.EventLoops == 0 {
+		cfg.EventLoops = -1
 	}
 	p := proxy.New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())

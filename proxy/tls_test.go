@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,11 +246,11 @@ func TestTLSRecordsReceivedTogetherAreForwardedTogether(t *testing.T) {
 }
 
 // TestTLSClientOnEventLoop: a TLS client in front of a plain upstream is forwarded by an event loop once its
-// handshake is done (no pump goroutine while it runs, unless the tests run on the pumps), and the loop keeps the
-// pumps' promises: bytes exact both ways while both directions run at once, the client reading in small pieces
-// so that the records towards it queue behind its socket, a half-close each way (close_notify from the client
-// ends the upstream's stream with a FIN; the upstream's FIN reaches the client as close_notify), and the tap sees
-// the plaintext of both streams.
+// handshake is done (its bytes are tapped on runEventLoop, not on a pump, unless the tests run on the pumps), and
+// the loop keeps the pumps' promises: bytes exact both ways while both directions run at once, with the client's
+// socket too small for what one read from the upstream seals, so records wait for it, a half-close each way (close_notify from
+// the client ends the upstream's stream with a FIN; the upstream's FIN reaches the client as close_notify), and the
+// tap sees the plaintext of both streams.
 func TestTLSClientOnEventLoop(t *testing.T) {
 	pki := newTestPKI(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -259,65 +260,36 @@ func TestTLSClientOnEventLoop(t *testing.T) {
 	upConns := make(chan net.Conn, 1)
 	up := serveUpstream(t, ln, func(c net.Conn) { upConns <- c })
 	rec := newRecorder()
-	_, addr, _ := runProxy(t, proxy.Config{Upstreams: []string{up.addr()}, ClientTLS: pki.serverConfig(), Tap: rec.tap})
-	client, err := tls.Dial("tcp", addr, pki.clientConfig())
+	var tapper tapGoroutine
+	tap := func(info proxy.ConnInfo) proxy.Tap {
+		tp := rec.tap(info)
+		tp.ClientToServer = tapper.wrap(tp.ClientToServer)
+		return tp
+	}
+	// Small buffers on both ends of the client's connection (a few KiB, fixed: no autotuning), so that the records
+	// of one 32 KiB read from the upstream never fit at once and wait in the loop for the client's socket.
+	small := func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = errors.Join(syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096),
+				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096))
+		})
+		return errors.Join(err, serr)
+	}
+	pln, err := (&net.ListenConfig{Control: small}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addr, _ := runProxyOn(t, proxy.Config{Upstreams: []string{up.addr()}, ClientTLS: pki.serverConfig(), Tap: tap}, pln)
+	client, err := tls.DialWithDialer(&net.Dialer{Control: small}, "tcp", addr, pki.clientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
 	toUp, toClient := payload(6, 3<<20+5), payload(7, 4<<20+3)
-	var gotUp []byte
-	var upErr, writeErrs [2]error
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		writeErrs[0] = writeChunked(client, toUp, 31)
-	}()
-	var upc net.Conn
-	select {
-	case upc = <-upConns:
-	case <-time.After(hangGuard):
-		t.Fatal("no upstream connection")
-	}
-	defer upc.Close()
-	if os.Getenv(pumpsEnv) != "goroutines" {
-		if stacks := goroutineStacks(); strings.Contains(stacks, "proxy.pumpClientToServer") {
-			t.Errorf("a TLS client is forwarded by goroutine pumps, want an event loop:\n%s", stacks)
-		}
-	}
-	go func() {
-		defer wg.Done()
-		writeErrs[1] = writeChunked(upc, toClient, 32)
-	}()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		gotUp, upErr[0] = readAllGuarded(upc)
-	}()
-	var gotClient []byte
-	_ = client.SetReadDeadline(time.Now().Add(hangGuard))
-	small := make([]byte, 700)
-	for {
-		n, err := client.Read(small)
-		gotClient = append(gotClient, small[:n]...)
-		if err != nil {
-			if err != io.EOF {
-				upErr[1] = err
-			}
-			break
-		}
-	}
-	<-done
-	wg.Wait()
-	for _, err := range append(writeErrs[:], upErr[:]...) {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	gotUp, gotClient := exchange(t, smallReads{client}, upConns, toUp, toClient)
 	requireEqual(t, "upstream received", gotUp, toUp)
 	requireEqual(t, "client received", gotClient, toClient)
-	_ = upc.Close()
 	end := rec.waitEnd(t)
 	if !end.Info.ClientTLS || end.Info.UpstreamTLS || end.Err != nil ||
 		end.ClientToServerBytes != int64(len(toUp)) || end.ServerToClientBytes != int64(len(toClient)) {
@@ -326,12 +298,42 @@ func TestTLSClientOnEventLoop(t *testing.T) {
 	c2s, s2c := rec.bytes()
 	requireEqual(t, "tap client→server", c2s, toUp)
 	requireEqual(t, "tap server→client", s2c, toClient)
+	want := "proxy.runEventLoop"
+	if os.Getenv(pumpsEnv) == "goroutines" {
+		want = "proxy.pumpClientToServer"
+	}
+	if got := tapper.first(); !strings.Contains(got, want) {
+		t.Errorf("the client's bytes were tapped on a goroutine without %s in its stack:\n%s", want, got)
+	}
 }
 
-// goroutineStacks is every goroutine's stack.
-func goroutineStacks() string {
-	buf := make([]byte, 1<<20)
-	return string(buf[:runtime.Stack(buf, true)])
+// smallReads reads a TLS client 700 bytes at a time.
+type smallReads struct{ *tls.Conn }
+
+func (c smallReads) Read(p []byte) (int, error) { return c.Conn.Read(p[:min(len(p), 700)]) }
+
+// tapGoroutine keeps the stack of the goroutine that made a tap writer's first write.
+type tapGoroutine struct {
+	mu    sync.Mutex
+	stack string
+}
+
+func (g *tapGoroutine) wrap(w io.Writer) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		g.mu.Lock()
+		if g.stack == "" {
+			buf := make([]byte, 64<<10)
+			g.stack = string(buf[:runtime.Stack(buf, false)])
+		}
+		g.mu.Unlock()
+		return w.Write(p)
+	})
+}
+
+func (g *tapGoroutine) first() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stack
 }
 
 // TestTLSClientSendsGarbageAfterHandshake: a client that completes its handshake and then sends bytes that are no

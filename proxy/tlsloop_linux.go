@@ -110,8 +110,8 @@ func (s *tlsSide) release() {
 	s.out, s.outBuf = nil, nil
 }
 
-// newTLSSide prepares c's client TLS session for the loop that will read fd; nil when the client conn is not the
-// one handshakeClient made. The switch itself happens in start, on the loop.
+// newTLSSide prepares c's client TLS session for a loop; nil when the client conn is not the one handshakeClient
+// made. start makes the switch.
 func newTLSSide(c *conn) *tlsSide {
 	tc, ok := c.client.(*tls.Conn)
 	if !ok {
@@ -124,8 +124,9 @@ func newTLSSide(c *conn) *tlsSide {
 	return &tlsSide{tc: tc, bc: bc}
 }
 
-// start switches crypto/tls onto the loop's descriptor. The hand-off ran the handshake and the preface on the
-// connection's goroutine, which is done with them (register runs after a mutex hand-over, so nothing races).
+// start switches crypto/tls onto the loop's descriptor. handOff calls it on the connection's goroutine, which ran
+// the handshake and the preface and is done with the session; the loop first touches it in register, after the
+// command queue's mutex, so nothing races.
 func (s *tlsSide) start(fd int) {
 	s.fd = fd
 	s.held, s.bc.r = s.bc.r, nil
